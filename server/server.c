@@ -1,0 +1,428 @@
+/* The server: listeners, TLS context, method table, metrics glue and the shutdown stages. */
+#include <errno.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "health/health.h"
+#include "internal.h"
+#include "log.h"
+#include "metrics/inferd_metrics.h"
+#include "metrics/metrics.h"
+#include "reflection.h"
+#include "server_run.h"
+
+extern const unsigned char inferd_descriptor_set[];
+extern const size_t inferd_descriptor_set_len;
+
+/* Cached series of one method row (grpc_method_t.metrics). */
+typedef struct method_metrics {
+    metrics_series_t *started, *received, *sent, *handling;
+    metrics_series_t *handled[GRPC_STATUS_COUNT];
+} method_metrics_t;
+
+static const char *grpc_type(grpc_kind_t k)
+{
+    switch (k) {
+    case GRPC_UNARY: return INFERD_GRPC_UNARY;
+    case GRPC_CLIENT_STREAMING: return INFERD_GRPC_CLIENT_STREAM;
+    case GRPC_SERVER_STREAMING: return INFERD_GRPC_SERVER_STREAM;
+    default: return INFERD_GRPC_BIDI_STREAM;
+    }
+}
+
+int server_register(server_t *s, grpc_method_t *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (server_find_method(s, rows[i].path)) return -EEXIST;
+        if (s->n_methods == s->cap_methods) {
+            size_t cap = s->cap_methods ? s->cap_methods * 2 : 16;
+            grpc_method_t **m = realloc(s->methods, cap * sizeof *m);
+            if (!m) return -ENOMEM;
+            s->methods = m;
+            s->cap_methods = cap;
+        }
+        method_metrics_t *mm = calloc(1, sizeof *mm);
+        if (!mm) return -ENOMEM;
+        const char *lv[] = {rows[i].service, rows[i].name, grpc_type(rows[i].kind)};
+        mm->started = metrics_series(s->m->grpc_started, lv);
+        mm->received = metrics_series(s->m->grpc_msg_received, lv);
+        mm->sent = metrics_series(s->m->grpc_msg_sent, lv);
+        mm->handling = metrics_series(s->m->grpc_handling, lv);
+        rows[i].metrics = mm;
+        s->methods[s->n_methods++] = &rows[i];
+    }
+    return 0;
+}
+
+grpc_method_t *server_find_method(server_t *s, const char *path)
+{
+    for (size_t i = 0; i < s->n_methods; i++)
+        if (!strcmp(s->methods[i]->path, path)) return s->methods[i];
+    return NULL;
+}
+
+size_t server_services(const server_t *s, const char **names, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_methods; i++) {
+        const char *svc = s->methods[i]->service;
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++) seen = !strcmp(s->methods[j]->service, svc);
+        if (seen) continue;
+        if (n < cap) names[n] = svc;
+        n++;
+    }
+    return n;
+}
+
+struct event_base *server_base(const server_t *s)
+{
+    return s->base;
+}
+
+struct health *server_health(const server_t *s)
+{
+    return s->health;
+}
+
+struct inferd_metrics *server_metrics(const server_t *s)
+{
+    return s->m;
+}
+
+const struct config *server_config(const server_t *s)
+{
+    return s->cfg;
+}
+
+/* ---- metrics glue ---- */
+void server_count_started(server_t *s, grpc_method_t *m)
+{
+    (void)s;
+    m->stats.started++;
+    metrics_inc(((method_metrics_t *)m->metrics)->started);
+}
+
+void server_count_msg(server_t *s, grpc_method_t *m, int sent)
+{
+    (void)s;
+    method_metrics_t *mm = m->metrics;
+    if (sent) {
+        m->stats.msg_sent++;
+        metrics_inc(mm->sent);
+    } else {
+        m->stats.msg_received++;
+        metrics_inc(mm->received);
+    }
+}
+
+void server_count_handled(server_t *s, grpc_call_t *c)
+{
+    grpc_method_t *m = c->method;
+    method_metrics_t *mm = m->metrics;
+    unsigned code = (unsigned)c->status < GRPC_STATUS_COUNT ? (unsigned)c->status : GRPC_STATUS_UNKNOWN;
+    m->stats.handled[code]++;
+    if (!mm->handled[code]) {
+        const char *lv[] = {m->service, m->name, grpc_type(m->kind), grpc_status_name((grpc_status_t)code)};
+        mm->handled[code] = metrics_series(s->m->grpc_handled, lv);
+    }
+    metrics_inc(mm->handled[code]);
+    double secs = (double)(now_ns() - c->start_ns) / 1e9;
+    metrics_observe(mm->handling, secs);
+    log_level_t lvl = (m->flags & GRPC_METHOD_PROBE) ? LOG_DEBUG : LOG_INFO;
+    if (log_enabled(lvl, "access")) {
+        char dur[32], in[24], out[24], st[24];
+        snprintf(dur, sizeof dur, "%.6f", secs);
+        snprintf(in, sizeof in, "%llu", (unsigned long long)c->bytes_in);
+        snprintf(out, sizeof out, "%llu", (unsigned long long)c->bytes_out);
+        snprintf(st, sizeof st, "%s", grpc_status_name((grpc_status_t)code));
+        const char *fields[] = {"method", m->path, "grpc_status", st, "duration_s", dur, "bytes_in", in,
+                                "bytes_out", out, "peer", c->conn ? c->conn->peer : "", "request_id", c->request_id,
+                                NULL};
+        log_write(lvl, "access", fields, "rpc finished");
+    }
+}
+
+void server_conn_gauge(server_t *s, int delta_active, int delta_streams, int new_conn)
+{
+    if (delta_active) metrics_add(s->m->connections_active_s, delta_active);
+    if (delta_streams) metrics_add(s->m->http2_streams_active_s, delta_streams);
+    if (new_conn) metrics_inc(s->m->connections_total_s);
+}
+
+/* ---- shutdown stages ---- */
+static void finish_shutdown(server_t *s)
+{
+    health_set_shutdown(s->health);
+    log_info("server", "shutdown complete");
+    event_base_loopexit(s->base, NULL);
+}
+
+void server_conn_gone(server_t *s)
+{
+    if (s->stopping && s->n_conns == 0) finish_shutdown(s);
+}
+
+static void close_listeners(server_t *s)
+{
+    for (int i = 0; i < s->n_listeners; i++)
+        if (s->listeners[i].ev) evconnlistener_disable(s->listeners[i].ev);
+}
+
+static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server_t *s = arg;
+    log_warn("server", "drain timeout: closing %d connection(s) with streams still open", s->n_conns);
+    conn_t *c;
+    while ((c = TAILQ_FIRST(&s->conns))) conn_close(c);
+    finish_shutdown(s);
+}
+
+/* Stage 2: final GOAWAY everywhere (connections whose PING came back have it already); Watch
+ * streams end; what is in flight gets --drain-timeout. */
+static void stage2(server_t *s)
+{
+    s->stopping = 1;
+    health_watch_close_all(s->health, GRPC_STATUS_UNAVAILABLE);
+    for (conn_t *c = TAILQ_FIRST(&s->conns), *n; c; c = n) {
+        n = TAILQ_NEXT(c, link);
+        conn_goaway(c, 2);
+    }
+    struct timeval tv = {(time_t)(s->cfg->drain_timeout_ns / 1000000000LL),
+                         (suseconds_t)(s->cfg->drain_timeout_ns % 1000000000LL / 1000)};
+    evtimer_add(s->drain_timer, &tv);
+    server_conn_gone(s);
+}
+
+static void stage_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server_t *s = arg;
+    if (s->stage == 1) {
+        log_info("server", "draining: GOAWAY to %d connection(s)", s->n_conns);
+        close_listeners(s);
+        for (conn_t *c = TAILQ_FIRST(&s->conns), *n; c; c = n) {
+            n = TAILQ_NEXT(c, link);
+            conn_goaway(c, 1);
+        }
+        s->stage = 2;
+        /* Clients get one round trip (the PING) to show their last streams; bounded. */
+        struct timeval tv = {1, 0};
+        evtimer_add(s->stage_timer, &tv);
+    } else if (s->stage == 2) {
+        s->stage = 3;
+        stage2(s);
+    }
+}
+
+static void begin_shutdown(server_t *s, const char *why)
+{
+    if (s->draining) {
+        log_info("server", "%s again during shutdown; still draining", why);
+        return;
+    }
+    s->draining = 1;
+    log_info("server", "%s: health NOT_SERVING, GOAWAY in %.3fs", why, (double)s->cfg->shutdown_delay_ns / 1e9);
+    health_set_draining(s->health);
+    if (s->on_drain_start) s->on_drain_start(s);
+    s->stage = 1;
+    struct timeval tv = {(time_t)(s->cfg->shutdown_delay_ns / 1000000000LL),
+                         (suseconds_t)(s->cfg->shutdown_delay_ns % 1000000000LL / 1000)};
+    evtimer_add(s->stage_timer, &tv);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    begin_shutdown(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- listeners and TLS ---- */
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    listener_t *lst = arg;
+    (void)l;
+    conn_accept(lst->srv, lst, fd, sa, salen);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    log_warn("server", "accept failed: %s", evutil_socket_error_to_string(e));
+}
+
+static int listen_on(server_t *s, const char *host, int port, int role, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    char spec[128];
+    snprintf(spec, sizeof spec, strchr(host, ':') ? "[%s]:%d" : "%s:%d", !strcmp(host, "localhost") ? "127.0.0.1" : host,
+             port);
+    memset(&ss, 0, sizeof ss);
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sl)) {
+        snprintf(err, errlen, "invalid address %s for --%s", spec, role ? "system-host/--system-port" : "listen");
+        return -EINVAL;
+    }
+    listener_t *l = &s->listeners[s->n_listeners];
+    l->srv = s;
+    l->role = role;
+    l->ev = evconnlistener_new_bind(s->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
+                                    (struct sockaddr *)&ss, sl);
+    if (!l->ev) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s (--%s): %s", spec, role ? "system-port" : "listen", strerror(e));
+        return -e;
+    }
+    evconnlistener_set_error_cb(l->ev, accept_error_cb);
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof bound;
+    getsockname(evconnlistener_get_fd(l->ev), (struct sockaddr *)&bound, &bl);
+    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    snprintf(l->addr, sizeof l->addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, l->port);
+    s->n_listeners++;
+    const char *fields[] = {"address", l->addr, "role", role ? "system" : "grpc", NULL};
+    log_write(LOG_INFO, "server", fields, "listening on %s (%s)", l->addr, role ? "system" : "grpc");
+    return 0;
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    static const unsigned char ours[] = "\x02h2\x08http/1.1";
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof ours - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL; /* the client offers neither h2 nor http/1.1 */
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int tls_setup(server_t *s, char *err, size_t errlen)
+{
+    const config_t *cfg = s->cfg;
+    char ebuf[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
+        ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
+        snprintf(err, errlen, "invalid value '%s' for --tls-cert: %s", cfg->tls_cert, ebuf);
+        goto fail_ctx;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
+        snprintf(err, errlen, "invalid value '%s' for --tls-key: %s", cfg->tls_key, ebuf);
+        goto fail_ctx;
+    }
+    if (cfg->tls_client_ca) {
+        if (SSL_CTX_load_verify_locations(ctx, cfg->tls_client_ca, NULL) != 1) {
+            ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
+            snprintf(err, errlen, "invalid value '%s' for --tls-client-ca: %s", cfg->tls_client_ca, ebuf);
+            goto fail_ctx;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    s->ssl_ctx = ctx;
+    return 0;
+fail_ctx:
+    SSL_CTX_free(ctx);
+    return -EINVAL;
+fail:
+    snprintf(err, errlen, "cannot create the TLS context");
+    return -ENOMEM;
+}
+
+/* ---- life cycle ---- */
+server_t *server_new(config_t *cfg, char *err, size_t errlen)
+{
+    server_t *s = calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->cfg = cfg;
+    s->start_ns = now_ns();
+    TAILQ_INIT(&s->conns);
+    s->base = event_base_new();
+    if (!s->base) goto oom;
+    s->reg = metrics_registry_new(cfg->metrics_prefix);
+    if (!s->reg) {
+        snprintf(err, errlen, "invalid value '%s' for --metrics-prefix", cfg->metrics_prefix);
+        goto fail;
+    }
+    s->m = calloc(1, sizeof *s->m);
+    if (!s->m || inferd_metrics_init(s->m, s->reg)) goto oom;
+    inferd_metrics_set_log_dropped_source(s->m, log_dropped);
+    health_status_t starting;
+    if (health_parse_starting_status(cfg->starting_health_status, &starting)) {
+        snprintf(err, errlen, "invalid value '%s' for --starting-health-status: expected notready|ready",
+                 cfg->starting_health_status);
+        goto fail;
+    }
+    s->health = health_new(s->base, starting);
+    if (!s->health) goto oom;
+    /* The generate endpoint exists from the start, NOT_SERVING until an engine reports ready. */
+    if (health_endpoint_add(s->health, "generate", "inferd.v1.Inference")) goto oom;
+    size_t n;
+    grpc_method_t *rows = health_grpc_methods(s->health, &n);
+    if (server_register(s, rows, n)) goto oom;
+    s->refl = reflection_new(inferd_descriptor_set, inferd_descriptor_set_len, err, errlen);
+    if (!s->refl) goto fail;
+    rows = reflection_methods(s->refl, &n);
+    if (server_register(s, rows, n)) goto oom;
+    if (cfg->tls_cert && tls_setup(s, err, errlen)) goto fail;
+    char host[128];
+    int port;
+    config_split_hostport(cfg->listen, host, sizeof host, &port);
+    if (listen_on(s, host, port, 0, err, errlen)) goto fail;
+    if (cfg->system_port >= 0 && listen_on(s, cfg->system_host, cfg->system_port, 1, err, errlen)) goto fail;
+    s->sig_term = evsignal_new(s->base, SIGTERM, signal_cb, s);
+    s->sig_int = evsignal_new(s->base, SIGINT, signal_cb, s);
+    s->stage_timer = evtimer_new(s->base, stage_cb, s);
+    s->drain_timer = evtimer_new(s->base, drain_timeout_cb, s);
+    if (!s->sig_term || !s->sig_int || !s->stage_timer || !s->drain_timer) goto oom;
+    event_add(s->sig_term, NULL);
+    event_add(s->sig_int, NULL);
+    return s;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    server_free(s);
+    return NULL;
+}
+
+int server_run(server_t *s)
+{
+    event_base_dispatch(s->base);
+    return s->exit_code;
+}
+
+void server_free(server_t *s)
+{
+    if (!s) return;
+    conn_t *c;
+    while ((c = TAILQ_FIRST(&s->conns))) conn_close(c);
+    for (int i = 0; i < s->n_listeners; i++) evconnlistener_free(s->listeners[i].ev);
+    if (s->sig_term) event_free(s->sig_term);
+    if (s->sig_int) event_free(s->sig_int);
+    if (s->stage_timer) event_free(s->stage_timer);
+    if (s->drain_timer) event_free(s->drain_timer);
+    for (size_t i = 0; i < s->n_methods; i++) free(s->methods[i]->metrics);
+    free(s->methods);
+    reflection_free(s->refl);
+    health_free(s->health);
+    if (s->ssl_ctx) SSL_CTX_free(s->ssl_ctx);
+    metrics_registry_free(s->reg);
+    free(s->m);
+    if (s->base) event_base_free(s->base);
+    free(s);
+}
