@@ -81,8 +81,7 @@ static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
 {
     uint64_t v = 0;
     for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return -1;
+        if (*p >= end) return -1;
         uint8_t c = *(*p)++;
         v |= (uint64_t)(c & 0x7f) << shift;
         if (!(c & 0x80)) {
@@ -98,30 +97,24 @@ static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
  * Returns 0, -1 malformed, -2 too deep. */
 static int wire_check(const uint8_t *p, const uint8_t *end, int kind, int depth)
 {
-    if (depth > MAX_DEPTH)
-        return -2;
+    if (depth > MAX_DEPTH) return -2;
     while (p < end) {
         uint64_t key, v;
-        if (wire_varint(&p, end, &key) || (key >> 3) == 0)
-            return -1;
+        if (wire_varint(&p, end, &key) || (key >> 3) == 0) return -1;
         switch (key & 7) {
         case 0:
-            if (wire_varint(&p, end, &v))
-                return -1;
+            if (wire_varint(&p, end, &v)) return -1;
             break;
         case 1:
-            if (end - p < 8)
-                return -1;
+            if (end - p < 8) return -1;
             p += 8;
             break;
         case 5:
-            if (end - p < 4)
-                return -1;
+            if (end - p < 4) return -1;
             p += 4;
             break;
         case 2: {
-            if (wire_varint(&p, end, &v) || v > (uint64_t)(end - p))
-                return -1;
+            if (wire_varint(&p, end, &v) || v > (uint64_t)(end - p)) return -1;
             uint64_t field = key >> 3;
             int sub = W_NONE;
             if (kind == W_SET && field == 1)
@@ -130,8 +123,7 @@ static int wire_check(const uint8_t *p, const uint8_t *end, int kind, int depth)
                 sub = W_MSG;
             if (sub != W_NONE) {
                 int rc = wire_check(p, p + v, sub, depth + 1);
-                if (rc)
-                    return rc;
+                if (rc) return rc;
             }
             p += v;
             break;
@@ -183,23 +175,20 @@ static int add_ext(build_t *b, const char *scope, const Google__Protobuf__FieldD
                    size_t file)
 {
     reflection_t *r = b->r;
-    if (!add_sym(b, scope, f->name, file, SYM_OTHER))
-        return -EINVAL;
+    if (!add_sym(b, scope, f->name, file, SYM_OTHER)) return -EINVAL;
     if (!f->extendee || !*f->extendee || !f->has_number)
         return fail(b, "%s: extension %s lacks its extendee or number", r->files[file].name,
                     f->name);
     if (r->nexts == r->capexts) {
         size_t cap = r->capexts ? r->capexts * 2 : 16;
         ext_t *e = realloc(r->exts, cap * sizeof *e);
-        if (!e)
-            return fail(b, "out of memory");
+        if (!e) return fail(b, "out of memory");
         r->exts = e;
         r->capexts = cap;
     }
     const char *extendee = f->extendee[0] == '.' ? f->extendee + 1 : f->extendee;
     char *copy = strdup(extendee);
-    if (!copy)
-        return fail(b, "out of memory");
+    if (!copy) return fail(b, "out of memory");
     r->exts[r->nexts++] = (ext_t){.extendee = copy, .number = f->number, .file = file};
     return 0;
 }
@@ -207,12 +196,10 @@ static int add_ext(build_t *b, const char *scope, const Google__Protobuf__FieldD
 static int index_enum(build_t *b, const char *scope, const Google__Protobuf__EnumDescriptorProto *e,
                       size_t file)
 {
-    if (!add_sym(b, scope, e->name, file, SYM_ENUM))
-        return -EINVAL;
+    if (!add_sym(b, scope, e->name, file, SYM_ENUM)) return -EINVAL;
     /* Enum values live beside their enum, not inside it (C++ scoping, as protoc resolves). */
     for (size_t i = 0; i < e->n_value; i++)
-        if (!add_sym(b, scope, e->value[i]->name, file, SYM_OTHER))
-            return -EINVAL;
+        if (!add_sym(b, scope, e->value[i]->name, file, SYM_OTHER)) return -EINVAL;
     return 0;
 }
 
@@ -221,23 +208,17 @@ static int index_message(build_t *b, const char *scope, const Google__Protobuf__
                          size_t file)
 {
     const char *full = add_sym(b, scope, m->name, file, SYM_MESSAGE);
-    if (!full)
-        return -EINVAL;
+    if (!full) return -EINVAL;
     for (size_t i = 0; i < m->n_field; i++)
-        if (!add_sym(b, full, m->field[i]->name, file, SYM_OTHER))
-            return -EINVAL;
+        if (!add_sym(b, full, m->field[i]->name, file, SYM_OTHER)) return -EINVAL;
     for (size_t i = 0; i < m->n_oneof_decl; i++)
-        if (!add_sym(b, full, m->oneof_decl[i]->name, file, SYM_OTHER))
-            return -EINVAL;
+        if (!add_sym(b, full, m->oneof_decl[i]->name, file, SYM_OTHER)) return -EINVAL;
     for (size_t i = 0; i < m->n_extension; i++)
-        if (add_ext(b, full, m->extension[i], file))
-            return -EINVAL;
+        if (add_ext(b, full, m->extension[i], file)) return -EINVAL;
     for (size_t i = 0; i < m->n_enum_type; i++)
-        if (index_enum(b, full, m->enum_type[i], file))
-            return -EINVAL;
+        if (index_enum(b, full, m->enum_type[i], file)) return -EINVAL;
     for (size_t i = 0; i < m->n_nested_type; i++)
-        if (index_message(b, full, m->nested_type[i], file))
-            return -EINVAL;
+        if (index_message(b, full, m->nested_type[i], file)) return -EINVAL;
     return 0;
 }
 
@@ -249,11 +230,9 @@ static int index_file(build_t *b, const Google__Protobuf__FileDescriptorProto *f
     if (*pkg) {
         size_t n = strlen(pkg);
         char *prefix = strdup(pkg);
-        if (!prefix)
-            return fail(b, "out of memory");
+        if (!prefix) return fail(b, "out of memory");
         for (size_t i = 0; i <= n; i++) {
-            if (i < n && pkg[i] != '.')
-                continue;
+            if (i < n && pkg[i] != '.') continue;
             prefix[i] = '\0';
             const char *ok = add_sym(b, "", prefix, file, SYM_PACKAGE);
             prefix[i] = pkg[i];
@@ -265,22 +244,17 @@ static int index_file(build_t *b, const Google__Protobuf__FileDescriptorProto *f
         free(prefix);
     }
     for (size_t i = 0; i < fd->n_message_type; i++)
-        if (index_message(b, pkg, fd->message_type[i], file))
-            return -EINVAL;
+        if (index_message(b, pkg, fd->message_type[i], file)) return -EINVAL;
     for (size_t i = 0; i < fd->n_enum_type; i++)
-        if (index_enum(b, pkg, fd->enum_type[i], file))
-            return -EINVAL;
+        if (index_enum(b, pkg, fd->enum_type[i], file)) return -EINVAL;
     for (size_t i = 0; i < fd->n_extension; i++)
-        if (add_ext(b, pkg, fd->extension[i], file))
-            return -EINVAL;
+        if (add_ext(b, pkg, fd->extension[i], file)) return -EINVAL;
     for (size_t i = 0; i < fd->n_service; i++) {
         const Google__Protobuf__ServiceDescriptorProto *s = fd->service[i];
         const char *full = add_sym(b, pkg, s->name, file, SYM_SERVICE);
-        if (!full)
-            return -EINVAL;
+        if (!full) return -EINVAL;
         for (size_t j = 0; j < s->n_method; j++)
-            if (!add_sym(b, full, s->method[j]->name, file, SYM_OTHER))
-                return -EINVAL;
+            if (!add_sym(b, full, s->method[j]->name, file, SYM_OTHER)) return -EINVAL;
     }
     return 0;
 }
@@ -289,8 +263,7 @@ static int cmp_sym(const void *a, const void *b)
 {
     const sym_t *x = a, *y = b;
     int c = strcmp(x->name, y->name);
-    if (c)
-        return c;
+    if (c) return c;
     return (x->file > y->file) - (x->file < y->file);
 }
 
@@ -298,8 +271,7 @@ static int cmp_ext(const void *a, const void *b)
 {
     const ext_t *x = a, *y = b;
     int c = strcmp(x->extendee, y->extendee);
-    if (c)
-        return c;
+    if (c) return c;
     return (x->number > y->number) - (x->number < y->number);
 }
 
@@ -317,8 +289,7 @@ static int cmp_name_key(const void *a, const void *b)
 static int sort_symbols(build_t *b)
 {
     reflection_t *r = b->r;
-    if (r->nsyms)
-        qsort(r->syms, r->nsyms, sizeof *r->syms, cmp_sym);
+    if (r->nsyms) qsort(r->syms, r->nsyms, sizeof *r->syms, cmp_sym);
     for (size_t i = 1; i < r->nsyms; i++) {
         const sym_t *p = &r->syms[i - 1], *s = &r->syms[i];
         if (strcmp(p->name, s->name) == 0 && (p->kind != SYM_PACKAGE || s->kind != SYM_PACKAGE))
@@ -335,8 +306,7 @@ static int sort_symbols(build_t *b)
         r->syms[out++] = r->syms[i];
     }
     r->nsyms = out;
-    if (r->nexts)
-        qsort(r->exts, r->nexts, sizeof *r->exts, cmp_ext);
+    if (r->nexts) qsort(r->exts, r->nexts, sizeof *r->exts, cmp_ext);
     for (size_t i = 1; i < r->nexts; i++)
         if (cmp_ext(&r->exts[i - 1], &r->exts[i]) == 0)
             return fail(b, "extension %d of %s defined in both %s and %s", r->exts[i].number,
@@ -369,8 +339,7 @@ static const sym_t *find_sym(const reflection_t *r, const char *name)
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(name, r->syms[mid].name);
-        if (c == 0)
-            return &r->syms[mid];
+        if (c == 0) return &r->syms[mid];
         if (c < 0)
             hi = mid;
         else
@@ -382,8 +351,7 @@ static const sym_t *find_sym(const reflection_t *r, const char *name)
 static int load_files(build_t *b, const Google__Protobuf__FileDescriptorSet *set)
 {
     reflection_t *r = b->r;
-    if (set->n_file == 0)
-        return fail(b, "descriptor set holds no files");
+    if (set->n_file == 0) return fail(b, "descriptor set holds no files");
     r->files = calloc(set->n_file, sizeof *r->files);
     r->by_name = calloc(set->n_file, sizeof *r->by_name);
     name_key_t *keys = calloc(set->n_file, sizeof *keys);
@@ -441,8 +409,7 @@ static int load_files(build_t *b, const Google__Protobuf__FileDescriptorSet *set
         r->nedges += f->ndeps;
     }
     for (size_t i = 0; i < r->nfiles; i++)
-        if ((rc = index_file(b, set->file[i], i)))
-            goto out;
+        if ((rc = index_file(b, set->file[i], i))) goto out;
     rc = sort_symbols(b);
 out:
     free(keys);
@@ -456,8 +423,7 @@ reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, 
 {
     build_t b = {.err = err, .errlen = errlen};
     Google__Protobuf__FileDescriptorSet *set = NULL;
-    if (err && errlen)
-        err[0] = '\0';
+    if (err && errlen) err[0] = '\0';
     if (!fdset || len == 0) {
         fail(&b, "empty descriptor set");
         return NULL;
@@ -468,8 +434,9 @@ reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, 
     }
     int rc = wire_check(fdset, fdset + len, W_SET, 0);
     if (rc) {
-        fail(&b, rc == -2 ? "descriptor set nests messages deeper than %d"
-                          : "descriptor set is malformed or truncated",
+        fail(&b,
+             rc == -2 ? "descriptor set nests messages deeper than %d"
+                      : "descriptor set is malformed or truncated",
              MAX_DEPTH);
         return NULL;
     }
@@ -483,8 +450,7 @@ reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, 
         fail(&b, "descriptor set does not decode as google.protobuf.FileDescriptorSet");
         goto fail;
     }
-    if (load_files(&b, set))
-        goto fail;
+    if (load_files(&b, set)) goto fail;
     google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
 
     static const struct {
@@ -511,16 +477,14 @@ reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, 
     return b.r;
 
 fail:
-    if (set)
-        google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
+    if (set) google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
     reflection_free(b.r);
     return NULL;
 }
 
 void reflection_free(reflection_t *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     for (size_t i = 0; i < r->nfiles; i++) {
         free(r->files[i].name);
         free(r->files[i].bytes);
@@ -569,8 +533,7 @@ static void *pa_alloc(ProtobufCAllocator *a, size_t n)
 
 static void pa_free(ProtobufCAllocator *a, void *p)
 {
-    if (p)
-        a->free(a->allocator_data, p);
+    if (p) a->free(a->allocator_data, p);
 }
 
 typedef Grpc__Reflection__V1__ServerReflectionResponse response_t;
@@ -584,8 +547,7 @@ static int answer_error(response_t *resp, ProtobufCAllocator *a, grpc_status_t c
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
+    if (n < 0) n = 0;
     Grpc__Reflection__V1__ErrorResponse *e = pa_alloc(a, sizeof *e);
     char *msg = pa_alloc(a, (size_t)n + 1);
     if (!e || !msg) {
@@ -624,13 +586,11 @@ static int answer_files(const reflection_t *r, size_t start, response_t *resp,
     stack[top++] = start;
     while (top) {
         size_t f = stack[--top];
-        if (seen[f])
-            continue;
+        if (seen[f]) continue;
         seen[f] = 1;
         out[n++] = (ProtobufCBinaryData){.len = r->files[f].len, .data = r->files[f].bytes};
         for (size_t i = r->files[f].ndeps; i-- > 0;)
-            if (!seen[r->files[f].deps[i]])
-                stack[top++] = r->files[f].deps[i];
+            if (!seen[r->files[f].deps[i]]) stack[top++] = r->files[f].deps[i];
     }
     free(stack);
     free(seen);
@@ -658,13 +618,10 @@ static const ext_t *find_ext(const reflection_t *r, const char *extendee, int32_
     size_t end = lo;
     while (end < r->nexts && strcmp(r->exts[end].extendee, extendee) == 0)
         end++;
-    if (first_of_type)
-        *first_of_type = lo;
-    if (count_of_type)
-        *count_of_type = end - lo;
+    if (first_of_type) *first_of_type = lo;
+    if (count_of_type) *count_of_type = end - lo;
     for (size_t i = lo; i < end; i++)
-        if (r->exts[i].number == number)
-            return &r->exts[i];
+        if (r->exts[i].number == number) return &r->exts[i];
     return NULL;
 }
 
@@ -727,7 +684,8 @@ static const char *str_or_empty(const char *s)
     return s ? s : "";
 }
 
-int reflection_answer(const reflection_t *r, const Grpc__Reflection__V1__ServerReflectionRequest *req,
+int reflection_answer(const reflection_t *r,
+                      const Grpc__Reflection__V1__ServerReflectionRequest *req,
                       const char *const *services, size_t n_services, ProtobufCAllocator *alloc,
                       Grpc__Reflection__V1__ServerReflectionResponse *resp)
 {
@@ -780,8 +738,7 @@ int reflection_answer(const reflection_t *r, const Grpc__Reflection__V1__ServerR
         rc = answer_error(resp, a, GRPC_STATUS_UNIMPLEMENTED, "request type not supported");
         break;
     }
-    if (rc)
-        grpc__reflection__v1__server_reflection_response__init(resp);
+    if (rc) grpc__reflection__v1__server_reflection_response__init(resp);
     return rc;
 }
 
@@ -839,14 +796,13 @@ static void on_message(grpc_call_t *call, ProtobufCMessage *msg)
         n = again < n ? again : n;
     }
     Grpc__Reflection__V1__ServerReflectionResponse resp;
-    int rc = reflection_answer(r, (const Grpc__Reflection__V1__ServerReflectionRequest *)msg,
-                               names, n, NULL, &resp);
+    int rc = reflection_answer(r, (const Grpc__Reflection__V1__ServerReflectionRequest *)msg, names,
+                               n, NULL, &resp);
     if (rc == 0) {
         rc = grpc_call_send(call, &resp.base);
         reflection_answer_dispose(&resp, NULL);
     }
-    if (names != on_stack)
-        free(names);
+    if (names != on_stack) free(names);
     if (rc == -ENOMEM)
         grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "reflection: out of memory");
     else if (rc && rc != -EPIPE)

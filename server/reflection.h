@@ -25,7 +25,8 @@ typedef struct reflection reflection_t;
 /** Parses and indexes a serialized google.protobuf.FileDescriptorSet (copied; fdset need not
  * outlive the result). Rejects, with a reason in err: malformed or truncated input, input over
  * 64 MiB, message nesting deeper than 100, a file without a name, duplicate file names, an import
- * missing from the set, a symbol defined twice. Returns NULL on error (err set) or out of memory. */
+ * missing from the set, a symbol defined twice. Returns NULL on error (err set) or out of memory.
+ */
 reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, size_t errlen);
 /** Frees the index (NULL is a no-op). The rows from reflection_methods() die with it, so free it
  * only after the server that registered them. */
@@ -39,11 +40,12 @@ size_t reflection_file_count(const reflection_t *r);
  * transitive imports, each once, the file first; all_extension_numbers_of_type gives the
  * extension numbers of a known message (possibly none); list_services lists services[0..n)
  * (the services the server registered); anything unknown is an error_response NOT_FOUND, a
- * request with no (or an unknown) oneof set UNIMPLEMENTED, as grpc++ answers. Memory comes from alloc (NULL: malloc) and is
- * released by reflection_answer_dispose(); file bytes and service names are borrowed from r and
- * services, and original_request from req, so those must outlive resp.
+ * request with no (or an unknown) oneof set UNIMPLEMENTED, as grpc++ answers. Memory comes from
+ * alloc (NULL: malloc) and is released by reflection_answer_dispose(); file bytes and service names
+ * are borrowed from r and services, and original_request from req, so those must outlive resp.
  * Returns 0 or -ENOMEM (resp then holds nothing to dispose). */
-int reflection_answer(const reflection_t *r, const Grpc__Reflection__V1__ServerReflectionRequest *req,
+int reflection_answer(const reflection_t *r,
+                      const Grpc__Reflection__V1__ServerReflectionRequest *req,
                       const char *const *services, size_t n_services, ProtobufCAllocator *alloc,
                       Grpc__Reflection__V1__ServerReflectionResponse *resp);
 /** Frees what reflection_answer() allocated in resp (with the same allocator). */

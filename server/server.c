@@ -264,13 +264,23 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 static int listen_on(server_t *s, const char *host, int port, int role, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    int sl = sizeof ss;
+    int sl;
     char spec[128];
-    snprintf(spec, sizeof spec, strchr(host, ':') ? "[%s]:%d" : "%s:%d", !strcmp(host, "localhost") ? "127.0.0.1" : host,
-             port);
+    const char *ip = !strcmp(host, "localhost") ? "127.0.0.1" : host;
+    snprintf(spec, sizeof spec, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     memset(&ss, 0, sizeof ss);
-    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sl)) {
-        snprintf(err, errlen, "invalid address %s for --%s", spec, role ? "system-host/--system-port" : "listen");
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (evutil_inet_pton(AF_INET, ip, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        sl = sizeof *in4;
+    } else if (evutil_inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        sl = sizeof *in6;
+    } else {
+        snprintf(err, errlen, "invalid address %s for --%s", spec, role ? "system-host" : "listen");
         return -EINVAL;
     }
     listener_t *l = &s->listeners[s->n_listeners];
@@ -292,7 +302,7 @@ static int listen_on(server_t *s, const char *host, int port, int role, char *er
     snprintf(l->addr, sizeof l->addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, l->port);
     s->n_listeners++;
     const char *fields[] = {"address", l->addr, "role", role ? "system" : "grpc", NULL};
-    log_write(LOG_INFO, "server", fields, "listening on %s (%s)", l->addr, role ? "system" : "grpc");
+    if (log_enabled(LOG_INFO, "server")) log_write(LOG_INFO, "server", fields, "listening on %s (%s)", l->addr, role ? "system" : "grpc");
     return 0;
 }
 

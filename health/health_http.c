@@ -1,0 +1,126 @@
+/* Bodies of /live and /health. jansson does the escaping; reasons come from other modules and
+ * may hold bytes that are not UTF-8, which JSON cannot carry, so those become '?'. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "health/health_int.h"
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    size_t len;
+    unsigned cp;
+    if (s[0] < 0x80) return 1;
+    if ((s[0] & 0xE0) == 0xC0) {
+        len = 2;
+        cp = s[0] & 0x1F;
+    } else if ((s[0] & 0xF0) == 0xE0) {
+        len = 3;
+        cp = s[0] & 0x0F;
+    } else if ((s[0] & 0xF8) == 0xF0) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    static const unsigned min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+static json_t *text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j) return j;
+    size_t n = strlen(s);
+    char *clean = malloc(n + 1);
+    if (!clean) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+        if (k == 0 || (k == 1 && s[i] == '\0')) {
+            clean[o++] = '?';
+            i++;
+        } else {
+            memcpy(clean + o, s + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    clean[o] = '\0';
+    j = json_string(clean);
+    free(clean);
+    return j;
+}
+
+/* RFC 3339 UTC with milliseconds, or JSON null for a zero time. */
+static json_t *timestamp(struct timespec ts)
+{
+    if (ts.tv_sec == 0 && ts.tv_nsec == 0) return json_null();
+    struct tm tm;
+    time_t t = ts.tv_sec;
+    if (!gmtime_r(&t, &tm)) return json_null();
+    char buf[40];
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", (long)(ts.tv_nsec / 1000000));
+    return json_string(buf);
+}
+
+static int dump(json_t *root, char **body, size_t *len)
+{
+    if (!root) return -ENOMEM;
+    char *s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!s) return -ENOMEM;
+    *body = s;
+    *len = strlen(s);
+    return 0;
+}
+
+int health_live_body(health_t *h, char **body, size_t *len, int *http_status)
+{
+    *http_status = h->shutdown ? 503 : 200;
+    return dump(json_pack("{s:s}", "status", h->shutdown ? "shutting_down" : "live"), body, len);
+}
+
+int health_ready_body(health_t *h, char **body, size_t *len, int *http_status)
+{
+    health_status_t ready = HEALTH_NOT_SERVING;
+    health_get(h, HEALTH_SERVICE_READINESS, &ready);
+    const char *status = h->draining               ? "shutting_down"
+                         : ready == HEALTH_SERVING ? "ready"
+                                                   : "notready";
+    *http_status = !h->draining && ready == HEALTH_SERVING ? 200 : 503;
+
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    json_int_t uptime = (json_int_t)(now.tv_sec - h->started.tv_sec);
+    if (now.tv_nsec < h->started.tv_nsec) uptime--;
+
+    json_t *eps = json_object();
+    json_t *root =
+        json_pack("{s:s,s:I,s:o}", "status", status, "uptime_seconds", uptime, "endpoints", eps);
+    if (!root) return -ENOMEM; /* json_pack's "o" consumed eps even on failure */
+    for (size_t i = 0; i < h->n_eps; i++) {
+        const struct endpoint *ep = h->eps[i];
+        json_t *e = json_pack("{s:s,s:o,s:o,s:o}", "status",
+                              ep->status == HEALTH_SERVING ? "ready" : "notready", "reason",
+                              text(ep->reason), "last_check", timestamp(ep->last_check),
+                              "last_transition", timestamp(ep->last_transition));
+        if (!e || json_object_set_new(eps, ep->name, e) < 0) {
+            json_decref(root);
+            return -ENOMEM;
+        }
+    }
+    return dump(root, body, len);
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite: installs missing Debian packages, builds with
+# AddressSanitizer and UndefinedBehaviorSanitizer, runs every test with ctest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/deps.sh test
+cmake -S . -B build-test -DINFERD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-test -j"$(nproc)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+cd build-test
+ctest --output-on-failure -j"$(nproc)" --timeout 300 "$@"
