@@ -81,6 +81,7 @@ struct grpc_call {
     const char *path, *http_method, *content_type, *te, *encoding, *accept_encoding, *timeout;
     size_t header_bytes;
     char request_id[40];
+    char trace_id[33], span_id[17]; /* W3C trace context: continued or new (trace.c) */
     /* receive */
     grpc_deframer_t deframer;
     int msgs_received;
@@ -245,5 +246,9 @@ void server_count_handled(server_t *s, grpc_call_t *call);
 void server_count_msg(server_t *s, grpc_method_t *m, int sent);
 void server_conn_gauge(server_t *s, int delta_active, int delta_streams, int new_conn);
 void server_conn_gone(server_t *s);
+
+/* access.c */
+/** Logs one finished RPC (info; debug for probe methods). */
+void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code);
 
 #endif

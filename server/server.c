@@ -134,18 +134,7 @@ void server_count_handled(server_t *s, grpc_call_t *c)
     metrics_inc(mm->handled[code]);
     double secs = (double)(now_ns() - c->start_ns) / 1e9;
     metrics_observe(mm->handling, secs);
-    log_level_t lvl = (m->flags & GRPC_METHOD_PROBE) ? LOG_DEBUG : LOG_INFO;
-    if (log_enabled(lvl, "access")) {
-        char dur[32], in[24], out[24], st[24];
-        snprintf(dur, sizeof dur, "%.6f", secs);
-        snprintf(in, sizeof in, "%llu", (unsigned long long)c->bytes_in);
-        snprintf(out, sizeof out, "%llu", (unsigned long long)c->bytes_out);
-        snprintf(st, sizeof st, "%s", grpc_status_name((grpc_status_t)code));
-        const char *fields[] = {"method", m->path, "grpc_status", st, "duration_s", dur, "bytes_in", in,
-                                "bytes_out", out, "peer", c->conn ? c->conn->peer : "", "request_id", c->request_id,
-                                NULL};
-        log_write(lvl, "access", fields, "rpc finished");
-    }
+    access_log_call(s, c, secs, code);
 }
 
 void server_conn_gauge(server_t *s, int delta_active, int delta_streams, int new_conn)

@@ -1,0 +1,12 @@
+/* Request identity for logs: x-request-id and W3C trace context (traceparent). */
+#ifndef INFERD_SERVER_TRACE_H
+#define INFERD_SERVER_TRACE_H
+
+#include <stddef.h>
+
+/** Fills trace_id (32 hex + NUL) and span_id (16 hex + NUL) for a new server span: the trace
+ * continues a valid traceparent header (version 00, non-zero ids, lower-case hex), otherwise
+ * (absent or invalid: never trusted) a new random trace starts. Returns 1 when continued, 0 new. */
+int trace_start(const char *traceparent, char trace_id[33], char span_id[17]);
+
+#endif
