@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "inference.h"
 #include "log.h"
 #include "server_run.h"
 
@@ -49,7 +50,16 @@ int main(int argc, char **argv)
         config_dispose(&cfg);
         return 1;
     }
+    inference_t *inf = inference_new(s, err, sizeof err);
+    if (!inf) {
+        fprintf(stderr, "inferd: %s\n", err);
+        server_free(s);
+        config_dispose(&cfg);
+        return 1;
+    }
     int rc = server_run(s);
+    server_close_connections(s); /* cancels what is still in the engine */
+    inference_free(inf);
     server_free(s);
     log_flush();
     config_dispose(&cfg);

@@ -95,6 +95,17 @@ struct inferd_metrics *server_metrics(const server_t *s)
     return s->m;
 }
 
+struct metrics_registry *server_registry(const server_t *s)
+{
+    return s->reg;
+}
+
+void server_close_connections(server_t *s)
+{
+    conn_t *c;
+    while ((c = TAILQ_FIRST(&s->conns))) conn_close(c);
+}
+
 const struct config *server_config(const server_t *s)
 {
     return s->cfg;
@@ -408,8 +419,7 @@ int server_run(server_t *s)
 void server_free(server_t *s)
 {
     if (!s) return;
-    conn_t *c;
-    while ((c = TAILQ_FIRST(&s->conns))) conn_close(c);
+    server_close_connections(s);
     for (int i = 0; i < s->n_listeners; i++) evconnlistener_free(s->listeners[i].ev);
     if (s->sig_term) event_free(s->sig_term);
     if (s->sig_int) event_free(s->sig_int);

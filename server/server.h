@@ -27,6 +27,8 @@ struct event_base *server_base(const server_t *s);
 struct health *server_health(const server_t *s);
 /** The metric handles (inferd_metrics_t). */
 struct inferd_metrics *server_metrics(const server_t *s);
+/** The metrics registry. */
+struct metrics_registry *server_registry(const server_t *s);
 /** The effective configuration. */
 const struct config *server_config(const server_t *s);
 

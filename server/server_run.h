@@ -13,6 +13,8 @@
 server_t *server_new(config_t *cfg, char *err, size_t errlen);
 /** Runs the loop until shutdown completes. Returns the exit status. */
 int server_run(server_t *s);
+/** Closes every connection (their calls are cancelled); before stopping what calls use. */
+void server_close_connections(server_t *s);
 /** Frees everything (NULL is a no-op). */
 void server_free(server_t *s);
 

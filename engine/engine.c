@@ -1,0 +1,908 @@
+/*
+ * engine.c - request lifecycle and the continuous-batching scheduler.
+ *
+ * One driver thread (pool thread 0) loops: admit queued requests into free slots,
+ * drop cancelled ones, build a batch of rows (one per decoding sequence plus up
+ * to prefill_chunk prompt tokens), run the backend's batched forward, sample in
+ * parallel, push events to the completion queue, and wake the reactor once.
+ * Locks: smu guards the submission queue and the wake flag; cmu guards the
+ * completion ring; lmu guards the list of live requests (leaf lock).
+ */
+#include "engine.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_STOP_IDS 64
+
+struct engine_req {
+    engine_t *e;
+    /* immutable after submit */
+    int *prompt;    /* (n_prompt) */
+    int n_prompt;
+    int max_gen;    /* completion tokens allowed */
+    int stop[MAX_STOP_IDS];
+    int n_stop;
+    bool ignore_eos;
+    unsigned flags;
+    void *user;
+    sample_params_t sp;
+    uint64_t submit_ns;
+    /* shared between threads */
+    atomic_bool cancel;
+    atomic_uint produced; /* TOKEN events made (driver) */
+    atomic_uint acked;    /* tokens acknowledged (reactor) */
+    atomic_ullong first_ns;
+    /* driver only */
+    rng_t rng;
+    detok_t dt;
+    int slot;    /* -1 while queued */
+    int pos;     /* positions already in the KV cache */
+    int pending; /* sampled token to feed next */
+    int n_gen;
+    /* reactor only */
+    int refs;          /* engine + reactor */
+    bool released;     /* reactor called engine_req_free */
+    engine_req_t *qnext;             /* submission queue link (smu) */
+    engine_req_t *lprev, *lnext;     /* live list links (lmu) */
+};
+
+struct engine {
+    engine_config_t cfg;
+    char *name;
+    model_t model;
+    tokenizer_t tok;
+    const backend_t *be;
+    void *bctx;
+    pool_t *pool;
+    int threads, max_batch, max_queued, max_backlog, prefill_chunk, max_rows;
+
+    pthread_t driver;
+    bool driver_started;
+
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    engine_req_t *qhead, *qtail;
+    int nqueued;
+    bool stop, kick;
+
+    pthread_mutex_t cmu;
+    engine_event_t *ev; /* ring (ev_cap) */
+    size_t ev_head, ev_count, ev_cap;
+    atomic_int notify_armed;
+
+    pthread_mutex_t lmu;
+    engine_req_t *live; /* every request not yet fully released */
+
+    /* driver only */
+    engine_req_t **slots;   /* (max_batch) */
+    fwd_row_t *rows;        /* (max_rows) */
+    engine_req_t **lreq;    /* (max_batch) request of each logits row */
+    int *sampled;           /* (max_batch) */
+    float *logits;          /* (max_batch, vocab) */
+    prob_index_t *scratch;  /* (max_batch, vocab) */
+    bool pushed;            /* events pushed during this step */
+
+    atomic_int fault;
+    atomic_uint fault_arg;
+
+    atomic_ullong st_queued, st_inflight, st_paused, st_tokens, st_steps, st_requests,
+        st_last_token, st_last_step;
+};
+
+uint64_t engine_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+const char *engine_finish_name(engine_finish_t f)
+{
+    switch (f) {
+    case ENGINE_FINISH_LENGTH: return "length";
+    case ENGINE_FINISH_EOS: return "eos";
+    case ENGINE_FINISH_STOP: return "stop";
+    case ENGINE_FINISH_CANCELLED: return "cancelled";
+    default: return "none";
+    }
+}
+
+const char *engine_invalid_name(engine_invalid_t w)
+{
+    switch (w) {
+    case ENGINE_INVALID_EMPTY: return "empty";
+    case ENGINE_INVALID_TOKEN: return "token_out_of_range";
+    case ENGINE_INVALID_PROMPT_LONG: return "prompt_too_long";
+    case ENGINE_INVALID_TEMPERATURE: return "bad_temperature";
+    case ENGINE_INVALID_TOP_P: return "bad_top_p";
+    case ENGINE_INVALID_MAX_TOKENS: return "max_tokens_too_large";
+    case ENGINE_INVALID_STOP_IDS: return "too_many_stop_ids";
+    default: return "none";
+    }
+}
+
+void engine_config_init(engine_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+void engine_request_init(engine_request_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->top_p = 1.0f;
+}
+
+void *engine_req_user(const engine_req_t *req)
+{
+    return req->user;
+}
+
+/* ---- request lifetime ------------------------------------------------------- */
+
+static void req_destroy(engine_req_t *r)
+{
+    free(r->prompt);
+    free(r);
+}
+
+static void live_remove(engine_t *e, engine_req_t *r)
+{
+    pthread_mutex_lock(&e->lmu);
+    if (r->lprev)
+        r->lprev->lnext = r->lnext;
+    else
+        e->live = r->lnext;
+    if (r->lnext) r->lnext->lprev = r->lprev;
+    pthread_mutex_unlock(&e->lmu);
+}
+
+/* reactor thread only */
+static void req_unref(engine_t *e, engine_req_t *r)
+{
+    if (--r->refs > 0) return;
+    live_remove(e, r);
+    req_destroy(r);
+}
+
+static void wake_driver(engine_t *e)
+{
+    pthread_mutex_lock(&e->smu);
+    e->kick = true;
+    pthread_cond_signal(&e->scv);
+    pthread_mutex_unlock(&e->smu);
+}
+
+int engine_cancel(engine_t *e, engine_req_t *req)
+{
+    if (!req) return 0;
+    if (!atomic_exchange(&req->cancel, true)) wake_driver(e);
+    return 0;
+}
+
+void engine_req_free(engine_t *e, engine_req_t *req)
+{
+    if (!req) return;
+    if (req->released) return;
+    req->released = true;
+    engine_cancel(e, req);
+    req_unref(e, req);
+}
+
+static bool is_paused(const engine_t *e, engine_req_t *r)
+{
+    return atomic_load_explicit(&r->produced, memory_order_relaxed) -
+               atomic_load_explicit(&r->acked, memory_order_relaxed) >=
+           (unsigned)e->max_backlog;
+}
+
+void engine_req_consumed(engine_t *e, engine_req_t *req, uint32_t n)
+{
+    if (!req || !n) return;
+    bool was = is_paused(e, req);
+    atomic_fetch_add(&req->acked, n);
+    if (was) wake_driver(e);
+}
+
+/* ---- completion queue ----------------------------------------------------------- */
+
+static engine_event_t *ev_push(engine_t *e)
+{
+    if (e->ev_count == e->ev_cap) {
+        size_t ncap = e->ev_cap ? e->ev_cap * 2 : 64;
+        engine_event_t *n = malloc(ncap * sizeof(*n));
+        if (!n) return NULL;
+        for (size_t i = 0; i < e->ev_count; i++) n[i] = e->ev[(e->ev_head + i) % e->ev_cap];
+        free(e->ev);
+        e->ev = n;
+        e->ev_cap = ncap;
+        e->ev_head = 0;
+    }
+    engine_event_t *ev = &e->ev[(e->ev_head + e->ev_count) % e->ev_cap];
+    e->ev_count++;
+    return ev;
+}
+
+/* Queue one event; called by the driver with cmu NOT held. Final events that cannot
+ * be queued (out of memory) are retried by spinning: the reactor must see them. */
+static void emit(engine_t *e, engine_req_t *r, engine_ev_type_t type, uint32_t token,
+                 engine_finish_t fin, const char *text, size_t len)
+{
+    uint64_t now = engine_now_ns();
+    for (;;) {
+        pthread_mutex_lock(&e->cmu);
+        engine_event_t *ev = ev_push(e);
+        if (ev) {
+            ev->type = type;
+            ev->req = r;
+            ev->user = r->user;
+            ev->token = token;
+            ev->finish = fin;
+            ev->prompt_tokens = (uint32_t)r->n_prompt;
+            ev->completion_tokens = (uint32_t)r->n_gen;
+            ev->t_ns = now;
+            ev->submit_ns = r->submit_ns;
+            ev->first_token_ns = atomic_load(&r->first_ns);
+            if (len >= ENGINE_TEXT_MAX) len = ENGINE_TEXT_MAX - 1;
+            if (len) memcpy(ev->text, text, len);
+            ev->text[len] = 0;
+            ev->len = len;
+            pthread_mutex_unlock(&e->cmu);
+            e->pushed = true;
+            return;
+        }
+        pthread_mutex_unlock(&e->cmu);
+        if (type == ENGINE_EV_TOKEN) return;
+        usleep(1000);
+    }
+}
+
+static void notify_if_needed(engine_t *e)
+{
+    if (!e->pushed) return;
+    e->pushed = false;
+    if (e->cfg.notify && atomic_exchange(&e->notify_armed, 0) == 1)
+        e->cfg.notify(e->cfg.notify_arg);
+}
+
+int engine_poll(engine_t *e, engine_event_t *out, int max)
+{
+    atomic_store(&e->notify_armed, 1);
+    int n = 0;
+    pthread_mutex_lock(&e->cmu);
+    while (n < max && e->ev_count > 0) {
+        engine_event_t *ev = &e->ev[e->ev_head];
+        e->ev_head = (e->ev_head + 1) % e->ev_cap;
+        e->ev_count--;
+        engine_req_t *r = ev->req;
+        bool final = ev->type != ENGINE_EV_TOKEN;
+        if (!r->released) out[n++] = *ev;
+        if (!final && !e->cfg.manual_ack) {
+            bool was = is_paused(e, r);
+            atomic_fetch_add(&r->acked, 1);
+            if (was) {
+                pthread_mutex_unlock(&e->cmu);
+                wake_driver(e);
+                pthread_mutex_lock(&e->cmu);
+            }
+        }
+        if (final) req_unref(e, r);
+    }
+    pthread_mutex_unlock(&e->cmu);
+    return n;
+}
+
+/* ---- validation and submission ---------------------------------------------------- */
+
+/* Validate r; on success *toks (malloc'd, may be NULL when want_tokens is false) */
+static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
+                   char *msg, size_t msglen, int **toks, int *ntoks, int *max_gen)
+{
+    const model_config_t *c = &e->model.c;
+    engine_invalid_t w = ENGINE_INVALID_NONE;
+    int rc = 0, n = 0;
+    int *t = NULL;
+    if (why) *why = ENGINE_INVALID_NONE;
+    if (!(r->temperature >= 0.0f) || !isfinite(r->temperature)) {
+        w = ENGINE_INVALID_TEMPERATURE;
+        rc = fail(msg, msglen, -EINVAL, "temperature %g must be a finite value >= 0",
+                  (double)r->temperature);
+        goto out;
+    }
+    if (!(r->top_p > 0.0f && r->top_p <= 1.0f)) {
+        w = ENGINE_INVALID_TOP_P;
+        rc = fail(msg, msglen, -EINVAL, "top_p %g must be in (0, 1]", (double)r->top_p);
+        goto out;
+    }
+    if (r->n_stop > MAX_STOP_IDS) {
+        w = ENGINE_INVALID_STOP_IDS;
+        rc = fail(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed",
+                  r->n_stop, MAX_STOP_IDS);
+        goto out;
+    }
+    if (r->n_tokens > 0) {
+        if (r->n_tokens >= (size_t)c->seq_len) {
+            w = ENGINE_INVALID_PROMPT_LONG;
+            rc = fail(msg, msglen, -EINVAL,
+                      "prompt has %zu tokens but the context is %d tokens (at most %d leave "
+                      "room for output)",
+                      r->n_tokens, c->seq_len, c->seq_len - 1);
+            goto out;
+        }
+        for (size_t i = 0; i < r->n_tokens; i++) {
+            if (r->token_ids[i] >= (uint32_t)c->vocab_size) {
+                w = ENGINE_INVALID_TOKEN;
+                rc = fail(msg, msglen, -EINVAL,
+                          "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
+                          r->token_ids[i], c->vocab_size);
+                goto out;
+            }
+        }
+        n = (int)r->n_tokens;
+        if (toks) {
+            t = malloc((size_t)n * sizeof(int));
+            if (!t) return -ENOMEM;
+            for (int i = 0; i < n; i++) t[i] = (int)r->token_ids[i];
+        }
+    } else {
+        if (!r->prompt || !r->prompt[0]) {
+            w = ENGINE_INVALID_EMPTY;
+            rc = fail(msg, msglen, -EINVAL, "request has neither token_ids nor a prompt");
+            goto out;
+        }
+        /* each token covers at most max_token_length bytes: a cheap early bound */
+        size_t len = strlen(r->prompt);
+        if (len / (size_t)e->tok.max_token_length >= (size_t)c->seq_len) {
+            w = ENGINE_INVALID_PROMPT_LONG;
+            rc = fail(msg, msglen, -EINVAL,
+                      "prompt of %zu bytes cannot fit the context of %d tokens", len,
+                      c->seq_len);
+            goto out;
+        }
+        t = malloc((len + 3) * sizeof(int));
+        if (!t) return -ENOMEM;
+        n = tokenizer_encode(&e->tok, r->prompt, true, false, t, len + 3);
+        if (n < 0) {
+            free(t);
+            return n;
+        }
+        if (n >= c->seq_len) {
+            free(t);
+            t = NULL;
+            w = ENGINE_INVALID_PROMPT_LONG;
+            rc = fail(msg, msglen, -EINVAL,
+                      "prompt has %d tokens but the context is %d tokens (at most %d leave "
+                      "room for output)",
+                      n, c->seq_len, c->seq_len - 1);
+            goto out;
+        }
+        if (!toks) {
+            free(t);
+            t = NULL;
+        }
+    }
+    int room = c->seq_len - n;
+    if (r->max_tokens > (uint32_t)room) {
+        free(t);
+        t = NULL;
+        w = ENGINE_INVALID_MAX_TOKENS;
+        rc = fail(msg, msglen, -EINVAL,
+                  "max_tokens %u exceeds the context: %d prompt tokens leave room for %d",
+                  r->max_tokens, n, room);
+        goto out;
+    }
+    if (toks) *toks = t;
+    if (ntoks) *ntoks = n;
+    if (max_gen) *max_gen = r->max_tokens ? (int)r->max_tokens : room;
+out:
+    if (why) *why = w;
+    if (rc == 0 && msg && msglen) msg[0] = 0;
+    return rc;
+}
+
+int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
+                    char *msg, size_t msglen)
+{
+    return prepare(e, r, why, msg, msglen, NULL, NULL, NULL);
+}
+
+int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out,
+                  engine_invalid_t *why, char *msg, size_t msglen)
+{
+    int *toks = NULL, n = 0, max_gen = 0;
+    int rc = prepare(e, r, why, msg, msglen, &toks, &n, &max_gen);
+    if (rc < 0) return rc;
+    engine_req_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        free(toks);
+        return fail(msg, msglen, -ENOMEM, "out of memory");
+    }
+    q->e = e;
+    q->prompt = toks;
+    q->n_prompt = n;
+    q->max_gen = max_gen;
+    q->n_stop = (int)r->n_stop;
+    for (size_t i = 0; i < r->n_stop; i++) q->stop[i] = (int)r->stop_ids[i];
+    q->ignore_eos = r->ignore_eos;
+    q->flags = r->flags;
+    q->user = r->user;
+    q->sp.temperature = r->temperature;
+    q->sp.top_p = r->top_p;
+    q->sp.top_k = r->top_k > (uint32_t)e->model.c.vocab_size ? 0 : (int)r->top_k;
+    q->submit_ns = engine_now_ns();
+    q->slot = -1;
+    q->refs = 2;
+    rng_seed(&q->rng, r->seed);
+    detok_init(&q->dt, toks[n - 1]);
+
+    pthread_mutex_lock(&e->smu);
+    if (e->stop) {
+        pthread_mutex_unlock(&e->smu);
+        req_destroy(q);
+        return fail(msg, msglen, -ESHUTDOWN, "engine is shutting down");
+    }
+    if (e->nqueued >= e->max_queued) {
+        pthread_mutex_unlock(&e->smu);
+        req_destroy(q);
+        return fail(msg, msglen, -EAGAIN, "admission queue full (%d requests waiting)",
+                    e->max_queued);
+    }
+    pthread_mutex_lock(&e->lmu);
+    q->lnext = e->live;
+    if (e->live) e->live->lprev = q;
+    e->live = q;
+    pthread_mutex_unlock(&e->lmu);
+    if (e->qtail)
+        e->qtail->qnext = q;
+    else
+        e->qhead = q;
+    e->qtail = q;
+    e->nqueued++;
+    atomic_store(&e->st_queued, (uint64_t)e->nqueued);
+    e->kick = true;
+    pthread_cond_signal(&e->scv);
+    pthread_mutex_unlock(&e->smu);
+    *out = q;
+    return 0;
+}
+
+int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out, size_t max)
+{
+    if (!text) return -EINVAL;
+    size_t len = strlen(text);
+    int *t = malloc((len + 3) * sizeof(int));
+    if (!t) return -ENOMEM;
+    int n = tokenizer_encode(&e->tok, text, bos, false, t, len + 3);
+    for (int i = 0; i < n && (size_t)i < max; i++) out[i] = (uint32_t)t[i];
+    free(t);
+    return n;
+}
+
+/* ---- the driver ------------------------------------------------------------------ */
+
+static void finish(engine_t *e, engine_req_t *r, engine_finish_t why)
+{
+    char buf[16];
+    size_t n = detok_flush(&r->dt, buf, sizeof(buf));
+    if (r->slot >= 0) {
+        e->be->seq_free(e->bctx, r->slot);
+        e->slots[r->slot] = NULL;
+        r->slot = -1;
+    }
+    atomic_fetch_add(&e->st_requests, 1);
+    emit(e, r, ENGINE_EV_FINISHED, 0, why, buf, n);
+}
+
+static void fail_req(engine_t *e, engine_req_t *r, const char *msg)
+{
+    if (r->slot >= 0) {
+        e->be->seq_free(e->bctx, r->slot);
+        e->slots[r->slot] = NULL;
+        r->slot = -1;
+    }
+    atomic_fetch_add(&e->st_requests, 1);
+    emit(e, r, ENGINE_EV_ERROR, 0, ENGINE_FINISH_NONE, msg, strlen(msg));
+}
+
+typedef struct {
+    engine_t *e;
+    int n;
+} sample_job_t;
+
+static void sample_run(void *arg, int tid, int nth)
+{
+    sample_job_t *j = arg;
+    engine_t *e = j->e;
+    int V = e->model.c.vocab_size;
+    for (int i = tid; i < j->n; i += nth) {
+        engine_req_t *r = e->lreq[i];
+        e->sampled[i] = sample_token(e->logits + (size_t)i * V, V, &r->sp, &r->rng,
+                                     e->scratch + (size_t)i * V);
+    }
+}
+
+static void accept_token(engine_t *e, engine_req_t *r, int tok)
+{
+    if (tok == TOK_EOS && !r->ignore_eos) {
+        finish(e, r, ENGINE_FINISH_EOS);
+        return;
+    }
+    for (int i = 0; i < r->n_stop; i++) {
+        if (r->stop[i] == tok) {
+            finish(e, r, ENGINE_FINISH_STOP);
+            return;
+        }
+    }
+    uint64_t now = engine_now_ns();
+    r->n_gen++;
+    if (r->n_gen == 1) atomic_store(&r->first_ns, now);
+    char text[ENGINE_TEXT_MAX];
+    size_t len = detok_push(&r->dt, &e->tok, tok, text, sizeof(text));
+    atomic_fetch_add(&r->produced, 1);
+    emit(e, r, ENGINE_EV_TOKEN, (uint32_t)tok, ENGINE_FINISH_NONE, text, len);
+    atomic_fetch_add(&e->st_tokens, 1);
+    atomic_store(&e->st_last_token, now);
+    if (r->n_gen >= r->max_gen) {
+        finish(e, r, ENGINE_FINISH_LENGTH);
+        return;
+    }
+    r->pending = tok;
+}
+
+/* One scheduler step over the current slots. Returns true if a forward ran. */
+static bool step(engine_t *e, int fault)
+{
+    int V = e->model.c.vocab_size;
+    int nrows = 0, nl = 0, budget = e->prefill_chunk, paused = 0, inflight = 0;
+    for (int s = 0; s < e->max_batch; s++) {
+        engine_req_t *r = e->slots[s];
+        if (!r) continue;
+        if (atomic_load(&r->cancel)) {
+            finish(e, r, ENGINE_FINISH_CANCELLED);
+            continue;
+        }
+        if (fault == ENGINE_FAULT_ERROR) {
+            fail_req(e, r, "engine fault injected: request failed");
+            continue;
+        }
+        inflight++;
+        if (is_paused(e, r)) {
+            paused++;
+            continue;
+        }
+        if (fault == ENGINE_FAULT_STALL && r->n_gen >= 1) continue;
+        if (r->pos < r->n_prompt) {
+            int k = r->n_prompt - r->pos;
+            if (k > budget) k = budget;
+            if (k == 0) continue;
+            budget -= k;
+            for (int i = 0; i < k; i++) {
+                fwd_row_t *row = &e->rows[nrows++];
+                row->slot = s;
+                row->pos = r->pos + i;
+                row->token = r->prompt[r->pos + i];
+                row->logits_row = -1;
+            }
+            r->pos += k;
+            if (r->pos == r->n_prompt) {
+                e->rows[nrows - 1].logits_row = nl;
+                e->lreq[nl++] = r;
+            }
+        } else {
+            fwd_row_t *row = &e->rows[nrows++];
+            row->slot = s;
+            row->pos = r->pos++;
+            row->token = r->pending;
+            row->logits_row = nl;
+            e->lreq[nl++] = r;
+        }
+    }
+    atomic_store(&e->st_inflight, (uint64_t)inflight);
+    atomic_store(&e->st_paused, (uint64_t)paused);
+    if (nrows == 0) return false;
+    if (fault == ENGINE_FAULT_SLOW) {
+        unsigned ms = atomic_load(&e->fault_arg);
+        if (ms) usleep(ms * 1000u);
+    }
+    int rc = e->be->forward(e->bctx, e->rows, nrows, e->logits);
+    atomic_fetch_add(&e->st_steps, 1);
+    atomic_store(&e->st_last_step, engine_now_ns());
+    if (rc < 0) {
+        for (int i = 0; i < nrows; i++) {
+            engine_req_t *r = e->slots[e->rows[i].slot];
+            if (r) fail_req(e, r, "engine forward pass failed");
+        }
+        return true;
+    }
+    sample_job_t sj = {e, nl};
+    if (nl > 1)
+        pool_run(e->pool, sample_run, &sj);
+    else if (nl == 1)
+        sample_run(&sj, 0, 1);
+    (void)V;
+    for (int i = 0; i < nl; i++) accept_token(e, e->lreq[i], e->sampled[i]);
+    return true;
+}
+
+static bool has_runnable(engine_t *e, int fault)
+{
+    for (int s = 0; s < e->max_batch; s++) {
+        engine_req_t *r = e->slots[s];
+        if (!r) continue;
+        if (atomic_load(&r->cancel) || fault == ENGINE_FAULT_ERROR) return true;
+        if (is_paused(e, r)) continue;
+        if (fault == ENGINE_FAULT_STALL && r->n_gen >= 1) continue;
+        return true;
+    }
+    return false;
+}
+
+static void *driver_main(void *arg)
+{
+    engine_t *e = arg;
+    for (;;) {
+        int fault = atomic_load(&e->fault);
+        bool runnable = fault != ENGINE_FAULT_HANG && has_runnable(e, fault);
+        bool free_slot = false;
+        for (int s = 0; s < e->max_batch && !free_slot; s++) free_slot = !e->slots[s];
+        engine_req_t *admitted = NULL, *cancelled = NULL, **atail = &admitted;
+
+        pthread_mutex_lock(&e->smu);
+        while (!e->stop && !e->kick && !runnable &&
+               (fault == ENGINE_FAULT_HANG || !e->qhead || !free_slot)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&e->scv, &e->smu, &ts);
+            break; /* re-evaluate everything (fault mode, pauses) */
+        }
+        e->kick = false;
+        if (e->stop) {
+            pthread_mutex_unlock(&e->smu);
+            break;
+        }
+        /* pull cancelled requests out of the queue so they end without a slot */
+        for (engine_req_t **pp = &e->qhead; *pp;) {
+            engine_req_t *q = *pp;
+            if (atomic_load(&q->cancel)) {
+                *pp = q->qnext;
+                q->qnext = cancelled;
+                cancelled = q;
+                e->nqueued--;
+            } else {
+                pp = &q->qnext;
+            }
+        }
+        e->qtail = NULL;
+        for (engine_req_t *q = e->qhead; q; q = q->qnext) e->qtail = q;
+        if (fault != ENGINE_FAULT_HANG) {
+            for (int s = 0; s < e->max_batch && e->qhead; s++) {
+                if (e->slots[s]) continue;
+                engine_req_t *q = e->qhead;
+                e->qhead = q->qnext;
+                if (!e->qhead) e->qtail = NULL;
+                e->nqueued--;
+                q->qnext = NULL;
+                q->slot = s;
+                e->slots[s] = q; /* reserve; KV allocated below */
+                *atail = q;
+                atail = &q->qnext;
+            }
+        }
+        atomic_store(&e->st_queued, (uint64_t)e->nqueued);
+        pthread_mutex_unlock(&e->smu);
+
+        while (cancelled) {
+            engine_req_t *q = cancelled;
+            cancelled = q->qnext;
+            finish(e, q, ENGINE_FINISH_CANCELLED);
+        }
+        while (admitted) {
+            engine_req_t *q = admitted;
+            admitted = q->qnext;
+            int cap = q->n_prompt + q->max_gen - 1;
+            if (e->be->seq_alloc(e->bctx, q->slot, cap) < 0) {
+                e->slots[q->slot] = NULL;
+                q->slot = -1;
+                fail_req(e, q, "out of memory for the KV cache");
+            }
+        }
+        fault = atomic_load(&e->fault); /* a change made while we waited applies now */
+        if (fault != ENGINE_FAULT_HANG) step(e, fault);
+        notify_if_needed(e);
+    }
+    return NULL;
+}
+
+/* ---- construction -------------------------------------------------------------------- */
+
+static char *base_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    size_t n = strlen(b);
+    const char *dot = strrchr(b, '.');
+    if (dot && dot != b) n = (size_t)(dot - b);
+    char *s = malloc(n + 1);
+    if (s) {
+        memcpy(s, b, n);
+        s[n] = 0;
+    }
+    return s;
+}
+
+int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t errlen)
+{
+    int rc;
+    if (!cfg || !cfg->model_path || !cfg->tokenizer_path)
+        return fail(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
+    if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
+        cfg->prefill_chunk < 0)
+        return fail(err, errlen, -EINVAL, "engine config values must not be negative");
+    engine_t *e = calloc(1, sizeof(*e));
+    if (!e) return fail(err, errlen, -ENOMEM, "out of memory");
+    e->cfg = *cfg;
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    e->threads = cfg->threads ? cfg->threads : (nc > 0 ? (int)nc : 1);
+    e->max_batch = cfg->max_batch ? cfg->max_batch : 16;
+    e->max_queued = cfg->max_queued ? cfg->max_queued : 256;
+    e->max_backlog = cfg->max_backlog ? cfg->max_backlog : 64;
+    e->prefill_chunk = cfg->prefill_chunk ? cfg->prefill_chunk : 64;
+    e->max_rows = e->max_batch + e->prefill_chunk;
+    pthread_mutex_init(&e->smu, NULL);
+    pthread_cond_init(&e->scv, NULL);
+    pthread_mutex_init(&e->cmu, NULL);
+    pthread_mutex_init(&e->lmu, NULL);
+    atomic_store(&e->notify_armed, 1);
+
+    rc = model_load(&e->model, cfg->model_path, err, errlen);
+    if (rc < 0) goto fail_model;
+    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.c.vocab_size, err, errlen);
+    if (rc < 0) goto fail_tok;
+    e->name = cfg->model_name ? strdup(cfg->model_name) : base_name(cfg->model_path);
+    size_t V = (size_t)e->model.c.vocab_size, B = (size_t)e->max_batch;
+    e->slots = calloc(B, sizeof(*e->slots));
+    e->rows = calloc((size_t)e->max_rows, sizeof(*e->rows));
+    e->lreq = calloc(B, sizeof(*e->lreq));
+    e->sampled = calloc(B, sizeof(int));
+    e->logits = malloc(B * V * sizeof(float));
+    e->scratch = malloc(B * V * sizeof(prob_index_t));
+    if (!e->name || !e->slots || !e->rows || !e->lreq || !e->sampled || !e->logits ||
+        !e->scratch) {
+        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        goto fail_alloc;
+    }
+    rc = pool_new(&e->pool, e->threads);
+    if (rc < 0) {
+        fail(err, errlen, rc, "cannot start %d worker threads", e->threads);
+        goto fail_alloc;
+    }
+    e->be = &backend_cpu;
+    rc = e->be->load(&e->bctx, &e->model, e->pool, e->max_rows, e->max_batch, err, errlen);
+    if (rc < 0) goto fail_backend;
+    if (pthread_create(&e->driver, NULL, driver_main, e) != 0) {
+        rc = fail(err, errlen, -EAGAIN, "cannot start the engine driver thread");
+        goto fail_driver;
+    }
+    e->driver_started = true;
+    *out = e;
+    return 0;
+
+fail_driver:
+    e->be->free(e->bctx);
+fail_backend:
+    pool_free(e->pool);
+fail_alloc:
+    free(e->name);
+    free(e->slots);
+    free(e->rows);
+    free(e->lreq);
+    free(e->sampled);
+    free(e->logits);
+    free(e->scratch);
+    tokenizer_dispose(&e->tok);
+fail_tok:
+    model_dispose(&e->model);
+fail_model:
+    pthread_mutex_destroy(&e->smu);
+    pthread_cond_destroy(&e->scv);
+    pthread_mutex_destroy(&e->cmu);
+    pthread_mutex_destroy(&e->lmu);
+    free(e);
+    return rc;
+}
+
+void engine_free(engine_t *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&e->smu);
+    e->stop = true;
+    pthread_cond_signal(&e->scv);
+    pthread_mutex_unlock(&e->smu);
+    if (e->driver_started) pthread_join(e->driver, NULL);
+    for (engine_req_t *r = e->live, *next; r; r = next) {
+        next = r->lnext;
+        req_destroy(r);
+    }
+    e->be->free(e->bctx);
+    pool_free(e->pool);
+    free(e->ev);
+    free(e->name);
+    free(e->slots);
+    free(e->rows);
+    free(e->lreq);
+    free(e->sampled);
+    free(e->logits);
+    free(e->scratch);
+    tokenizer_dispose(&e->tok);
+    model_dispose(&e->model);
+    pthread_mutex_destroy(&e->smu);
+    pthread_cond_destroy(&e->scv);
+    pthread_mutex_destroy(&e->cmu);
+    pthread_mutex_destroy(&e->lmu);
+    free(e);
+}
+
+void engine_model_info(const engine_t *e, engine_model_info_t *out)
+{
+    const model_config_t *c = &e->model.c;
+    memset(out, 0, sizeof(*out));
+    out->name = e->name;
+    out->device = e->be->device;
+    out->vocab_size = (uint32_t)c->vocab_size;
+    out->max_seq_len = (uint32_t)c->seq_len;
+    out->bos_id = TOK_BOS;
+    out->eos_id = TOK_EOS;
+    out->dim = (uint32_t)c->dim;
+    out->hidden_dim = (uint32_t)c->hidden_dim;
+    out->n_layers = (uint32_t)c->n_layers;
+    out->n_heads = (uint32_t)c->n_heads;
+    out->n_kv_heads = (uint32_t)c->n_kv_heads;
+    out->parameters = e->model.n_params;
+}
+
+void engine_stats(const engine_t *e, engine_stats_t *out)
+{
+    engine_t *m = (engine_t *)e; /* atomics are read-only here */
+    out->queued = atomic_load_explicit(&m->st_queued, memory_order_relaxed);
+    out->inflight = atomic_load_explicit(&m->st_inflight, memory_order_relaxed);
+    out->paused = atomic_load_explicit(&m->st_paused, memory_order_relaxed);
+    out->tokens_total = atomic_load_explicit(&m->st_tokens, memory_order_relaxed);
+    out->steps_total = atomic_load_explicit(&m->st_steps, memory_order_relaxed);
+    out->requests_total = atomic_load_explicit(&m->st_requests, memory_order_relaxed);
+    out->last_token_ns = atomic_load_explicit(&m->st_last_token, memory_order_relaxed);
+    out->last_step_ns = atomic_load_explicit(&m->st_last_step, memory_order_relaxed);
+}
+
+int engine_set_fault(engine_t *e, engine_fault_t mode, uint32_t arg)
+{
+    if (mode < ENGINE_FAULT_NONE || mode > ENGINE_FAULT_SLOW) return -EINVAL;
+    atomic_store(&e->fault_arg, arg);
+    atomic_store(&e->fault, (int)mode);
+    wake_driver(e);
+    return 0;
+}

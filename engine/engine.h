@@ -1,0 +1,240 @@
+/*
+ * engine.h - the inference engine: model, tokenizer, sampler, continuous-batching
+ * scheduler and CPU backend behind one API for the reactor.
+ *
+ * Threads. engine_new() starts `threads` worker threads: one drives the steps
+ * (admission, batching, sampling, events), the others help with the matrix work.
+ * Every function here except engine_new/engine_free is meant for ONE caller
+ * thread (the reactor) and never blocks on compute: the submission and
+ * completion queues are protected by short mutex sections only.
+ *
+ * Request lifetime (two phases).
+ *   1. engine_submit() returns a request handle; the engine and the reactor each
+ *      hold a reference.
+ *   2. Every successfully submitted request produces exactly one final event
+ *      (ENGINE_EV_FINISHED or ENGINE_EV_ERROR), the last event for that request.
+ *      The engine drops its reference when engine_poll() hands out that final
+ *      event; the engine's workers never touch the request after queueing it.
+ *   3. The reactor drops its reference with engine_req_free(), either after it
+ *      has seen the final event, or earlier (stream gone): an early
+ *      engine_req_free() cancels the request and any further events for it
+ *      (including the final one) are silently dropped by engine_poll().
+ *   The memory is released when both references are gone. engine_cancel() may
+ *   be called any time before engine_req_free(); it is idempotent.
+ *
+ * Slow readers: a request may have at most `max_backlog` produced tokens that
+ * the reactor has not acknowledged. Above that the request is PAUSED: it keeps
+ * its batch slot and KV cache but is skipped by the steps (the rest of the batch
+ * goes on) until the backlog drops; a deadline or engine_cancel() still ends it.
+ * By default (manual_ack = 0) a token counts as acknowledged when engine_poll()
+ * returns it. With manual_ack = 1 the reactor calls engine_req_consumed(req, n)
+ * when n tokens have really been written to the client (e.g. when nghttp2 took
+ * the DATA), so a client that stops reading pauses only its own request.
+ *
+ * Build integration (CMake): link the `inferd_engine` library. The build
+ * generates a default model with tools/mkmodel; its paths are in the CMake cache
+ * variables INFERD_DEFAULT_MODEL and INFERD_DEFAULT_TOKENIZER, and the target
+ * `inferd_default_model` builds it (add_dependencies on it). Pass them to C as
+ * e.g. target_compile_definitions(x PRIVATE
+ *     INFERD_DEFAULT_MODEL="${INFERD_DEFAULT_MODEL}"
+ *     INFERD_DEFAULT_TOKENIZER="${INFERD_DEFAULT_TOKENIZER}").
+ */
+#ifndef INFERD_ENGINE_H
+#define INFERD_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct engine engine_t;
+typedef struct engine_req engine_req_t;
+
+/** Longest text piece carried by one event (bytes, not NUL-terminated in `len`). */
+#define ENGINE_TEXT_MAX 512
+
+/** Called from a worker thread after events were queued; at most once per step and
+ *  not again until engine_poll() has run. Must be cheap and thread-safe (event_active). */
+typedef void (*engine_notify_fn)(void *arg);
+
+/** Engine configuration; zero fields take the documented defaults. */
+typedef struct {
+    const char *model_path;     /* llama2.c checkpoint (required) */
+    const char *tokenizer_path; /* llama2.c tokenizer.bin (required) */
+    const char *model_name;     /* reported name; default: model file basename w/o ext */
+    int threads;                /* worker threads; 0 = online cores */
+    int max_batch;              /* sequences decoding together; 0 = 16 */
+    int max_queued;             /* admission queue bound; 0 = 256 */
+    int max_backlog;            /* unacknowledged tokens before a request pauses; 0 = 64 */
+    int prefill_chunk;          /* prompt tokens processed per step (all requests); 0 = 64 */
+    int manual_ack;             /* 1: reactor calls engine_req_consumed() (see top) */
+    engine_notify_fn notify;    /* may be NULL (then poll on a timer) */
+    void *notify_arg;
+} engine_config_t;
+
+/** Request flags. */
+enum { ENGINE_REQ_CANARY = 1 << 0 /* internal/canary request: counted apart in stats */ };
+
+/** A generation request; the engine copies everything it needs in engine_submit(). */
+typedef struct {
+    const uint32_t *token_ids; /* used as-is when n_tokens > 0 */
+    size_t n_tokens;
+    const char *prompt;  /* used when n_tokens == 0: tokenized with BOS prepended */
+    float temperature;   /* 0 = greedy; must be >= 0 */
+    float top_p;         /* in (0, 1]; 1 = off (proto3 "unset" 0 must be mapped to 1) */
+    uint32_t top_k;      /* 0 = off */
+    uint64_t seed;       /* per-request PRNG seed */
+    uint32_t max_tokens; /* 0 = up to the context; > context is an error */
+    const uint32_t *stop_ids;
+    size_t n_stop;
+    bool ignore_eos;
+    unsigned flags; /* ENGINE_REQ_* */
+    void *user;     /* opaque tag returned in events */
+} engine_request_t;
+
+/** Why engine_validate() rejected a request (for error_type labels). */
+typedef enum {
+    ENGINE_INVALID_NONE = 0,
+    ENGINE_INVALID_EMPTY,        /* no token ids and no (or empty) prompt */
+    ENGINE_INVALID_TOKEN,        /* token id >= vocab size */
+    ENGINE_INVALID_PROMPT_LONG,  /* prompt does not leave room for one token */
+    ENGINE_INVALID_TEMPERATURE,  /* temperature < 0 or not finite */
+    ENGINE_INVALID_TOP_P,        /* top_p outside (0, 1] */
+    ENGINE_INVALID_MAX_TOKENS,   /* prompt + max_tokens beyond the context */
+    ENGINE_INVALID_STOP_IDS,     /* too many stop ids (> 64) */
+} engine_invalid_t;
+
+/** Finish reasons; values equal inferd.v1.FinishReason. */
+typedef enum {
+    ENGINE_FINISH_NONE = 0,
+    ENGINE_FINISH_LENGTH = 1, /* max_tokens or context length reached */
+    ENGINE_FINISH_EOS = 2,    /* model produced EOS (not emitted as a token) */
+    ENGINE_FINISH_STOP = 3,   /* a stop_token_id was produced (not emitted) */
+    ENGINE_FINISH_CANCELLED = 4,
+} engine_finish_t;
+
+typedef enum {
+    ENGINE_EV_TOKEN = 1, /* one new token and the text it completes */
+    ENGINE_EV_FINISHED,  /* final: finish reason + usage (+ flushed text) */
+    ENGINE_EV_ERROR,     /* final: the request failed; message in text */
+} engine_ev_type_t;
+
+/** One completion-queue event. */
+typedef struct {
+    engine_ev_type_t type;
+    engine_req_t *req; /* the handle engine_submit() returned */
+    void *user;        /* engine_request_t.user */
+    uint32_t token;    /* TOKEN: token id */
+    engine_finish_t finish;      /* FINISHED */
+    uint32_t prompt_tokens;      /* FINISHED */
+    uint32_t completion_tokens;  /* FINISHED (EOS/stop tokens not counted) */
+    uint64_t t_ns;               /* CLOCK_MONOTONIC ns when the event was made */
+    uint64_t submit_ns;          /* CLOCK_MONOTONIC ns of engine_submit() */
+    uint64_t first_token_ns;     /* first token time (0 if none yet) */
+    size_t len;                  /* bytes in text */
+    char text[ENGINE_TEXT_MAX];  /* TOKEN: complete UTF-8 only (may be empty while a
+                                    character is incomplete); ERROR: message; NUL-terminated */
+} engine_event_t;
+
+/** Model description (GetModelInfo). Strings live as long as the engine. */
+typedef struct {
+    const char *name;
+    const char *device; /* "cpu" */
+    uint32_t vocab_size, max_seq_len, bos_id, eos_id;
+    uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
+    uint64_t parameters;
+} engine_model_info_t;
+
+/** Counters for metrics/health; read with relaxed atomics, approximately consistent. */
+typedef struct {
+    uint64_t queued;          /* admitted to the queue, not yet in the batch */
+    uint64_t inflight;        /* in the batch (including paused) */
+    uint64_t paused;          /* in the batch but paused by the backlog bound */
+    uint64_t tokens_total;    /* tokens produced since start */
+    uint64_t steps_total;     /* batched forward steps */
+    uint64_t requests_total;  /* requests that produced a final event */
+    uint64_t last_token_ns;   /* CLOCK_MONOTONIC ns of the last token produced (0 = never) */
+    uint64_t last_step_ns;    /* CLOCK_MONOTONIC ns of the last step */
+} engine_stats_t;
+
+/** Fault injection for health testing. */
+typedef enum {
+    ENGINE_FAULT_NONE = 0,
+    ENGINE_FAULT_HANG,  /* workers stop stepping (requests stay in flight) */
+    ENGINE_FAULT_ERROR, /* every request ends with an ERROR event */
+    ENGINE_FAULT_STALL, /* requests stop after their first token and never finish */
+    ENGINE_FAULT_SLOW,  /* arg ms sleep per step */
+} engine_fault_t;
+
+/** Fill `cfg` with defaults (all zero, NULL paths). */
+void engine_config_init(engine_config_t *cfg);
+
+/** Load the model and tokenizer and start the workers. Returns 0 and sets *out, or
+ *  -EINVAL (bad config or file contents), -ENOENT/-EACCES/... (open failed),
+ *  -ENOMEM; `err` (may be NULL) gets a human-readable reason. Fatal for start-up. */
+int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t errlen);
+
+/** Stop the workers and free everything; pending requests are dropped without events.
+ *  Outstanding request handles become invalid. NULL is a no-op. */
+void engine_free(engine_t *e);
+
+/** Model description. */
+void engine_model_info(const engine_t *e, engine_model_info_t *out);
+
+/** Set `r` to defaults: greedy, top_p 1, no limits. */
+void engine_request_init(engine_request_t *r);
+
+/** Check a request without submitting it. Returns 0, or -EINVAL with *why (may be NULL)
+ *  and a message in msg (may be NULL). Tokenizes the prompt (bounded work). */
+int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
+                    char *msg, size_t msglen);
+
+/** Validate and queue a request. Returns 0 and *out; -EINVAL (see engine_validate, *why
+ *  and msg filled); -EAGAIN when the admission queue is full (RESOURCE_EXHAUSTED);
+ *  -ESHUTDOWN when the engine is stopping; -ENOMEM. Never blocks. */
+int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out,
+                  engine_invalid_t *why, char *msg, size_t msglen);
+
+/** Ask the engine to end the request: it leaves the batch (or queue) at the next step and
+ *  gets a final FINISHED(CANCELLED) event unless it already finished. Returns 0. */
+int engine_cancel(engine_t *e, engine_req_t *req);
+
+/** Drop the reactor's reference (see top). Cancels if not finished. NULL is a no-op. */
+void engine_req_free(engine_t *e, engine_req_t *req);
+
+/** manual_ack mode: the reactor delivered n more tokens of `req` to its client. */
+void engine_req_consumed(engine_t *e, engine_req_t *req, uint32_t n);
+
+/** The user tag of a request. */
+void *engine_req_user(const engine_req_t *req);
+
+/** Drain up to `max` events in order. Returns the number written (0 if none). Call again
+ *  while it returns `max`: the notify callback is re-armed by this call. */
+int engine_poll(engine_t *e, engine_event_t *out, int max);
+
+/** Tokenize text like a prompt (BOS prepended if bos). Returns the token count (may be
+ *  larger than max: then only max were written), or -EINVAL. */
+int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out, size_t max);
+
+/** Read the counters. */
+void engine_stats(const engine_t *e, engine_stats_t *out);
+
+/** Set a fault mode (cheap; checked once per step). Returns 0 or -EINVAL. */
+int engine_set_fault(engine_t *e, engine_fault_t mode, uint32_t arg);
+
+/** Text name of a finish reason ("length", "eos", "stop", "cancelled"). */
+const char *engine_finish_name(engine_finish_t f);
+
+/** Text name of a validation failure ("empty", "token_out_of_range", ...). */
+const char *engine_invalid_name(engine_invalid_t w);
+
+/** CLOCK_MONOTONIC in ns (the clock used in events and stats). */
+uint64_t engine_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

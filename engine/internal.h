@@ -1,0 +1,178 @@
+/*
+ * internal.h - engine internals shared by the engine's files and its tests.
+ * Not part of the public API (engine.h is).
+ */
+#ifndef INFERD_ENGINE_INTERNAL_H
+#define INFERD_ENGINE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* ---- model (model.c) ---------------------------------------------------- */
+
+/** The 7-int32 llama2.c header, validated. */
+typedef struct {
+    int dim;        /* transformer width */
+    int hidden_dim; /* FFN width */
+    int n_layers;
+    int n_heads;    /* query heads */
+    int n_kv_heads; /* key/value heads (GQA when < n_heads) */
+    int vocab_size; /* always positive here; `shared` says whether wcls = embedding */
+    int seq_len;    /* max context */
+    int shared;     /* 1: classifier shares the token embedding */
+} model_config_t;
+
+/** Pointers into the mmapped checkpoint (read-only). */
+typedef struct {
+    const float *token_embedding; /* (vocab, dim) */
+    const float *rms_att;         /* (layer, dim) */
+    const float *wq;              /* (layer, dim, dim)  [out][in] */
+    const float *wk;              /* (layer, kv_dim, dim) */
+    const float *wv;              /* (layer, kv_dim, dim) */
+    const float *wo;              /* (layer, dim, dim) */
+    const float *rms_ffn;         /* (layer, dim) */
+    const float *w1;              /* (layer, hidden, dim) */
+    const float *w2;              /* (layer, dim, hidden) */
+    const float *w3;              /* (layer, hidden, dim) */
+    const float *rms_final;       /* (dim) */
+    const float *wcls;            /* (vocab, dim) */
+} model_weights_t;
+
+typedef struct {
+    model_config_t c;
+    model_weights_t w;
+    void *map;        /* mmap base */
+    size_t map_size;  /* file size */
+    uint64_t n_params;
+} model_t;
+
+/** Map and validate a checkpoint. 0, or negative errno with a message in err. */
+int model_load(model_t *m, const char *path, char *err, size_t errlen);
+/** Validate a checkpoint held in memory (size bytes); sets m->w into buf. */
+int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errlen);
+void model_dispose(model_t *m);
+
+/* ---- tokenizer (tokenizer.c) -------------------------------------------- */
+
+#define TOK_MAX_PIECE 128 /* longest accepted vocab entry in bytes */
+#define TOK_BOS 1
+#define TOK_EOS 2
+
+typedef struct {
+    int vocab_size;
+    int max_token_length;
+    char **vocab;          /* (vocab) NUL-terminated pieces as in the file */
+    int *vocab_len;        /* (vocab) byte length of each piece */
+    float *scores;         /* (vocab) merge scores */
+    unsigned char *bytes;  /* (vocab) decoded byte for <0xXX> tokens */
+    unsigned char *is_byte;/* (vocab) 1 when the token is a <0xXX> byte token */
+    int *hash_next;        /* (vocab) chaining for the piece hash table */
+    int *hash_head;        /* (hash_size) */
+    int hash_size;         /* power of two */
+    int byte_tok[256];     /* token id of each byte value, -1 if absent */
+} tokenizer_t;
+
+int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, size_t errlen);
+int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size, char *err,
+                    size_t errlen);
+void tokenizer_dispose(tokenizer_t *t);
+/** Id of an exact piece or -1. */
+int tokenizer_lookup(const tokenizer_t *t, const char *s, size_t len);
+/** Encode text (BOS if bos, dummy-prefix space, BPE). Returns count (writes min(count,max)). */
+int tokenizer_encode(const tokenizer_t *t, const char *text, bool bos, bool eos, int *out,
+                     size_t max);
+/** Raw bytes of a token as decoded after `prev`; sets *len. Pointer valid while t lives. */
+const char *tokenizer_piece(const tokenizer_t *t, int prev, int token, size_t *len,
+                            char tmp[2]);
+
+/** Incremental UTF-8 safe detokenizer state (per request). */
+typedef struct {
+    unsigned char pend[4]; /* bytes of an incomplete character */
+    int npend;
+    int need; /* total length of the pending character */
+    int prev; /* previous token (for the space after BOS) */
+} detok_t;
+
+void detok_init(detok_t *d, int prev);
+/** Append token; writes valid UTF-8 into out (cap >= 3*(piece+4)); returns bytes written. */
+size_t detok_push(detok_t *d, const tokenizer_t *t, int token, char *out, size_t cap);
+/** Flush an incomplete character as U+FFFD; returns bytes written. */
+size_t detok_flush(detok_t *d, char *out, size_t cap);
+
+/* ---- sampler (sampler.c) ------------------------------------------------ */
+
+typedef struct {
+    uint64_t s[2]; /* xorshift128+ state */
+} rng_t;
+
+void rng_seed(rng_t *r, uint64_t seed);
+uint64_t rng_next(rng_t *r);
+float rng_float(rng_t *r); /* [0, 1) with 24 bits */
+
+typedef struct {
+    int index;
+    float prob;
+} prob_index_t;
+
+typedef struct {
+    float temperature;
+    float top_p;
+    int top_k;
+} sample_params_t;
+
+/** Sample one token from logits (vocab n); logits are overwritten. scratch: (n). */
+int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng,
+                 prob_index_t *scratch);
+int sample_argmax(const float *logits, int n);
+
+/* ---- thread pool (pool.c) ----------------------------------------------- */
+
+typedef struct pool pool_t;
+typedef void (*pool_fn)(void *arg, int tid, int nthreads);
+
+/** nthreads total including the caller of pool_run. */
+int pool_new(pool_t **out, int nthreads);
+void pool_free(pool_t *p);
+int pool_size(const pool_t *p);
+/** Run fn on every thread (tid 0 = the caller) and wait for all. */
+void pool_run(pool_t *p, pool_fn fn, void *arg);
+
+/* ---- backend seam ------------------------------------------------------- */
+
+/** One row of a batched forward: feed `token` at `pos` of sequence `slot`. */
+typedef struct {
+    int slot;
+    int pos;
+    int token;
+    int logits_row; /* index into the logits output, or -1 when not needed */
+} fwd_row_t;
+
+typedef struct backend backend_t;
+struct backend {
+    const char *name;   /* "cpu" */
+    const char *device; /* reported device */
+    /** Prepare weights and state for up to max_rows rows and max_slots sequences. */
+    int (*load)(void **ctx, const model_t *m, pool_t *pool, int max_rows, int max_slots,
+                char *err, size_t errlen);
+    /** Allocate the KV cache of `slot` for positions [0, cap). 0 or -ENOMEM. */
+    int (*seq_alloc)(void *ctx, int slot, int cap);
+    void (*seq_free)(void *ctx, int slot);
+    /** Forward n rows; rows of one slot must be in increasing pos order and every
+     *  earlier pos must already be in the cache or in this batch. logits: (n_logits, vocab). */
+    int (*forward)(void *ctx, const fwd_row_t *rows, int n, float *logits);
+    void (*free)(void *ctx);
+};
+
+extern const backend_t backend_cpu;
+
+/* ---- kernels (kernels.c), exposed for tests ----------------------------- */
+
+/** out[r][i] = sum_j w[i][j] * x[r][j] for r < nrows, i in [i0, i1). Fixed reduction
+ *  order per element, independent of nrows. x: (nrows, n), out: (nrows, ostride). */
+void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n,
+                 int i0, int i1);
+/** Dot product with the same reduction order as matmul_rows. */
+float dot_fixed(const float *a, const float *b, int n);
+
+#endif

@@ -1,0 +1,694 @@
+/* inferd.v1.Inference: requests go to the engine's submission queue; the engine's completion
+ * queue is drained here on the loop (woken with event_active from a worker), tokens are
+ * coalesced per request per drain and streamed to the call, with flow control fed back to
+ * the engine (a request whose client does not read is paused by the engine, alone). */
+#include "inference.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "health/health.h"
+#include "inferd/v1/inference.pb-c.h"
+#include "internal.h"
+#include "log.h"
+#include "metrics/inferd_metrics.h"
+
+#define POLL_BATCH 64
+
+typedef struct gstream gstream_t;
+typedef struct gen gen_t;
+
+struct gen {
+    inference_t *inf;
+    grpc_call_t *call;  /* NULL for internal requests */
+    gstream_t *gs;      /* the GenerateStream it belongs to, or NULL */
+    engine_req_t *req;
+    char *request_id;
+    uint64_t last_token_ns;
+    uint32_t unacked;   /* tokens held back from the engine while the call is congested */
+    uint32_t ntok;
+    /* tokens of this drain, sent as one message */
+    uint32_t *pend_ids;
+    size_t pend_n, pend_cap;
+    char *pend_text;
+    size_t pend_len, pend_text_cap;
+    int dirty;
+    /* internal */
+    inference_done_fn done;
+    void *done_arg;
+    gen_t *next, *prev; /* in gs->gens */
+};
+
+struct inference_internal {
+    gen_t g;
+    inference_internal_t *next, *prev; /* inf->internals */
+};
+
+struct gstream {
+    grpc_call_t *call;
+    gen_t *gens;
+    int half_closed;
+    unsigned seq;
+};
+
+struct inference {
+    server_t *srv;
+    engine_t *engine;
+    engine_model_info_t info;
+    struct event *wake;
+    inferd_metrics_t *m;
+    metrics_series_t *inflight_s, *queued_s, *duration_s, *ttft_s, *itl_s, *in_tok_s, *out_tok_s, *out_total_s,
+        *req_bytes_s, *resp_bytes_s;
+    inference_stats_t stats;
+    inference_observer_t obs;
+    int have_obs;
+    inference_internal_t *internals; /* freed with the engine if still running */
+};
+
+static grpc_method_t rows[3];
+
+engine_t *inference_engine(inference_t *inf)
+{
+    return inf->engine;
+}
+
+void inference_stats(const inference_t *inf, inference_stats_t *out)
+{
+    *out = inf->stats;
+}
+
+void inference_set_observer(inference_t *inf, const inference_observer_t *obs)
+{
+    inf->have_obs = obs != NULL;
+    if (obs) inf->obs = *obs;
+}
+
+/* ---- metrics ---- */
+static void count_request(inference_t *inf, const char *status, const char *error_type)
+{
+    const char *lv[] = {inf->info.name, inf->info.device, status, error_type};
+    metrics_inc(metrics_series(inf->m->requests, lv));
+}
+
+static void collect(void *arg)
+{
+    inference_t *inf = arg;
+    engine_stats_t st;
+    engine_stats(inf->engine, &st);
+    metrics_set(inf->queued_s, (double)st.queued);
+    metrics_set(inf->inflight_s, (double)(inf->stats.inflight - inf->stats.internal_inflight));
+}
+
+/* ---- gens ---- */
+static gen_t *gen_new(inference_t *inf, grpc_call_t *call, gstream_t *gs, const char *request_id)
+{
+    gen_t *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->inf = inf;
+    g->call = call;
+    g->gs = gs;
+    g->request_id = strdup(request_id ? request_id : "");
+    if (!g->request_id) {
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static void gen_dispose(gen_t *g)
+{
+    inference_t *inf = g->inf;
+    if (g->req) {
+        engine_req_free(inf->engine, g->req); /* cancels it if still running */
+        g->req = NULL;
+        inf->stats.inflight--;
+        if (!g->call) inf->stats.internal_inflight--;
+    }
+    if (g->gs) {
+        if (g->prev) g->prev->next = g->next;
+        else g->gs->gens = g->next;
+        if (g->next) g->next->prev = g->prev;
+    }
+    free(g->request_id);
+    free(g->pend_ids);
+    free(g->pend_text);
+}
+
+static void internal_unlink(inference_t *inf, inference_internal_t *h)
+{
+    if (h->prev) h->prev->next = h->next;
+    else inf->internals = h->next;
+    if (h->next) h->next->prev = h->prev;
+}
+
+static void gen_free(gen_t *g)
+{
+    gen_dispose(g);
+    free(g);
+}
+
+static int pend_add(gen_t *g, uint32_t tok, const char *text, size_t len)
+{
+    if (g->pend_n == g->pend_cap) {
+        size_t cap = g->pend_cap ? g->pend_cap * 2 : 8;
+        uint32_t *n = realloc(g->pend_ids, cap * sizeof *n);
+        if (!n) return -ENOMEM;
+        g->pend_ids = n;
+        g->pend_cap = cap;
+    }
+    g->pend_ids[g->pend_n++] = tok;
+    if (g->pend_len + len + 1 > g->pend_text_cap) {
+        size_t cap = (g->pend_len + len + 1) * 2;
+        char *n = realloc(g->pend_text, cap);
+        if (!n) return -ENOMEM;
+        g->pend_text = n;
+        g->pend_text_cap = cap;
+    }
+    memcpy(g->pend_text + g->pend_len, text, len);
+    g->pend_len += len;
+    g->pend_text[g->pend_len] = 0;
+    return 0;
+}
+
+/* Sends what is pending for g, plus the final fields when ev is FINISHED/ERROR. */
+static void gen_send(gen_t *g, const engine_event_t *fin)
+{
+    inference_t *inf = g->inf;
+    Inferd__V1__GenerateResponse r = INFERD__V1__GENERATE_RESPONSE__INIT;
+    Inferd__V1__Usage usage = INFERD__V1__USAGE__INIT;
+    Inferd__V1__Error err = INFERD__V1__ERROR__INIT;
+    r.request_id = g->request_id;
+    r.n_token_ids = g->pend_n;
+    r.token_ids = g->pend_ids;
+    if (fin && fin->type == ENGINE_EV_FINISHED && fin->len) {
+        /* text the detokenizer held back until the end */
+        if (g->pend_len + fin->len + 1 > g->pend_text_cap) {
+            char *n = realloc(g->pend_text, g->pend_len + fin->len + 1);
+            if (n) {
+                g->pend_text = n;
+                g->pend_text_cap = g->pend_len + fin->len + 1;
+            }
+        }
+        if (g->pend_len + fin->len + 1 <= g->pend_text_cap) {
+            memcpy(g->pend_text + g->pend_len, fin->text, fin->len);
+            g->pend_len += fin->len;
+            g->pend_text[g->pend_len] = 0;
+        }
+    }
+    r.text = g->pend_text ? g->pend_text : (char *)"";
+    if (fin && fin->type == ENGINE_EV_FINISHED) {
+        r.finish_reason = (Inferd__V1__FinishReason)fin->finish;
+        usage.prompt_tokens = fin->prompt_tokens;
+        usage.completion_tokens = fin->completion_tokens;
+        r.usage = &usage;
+    } else if (fin) {
+        err.code = GRPC_STATUS_INTERNAL;
+        err.message = (char *)fin->text;
+        r.error = &err;
+    }
+    if (g->call && grpc_call_active(g->call)) {
+        grpc_call_send(g->call, &r.base);
+        metrics_add(inf->resp_bytes_s, (double)protobuf_c_message_get_packed_size(&r.base));
+    }
+    uint32_t n = (uint32_t)g->pend_n;
+    g->pend_n = 0;
+    g->pend_len = 0;
+    if (g->pend_text) g->pend_text[0] = 0;
+    g->dirty = 0;
+    /* Flow control: acknowledge tokens only while the client keeps up. */
+    if (n && g->req && !fin) {
+        if (g->call && grpc_call_congested(g->call)) g->unacked += n;
+        else engine_req_consumed(inf->engine, g->req, n);
+    }
+}
+
+static void finish_call_ok(gen_t *g)
+{
+    if (g->gs) {
+        gstream_t *gs = g->gs;
+        gen_free(g);
+        if (gs->half_closed && !gs->gens) grpc_call_finish(gs->call, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    grpc_call_t *call = g->call;
+    grpc_call_set_data(call, NULL);
+    gen_free(g);
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+    grpc_call_unref(call);
+}
+
+static void on_event(inference_t *inf, const engine_event_t *ev, gen_t **dirty, int *ndirty)
+{
+    gen_t *g = ev->user;
+    if (!g) return;
+    int real = g->call != NULL;
+    if (ev->type == ENGINE_EV_TOKEN) {
+        if (real) {
+            if (g->ntok == 0) metrics_observe(inf->ttft_s, (double)(ev->t_ns - ev->submit_ns) / 1e9);
+            else metrics_observe(inf->itl_s, (double)(ev->t_ns - g->last_token_ns) / 1e9);
+            metrics_inc(inf->out_total_s);
+        }
+        g->ntok++;
+        g->last_token_ns = ev->t_ns;
+        inf->stats.last_token_ns = ev->t_ns;
+        pend_add(g, ev->token, ev->text, ev->len);
+        if (!g->dirty) {
+            g->dirty = 1;
+            dirty[(*ndirty)++] = g;
+        }
+        return;
+    }
+    /* final event */
+    int ok = ev->type == ENGINE_EV_FINISHED && ev->finish != ENGINE_FINISH_CANCELLED;
+    if (ok) inf->stats.last_success_ns = ev->t_ns;
+    if (g->dirty) { /* this gen leaves the dirty list: its pending tokens go out with the final */
+        for (int i = 0; i < *ndirty; i++)
+            if (dirty[i] == g) dirty[i] = NULL;
+    }
+    if (!real) {
+        inference_done_fn done = g->done;
+        void *arg = g->done_arg;
+        inference_internal_t *h = (inference_internal_t *)g;
+        internal_unlink(inf, h);
+        gen_dispose(g);
+        free(h);
+        done(arg, ok, ev->finish, ok ? NULL : (ev->type == ENGINE_EV_ERROR ? ev->text : "cancelled"), 0);
+        return;
+    }
+    if (ok) {
+        count_request(inf, INFERD_STATUS_SUCCESS, "");
+        metrics_observe(inf->duration_s, (double)(ev->t_ns - ev->submit_ns) / 1e9);
+        metrics_observe(inf->in_tok_s, ev->prompt_tokens);
+        metrics_observe(inf->out_tok_s, ev->completion_tokens);
+        if (inf->have_obs && inf->obs.on_success) inf->obs.on_success(inf->obs.arg);
+    } else if (ev->type == ENGINE_EV_ERROR) {
+        count_request(inf, INFERD_STATUS_ERROR, "engine");
+    } else {
+        count_request(inf, INFERD_STATUS_CANCELLED, "");
+    }
+    if (ev->type == ENGINE_EV_ERROR && !g->gs) {
+        grpc_call_t *call = g->call;
+        char msg[ENGINE_TEXT_MAX + 32];
+        snprintf(msg, sizeof msg, "generation failed: %s", ev->text);
+        if (g->pend_n) gen_send(g, NULL);
+        grpc_call_set_data(call, NULL);
+        gen_free(g);
+        grpc_call_finish(call, GRPC_STATUS_INTERNAL, msg);
+        grpc_call_unref(call);
+        return;
+    }
+    gen_send(g, ev);
+    finish_call_ok(g);
+}
+
+static void drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    inference_t *inf = arg;
+    engine_event_t ev[POLL_BATCH];
+    gen_t *dirty[POLL_BATCH];
+    int n, progress = 0;
+    do {
+        n = engine_poll(inf->engine, ev, POLL_BATCH);
+        int nd = 0;
+        for (int i = 0; i < n; i++) {
+            progress |= ev[i].type == ENGINE_EV_TOKEN;
+            on_event(inf, &ev[i], dirty, &nd);
+        }
+        for (int i = 0; i < nd; i++)
+            if (dirty[i]) gen_send(dirty[i], NULL);
+    } while (n == POLL_BATCH);
+    if (progress && inf->have_obs && inf->obs.on_progress) inf->obs.on_progress(inf->obs.arg);
+}
+
+static void notify(void *arg)
+{
+    inference_t *inf = arg;
+    event_active(inf->wake, EV_READ, 0); /* from a worker thread: libevent is thread-enabled */
+}
+
+/* ---- requests ---- */
+static grpc_status_t build_request(inference_t *inf, const Inferd__V1__GenerateRequest *m, engine_request_t *r,
+                                   char *msg, size_t msglen)
+{
+    engine_request_init(r);
+    if (m->model && *m->model && strcmp(m->model, inf->info.name)) {
+        snprintf(msg, msglen, "model '%.200s' is not served here (this server serves '%s')", m->model, inf->info.name);
+        return GRPC_STATUS_NOT_FOUND;
+    }
+    r->token_ids = m->token_ids;
+    r->n_tokens = m->n_token_ids;
+    r->prompt = m->prompt && *m->prompt ? m->prompt : NULL;
+    if (m->sampling) {
+        r->temperature = m->sampling->temperature;
+        r->top_p = m->sampling->top_p == 0.0f ? 1.0f : m->sampling->top_p; /* proto3 unset */
+        r->top_k = m->sampling->top_k;
+        r->seed = m->sampling->seed;
+    }
+    if (m->stop) {
+        r->max_tokens = m->stop->max_tokens;
+        r->stop_ids = m->stop->stop_token_ids;
+        r->n_stop = m->stop->n_stop_token_ids;
+        r->ignore_eos = m->stop->ignore_eos;
+    }
+    return GRPC_STATUS_OK;
+}
+
+/* Validates and submits; on failure fills status and msg (and counts the request). */
+static grpc_status_t submit(inference_t *inf, gen_t *g, const Inferd__V1__GenerateRequest *m, char *msg,
+                            size_t msglen)
+{
+    engine_request_t r;
+    grpc_status_t st = build_request(inf, m, &r, msg, msglen);
+    if (st) {
+        count_request(inf, INFERD_STATUS_ERROR, "model_not_found");
+        return st;
+    }
+    r.user = g;
+    engine_invalid_t why = ENGINE_INVALID_NONE;
+    int rc = engine_submit(inf->engine, &r, &g->req, &why, msg, msglen);
+    if (rc == 0) {
+        inf->stats.inflight++;
+        metrics_add(inf->req_bytes_s, (double)protobuf_c_message_get_packed_size(&m->base));
+        return GRPC_STATUS_OK;
+    }
+    g->req = NULL;
+    if (rc == -EINVAL) {
+        count_request(inf, INFERD_STATUS_ERROR, engine_invalid_name(why));
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    if (rc == -EAGAIN) {
+        snprintf(msg, msglen, "admission queue full (--max-queued): try again later");
+        count_request(inf, INFERD_STATUS_ERROR, "queue_full");
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    }
+    snprintf(msg, msglen, "engine unavailable: %s", strerror(-rc));
+    count_request(inf, INFERD_STATUS_ERROR, "unavailable");
+    return GRPC_STATUS_UNAVAILABLE;
+}
+
+static void generate(grpc_call_t *call, ProtobufCMessage *msg)
+{
+    inference_t *inf = grpc_call_arg(call);
+    Inferd__V1__GenerateRequest *m = (Inferd__V1__GenerateRequest *)msg;
+    const char *rid = m->request_id && *m->request_id ? m->request_id : grpc_call_request_id(call);
+    gen_t *g = gen_new(inf, call, NULL, rid);
+    if (!g) {
+        grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    char err[512] = "";
+    grpc_status_t st = submit(inf, g, m, err, sizeof err);
+    if (st) {
+        gen_free(g);
+        grpc_call_finish(call, st, err);
+        return;
+    }
+    grpc_call_ref(call);
+    grpc_call_set_data(call, g);
+}
+
+static void generate_cancel(grpc_call_t *call)
+{
+    gen_t *g = grpc_call_data(call);
+    if (!g) return;
+    grpc_call_set_data(call, NULL);
+    gen_free(g); /* engine_req_free cancels: the slot is freed at the next step */
+    grpc_call_unref(call);
+}
+
+static void ack_held(gen_t *g)
+{
+    if (g->unacked && g->req) {
+        engine_req_consumed(g->inf->engine, g->req, g->unacked);
+        g->unacked = 0;
+    }
+}
+
+static void generate_drain(grpc_call_t *call)
+{
+    gen_t *g = grpc_call_data(call);
+    if (g) ack_held(g);
+}
+
+/* GenerateStream: many requests on one call, each answered under its request_id. */
+static gstream_t *gstream_of(grpc_call_t *call)
+{
+    gstream_t *gs = grpc_call_data(call);
+    if (gs) return gs;
+    gs = calloc(1, sizeof *gs);
+    if (!gs) return NULL;
+    gs->call = call;
+    grpc_call_ref(call);
+    grpc_call_set_data(call, gs);
+    return gs;
+}
+
+static void stream_error(grpc_call_t *call, const char *rid, grpc_status_t st, const char *msg)
+{
+    Inferd__V1__GenerateResponse r = INFERD__V1__GENERATE_RESPONSE__INIT;
+    Inferd__V1__Error err = INFERD__V1__ERROR__INIT;
+    r.request_id = (char *)rid;
+    err.code = (int32_t)st;
+    err.message = (char *)msg;
+    r.error = &err;
+    grpc_call_send(call, &r.base);
+}
+
+static void generate_stream(grpc_call_t *call, ProtobufCMessage *msg)
+{
+    inference_t *inf = grpc_call_arg(call);
+    Inferd__V1__GenerateRequest *m = (Inferd__V1__GenerateRequest *)msg;
+    gstream_t *gs = gstream_of(call);
+    if (!gs) {
+        grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    char rid[64];
+    if (m->request_id && *m->request_id) snprintf(rid, sizeof rid, "%.63s", m->request_id);
+    else snprintf(rid, sizeof rid, "%.40s-%u", grpc_call_request_id(call), ++gs->seq);
+    gen_t *g = gen_new(inf, call, gs, m->request_id && *m->request_id ? m->request_id : rid);
+    if (!g) {
+        stream_error(call, rid, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    g->next = gs->gens;
+    if (gs->gens) gs->gens->prev = g;
+    gs->gens = g;
+    char err[512] = "";
+    grpc_status_t st = submit(inf, g, m, err, sizeof err);
+    if (st) {
+        stream_error(call, g->request_id, st, err);
+        gen_free(g);
+    }
+}
+
+static void stream_free(grpc_call_t *call, gstream_t *gs)
+{
+    while (gs->gens) gen_free(gs->gens);
+    grpc_call_set_data(call, NULL);
+    free(gs);
+    grpc_call_unref(call);
+}
+
+static void generate_stream_half_close(grpc_call_t *call)
+{
+    gstream_t *gs = grpc_call_data(call);
+    if (!gs) {
+        grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    gs->half_closed = 1;
+    if (!gs->gens) {
+        grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+        stream_free(call, gs);
+    }
+}
+
+static void generate_stream_cancel(grpc_call_t *call)
+{
+    gstream_t *gs = grpc_call_data(call);
+    if (gs) stream_free(call, gs);
+}
+
+static void generate_stream_drain(grpc_call_t *call)
+{
+    gstream_t *gs = grpc_call_data(call);
+    for (gen_t *g = gs ? gs->gens : NULL; g; g = g->next) ack_held(g);
+}
+
+static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
+{
+    inference_t *inf = grpc_call_arg(call);
+    Inferd__V1__ModelInfoRequest *m = (Inferd__V1__ModelInfoRequest *)msg;
+    if (m->model && *m->model && strcmp(m->model, inf->info.name)) {
+        char err[300];
+        snprintf(err, sizeof err, "model '%.200s' is not served here", m->model);
+        grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, err);
+        return;
+    }
+    Inferd__V1__ModelInfo r = INFERD__V1__MODEL_INFO__INIT;
+    r.name = (char *)inf->info.name;
+    r.vocab_size = inf->info.vocab_size;
+    r.max_seq_len = inf->info.max_seq_len;
+    r.bos_token_id = inf->info.bos_id;
+    r.eos_token_id = inf->info.eos_id;
+    r.device = (char *)inf->info.device;
+    r.parameters = inf->info.parameters;
+    grpc_call_send(call, &r.base);
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+/* ---- internal requests ---- */
+int inference_submit_internal(inference_t *inf, const engine_request_t *r, inference_done_fn done, void *arg,
+                              inference_internal_t **out, char *err, size_t errlen)
+{
+    inference_internal_t *h = calloc(1, sizeof *h);
+    if (!h) return -ENOMEM;
+    gen_t *g = &h->g;
+    g->inf = inf;
+    g->request_id = strdup("internal");
+    g->done = done;
+    g->done_arg = arg;
+    engine_request_t copy = *r;
+    copy.flags |= ENGINE_REQ_CANARY;
+    copy.user = g;
+    int rc = engine_submit(inf->engine, &copy, &g->req, NULL, err, errlen);
+    if (rc) {
+        g->req = NULL;
+        gen_dispose(g);
+        free(h);
+        if (rc == -EAGAIN) snprintf(err, errlen, "admission queue full");
+        return rc;
+    }
+    inf->stats.inflight++;
+    inf->stats.internal_inflight++;
+    h->next = inf->internals;
+    if (h->next) h->next->prev = h;
+    inf->internals = h;
+    *out = h;
+    return 0;
+}
+
+void inference_internal_cancel(inference_t *inf, inference_internal_t *h)
+{
+    internal_unlink(inf, h);
+    gen_dispose(&h->g);
+    free(h);
+}
+
+/* ---- warm-up ---- */
+static void warmup_done(void *arg, int ok, engine_finish_t finish, const char *err, uint32_t tokens)
+{
+    (void)finish;
+    (void)tokens;
+    inference_t *inf = arg;
+    if (ok) health_endpoint_set(server_health(inf->srv), "generate", HEALTH_SERVING, "warm-up generation succeeded");
+    else {
+        char why[300];
+        snprintf(why, sizeof why, "warm-up generation failed: %.250s", err ? err : "?");
+        health_endpoint_set(server_health(inf->srv), "generate", HEALTH_NOT_SERVING, why);
+    }
+}
+
+#define MROW(p, k, req, resp, fn, ...)                                                                             \
+    {.path = "/inferd.v1.Inference/" p, .service = "inferd.v1.Inference", .name = p, .kind = k, .request = req,  \
+     .response = resp, .on_message = fn, __VA_ARGS__}
+
+inference_t *inference_new(server_t *s, char *err, size_t errlen)
+{
+    const config_t *cfg = server_config(s);
+    inference_t *inf = calloc(1, sizeof *inf);
+    if (!inf) goto oom;
+    inf->srv = s;
+    inf->m = server_metrics(s);
+    engine_config_t ec;
+    engine_config_init(&ec);
+#ifdef INFERD_DEFAULT_MODEL
+    ec.model_path = cfg->model ? cfg->model : INFERD_DEFAULT_MODEL;
+    ec.tokenizer_path = cfg->tokenizer ? cfg->tokenizer : (cfg->model ? NULL : INFERD_DEFAULT_TOKENIZER);
+#else
+    ec.model_path = cfg->model;
+    ec.tokenizer_path = cfg->tokenizer;
+#endif
+    if (!ec.model_path) {
+        snprintf(err, errlen, "no model: give --model PATH");
+        goto fail;
+    }
+    if (!ec.tokenizer_path) {
+        snprintf(err, errlen, "invalid value for --tokenizer: --model %s needs its --tokenizer PATH", ec.model_path);
+        goto fail;
+    }
+    if (!cfg->model) ec.model_name = "inferd-default";
+    ec.threads = (int)cfg->threads;
+    ec.max_batch = (int)cfg->max_batch;
+    ec.max_queued = (int)cfg->max_queued;
+    ec.manual_ack = 1;
+    ec.notify = notify;
+    ec.notify_arg = inf;
+    inf->wake = event_new(server_base(s), -1, 0, drain, inf);
+    if (!inf->wake) goto oom;
+    char eerr[400];
+    if (engine_new(&inf->engine, &ec, eerr, sizeof eerr)) {
+        snprintf(err, errlen, "cannot load model %s (--model/--tokenizer): %s", ec.model_path, eerr);
+        goto fail;
+    }
+    engine_model_info(inf->engine, &inf->info);
+    const char *lv[] = {inf->info.name, inf->info.device};
+    inf->inflight_s = metrics_series(inf->m->inflight, lv);
+    inf->queued_s = metrics_series(inf->m->queued, lv);
+    inf->duration_s = metrics_series(inf->m->request_duration, lv);
+    inf->ttft_s = metrics_series(inf->m->ttft, lv);
+    inf->itl_s = metrics_series(inf->m->itl, lv);
+    inf->in_tok_s = metrics_series(inf->m->input_tokens, lv);
+    inf->out_tok_s = metrics_series(inf->m->output_tokens, lv);
+    inf->out_total_s = metrics_series(inf->m->output_tokens_total, lv);
+    inf->req_bytes_s = metrics_series(inf->m->request_bytes, lv);
+    inf->resp_bytes_s = metrics_series(inf->m->response_bytes, lv);
+    metrics_add_collector(server_registry(s), collect, inf);
+    grpc_method_t proto[3] = {
+        MROW("Generate", GRPC_SERVER_STREAMING, &inferd__v1__generate_request__descriptor,
+             &inferd__v1__generate_response__descriptor, generate, .on_cancel = generate_cancel,
+             .on_drain = generate_drain, .arg = inf),
+        MROW("GenerateStream", GRPC_BIDI_STREAMING, &inferd__v1__generate_request__descriptor,
+             &inferd__v1__generate_response__descriptor, generate_stream, .on_half_close = generate_stream_half_close,
+             .on_cancel = generate_stream_cancel, .on_drain = generate_stream_drain, .arg = inf),
+        MROW("GetModelInfo", GRPC_UNARY, &inferd__v1__model_info_request__descriptor,
+             &inferd__v1__model_info__descriptor, model_info, .arg = inf),
+    };
+    memcpy(rows, proto, sizeof rows);
+    if (server_register(s, rows, 3)) goto oom;
+    log_info("engine", "model %s loaded: dim %u, %u layers, %u heads (%u kv), vocab %u, context %u, %llu parameters, device %s",
+             inf->info.name, inf->info.dim, inf->info.n_layers, inf->info.n_heads, inf->info.n_kv_heads,
+             inf->info.vocab_size, inf->info.max_seq_len, (unsigned long long)inf->info.parameters, inf->info.device);
+    /* Warm-up: one token from BOS through the normal path; the endpoint turns SERVING on success. */
+    engine_request_t w;
+    engine_request_init(&w);
+    uint32_t bos = inf->info.bos_id;
+    w.token_ids = &bos;
+    w.n_tokens = 1;
+    w.max_tokens = 1;
+    inference_internal_t *h;
+    char werr[256];
+    if (inference_submit_internal(inf, &w, warmup_done, inf, &h, werr, sizeof werr))
+        health_endpoint_set(server_health(s), "generate", HEALTH_NOT_SERVING, "warm-up could not be submitted");
+    return inf;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    inference_free(inf);
+    return NULL;
+}
+
+void inference_free(inference_t *inf)
+{
+    if (!inf) return;
+    while (inf->internals) inference_internal_cancel(inf, inf->internals);
+    engine_free(inf->engine); /* workers stop; outstanding handles become invalid */
+    if (inf->wake) event_free(inf->wake);
+    free(inf);
+}

@@ -1,0 +1,198 @@
+/* Checkpoint and tokenizer loading: every malformed file is a clear error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "engine.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(*n + 64);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+/* parse a copy of buf with a modified header; the buffer is exactly `size` bytes so ASan
+ * catches any read past it */
+static int parse_hdr(const char *buf, size_t size, const int32_t hdr[7], char *err)
+{
+    char *copy = malloc(size ? size : 1);
+    memcpy(copy, buf, size);
+    if (size >= 28) memcpy(copy, hdr, 28);
+    model_t m;
+    int rc = model_parse(&m, copy, size, err, 256);
+    free(copy);
+    return rc;
+}
+
+static void test_model_valid(void **state)
+{
+    (void)state;
+    model_t m;
+    char err[256];
+    assert_int_equal(model_load(&m, TINY_MODEL, err, sizeof(err)), 0);
+    assert_int_equal(m.c.dim, 64);
+    assert_int_equal(m.c.n_kv_heads, 2);
+    assert_true(m.c.shared);
+    assert_ptr_equal(m.w.wcls, m.w.token_embedding);
+    model_dispose(&m);
+    assert_int_equal(model_load(&m, TINY_UNSHARED_MODEL, err, sizeof(err)), 0);
+    assert_false(m.c.shared);
+    assert_ptr_not_equal(m.w.wcls, m.w.token_embedding);
+    assert_true(m.w.wcls + (size_t)m.c.vocab_size * m.c.dim ==
+                (const float *)((const char *)m.map + m.map_size));
+    model_dispose(&m);
+}
+
+static void test_model_rejects(void **state)
+{
+    (void)state;
+    size_t n;
+    char *buf = read_all(TINY_MODEL, &n);
+    int32_t h0[7], h[7];
+    memcpy(h0, buf, 28);
+    char err[256];
+    /* truncated anywhere */
+    size_t cuts[] = {0, 3, 27, 28, 100, n / 2, n - 4, n - 1};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        assert_int_equal(parse_hdr(buf, cuts[i], h0, err), -EINVAL);
+        assert_non_null(strstr(err, "truncated"));
+    }
+    /* one extra byte */
+    char *big = calloc(1, n + 1);
+    memcpy(big, buf, n);
+    assert_int_equal(parse_hdr(big, n + 1, h0, err), -EINVAL);
+    free(big);
+    struct {
+        int field;
+        int32_t value;
+        const char *msg;
+    } cases[] = {
+        {0, 0, "dim = 0 must be positive"},
+        {0, -64, "must be positive"},
+        {1, 0, "hidden_dim"},
+        {2, -1, "n_layers"},
+        {3, 0, "n_heads"},
+        {4, 0, "n_kv_heads"},
+        {5, 0, "vocab_size"},
+        {5, INT32_MIN, "vocab_size"},
+        {6, 0, "seq_len"},
+        {3, 5, "not divisible"},
+        {4, 3, "multiple of n_kv_heads"},
+        {4, 8, "multiple of n_kv_heads"},
+        {0, INT32_MAX, "exceeds the limit"},
+        {1, 1 << 18, "needs"}, /* consistent header, file far too small */
+        {5, -512, "unshared"}, /* unshared needs another vocab*dim floats */
+        {6, 129, "needs"},     /* freq tables size follows seq_len */
+        {3, 64, "must be even"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memcpy(h, h0, 28);
+        h[cases[i].field] = cases[i].value;
+        err[0] = 0;
+        assert_int_equal(parse_hdr(buf, n, h, err), -EINVAL);
+        if (!strstr(err, cases[i].msg)) fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].msg);
+    }
+    /* all-max sizes that would overflow 64-bit products are caught by the caps */
+    int32_t hmax[7] = {65536, 262144, 1024, 1024, 1024, 4194304, 1048576};
+    assert_int_equal(parse_hdr(buf, n, hmax, err), -EINVAL);
+    free(buf);
+    model_t m;
+    assert_int_equal(model_load(&m, "/nonexistent/model.bin", err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "cannot open"));
+    assert_int_equal(model_load(&m, "/tmp", err, sizeof(err)), -EINVAL);
+}
+
+static void test_tokenizer_rejects(void **state)
+{
+    (void)state;
+    size_t n;
+    char *buf = read_all(TINY_TOKENIZER, &n);
+    tokenizer_t t;
+    char err[256];
+    assert_int_equal(tokenizer_parse(&t, buf, n, 512, err, sizeof(err)), 0);
+    tokenizer_dispose(&t);
+    for (size_t cut = 0; cut < n; cut += (cut < 64 ? 1 : 97)) {
+        char *c = malloc(cut ? cut : 1);
+        memcpy(c, buf, cut);
+        assert_int_equal(tokenizer_parse(&t, c, cut, 512, err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, "truncated"));
+        free(c);
+    }
+    /* vocab mismatch with the model */
+    assert_int_equal(tokenizer_parse(&t, buf, n, 500, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "does not match"));
+    assert_int_equal(tokenizer_parse(&t, buf, n, 513, err, sizeof(err)), -EINVAL);
+    /* hostile max_token_length and token lengths */
+    int32_t v = -1;
+    memcpy(buf, &v, 4);
+    assert_int_equal(tokenizer_parse(&t, buf, n, 512, err, sizeof(err)), -EINVAL);
+    v = 1 << 30;
+    memcpy(buf, &v, 4);
+    assert_int_equal(tokenizer_parse(&t, buf, n, 512, err, sizeof(err)), -EINVAL);
+    v = 64;
+    memcpy(buf, &v, 4);
+    int32_t big = 0x7fffffff;
+    memcpy(buf + 8, &big, 4); /* first token length */
+    assert_int_equal(tokenizer_parse(&t, buf, n, 512, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "length"));
+    big = -5;
+    memcpy(buf + 8, &big, 4);
+    assert_int_equal(tokenizer_parse(&t, buf, n, 512, err, sizeof(err)), -EINVAL);
+    free(buf);
+}
+
+static void test_engine_new_errors(void **state)
+{
+    (void)state;
+    engine_config_t cfg;
+    engine_config_init(&cfg);
+    char err[512];
+    engine_t *e = NULL;
+    assert_int_equal(engine_new(&e, &cfg, err, sizeof(err)), -EINVAL);
+    cfg.model_path = TINY_MODEL;
+    cfg.tokenizer_path = TINY_UNSHARED_TOKENIZER; /* 420 entries for a 512 vocab */
+    assert_int_equal(engine_new(&e, &cfg, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tokenizer"));
+    cfg.tokenizer_path = TINY_TOKENIZER;
+    cfg.threads = 1;
+    assert_int_equal(engine_new(&e, &cfg, err, sizeof(err)), 0);
+    engine_model_info_t mi;
+    engine_model_info(e, &mi);
+    assert_string_equal(mi.name, "tiny_gqa");
+    assert_string_equal(mi.device, "cpu");
+    assert_int_equal(mi.vocab_size, 512);
+    assert_int_equal(mi.max_seq_len, 128);
+    assert_int_equal(mi.bos_id, 1);
+    assert_int_equal(mi.eos_id, 2);
+    /* emb + 2 * (rms + q + k + v + o + rms + w1 + w2 + w3) + rms_final */
+    uint64_t want = 512 * 64 + 2 * (64 + 64 * 64 + 2 * 32 * 64 + 64 * 64 + 64 + 3 * 172 * 64) + 64;
+    assert_int_equal(mi.parameters, want);
+    engine_free(e);
+    engine_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_valid),
+        cmocka_unit_test(test_model_rejects),
+        cmocka_unit_test(test_tokenizer_rejects),
+        cmocka_unit_test(test_engine_new_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
