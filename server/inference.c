@@ -574,6 +574,19 @@ int inference_submit_internal(inference_t *inf, const engine_request_t *r, infer
     return 0;
 }
 
+int inference_submit_message(inference_t *inf, const Inferd__V1__GenerateRequest *m, inference_done_fn done,
+                             void *arg, inference_internal_t **out, char *err, size_t errlen)
+{
+    engine_request_t r;
+    if (build_request(inf, m, &r, err, errlen)) return -ENOENT;
+    return inference_submit_internal(inf, &r, done, arg, out, err, errlen);
+}
+
+const engine_model_info_t *inference_model_info(const inference_t *inf)
+{
+    return &inf->info;
+}
+
 void inference_internal_cancel(inference_t *inf, inference_internal_t *h)
 {
     internal_unlink(inf, h);
@@ -605,6 +618,7 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     inference_t *inf = calloc(1, sizeof *inf);
     if (!inf) goto oom;
     inf->srv = s;
+    s->inference = inf;
     inf->m = server_metrics(s);
     engine_config_t ec;
     engine_config_init(&ec);
@@ -687,6 +701,7 @@ fail:
 void inference_free(inference_t *inf)
 {
     if (!inf) return;
+    if (inf->srv->inference == inf) inf->srv->inference = NULL;
     while (inf->internals) inference_internal_cancel(inf, inf->internals);
     engine_free(inf->engine); /* workers stop; outstanding handles become invalid */
     if (inf->wake) event_free(inf->wake);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "inferd/v1/inference.pb-c.h"
 #include "server.h"
 
 typedef struct inference inference_t;
@@ -40,6 +41,12 @@ typedef struct inference_internal inference_internal_t;
  * err filled). */
 int inference_submit_internal(inference_t *inf, const engine_request_t *r, inference_done_fn done, void *arg,
                               inference_internal_t **out, char *err, size_t errlen);
+/** Same, from a GenerateRequest message (e.g. DYN_HEALTH_CHECK_PAYLOAD parsed from JSON): the
+ * fields map as for Generate. Returns -ENOENT for a model this server does not serve. */
+int inference_submit_message(inference_t *inf, const Inferd__V1__GenerateRequest *m, inference_done_fn done,
+                             void *arg, inference_internal_t **out, char *err, size_t errlen);
+/** The served model. */
+const engine_model_info_t *inference_model_info(const inference_t *inf);
 /** Cancels an internal request (a canary that timed out): done is not called; the engine frees
  * its slot at the next step. */
 void inference_internal_cancel(inference_t *inf, inference_internal_t *h);

@@ -188,6 +188,7 @@ struct server {
     int stage;      /* next shutdown stage the stage timer runs */
     struct event *sig_term, *sig_int, *stage_timer, *drain_timer;
     struct reflection *refl;
+    struct inference *inference; /* set by inference_new */
     int64_t start_ns;
     uint64_t request_seq;
     int exit_code;
