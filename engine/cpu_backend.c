@@ -25,18 +25,18 @@ typedef struct {
     pool_t *pool;
     int max_rows, max_slots;
     int kv_dim, head_size;
-    float *x;      /* (max_rows, dim) residual stream */
-    float *xb;     /* (max_rows, dim) normed input / attention output */
-    float *xb2;    /* (max_rows, dim) */
-    float *hb;     /* (max_rows, hidden) */
-    float *hb2;    /* (max_rows, hidden) */
-    float *q;      /* (max_rows, dim) */
-    float *k;      /* (max_rows, kv_dim) */
-    float *v;      /* (max_rows, kv_dim) */
-    float *att;    /* (max_rows, n_heads, seq_len) */
-    float *lx;     /* (max_rows, dim) final-normed rows that need logits */
-    float *freq;   /* (head_size / 2) RoPE inverse frequencies */
-    kv_t *kv;      /* (max_slots) */
+    float *x;    /* (max_rows, dim) residual stream */
+    float *xb;   /* (max_rows, dim) normed input / attention output */
+    float *xb2;  /* (max_rows, dim) */
+    float *hb;   /* (max_rows, hidden) */
+    float *hb2;  /* (max_rows, hidden) */
+    float *q;    /* (max_rows, dim) */
+    float *k;    /* (max_rows, kv_dim) */
+    float *v;    /* (max_rows, kv_dim) */
+    float *att;  /* (max_rows, n_heads, seq_len) */
+    float *lx;   /* (max_rows, dim) final-normed rows that need logits */
+    float *freq; /* (head_size / 2) RoPE inverse frequencies */
+    kv_t *kv;    /* (max_slots) */
 } cpu_t;
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -103,8 +103,8 @@ static int cpu_load(void **ctx, const model_t *m, pool_t *pool, int max_rows, in
     s->lx = falloc(R * c->dim);
     s->freq = falloc((size_t)s->head_size / 2);
     s->kv = calloc((size_t)max_slots, sizeof(kv_t));
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v ||
-        !s->att || !s->lx || !s->freq || !s->kv) {
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att ||
+        !s->lx || !s->freq || !s->kv) {
         cpu_free(s);
         return fail(err, errlen, -ENOMEM, "out of memory for %d batch rows", max_rows);
     }
@@ -174,7 +174,8 @@ static void mm_run(void *arg, int tid, int nth)
 {
     mm_job_t *j = arg;
     int total = 0;
-    for (int s = 0; s < j->nseg; s++) total += j->seg[s].nout;
+    for (int s = 0; s < j->nseg; s++)
+        total += j->seg[s].nout;
     int a, b;
     chunk(total, tid, nth, &a, &b);
     int base = 0;
@@ -235,7 +236,8 @@ static void att_run(void *arg, int tid, int nth)
         for (int p = 0; p <= row->pos; p++) {
             const float *v = kv->value + loff + (size_t)p * kvd + (size_t)kvh * hs;
             float a_p = att[p] * inv;
-            for (int i = 0; i < hs; i++) out[i] += a_p * v[i];
+            for (int i = 0; i < hs; i++)
+                out[i] += a_p * v[i];
         }
     }
 }
@@ -246,7 +248,8 @@ static void rmsnorm(float *o, const float *x, const float *w, int n)
 {
     float ss = dot_fixed(x, x, n);
     ss = 1.0f / sqrtf(ss / (float)n + 1e-5f);
-    for (int i = 0; i < n; i++) o[i] = w[i] * (ss * x[i]);
+    for (int i = 0; i < n; i++)
+        o[i] = w[i] * (ss * x[i]);
 }
 
 static void rope(float *vec, int n, int hs, const float *freq, int pos)
@@ -299,7 +302,8 @@ static int cpu_forward(void *ctx, const fwd_row_t *rows, int n, float *logits)
         j = (mm_job_t){.x = s->xb, .nrows = n, .n = dim, .nseg = 1};
         j.seg[0] = (mm_seg_t){s->xb2, dim, w->wo + ld * dim, dim};
         mm(s, &j);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            s->x[i] += s->xb2[i];
         for (int r = 0; r < n; r++)
             rmsnorm(s->xb + (size_t)r * dim, s->x + (size_t)r * dim, w->rms_ffn + ld, dim);
         j = (mm_job_t){.x = s->xb, .nrows = n, .n = dim, .nseg = 2};
@@ -313,7 +317,8 @@ static int cpu_forward(void *ctx, const fwd_row_t *rows, int n, float *logits)
         j = (mm_job_t){.x = s->hb, .nrows = n, .n = hid, .nseg = 1};
         j.seg[0] = (mm_seg_t){s->xb, dim, w->w2 + (size_t)l * dim * hid, dim};
         mm(s, &j);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb[i];
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            s->x[i] += s->xb[i];
     }
     int nl = 0;
     for (int r = 0; r < n; r++) {

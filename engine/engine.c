@@ -27,9 +27,9 @@
 struct engine_req {
     engine_t *e;
     /* immutable after submit */
-    int *prompt;    /* (n_prompt) */
+    int *prompt; /* (n_prompt) */
     int n_prompt;
-    int max_gen;    /* completion tokens allowed */
+    int max_gen; /* completion tokens allowed */
     int stop[MAX_STOP_IDS];
     int n_stop;
     bool ignore_eos;
@@ -50,10 +50,10 @@ struct engine_req {
     int pending; /* sampled token to feed next */
     int n_gen;
     /* reactor only */
-    int refs;          /* engine + reactor */
-    bool released;     /* reactor called engine_req_free */
-    engine_req_t *qnext;             /* submission queue link (smu) */
-    engine_req_t *lprev, *lnext;     /* live list links (lmu) */
+    int refs;                    /* engine + reactor */
+    bool released;               /* reactor called engine_req_free */
+    engine_req_t *qnext;         /* submission queue link (smu) */
+    engine_req_t *lprev, *lnext; /* live list links (lmu) */
 };
 
 struct engine {
@@ -84,13 +84,13 @@ struct engine {
     engine_req_t *live; /* every request not yet fully released */
 
     /* driver only */
-    engine_req_t **slots;   /* (max_batch) */
-    fwd_row_t *rows;        /* (max_rows) */
-    engine_req_t **lreq;    /* (max_batch) request of each logits row */
-    int *sampled;           /* (max_batch) */
-    float *logits;          /* (max_batch, vocab) */
-    prob_index_t *scratch;  /* (max_batch, vocab) */
-    bool pushed;            /* events pushed during this step */
+    engine_req_t **slots;  /* (max_batch) */
+    fwd_row_t *rows;       /* (max_rows) */
+    engine_req_t **lreq;   /* (max_batch) request of each logits row */
+    int *sampled;          /* (max_batch) */
+    float *logits;         /* (max_batch, vocab) */
+    prob_index_t *scratch; /* (max_batch, vocab) */
+    bool pushed;           /* events pushed during this step */
 
     atomic_int fault;
     atomic_uint fault_arg;
@@ -120,25 +120,38 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 const char *engine_finish_name(engine_finish_t f)
 {
     switch (f) {
-    case ENGINE_FINISH_LENGTH: return "length";
-    case ENGINE_FINISH_EOS: return "eos";
-    case ENGINE_FINISH_STOP: return "stop";
-    case ENGINE_FINISH_CANCELLED: return "cancelled";
-    default: return "none";
+    case ENGINE_FINISH_LENGTH:
+        return "length";
+    case ENGINE_FINISH_EOS:
+        return "eos";
+    case ENGINE_FINISH_STOP:
+        return "stop";
+    case ENGINE_FINISH_CANCELLED:
+        return "cancelled";
+    default:
+        return "none";
     }
 }
 
 const char *engine_invalid_name(engine_invalid_t w)
 {
     switch (w) {
-    case ENGINE_INVALID_EMPTY: return "empty";
-    case ENGINE_INVALID_TOKEN: return "token_out_of_range";
-    case ENGINE_INVALID_PROMPT_LONG: return "prompt_too_long";
-    case ENGINE_INVALID_TEMPERATURE: return "bad_temperature";
-    case ENGINE_INVALID_TOP_P: return "bad_top_p";
-    case ENGINE_INVALID_MAX_TOKENS: return "max_tokens_too_large";
-    case ENGINE_INVALID_STOP_IDS: return "too_many_stop_ids";
-    default: return "none";
+    case ENGINE_INVALID_EMPTY:
+        return "empty";
+    case ENGINE_INVALID_TOKEN:
+        return "token_out_of_range";
+    case ENGINE_INVALID_PROMPT_LONG:
+        return "prompt_too_long";
+    case ENGINE_INVALID_TEMPERATURE:
+        return "bad_temperature";
+    case ENGINE_INVALID_TOP_P:
+        return "bad_top_p";
+    case ENGINE_INVALID_MAX_TOKENS:
+        return "max_tokens_too_large";
+    case ENGINE_INVALID_STOP_IDS:
+        return "too_many_stop_ids";
+    default:
+        return "none";
     }
 }
 
@@ -232,7 +245,8 @@ static engine_event_t *ev_push(engine_t *e)
         size_t ncap = e->ev_cap ? e->ev_cap * 2 : 64;
         engine_event_t *n = malloc(ncap * sizeof(*n));
         if (!n) return NULL;
-        for (size_t i = 0; i < e->ev_count; i++) n[i] = e->ev[(e->ev_head + i) % e->ev_cap];
+        for (size_t i = 0; i < e->ev_count; i++)
+            n[i] = e->ev[(e->ev_head + i) % e->ev_cap];
         free(e->ev);
         e->ev = n;
         e->ev_cap = ncap;
@@ -315,8 +329,8 @@ int engine_poll(engine_t *e, engine_event_t *out, int max)
 /* ---- validation and submission ---------------------------------------------------- */
 
 /* Validate r; on success *toks (malloc'd, may be NULL when want_tokens is false) */
-static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
-                   char *msg, size_t msglen, int **toks, int *ntoks, int *max_gen)
+static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_t *why, char *msg,
+                   size_t msglen, int **toks, int *ntoks, int *max_gen)
 {
     const model_config_t *c = &e->model.c;
     engine_invalid_t w = ENGINE_INVALID_NONE;
@@ -336,8 +350,8 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
     }
     if (r->n_stop > MAX_STOP_IDS) {
         w = ENGINE_INVALID_STOP_IDS;
-        rc = fail(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed",
-                  r->n_stop, MAX_STOP_IDS);
+        rc = fail(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed", r->n_stop,
+                  MAX_STOP_IDS);
         goto out;
     }
     if (r->n_tokens > 0) {
@@ -362,7 +376,8 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
         if (toks) {
             t = malloc((size_t)n * sizeof(int));
             if (!t) return -ENOMEM;
-            for (int i = 0; i < n; i++) t[i] = (int)r->token_ids[i];
+            for (int i = 0; i < n; i++)
+                t[i] = (int)r->token_ids[i];
         }
     } else {
         if (!r->prompt || !r->prompt[0]) {
@@ -375,8 +390,7 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
         if (len / (size_t)e->tok.max_token_length >= (size_t)c->seq_len) {
             w = ENGINE_INVALID_PROMPT_LONG;
             rc = fail(msg, msglen, -EINVAL,
-                      "prompt of %zu bytes cannot fit the context of %d tokens", len,
-                      c->seq_len);
+                      "prompt of %zu bytes cannot fit the context of %d tokens", len, c->seq_len);
             goto out;
         }
         t = malloc((len + 3) * sizeof(int));
@@ -420,14 +434,14 @@ out:
     return rc;
 }
 
-int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
-                    char *msg, size_t msglen)
+int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid_t *why, char *msg,
+                    size_t msglen)
 {
     return prepare(e, r, why, msg, msglen, NULL, NULL, NULL);
 }
 
-int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out,
-                  engine_invalid_t *why, char *msg, size_t msglen)
+int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, engine_invalid_t *why,
+                  char *msg, size_t msglen)
 {
     int *toks = NULL, n = 0, max_gen = 0;
     int rc = prepare(e, r, why, msg, msglen, &toks, &n, &max_gen);
@@ -442,7 +456,8 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out,
     q->n_prompt = n;
     q->max_gen = max_gen;
     q->n_stop = (int)r->n_stop;
-    for (size_t i = 0; i < r->n_stop; i++) q->stop[i] = (int)r->stop_ids[i];
+    for (size_t i = 0; i < r->n_stop; i++)
+        q->stop[i] = (int)r->stop_ids[i];
     q->ignore_eos = r->ignore_eos;
     q->flags = r->flags;
     q->user = r->user;
@@ -493,7 +508,8 @@ int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out
     int *t = malloc((len + 3) * sizeof(int));
     if (!t) return -ENOMEM;
     int n = tokenizer_encode(&e->tok, text, bos, false, t, len + 3);
-    for (int i = 0; i < n && (size_t)i < max; i++) out[i] = (uint32_t)t[i];
+    for (int i = 0; i < n && (size_t)i < max; i++)
+        out[i] = (uint32_t)t[i];
     free(t);
     return n;
 }
@@ -536,8 +552,8 @@ static void sample_run(void *arg, int tid, int nth)
     int V = e->model.c.vocab_size;
     for (int i = tid; i < j->n; i += nth) {
         engine_req_t *r = e->lreq[i];
-        e->sampled[i] = sample_token(e->logits + (size_t)i * V, V, &r->sp, &r->rng,
-                                     e->scratch + (size_t)i * V);
+        e->sampled[i] =
+            sample_token(e->logits + (size_t)i * V, V, &r->sp, &r->rng, e->scratch + (size_t)i * V);
     }
 }
 
@@ -640,7 +656,8 @@ static bool step(engine_t *e, int fault)
     else if (nl == 1)
         sample_run(&sj, 0, 1);
     (void)V;
-    for (int i = 0; i < nl; i++) accept_token(e, e->lreq[i], e->sampled[i]);
+    for (int i = 0; i < nl; i++)
+        accept_token(e, e->lreq[i], e->sampled[i]);
     return true;
 }
 
@@ -664,7 +681,8 @@ static void *driver_main(void *arg)
         int fault = atomic_load(&e->fault);
         bool runnable = fault != ENGINE_FAULT_HANG && has_runnable(e, fault);
         bool free_slot = false;
-        for (int s = 0; s < e->max_batch && !free_slot; s++) free_slot = !e->slots[s];
+        for (int s = 0; s < e->max_batch && !free_slot; s++)
+            free_slot = !e->slots[s];
         engine_req_t *admitted = NULL, *cancelled = NULL, **atail = &admitted;
 
         pthread_mutex_lock(&e->smu);
@@ -698,7 +716,8 @@ static void *driver_main(void *arg)
             }
         }
         e->qtail = NULL;
-        for (engine_req_t *q = e->qhead; q; q = q->qnext) e->qtail = q;
+        for (engine_req_t *q = e->qhead; q; q = q->qnext)
+            e->qtail = q;
         if (fault != ENGINE_FAULT_HANG) {
             for (int s = 0; s < e->max_batch && e->qhead; s++) {
                 if (e->slots[s]) continue;
@@ -791,8 +810,7 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     e->sampled = calloc(B, sizeof(int));
     e->logits = malloc(B * V * sizeof(float));
     e->scratch = malloc(B * V * sizeof(prob_index_t));
-    if (!e->name || !e->slots || !e->rows || !e->lreq || !e->sampled || !e->logits ||
-        !e->scratch) {
+    if (!e->name || !e->slots || !e->rows || !e->lreq || !e->sampled || !e->logits || !e->scratch) {
         rc = fail(err, errlen, -ENOMEM, "out of memory");
         goto fail_alloc;
     }

@@ -76,7 +76,9 @@ typedef struct {
 } engine_config_t;
 
 /** Request flags. */
-enum { ENGINE_REQ_CANARY = 1 << 0 /* internal/canary request: counted apart in stats */ };
+enum {
+    ENGINE_REQ_CANARY = 1 << 0 /* canary/internal: kept for the server, scheduled like any other */
+};
 
 /** A generation request; the engine copies everything it needs in engine_submit(). */
 typedef struct {
@@ -98,13 +100,13 @@ typedef struct {
 /** Why engine_validate() rejected a request (for error_type labels). */
 typedef enum {
     ENGINE_INVALID_NONE = 0,
-    ENGINE_INVALID_EMPTY,        /* no token ids and no (or empty) prompt */
-    ENGINE_INVALID_TOKEN,        /* token id >= vocab size */
-    ENGINE_INVALID_PROMPT_LONG,  /* prompt does not leave room for one token */
-    ENGINE_INVALID_TEMPERATURE,  /* temperature < 0 or not finite */
-    ENGINE_INVALID_TOP_P,        /* top_p outside (0, 1] */
-    ENGINE_INVALID_MAX_TOKENS,   /* prompt + max_tokens beyond the context */
-    ENGINE_INVALID_STOP_IDS,     /* too many stop ids (> 64) */
+    ENGINE_INVALID_EMPTY,       /* no token ids and no (or empty) prompt */
+    ENGINE_INVALID_TOKEN,       /* token id >= vocab size */
+    ENGINE_INVALID_PROMPT_LONG, /* prompt does not leave room for one token */
+    ENGINE_INVALID_TEMPERATURE, /* temperature < 0 or not finite */
+    ENGINE_INVALID_TOP_P,       /* top_p outside (0, 1] */
+    ENGINE_INVALID_MAX_TOKENS,  /* prompt + max_tokens beyond the context */
+    ENGINE_INVALID_STOP_IDS,    /* too many stop ids (> 64) */
 } engine_invalid_t;
 
 /** Finish reasons; values equal inferd.v1.FinishReason. */
@@ -125,18 +127,18 @@ typedef enum {
 /** One completion-queue event. */
 typedef struct {
     engine_ev_type_t type;
-    engine_req_t *req; /* the handle engine_submit() returned */
-    void *user;        /* engine_request_t.user */
-    uint32_t token;    /* TOKEN: token id */
-    engine_finish_t finish;      /* FINISHED */
-    uint32_t prompt_tokens;      /* FINISHED */
-    uint32_t completion_tokens;  /* FINISHED (EOS/stop tokens not counted) */
-    uint64_t t_ns;               /* CLOCK_MONOTONIC ns when the event was made */
-    uint64_t submit_ns;          /* CLOCK_MONOTONIC ns of engine_submit() */
-    uint64_t first_token_ns;     /* first token time (0 if none yet) */
-    size_t len;                  /* bytes in text */
-    char text[ENGINE_TEXT_MAX];  /* TOKEN: complete UTF-8 only (may be empty while a
-                                    character is incomplete); ERROR: message; NUL-terminated */
+    engine_req_t *req;          /* the handle engine_submit() returned */
+    void *user;                 /* engine_request_t.user */
+    uint32_t token;             /* TOKEN: token id */
+    engine_finish_t finish;     /* FINISHED */
+    uint32_t prompt_tokens;     /* FINISHED */
+    uint32_t completion_tokens; /* FINISHED (EOS/stop tokens not counted) */
+    uint64_t t_ns;              /* CLOCK_MONOTONIC ns when the event was made */
+    uint64_t submit_ns;         /* CLOCK_MONOTONIC ns of engine_submit() */
+    uint64_t first_token_ns;    /* first token time (0 if none yet) */
+    size_t len;                 /* bytes in text */
+    char text[ENGINE_TEXT_MAX]; /* TOKEN: complete UTF-8 only (may be empty while a
+                                   character is incomplete); ERROR: message; NUL-terminated */
 } engine_event_t;
 
 /** Model description (GetModelInfo). Strings live as long as the engine. */
@@ -150,14 +152,14 @@ typedef struct {
 
 /** Counters for metrics/health; read with relaxed atomics, approximately consistent. */
 typedef struct {
-    uint64_t queued;          /* admitted to the queue, not yet in the batch */
-    uint64_t inflight;        /* in the batch (including paused) */
-    uint64_t paused;          /* in the batch but paused by the backlog bound */
-    uint64_t tokens_total;    /* tokens produced since start */
-    uint64_t steps_total;     /* batched forward steps */
-    uint64_t requests_total;  /* requests that produced a final event */
-    uint64_t last_token_ns;   /* CLOCK_MONOTONIC ns of the last token produced (0 = never) */
-    uint64_t last_step_ns;    /* CLOCK_MONOTONIC ns of the last step */
+    uint64_t queued;         /* admitted to the queue, not yet in the batch */
+    uint64_t inflight;       /* in the batch (including paused) */
+    uint64_t paused;         /* in the batch but paused by the backlog bound */
+    uint64_t tokens_total;   /* tokens produced since start */
+    uint64_t steps_total;    /* batched forward steps */
+    uint64_t requests_total; /* requests that produced a final event */
+    uint64_t last_token_ns;  /* CLOCK_MONOTONIC ns of the last token produced (0 = never) */
+    uint64_t last_step_ns;   /* CLOCK_MONOTONIC ns of the last step */
 } engine_stats_t;
 
 /** Fault injection for health testing. */
@@ -189,14 +191,14 @@ void engine_request_init(engine_request_t *r);
 
 /** Check a request without submitting it. Returns 0, or -EINVAL with *why (may be NULL)
  *  and a message in msg (may be NULL). Tokenizes the prompt (bounded work). */
-int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
-                    char *msg, size_t msglen);
+int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid_t *why, char *msg,
+                    size_t msglen);
 
 /** Validate and queue a request. Returns 0 and *out; -EINVAL (see engine_validate, *why
  *  and msg filled); -EAGAIN when the admission queue is full (RESOURCE_EXHAUSTED);
  *  -ESHUTDOWN when the engine is stopping; -ENOMEM. Never blocks. */
-int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out,
-                  engine_invalid_t *why, char *msg, size_t msglen);
+int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, engine_invalid_t *why,
+                  char *msg, size_t msglen);
 
 /** Ask the engine to end the request: it leaves the batch (or queue) at the next step and
  *  gets a final FINISHED(CANCELLED) event unless it already finished. Returns 0. */
@@ -216,7 +218,7 @@ void *engine_req_user(const engine_req_t *req);
 int engine_poll(engine_t *e, engine_event_t *out, int max);
 
 /** Tokenize text like a prompt (BOS prepended if bos). Returns the token count (may be
- *  larger than max: then only max were written), or -EINVAL. */
+ *  larger than max: then only max were written), or -EINVAL (text NULL) / -ENOMEM. */
 int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out, size_t max);
 
 /** Read the counters. */

@@ -42,8 +42,8 @@ typedef struct {
 typedef struct {
     model_config_t c;
     model_weights_t w;
-    void *map;        /* mmap base */
-    size_t map_size;  /* file size */
+    void *map;       /* mmap base */
+    size_t map_size; /* file size */
     uint64_t n_params;
 } model_t;
 
@@ -62,15 +62,15 @@ void model_dispose(model_t *m);
 typedef struct {
     int vocab_size;
     int max_token_length;
-    char **vocab;          /* (vocab) NUL-terminated pieces as in the file */
-    int *vocab_len;        /* (vocab) byte length of each piece */
-    float *scores;         /* (vocab) merge scores */
-    unsigned char *bytes;  /* (vocab) decoded byte for <0xXX> tokens */
-    unsigned char *is_byte;/* (vocab) 1 when the token is a <0xXX> byte token */
-    int *hash_next;        /* (vocab) chaining for the piece hash table */
-    int *hash_head;        /* (hash_size) */
-    int hash_size;         /* power of two */
-    int byte_tok[256];     /* token id of each byte value, -1 if absent */
+    char **vocab;           /* (vocab) NUL-terminated pieces as in the file */
+    int *vocab_len;         /* (vocab) byte length of each piece */
+    float *scores;          /* (vocab) merge scores */
+    unsigned char *bytes;   /* (vocab) decoded byte for <0xXX> tokens */
+    unsigned char *is_byte; /* (vocab) 1 when the token is a <0xXX> byte token */
+    int *hash_next;         /* (vocab) chaining for the piece hash table */
+    int *hash_head;         /* (hash_size) */
+    int hash_size;          /* power of two */
+    int byte_tok[256];      /* token id of each byte value, -1 if absent */
 } tokenizer_t;
 
 int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, size_t errlen);
@@ -83,8 +83,7 @@ int tokenizer_lookup(const tokenizer_t *t, const char *s, size_t len);
 int tokenizer_encode(const tokenizer_t *t, const char *text, bool bos, bool eos, int *out,
                      size_t max);
 /** Raw bytes of a token as decoded after `prev`; sets *len. Pointer valid while t lives. */
-const char *tokenizer_piece(const tokenizer_t *t, int prev, int token, size_t *len,
-                            char tmp[2]);
+const char *tokenizer_piece(const tokenizer_t *t, int prev, int token, size_t *len, char tmp[2]);
 
 /** Incremental UTF-8 safe detokenizer state (per request). */
 typedef struct {
@@ -122,8 +121,7 @@ typedef struct {
 } sample_params_t;
 
 /** Sample one token from logits (vocab n); logits are overwritten. scratch: (n). */
-int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng,
-                 prob_index_t *scratch);
+int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng, prob_index_t *scratch);
 int sample_argmax(const float *logits, int n);
 
 /* ---- thread pool (pool.c) ----------------------------------------------- */
@@ -153,8 +151,8 @@ struct backend {
     const char *name;   /* "cpu" */
     const char *device; /* reported device */
     /** Prepare weights and state for up to max_rows rows and max_slots sequences. */
-    int (*load)(void **ctx, const model_t *m, pool_t *pool, int max_rows, int max_slots,
-                char *err, size_t errlen);
+    int (*load)(void **ctx, const model_t *m, pool_t *pool, int max_rows, int max_slots, char *err,
+                size_t errlen);
     /** Allocate the KV cache of `slot` for positions [0, cap). 0 or -ENOMEM. */
     int (*seq_alloc)(void *ctx, int slot, int cap);
     void (*seq_free)(void *ctx, int slot);
@@ -170,8 +168,8 @@ extern const backend_t backend_cpu;
 
 /** out[r][i] = sum_j w[i][j] * x[r][j] for r < nrows, i in [i0, i1). Fixed reduction
  *  order per element, independent of nrows. x: (nrows, n), out: (nrows, ostride). */
-void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n,
-                 int i0, int i1);
+void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n, int i0,
+                 int i1);
 /** Dot product with the same reduction order as matmul_rows. */
 float dot_fixed(const float *a, const float *b, int n);
 

@@ -1,10 +1,11 @@
 /*
  * kernels.c - the dot-product kernels under every matmul. Each output element is
- * reduced in a fixed order that depends only on n (two 8-lane accumulators, a fixed
+ * reduced in a fixed order that depends only on n (one 8-lane accumulator, a fixed
  * horizontal sum, then a scalar tail), never on how many rows are in the batch or
  * which thread computes it: that is what makes decoding batch invariant.
  * AVX2+FMA is used when the CPU has it (checked at run time); the generic path has
- * the same structure without FMA, so results are deterministic on each machine.
+ * the same structure without FMA (so it differs from AVX2 in the last bits), so results are
+ * deterministic on each machine.
  */
 #include "internal.h"
 
@@ -28,9 +29,11 @@ static float dot_generic(const float *a, const float *b, int n)
     float acc[8] = {0};
     int j = 0;
     for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; l++) acc[l] += a[j + l] * b[j + l];
+        for (int l = 0; l < 8; l++)
+            acc[l] += a[j + l] * b[j + l];
     float s = hsum8(acc);
-    for (; j < n; j++) s += a[j] * b[j];
+    for (; j < n; j++)
+        s += a[j] * b[j];
     return s;
 }
 
@@ -66,37 +69,44 @@ AVX static float dot_avx(const float *a, const float *b, int n)
     for (; j + 8 <= n; j += 8)
         acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
     float s = hsum_avx(acc);
-    for (; j < n; j++) s += a[j] * b[j];
+    for (; j < n; j++)
+        s += a[j] * b[j];
     return s;
 }
 
 /* WR weight rows x XR activation rows per tile; every (row, output) pair runs exactly
  * dot_avx's operation sequence, so the tiling never changes a result. */
-#define TILE(WR, XR)                                                                           \
-    AVX static void tile_##WR##_##XR(float *out, int ostride, const float *x, const float *w, \
-                                     int n, int i, int r)                                      \
-    {                                                                                          \
-        __m256 acc[WR][XR];                                                                    \
-        for (int a = 0; a < WR; a++)                                                           \
-            for (int b = 0; b < XR; b++) acc[a][b] = _mm256_setzero_ps();                      \
-        const float *wp[WR], *xp[XR];                                                          \
-        for (int a = 0; a < WR; a++) wp[a] = w + (size_t)(i + a) * n;                          \
-        for (int b = 0; b < XR; b++) xp[b] = x + (size_t)(r + b) * n;                          \
-        int j = 0;                                                                             \
-        for (; j + 8 <= n; j += 8) {                                                           \
-            __m256 xv[XR];                                                                     \
-            for (int b = 0; b < XR; b++) xv[b] = _mm256_loadu_ps(xp[b] + j);                   \
-            for (int a = 0; a < WR; a++) {                                                     \
-                __m256 wv = _mm256_loadu_ps(wp[a] + j);                                        \
-                for (int b = 0; b < XR; b++) acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]); \
-            }                                                                                  \
-        }                                                                                      \
-        for (int a = 0; a < WR; a++)                                                           \
-            for (int b = 0; b < XR; b++) {                                                     \
-                float s = hsum_avx(acc[a][b]);                                                 \
-                for (int k = j; k < n; k++) s += wp[a][k] * xp[b][k];                          \
-                out[(size_t)(r + b) * ostride + i + a] = s;                                    \
-            }                                                                                  \
+#define TILE(WR, XR)                                                                               \
+    AVX static void tile_##WR##_##XR(float *out, int ostride, const float *x, const float *w,      \
+                                     int n, int i, int r)                                          \
+    {                                                                                              \
+        __m256 acc[WR][XR];                                                                        \
+        for (int a = 0; a < WR; a++)                                                               \
+            for (int b = 0; b < XR; b++)                                                           \
+                acc[a][b] = _mm256_setzero_ps();                                                   \
+        const float *wp[WR], *xp[XR];                                                              \
+        for (int a = 0; a < WR; a++)                                                               \
+            wp[a] = w + (size_t)(i + a) * n;                                                       \
+        for (int b = 0; b < XR; b++)                                                               \
+            xp[b] = x + (size_t)(r + b) * n;                                                       \
+        int j = 0;                                                                                 \
+        for (; j + 8 <= n; j += 8) {                                                               \
+            __m256 xv[XR];                                                                         \
+            for (int b = 0; b < XR; b++)                                                           \
+                xv[b] = _mm256_loadu_ps(xp[b] + j);                                                \
+            for (int a = 0; a < WR; a++) {                                                         \
+                __m256 wv = _mm256_loadu_ps(wp[a] + j);                                            \
+                for (int b = 0; b < XR; b++)                                                       \
+                    acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int a = 0; a < WR; a++)                                                               \
+            for (int b = 0; b < XR; b++) {                                                         \
+                float s = hsum_avx(acc[a][b]);                                                     \
+                for (int k = j; k < n; k++)                                                        \
+                    s += wp[a][k] * xp[b][k];                                                      \
+                out[(size_t)(r + b) * ostride + i + a] = s;                                        \
+            }                                                                                      \
     }
 
 TILE(4, 3)
@@ -112,13 +122,15 @@ AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, c
     int i = i0;
     for (; i + 4 <= i1; i += 4) {
         int r = 0;
-        for (; r + 3 <= nrows; r += 3) tile_4_3(out, ostride, x, w, n, i, r);
+        for (; r + 3 <= nrows; r += 3)
+            tile_4_3(out, ostride, x, w, n, i, r);
         if (nrows - r == 2) tile_4_2(out, ostride, x, w, n, i, r);
         if (nrows - r == 1) tile_4_1(out, ostride, x, w, n, i, r);
     }
     for (; i < i1; i++) {
         int r = 0;
-        for (; r + 3 <= nrows; r += 3) tile_1_3(out, ostride, x, w, n, i, r);
+        for (; r + 3 <= nrows; r += 3)
+            tile_1_3(out, ostride, x, w, n, i, r);
         if (nrows - r == 2) tile_1_2(out, ostride, x, w, n, i, r);
         if (nrows - r == 1) tile_1_1(out, ostride, x, w, n, i, r);
     }
@@ -138,8 +150,8 @@ float dot_fixed(const float *a, const float *b, int n)
     return dot_generic(a, b, n);
 }
 
-void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n,
-                 int i0, int i1)
+void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n, int i0,
+                 int i1)
 {
 #ifdef HAVE_X86
     if (have_avx2()) {

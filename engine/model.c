@@ -52,8 +52,7 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
     int32_t h[7];
     memset(m, 0, sizeof(*m));
     if (size < sizeof(h))
-        return fail(err, errlen, -EINVAL, "model file truncated: %zu bytes, header needs 28",
-                    size);
+        return fail(err, errlen, -EINVAL, "model file truncated: %zu bytes, header needs 28", size);
     memcpy(h, buf, sizeof(h));
     model_config_t *c = &m->c;
     c->dim = h[0];
@@ -68,14 +67,14 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
 
     static const char *names[7] = {"dim",        "hidden_dim", "n_layers", "n_heads",
                                    "n_kv_heads", "vocab_size", "seq_len"};
-    static const int caps[7] = {CAP_DIM, CAP_HIDDEN, CAP_LAYERS, CAP_HEADS,
-                                CAP_HEADS, CAP_VOCAB, CAP_SEQ};
+    static const int caps[7] = {CAP_DIM,   CAP_HIDDEN, CAP_LAYERS, CAP_HEADS,
+                                CAP_HEADS, CAP_VOCAB,  CAP_SEQ};
     int vals[7] = {c->dim,        c->hidden_dim, c->n_layers, c->n_heads,
                    c->n_kv_heads, c->vocab_size, c->seq_len};
     for (int i = 0; i < 7; i++) {
         if (vals[i] <= 0)
-            return fail(err, errlen, -EINVAL, "model header: %s = %d must be positive",
-                        names[i], h[i]);
+            return fail(err, errlen, -EINVAL, "model header: %s = %d must be positive", names[i],
+                        h[i]);
         if (vals[i] > caps[i])
             return fail(err, errlen, -EINVAL, "model header: %s = %d exceeds the limit %d",
                         names[i], vals[i], caps[i]);
@@ -101,17 +100,17 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
     uint64_t kv_dim = dim * (uint64_t)c->n_kv_heads / (uint64_t)c->n_heads;
     uint64_t off[12], n = 0; /* float offsets of each tensor */
     uint64_t sizes[11] = {
-        mul(V, dim, &ovf),                          /* token_embedding */
-        mul(L, dim, &ovf),                          /* rms_att */
-        mul(L, mul(dim, dim, &ovf), &ovf),          /* wq */
-        mul(L, mul(kv_dim, dim, &ovf), &ovf),       /* wk */
-        mul(L, mul(kv_dim, dim, &ovf), &ovf),       /* wv */
-        mul(L, mul(dim, dim, &ovf), &ovf),          /* wo */
-        mul(L, dim, &ovf),                          /* rms_ffn */
-        mul(L, mul(hid, dim, &ovf), &ovf),          /* w1 */
-        mul(L, mul(dim, hid, &ovf), &ovf),          /* w2 */
-        mul(L, mul(hid, dim, &ovf), &ovf),          /* w3 */
-        dim,                                        /* rms_final */
+        mul(V, dim, &ovf),                    /* token_embedding */
+        mul(L, dim, &ovf),                    /* rms_att */
+        mul(L, mul(dim, dim, &ovf), &ovf),    /* wq */
+        mul(L, mul(kv_dim, dim, &ovf), &ovf), /* wk */
+        mul(L, mul(kv_dim, dim, &ovf), &ovf), /* wv */
+        mul(L, mul(dim, dim, &ovf), &ovf),    /* wo */
+        mul(L, dim, &ovf),                    /* rms_ffn */
+        mul(L, mul(hid, dim, &ovf), &ovf),    /* w1 */
+        mul(L, mul(dim, hid, &ovf), &ovf),    /* w2 */
+        mul(L, mul(hid, dim, &ovf), &ovf),    /* w3 */
+        dim,                                  /* rms_final */
     };
     uint64_t params = 0;
     for (int i = 0; i < 11; i++) {
@@ -171,8 +170,8 @@ int model_load(model_t *m, const char *path, char *err, size_t errlen)
     size_t size = (size_t)st.st_size;
     if (size < 28) {
         close(fd);
-        return fail(err, errlen, -EINVAL, "model %s truncated: %zu bytes, header needs 28",
-                    path, size);
+        return fail(err, errlen, -EINVAL, "model %s truncated: %zu bytes, header needs 28", path,
+                    size);
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;

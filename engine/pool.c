@@ -22,11 +22,11 @@
 #define SPIN_ITERS 20000
 
 struct pool {
-    int n;               /* threads including the caller */
-    pthread_t *threads;  /* (n - 1) helpers */
+    int n;                /* threads including the caller */
+    pthread_t *threads;   /* (n - 1) helpers */
     _Atomic unsigned gen; /* bumped once per pool_run */
-    atomic_int pending;  /* helpers still running the current job */
-    atomic_int sleepers; /* helpers blocked on cv */
+    atomic_int pending;   /* helpers still running the current job */
+    atomic_int sleepers;  /* helpers blocked on cv */
     atomic_bool stop;
     pool_fn fn;
     void *arg;
@@ -106,7 +106,8 @@ void pool_free(pool_t *p)
     atomic_store(&p->stop, true);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    for (int i = 1; i < p->n; i++) pthread_join(p->threads[i - 1], NULL);
+    for (int i = 1; i < p->n; i++)
+        pthread_join(p->threads[i - 1], NULL);
     free(p->threads);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);

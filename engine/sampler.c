@@ -94,8 +94,7 @@ static int top_k_select(prob_index_t *c, int n, int k)
     return k;
 }
 
-int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng,
-                 prob_index_t *scratch)
+int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng, prob_index_t *scratch)
 {
     if (p->temperature <= 0.0f) return sample_argmax(logits, n);
     float maxv = logits[0];
@@ -107,7 +106,8 @@ int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng,
         sum += logits[i];
     }
     float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) logits[i] *= inv;
+    for (int i = 0; i < n; i++)
+        logits[i] *= inv;
     float coin = rng_float(rng);
     bool use_k = p->top_k > 0 && p->top_k < n;
     bool use_p = p->top_p > 0.0f && p->top_p < 1.0f;
@@ -144,7 +144,8 @@ int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng,
         }
     }
     cum = 0.0f;
-    for (int i = 0; i <= last; i++) cum += scratch[i].prob;
+    for (int i = 0; i <= last; i++)
+        cum += scratch[i].prob;
     float r = coin * cum, cdf = 0.0f;
     for (int i = 0; i <= last; i++) {
         cdf += scratch[i].prob;

@@ -29,7 +29,8 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 static uint32_t hash_bytes(const char *s, size_t n)
 {
     uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
 }
 
@@ -44,7 +45,8 @@ static int hexval(char c)
 void tokenizer_dispose(tokenizer_t *t)
 {
     if (t->vocab) {
-        for (int i = 0; i < t->vocab_size; i++) free(t->vocab[i]);
+        for (int i = 0; i < t->vocab_size; i++)
+            free(t->vocab[i]);
     }
     free(t->vocab);
     free(t->vocab_len);
@@ -68,12 +70,13 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
     memcpy(&maxlen, p, 4);
     p += 4;
     if (maxlen <= 0 || maxlen > TOK_MAX_PIECE)
-        return fail(err, errlen, -EINVAL, "tokenizer: max_token_length %d outside [1, %d]",
-                    maxlen, TOK_MAX_PIECE);
+        return fail(err, errlen, -EINVAL, "tokenizer: max_token_length %d outside [1, %d]", maxlen,
+                    TOK_MAX_PIECE);
     t->vocab_size = vocab_size;
     t->max_token_length = maxlen;
     int hs = 1;
-    while (hs < 2 * vocab_size) hs <<= 1;
+    while (hs < 2 * vocab_size)
+        hs <<= 1;
     t->hash_size = hs;
     t->vocab = calloc((size_t)vocab_size, sizeof(char *));
     t->vocab_len = calloc((size_t)vocab_size, sizeof(int));
@@ -88,12 +91,13 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
         rc = fail(err, errlen, -ENOMEM, "tokenizer: out of memory");
         goto fail;
     }
-    for (int i = 0; i < hs; i++) t->hash_head[i] = -1;
-    for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
+    for (int i = 0; i < hs; i++)
+        t->hash_head[i] = -1;
+    for (int b = 0; b < 256; b++)
+        t->byte_tok[b] = -1;
     for (int i = 0; i < vocab_size; i++) {
         if ((size_t)(end - p) < 8) {
-            rc = fail(err, errlen, -EINVAL, "tokenizer truncated at token %d of %d", i,
-                      vocab_size);
+            rc = fail(err, errlen, -EINVAL, "tokenizer truncated at token %d of %d", i, vocab_size);
             goto fail;
         }
         float score;
@@ -107,13 +111,12 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
         }
         if (len < 0 || len > maxlen) {
             rc = fail(err, errlen, -EINVAL,
-                      "tokenizer: token %d has length %d outside [0, max_token_length %d]", i,
-                      len, maxlen);
+                      "tokenizer: token %d has length %d outside [0, max_token_length %d]", i, len,
+                      maxlen);
             goto fail;
         }
         if ((size_t)(end - p) < (size_t)len) {
-            rc = fail(err, errlen, -EINVAL, "tokenizer truncated in token %d of %d", i,
-                      vocab_size);
+            rc = fail(err, errlen, -EINVAL, "tokenizer truncated in token %d of %d", i, vocab_size);
             goto fail;
         }
         t->vocab[i] = malloc((size_t)len + 1);
@@ -165,8 +168,7 @@ int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, 
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 30)) {
         close(fd);
-        return fail(err, errlen, -EINVAL, "tokenizer %s is not a regular file under 1 GiB",
-                    path);
+        return fail(err, errlen, -EINVAL, "tokenizer %s is not a regular file under 1 GiB", path);
     }
     size_t size = (size_t)st.st_size;
     char *buf = malloc(size ? size : 1);
@@ -242,7 +244,8 @@ int tokenizer_encode(const tokenizer_t *t, const char *text, bool bos, bool eos,
     size_t i = 0;
     while (i < tl) {
         size_t j = i + 1;
-        while (j < tl && ((unsigned char)text[j] & 0xC0) == 0x80 && j - i < 4) j++;
+        while (j < tl && ((unsigned char)text[j] & 0xC0) == 0x80 && j - i < 4)
+            j++;
         int id = tokenizer_lookup(t, text + i, j - i);
         if (id >= 0) {
             s[n++].id = id;
@@ -258,7 +261,8 @@ int tokenizer_encode(const tokenizer_t *t, const char *text, bool bos, bool eos,
         s[k].prev = k - 1;
         s[k].next = k + 1 < n ? k + 1 : -1;
     }
-    for (int k = 0; k < n; k++) pair_score(t, s, k);
+    for (int k = 0; k < n; k++)
+        pair_score(t, s, k);
     int head = n > 0 ? 0 : -1;
     for (;;) {
         float best = -1e10f;
@@ -296,8 +300,7 @@ int tokenizer_encode(const tokenizer_t *t, const char *text, bool bos, bool eos,
 
 const char *tokenizer_piece(const tokenizer_t *t, int prev, int token, size_t *len, char tmp[2])
 {
-    if (token < 0 || token >= t->vocab_size || token == TOK_BOS || token == TOK_EOS ||
-        token == 0) {
+    if (token < 0 || token >= t->vocab_size || token == TOK_BOS || token == TOK_EOS || token == 0) {
         *len = 0;
         return "";
     }
@@ -378,7 +381,8 @@ size_t detok_push(detok_t *d, const tokenizer_t *t, int token, char *out, size_t
     const char *p = tokenizer_piece(t, d->prev, token, &len, tmp);
     d->prev = token;
     size_t w = 0;
-    for (size_t i = 0; i < len && w + 6 < cap; i++) w += feed(d, (unsigned char)p[i], out + w);
+    for (size_t i = 0; i < len && w + 6 < cap; i++)
+        w += feed(d, (unsigned char)p[i], out + w);
     if (w < cap) out[w] = 0;
     return w;
 }

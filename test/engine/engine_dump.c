@@ -44,7 +44,8 @@ static int dump_logits(const char *model_path, const char *ids)
     }
     fwd_row_t *rows = calloc((size_t)n, sizeof(*rows));
     float *logits = malloc((size_t)n * m.c.vocab_size * sizeof(float));
-    for (int i = 0; i < n; i++) rows[i] = (fwd_row_t){0, i, toks[i], i};
+    for (int i = 0; i < n; i++)
+        rows[i] = (fwd_row_t){0, i, toks[i], i};
     if (backend_cpu.forward(ctx, rows, n, logits) < 0) return 1;
     for (int i = 0; i < n; i++) {
         printf("logits %d", i);
@@ -77,7 +78,8 @@ static int dump_greedy(const char *model, const char *tok, int ngen, const char 
     uint32_t t[1024];
     int pt[1024];
     int n = parse_ids(ids, pt, 1024);
-    for (int i = 0; i < n; i++) t[i] = (uint32_t)pt[i];
+    for (int i = 0; i < n; i++)
+        t[i] = (uint32_t)pt[i];
     engine_request_t r;
     engine_request_init(&r);
     r.token_ids = t;
@@ -121,7 +123,8 @@ static int dump_encode(const char *model, const char *tok, const char *text)
     uint32_t out[4096];
     int n = engine_tokenize(e, text, true, out, 4096);
     printf("tokens");
-    for (int i = 0; i < n && i < 4096; i++) printf(" %u", out[i]);
+    for (int i = 0; i < n && i < 4096; i++)
+        printf(" %u", out[i]);
     printf("\n");
     engine_free(e);
     return 0;
@@ -132,8 +135,7 @@ int main(int argc, char **argv)
     if (argc >= 5 && strcmp(argv[3], "logits") == 0) return dump_logits(argv[1], argv[4]);
     if (argc >= 6 && strcmp(argv[3], "greedy") == 0)
         return dump_greedy(argv[1], argv[2], atoi(argv[4]), argv[5]);
-    if (argc >= 5 && strcmp(argv[3], "encode") == 0)
-        return dump_encode(argv[1], argv[2], argv[4]);
+    if (argc >= 5 && strcmp(argv[3], "encode") == 0) return dump_encode(argv[1], argv[2], argv[4]);
     fprintf(stderr, "usage: engine_dump MODEL TOKENIZER logits|greedy N|encode ...\n");
     return 2;
 }

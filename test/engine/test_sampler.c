@@ -16,7 +16,8 @@ static void fill(float *l, uint64_t seed)
 {
     rng_t r;
     rng_seed(&r, seed);
-    for (int i = 0; i < N; i++) l[i] = rng_float(&r) * 8.0f - 4.0f;
+    for (int i = 0; i < N; i++)
+        l[i] = rng_float(&r) * 8.0f - 4.0f;
 }
 
 static int draw(const float *src, sample_params_t p, rng_t *r)
@@ -40,7 +41,8 @@ static void test_greedy(void **state)
     assert_int_equal(sample_argmax(l, N), 123);
     /* top_k 1 is greedy whatever the temperature */
     p = (sample_params_t){1.5f, 1.0f, 1};
-    for (int i = 0; i < 20; i++) assert_int_equal(draw(l, p, &r), 123);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(draw(l, p, &r), 123);
     /* ties: the lowest index */
     float t[4] = {1, 3, 3, 0};
     assert_int_equal(sample_argmax(t, 4), 1);
@@ -91,11 +93,13 @@ static void test_top_k_top_p(void **state)
             if (x == best[k]) ok = 1, seen[k]++;
         assert_true(ok);
     }
-    for (int k = 0; k < 5; k++) assert_true(seen[k] > 0);
+    for (int k = 0; k < 5; k++)
+        assert_true(seen[k] > 0);
     /* a dominant token with tiny top_p is always chosen */
     l[best[4]] = 30.0f;
     p = (sample_params_t){1.0f, 0.1f, 0};
-    for (int i = 0; i < 50; i++) assert_int_equal(draw(l, p, &r), best[4]);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(draw(l, p, &r), best[4]);
     /* two equal dominant tokens and top_p 0.6: only those two */
     l[best[3]] = 30.0f;
     p = (sample_params_t){1.0f, 0.6f, 0};

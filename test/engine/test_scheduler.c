@@ -125,7 +125,8 @@ static void wait_tokens(engine_t *e, res_t *res, int n, int min)
     for (int ms = 0; ms < 20000; ms++) {
         pump(e);
         int ok = 1;
-        for (int i = 0; i < n; i++) ok &= res[i].n >= min || res[i].done;
+        for (int i = 0; i < n; i++)
+            ok &= res[i].n >= min || res[i].done;
         if (ok) return;
         usleep(1000);
     }
@@ -142,7 +143,8 @@ static void test_validate(void **state)
     engine_invalid_t why;
     char msg[256];
     uint32_t ids[200];
-    for (int i = 0; i < 200; i++) ids[i] = 5;
+    for (int i = 0; i < 200; i++)
+        ids[i] = 5;
     base_req(&r, NULL, 0, NULL);
     assert_int_equal(engine_validate(e, &r, &why, msg, sizeof(msg)), -EINVAL);
     assert_int_equal(why, ENGINE_INVALID_EMPTY);
@@ -224,7 +226,8 @@ static void test_generate(void **state)
     assert_true(res.first_ns >= res.submit_ns && res.submit_ns > 0);
     /* the whole context: 100 prompt tokens leave 28 */
     uint32_t ids[100];
-    for (int i = 0; i < 100; i++) ids[i] = (uint32_t)(3 + (i * 37) % 500);
+    for (int i = 0; i < 100; i++)
+        ids[i] = (uint32_t)(3 + (i * 37) % 500);
     base_req(&r, ids, 100, &res);
     submit(e, &r, &res);
     wait_done(e, &res, 1);
@@ -240,7 +243,8 @@ static void test_generate(void **state)
     for (;; k++) {
         assert_true(k < ref.n);
         int seen = 0;
-        for (int j = 0; j < k; j++) seen |= ref.toks[j] == ref.toks[k];
+        for (int j = 0; j < k; j++)
+            seen |= ref.toks[j] == ref.toks[k];
         if (!seen) break;
     }
     uint32_t stop[2] = {511, ref.toks[k]};
@@ -307,7 +311,8 @@ static void test_seed_and_batch_invariance(void **state)
             } else {
                 int n = 1 + (i * 7) % 37;
                 ids[i][0] = 1;
-                for (int j = 1; j < n; j++) ids[i][j] = (uint32_t)(3 + (i * 131 + j * 17) % 509);
+                for (int j = 1; j < n; j++)
+                    ids[i][j] = (uint32_t)(3 + (i * 131 + j * 17) % 509);
                 base_req(&rq[i], ids[i], (size_t)n, NULL);
                 rq[i].max_tokens = (uint32_t)(5 + i * 3);
                 rq[i].temperature = (i % 3) * 0.5f;
@@ -337,7 +342,8 @@ static void test_cancel(void **state)
         submit(e, &r, &res[i]);
     }
     wait_tokens(e, res, 4, 1);
-    for (int i = 0; i < 4; i++) engine_cancel(e, res[i].req);
+    for (int i = 0; i < 4; i++)
+        engine_cancel(e, res[i].req);
     engine_cancel(e, res[0].req); /* idempotent */
     wait_done(e, res, 4);
     for (int i = 0; i < 4; i++) {
@@ -350,13 +356,15 @@ static void test_cancel(void **state)
         submit(e, &r, &res[i]);
     }
     wait_tokens(e, res, 4, 2);
-    for (int i = 0; i < 4; i++) assert_false(res[i].done);
+    for (int i = 0; i < 4; i++)
+        assert_false(res[i].done);
     engine_stats_t st;
     engine_stats(e, &st);
     assert_int_equal(st.inflight, 4);
     assert_int_equal(st.queued, 0);
     /* the reactor may drop its reference early: no more events for those */
-    for (int i = 0; i < 4; i++) engine_req_free(e, res[i].req);
+    for (int i = 0; i < 4; i++)
+        engine_req_free(e, res[i].req);
     engine_set_fault(e, ENGINE_FAULT_NONE, 0);
     for (int ms = 0; ms < 300; ms++) {
         assert_int_equal(pump(e), 0);

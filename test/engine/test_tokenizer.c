@@ -91,7 +91,8 @@ static void test_roundtrip(void **state)
         "Once upon a time, there was a little girl named Lily.",
         "The bird said thank you to Lily and flew into the nest.",
         "  leading spaces and\ttabs\nnewlines  ",
-        "caf\xc3\xa9 \xc3\xbc\xc3\xb1\xc3\xaf\xc3\xa7\xc3\xb8" "d\xc3\xa9 \xe2\x82\xac 100 "
+        "caf\xc3\xa9 \xc3\xbc\xc3\xb1\xc3\xaf\xc3\xa7\xc3\xb8"
+        "d\xc3\xa9 \xe2\x82\xac 100 "
         "\xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80!",
         "x",
         "zzzz qqqq {}[]<>~`|\\",
@@ -160,7 +161,10 @@ static void test_utf8_split(void **state)
     assert_true(a > 0);
     assert_int_equal(detok_push(&d, t, 0xE2 + 3, out, sizeof(out)), 0);
     assert_int_equal(detok_push(&d, t, a, out, sizeof(out)), 4);
-    assert_memory_equal(out, "\xef\xbf\xbd" "a", 4);
+    assert_memory_equal(out,
+                        "\xef\xbf\xbd"
+                        "a",
+                        4);
     /* invalid bytes, overlong and surrogate starts become U+FFFD */
     assert_int_equal(detok_push(&d, t, 0xFF + 3, out, sizeof(out)), 3);
     assert_int_equal(detok_push(&d, t, 0xC0 + 3, out, sizeof(out)), 3);

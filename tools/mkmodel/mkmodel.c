@@ -70,7 +70,8 @@ static uint64_t prng_next(prng_t *r)
 static float prng_normal(prng_t *r)
 {
     float s = 0.0f;
-    for (int i = 0; i < 12; i++) s += (float)(prng_next(r) >> 40) / 16777216.0f;
+    for (int i = 0; i < 12; i++)
+        s += (float)(prng_next(r) >> 40) / 16777216.0f;
     return s - 6.0f;
 }
 
@@ -141,7 +142,8 @@ static int build_vocab(vocab_t *v, int vocab_size)
             memcpy(buf, p, (size_t)l);
             buf[l] = 0;
             int dup = 0;
-            for (int i = 0; i < na; i++) dup |= strcmp(alpha[i], buf) == 0;
+            for (int i = 0; i < na; i++)
+                dup |= strcmp(alpha[i], buf) == 0;
             if (!dup && na < 512) alpha[na++] = strdup(buf);
         }
         p += l;
@@ -158,10 +160,12 @@ static int build_vocab(vocab_t *v, int vocab_size)
     int nw = 0;
     const char *p = corpus;
     while (*p) {
-        while (*p == ' ' || *p == '\n') p++;
+        while (*p == ' ' || *p == '\n')
+            p++;
         if (!*p) break;
         const char *q = p;
-        while (*q && *q != ' ' && *q != '\n') q++;
+        while (*q && *q != ' ' && *q != '\n')
+            q++;
         char tmp[128];
         size_t len = (size_t)(q - p);
         if (len > sizeof(tmp) - 2) len = sizeof(tmp) - 2;
@@ -171,10 +175,12 @@ static int build_vocab(vocab_t *v, int vocab_size)
         int found = -1;
         for (int i = 0; i < nw; i++) {
             size_t tl = 0;
-            for (int k = 0; k < words[i].n; k++) tl += strlen(words[i].sym[k]);
+            for (int k = 0; k < words[i].n; k++)
+                tl += strlen(words[i].sym[k]);
             if (tl != len + 1) continue;
             char joined[128] = {0};
-            for (int k = 0; k < words[i].n; k++) strcat(joined, words[i].sym[k]);
+            for (int k = 0; k < words[i].n; k++)
+                strcat(joined, words[i].sym[k]);
             if (strcmp(joined, tmp) == 0) {
                 found = i;
                 break;
@@ -207,14 +213,16 @@ static int build_vocab(vocab_t *v, int vocab_size)
         static char *keys[HS];
         static int counts[HS];
         memset(counts, 0, sizeof(counts));
-        for (int i = 0; i < HS; i++) keys[i] = NULL;
+        for (int i = 0; i < HS; i++)
+            keys[i] = NULL;
         for (int i = 0; i < nw; i++) {
             for (int k = 0; k + 1 < words[i].n; k++) {
                 char j[256];
                 snprintf(j, sizeof(j), "%s%s", words[i].sym[k], words[i].sym[k + 1]);
                 if (strlen(j) > 32) continue;
                 uint32_t h = 2166136261u;
-                for (const char *s = j; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+                for (const char *s = j; *s; s++)
+                    h = (h ^ (unsigned char)*s) * 16777619u;
                 for (h &= HS - 1; keys[h] && strcmp(keys[h], j) != 0; h = (h + 1) & (HS - 1)) {
                 }
                 if (!keys[h]) keys[h] = strdup(j);
@@ -251,7 +259,8 @@ static int build_vocab(vocab_t *v, int vocab_size)
         }
     }
     for (int i = 0; i < nw; i++) {
-        for (int k = 0; k < words[i].n; k++) free(words[i].sym[k]);
+        for (int k = 0; k < words[i].n; k++)
+            free(words[i].sym[k]);
         free(words[i].sym);
     }
     free(words);
@@ -299,29 +308,31 @@ static void put(wout_t *w, float x)
 
 static void tensor(wout_t *w, uint64_t n, float std, float constant)
 {
-    for (uint64_t i = 0; i < n; i++) put(w, std > 0 ? prng_normal(w->r) * std : constant);
+    for (uint64_t i = 0; i < n; i++)
+        put(w, std > 0 ? prng_normal(w->r) * std : constant);
 }
 
 /* 1/sqrt(n) without libm (Newton iterations) */
 static float inv_sqrt(float n)
 {
     float x = 1.0f;
-    while (x * x * n > 1.0f) x *= 0.5f; /* Newton converges for x*x*n < 3 */
-    for (int i = 0; i < 30; i++) x = x * (1.5f - 0.5f * n * x * x);
+    while (x * x * n > 1.0f)
+        x *= 0.5f; /* Newton converges for x*x*n < 3 */
+    for (int i = 0; i < 30; i++)
+        x = x * (1.5f - 0.5f * n * x * x);
     return x;
 }
 
 static void usage(FILE *o)
 {
-    fprintf(o,
-            "usage: mkmodel [options]\n"
-            "  --dim N          (288)      --hidden-dim N (768)\n"
-            "  --layers N       (6)        --heads N      (6)\n"
-            "  --kv-heads N     (=heads)   --vocab N      (512)\n"
-            "  --seq-len N      (256)      --unshared     (separate classifier)\n"
-            "  --seed N         (1)\n"
-            "  --out PATH       (model.bin)\n"
-            "  --tokenizer-out PATH (tokenizer.bin)\n");
+    fprintf(o, "usage: mkmodel [options]\n"
+               "  --dim N          (288)      --hidden-dim N (768)\n"
+               "  --layers N       (6)        --heads N      (6)\n"
+               "  --kv-heads N     (=heads)   --vocab N      (512)\n"
+               "  --seq-len N      (256)      --unshared     (separate classifier)\n"
+               "  --seed N         (1)\n"
+               "  --out PATH       (model.bin)\n"
+               "  --tokenizer-out PATH (tokenizer.bin)\n");
 }
 
 int main(int argc, char **argv)
@@ -330,29 +341,58 @@ int main(int argc, char **argv)
     unsigned long long seed = 1;
     int unshared = 0;
     const char *out = "model.bin", *tok_out = "tokenizer.bin";
-    static const struct option opts[] = {
-        {"dim", required_argument, 0, 'd'},      {"hidden-dim", required_argument, 0, 'h'},
-        {"layers", required_argument, 0, 'l'},   {"heads", required_argument, 0, 'H'},
-        {"kv-heads", required_argument, 0, 'k'}, {"vocab", required_argument, 0, 'v'},
-        {"seq-len", required_argument, 0, 's'},  {"unshared", no_argument, 0, 'u'},
-        {"seed", required_argument, 0, 'S'},     {"out", required_argument, 0, 'o'},
-        {"tokenizer-out", required_argument, 0, 't'}, {"help", no_argument, 0, '?'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"dim", required_argument, 0, 'd'},
+                                         {"hidden-dim", required_argument, 0, 'h'},
+                                         {"layers", required_argument, 0, 'l'},
+                                         {"heads", required_argument, 0, 'H'},
+                                         {"kv-heads", required_argument, 0, 'k'},
+                                         {"vocab", required_argument, 0, 'v'},
+                                         {"seq-len", required_argument, 0, 's'},
+                                         {"unshared", no_argument, 0, 'u'},
+                                         {"seed", required_argument, 0, 'S'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"tokenizer-out", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, '?'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': dim = strtol(optarg, NULL, 10); break;
-        case 'h': hidden = strtol(optarg, NULL, 10); break;
-        case 'l': layers = strtol(optarg, NULL, 10); break;
-        case 'H': heads = strtol(optarg, NULL, 10); break;
-        case 'k': kv_heads = strtol(optarg, NULL, 10); break;
-        case 'v': vocab = strtol(optarg, NULL, 10); break;
-        case 's': seq = strtol(optarg, NULL, 10); break;
-        case 'u': unshared = 1; break;
-        case 'S': seed = strtoull(optarg, NULL, 10); break;
-        case 'o': out = optarg; break;
-        case 't': tok_out = optarg; break;
-        default: usage(c == '?' && optopt == 0 ? stdout : stderr); return c == '?' ? 0 : 2;
+        case 'd':
+            dim = strtol(optarg, NULL, 10);
+            break;
+        case 'h':
+            hidden = strtol(optarg, NULL, 10);
+            break;
+        case 'l':
+            layers = strtol(optarg, NULL, 10);
+            break;
+        case 'H':
+            heads = strtol(optarg, NULL, 10);
+            break;
+        case 'k':
+            kv_heads = strtol(optarg, NULL, 10);
+            break;
+        case 'v':
+            vocab = strtol(optarg, NULL, 10);
+            break;
+        case 's':
+            seq = strtol(optarg, NULL, 10);
+            break;
+        case 'u':
+            unshared = 1;
+            break;
+        case 'S':
+            seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 't':
+            tok_out = optarg;
+            break;
+        default:
+            usage(c == '?' && optopt == 0 ? stdout : stderr);
+            return c == '?' ? 0 : 2;
         }
     }
     if (kv_heads < 0) kv_heads = heads;
@@ -373,7 +413,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "mkmodel: cannot write %s: %s\n", tok_out, strerror(errno));
         return 1;
     }
-    for (int i = 0; i < v.n; i++) free(v.piece[i]);
+    for (int i = 0; i < v.n; i++)
+        free(v.piece[i]);
     free(v.piece);
     free(v.score);
 
@@ -385,24 +426,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "mkmodel: cannot write %s: %s\n", out, strerror(errno));
         return 1;
     }
-    int32_t hdr[7] = {(int32_t)dim,      (int32_t)hidden, (int32_t)layers, (int32_t)heads,
-                      (int32_t)kv_heads, (int32_t)(unshared ? -vocab : vocab), (int32_t)seq};
+    int32_t hdr[7] = {(int32_t)dim,   (int32_t)hidden,   (int32_t)layers,
+                      (int32_t)heads, (int32_t)kv_heads, (int32_t)(unshared ? -vocab : vocab),
+                      (int32_t)seq};
     fwrite(hdr, 4, 7, w.f);
     uint64_t D = (uint64_t)dim, F = (uint64_t)hidden, L = (uint64_t)layers, V = (uint64_t)vocab;
     uint64_t kvd = D * (uint64_t)kv_heads / (uint64_t)heads, hs = D / (uint64_t)heads;
     float sd = inv_sqrt((float)dim), sf = inv_sqrt((float)hidden);
-    tensor(&w, V * D, 0.1f, 0);       /* token_embedding */
-    tensor(&w, L * D, 0, 1.0f);       /* rms_att */
-    tensor(&w, L * D * D, sd, 0);     /* wq */
-    tensor(&w, L * kvd * D, sd, 0);   /* wk */
-    tensor(&w, L * kvd * D, sd, 0);   /* wv */
-    tensor(&w, L * D * D, sd, 0);     /* wo */
-    tensor(&w, L * D, 0, 1.0f);       /* rms_ffn */
-    tensor(&w, L * F * D, sd, 0);     /* w1 */
-    tensor(&w, L * D * F, sf, 0);     /* w2 */
-    tensor(&w, L * F * D, sd, 0);     /* w3 */
-    tensor(&w, D, 0, 1.0f);           /* rms_final */
-    tensor(&w, (uint64_t)seq * hs, 0, 0.0f); /* legacy freq_cis_real + imag (unused) */
+    tensor(&w, V * D, 0.1f, 0);               /* token_embedding */
+    tensor(&w, L * D, 0, 1.0f);               /* rms_att */
+    tensor(&w, L * D * D, sd, 0);             /* wq */
+    tensor(&w, L * kvd * D, sd, 0);           /* wk */
+    tensor(&w, L * kvd * D, sd, 0);           /* wv */
+    tensor(&w, L * D * D, sd, 0);             /* wo */
+    tensor(&w, L * D, 0, 1.0f);               /* rms_ffn */
+    tensor(&w, L * F * D, sd, 0);             /* w1 */
+    tensor(&w, L * D * F, sf, 0);             /* w2 */
+    tensor(&w, L * F * D, sd, 0);             /* w3 */
+    tensor(&w, D, 0, 1.0f);                   /* rms_final */
+    tensor(&w, (uint64_t)seq * hs, 0, 0.0f);  /* legacy freq_cis_real + imag (unused) */
     if (unshared) tensor(&w, V * D, 0.1f, 0); /* wcls */
     if (w.nbuf) fwrite(w.buf, 4, (size_t)w.nbuf, w.f);
     if (fclose(w.f) != 0) {
