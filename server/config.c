@@ -73,7 +73,7 @@ static const opt_t opts[] = {
     {"log-format", {"INFERD_LOG_FORMAT"}, T_ENUM, O(log_format), "text", 0, 0, "text|jsonl",
      "log line format (DYN_LOGGING_JSONL=true selects jsonl)"},
     {"metrics-prefix", {"INFERD_METRICS_PREFIX", "DYN_METRICS_PREFIX"}, T_PREFIX, O(metrics_prefix), "inferd_", 0, 0, NULL,
-     "prefix of inferd's own metric names"},
+     "prefix of inferd's own metric names (\"inferd\" becomes inferd_; empty for none; grpc_server_* and process_* are never prefixed)"},
     {"model", {"INFERD_MODEL"}, T_PATH, O(model), NULL, 0, 0, NULL, "llama2.c checkpoint (default: the built-in model)"},
     {"tokenizer", {"INFERD_TOKENIZER"}, T_PATH, O(tokenizer), NULL, 0, 0, NULL, "llama2.c tokenizer.bin"},
     {"threads", {"INFERD_THREADS"}, T_INT, O(threads), "0", 0, 1024, NULL, "engine worker threads (0 = all cores)"},
@@ -202,11 +202,13 @@ static int valid_logspec(const char *v)
     }
 }
 
+/* A metric-name prefix: letters, digits and '_', not starting with a digit, or empty. ':' is
+ * legal in Prometheus names but reserved for recording rules (promtool lints it). */
 static int valid_prefix(const char *v)
 {
     for (size_t i = 0; v[i]; i++) {
         char c = v[i];
-        int ok = c == '_' || c == ':' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i && c >= '0' && c <= '9');
+        int ok = c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i && c >= '0' && c <= '9');
         if (!ok) return 0;
     }
     return 1;
@@ -224,7 +226,7 @@ static const char *type_accepts(const opt_t *o, char *buf, size_t cap)
     case T_ADDR: return "HOST:PORT with an IP address (or localhost) and a port 0-65535";
     case T_HOST: return "an IPv4 or IPv6 address or localhost";
     case T_LOGSPEC: return "LEVEL[,MODULE=LEVEL...] with levels trace|debug|info|warn|error|off";
-    case T_PREFIX: return "letters, digits, '_' and ':' not starting with a digit";
+    case T_PREFIX: return "letters, digits and '_', not starting with a digit, or empty ('_' is appended when missing)";
     case T_PATH: return "a non-empty path";
     case T_STR: return "a string";
     }
@@ -286,8 +288,13 @@ static int set_opt(config_t *c, const opt_t *o, const char *v, const char *src, 
         o->type == T_PREFIX || o->type == T_PATH || o->type == T_STR) {
         char **f = str_field(c, o);
         free(*f);
-        *f = strdup(v);
+        size_t vl = strlen(v);
+        int underscore = o->type == T_PREFIX && vl && v[vl - 1] != '_'; /* "inferd" -> "inferd_" */
+        *f = malloc(vl + (size_t)underscore + 1);
         if (!*f) return -ENOMEM;
+        memcpy(*f, v, vl);
+        if (underscore) (*f)[vl++] = '_';
+        (*f)[vl] = 0;
     }
     c->source[o - opts] = src;
     return 0;

@@ -451,7 +451,7 @@ void call_headers_done(grpc_call_t *c)
     if (xr && *xr && strlen(xr) < sizeof c->request_id) snprintf(c->request_id, sizeof c->request_id, "%s", xr);
     else snprintf(c->request_id, sizeof c->request_id, "%016llx-%llx", (unsigned long long)s->start_ns,
                   (unsigned long long)++s->request_seq);
-    trace_start(grpc_call_header(c, "traceparent"), c->trace_id, c->span_id);
+    trace_start(&s->rng, grpc_call_header(c, "traceparent"), c->trace_id, c->span_id);
     const char *ct = c->content_type;
     int is_grpc_ct = ct && !strncmp(ct, "application/grpc", 16) &&
                      (ct[16] == 0 || ct[16] == '+' || ct[16] == ';');

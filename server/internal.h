@@ -15,6 +15,7 @@
 #include "config.h"
 #include "grpc.h"
 #include "server.h"
+#include "trace.h"
 
 struct health;
 struct inferd_metrics;
@@ -191,6 +192,7 @@ struct server {
     struct inference *inference; /* set by inference_new */
     int64_t start_ns;
     uint64_t request_seq;
+    trace_rng_t rng;
     int exit_code;
     void (*on_drain_start)(server_t *s); /* hooks for later modules (engine) */
 };

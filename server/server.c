@@ -190,6 +190,8 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static void stage2(server_t *s)
 {
     s->stopping = 1;
+    /* Liveness goes last, but before the Watch streams end, so its watchers hear it too. */
+    health_set_shutdown(s->health);
     health_watch_close_all(s->health, GRPC_STATUS_UNAVAILABLE);
     for (conn_t *c = TAILQ_FIRST(&s->conns), *n; c; c = n) {
         n = TAILQ_NEXT(c, link);
@@ -361,6 +363,7 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     if (!s) goto oom;
     s->cfg = cfg;
     s->start_ns = now_ns();
+    trace_rng_init(&s->rng);
     TAILQ_INIT(&s->conns);
     s->base = event_base_new();
     if (!s->base) goto oom;
