@@ -18,13 +18,6 @@
 static pthread_mutex_t access_mu = PTHREAD_MUTEX_INITIALIZER;
 static log_ratelimit_t access_rl = {.per_sec = ACCESS_LOG_PER_SEC};
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
 {
     (void)s;
@@ -33,7 +26,7 @@ void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
     if (!log_enabled(lvl, "access")) return;
     unsigned long held;
     pthread_mutex_lock(&access_mu);
-    int ok = log_ratelimit_take(&access_rl, mono_ns(), &held);
+    int ok = log_ratelimit_take(&access_rl, now_ns(), &held);
     pthread_mutex_unlock(&access_mu);
     if (held && log_enabled(LOG_INFO, "access")) {
         char n[24];
@@ -50,11 +43,16 @@ void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
     snprintf(out, sizeof out, "%llu", (unsigned long long)c->bytes_out);
     const char *method = m ? m->path : c->path ? c->path : "";
     const char *status = grpc_status_name((grpc_status_t)code);
-    const char *fields[] = {"method",     method,        "grpc_status", status,
-                            "grpc_code",  num,           "duration_s",  dur,
-                            "bytes_in",   in,            "bytes_out",   out,
-                            "peer",       c->conn ? c->conn->peer : "",
-                            "request_id", c->request_id, "trace_id",    c->trace_id,
-                            "span_id",    c->span_id,    NULL};
+    const char *fields[] = {"method",      method,
+                            "grpc_status", status,
+                            "grpc_code",   num,
+                            "duration_s",  dur,
+                            "bytes_in",    in,
+                            "bytes_out",   out,
+                            "peer",        c->conn ? c->conn->peer : "",
+                            "request_id",  c->request_id,
+                            "trace_id",    c->trace_id,
+                            "span_id",     c->span_id,
+                            NULL};
     log_write(lvl, "access", fields, "%s %s %.3fms", method, status, secs * 1e3);
 }

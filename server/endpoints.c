@@ -22,9 +22,11 @@ static void text(http_response_t *r, int status, const char *body)
 static int accepts_gzip(const char *ae)
 {
     for (const char *p = ae; p && *p;) {
-        while (*p == ' ' || *p == ',') p++;
+        while (*p == ' ' || *p == ',')
+            p++;
         const char *e = p;
-        while (*e && *e != ',' && *e != ';' && *e != ' ') e++;
+        while (*e && *e != ',' && *e != ';' && *e != ' ')
+            e++;
         int match = ((e - p) == 4 && !strncasecmp(p, "gzip", 4)) || ((e - p) == 1 && *p == '*');
         const char *next = strchr(e, ',');
         const char *q = strstr(e, "q=");
@@ -48,7 +50,8 @@ static int sink_grow(sink_t *k, size_t need)
 {
     if (k->cap - k->len >= need) return 0;
     size_t cap = k->cap ? k->cap : 1 << 16;
-    while (cap - k->len < need) cap *= 2;
+    while (cap - k->len < need)
+        cap *= 2;
     char *b = realloc(k->buf, cap);
     if (!b) return -ENOMEM;
     k->buf = b;
@@ -89,7 +92,8 @@ static int serve_metrics(server_t *s, const char *accept, int gzip, http_respons
 {
     metrics_format_t fmt = metrics_negotiate(accept);
     sink_t k = {.gzip = gzip};
-    if (gzip && deflateInit2(&k.z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    if (gzip &&
+        deflateInit2(&k.z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return -ENOMEM;
     int rc = metrics_render_stream(s->reg, fmt, sink_write, &k);
     if (!rc && gzip) rc = sink_deflate(&k, NULL, 0, Z_FINISH);

@@ -318,6 +318,7 @@ static int finish(grpc_call_t *c, grpc_status_t status, const char *msg)
     c->status_msg = msg ? strdup(msg) : NULL;
     if (c->deadline_ev) event_del(c->deadline_ev);
     if (c->method) server_count_handled(c->conn->srv, c);
+    else if (!c->http_status) access_log_call(c->conn->srv, c, (double)(now_ns() - c->start_ns) / 1e9, c->status);
     if (c->stream_closed) return 0;
     if (!c->response_started) {
         int trailers_only = !c->http_status && evbuffer_get_length(c->out) == 0;
@@ -373,6 +374,8 @@ void call_stream_closed(grpc_call_t *c, uint32_t error_code)
         c->finished = 1;
         if (c->deadline_ev) event_del(c->deadline_ev);
         if (c->method) server_count_handled(c->conn->srv, c);
+        else if (!c->http_status && !c->is_http && c->path)
+            access_log_call(c->conn->srv, c, (double)(now_ns() - c->start_ns) / 1e9, c->status);
         log_debug("server", "stream %d closed by peer (h2 error %u)", c->stream_id, error_code);
         c->stream_closed = 1;
         notify_cancel(c);
@@ -577,7 +580,9 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
     }
     c->dispatched = 1;
     grpc_call_ref(c);
+    log_set_context(c->request_id, c->trace_id, c->span_id);
     c->method->on_message(c, msg);
+    log_set_context(NULL, NULL, NULL);
     protobuf_c_message_free_unpacked(msg, NULL);
     int gone = c->finished;
     grpc_call_unref(c);
@@ -606,15 +611,19 @@ void call_remote_closed(grpc_call_t *c)
         return;
     }
     int streaming_in = c->method->kind == GRPC_CLIENT_STREAMING || c->method->kind == GRPC_BIDI_STREAMING;
+    log_set_context(c->request_id, c->trace_id, c->span_id);
     if (streaming_in) {
         c->dispatched = 1;
         if (c->method->on_half_close) c->method->on_half_close(c);
+        log_set_context(NULL, NULL, NULL);
         return;
     }
     if (c->msgs_received != 1) {
+        log_set_context(NULL, NULL, NULL);
         finish(c, GRPC_STATUS_UNIMPLEMENTED, "expected exactly one request message for a unary request");
         return;
     }
     c->dispatched = 1;
     c->method->on_message(c, c->unary_msg);
+    log_set_context(NULL, NULL, NULL);
 }

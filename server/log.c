@@ -37,14 +37,14 @@ static struct {
     pthread_cond_t cv;
     pthread_t writer;
     int started;
-    int writing;        /* the writer holds bytes taken from the ring and not yet written */
+    int writing; /* the writer holds bytes taken from the ring and not yet written */
     char ring[RING_BYTES];
-    size_t head, len;   /* bytes queued start at head */
+    size_t head, len; /* bytes queued start at head */
     log_level_t def;
     rule_t rules[MAX_RULES];
     int nrules;
     atomic_int jsonl;
-    atomic_ulong dropped;   /* lines dropped, ever (the metric) */
+    atomic_ulong dropped;     /* lines dropped, ever (the metric) */
     unsigned long unreported; /* dropped since the writer last said so; under mu */
     int fd;
 } L = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .def = LOG_INFO, .fd = 2};
@@ -89,7 +89,8 @@ int log_configure(const char *spec, int jsonl, char *err, size_t errlen)
             size_t ml = (size_t)(eq - p);
             int ok = ml > 0 && ml < sizeof rules[0].module && n < MAX_RULES &&
                      !parse_level(eq + 1, len - ml - 1, &lv);
-            for (size_t i = 0; ok && i < ml; i++) ok = module_char(p[i]);
+            for (size_t i = 0; ok && i < ml; i++)
+                ok = module_char(p[i]);
             if (!ok) {
                 snprintf(err, errlen,
                          "invalid log directive '%.*s': expected MODULE=LEVEL with MODULE of "
@@ -98,7 +99,8 @@ int log_configure(const char *spec, int jsonl, char *err, size_t errlen)
                 return -EINVAL;
             }
             int k = 0; /* a module named twice: the later directive wins */
-            while (k < n && !(rules[k].len == ml && !memcmp(rules[k].module, p, ml))) k++;
+            while (k < n && !(rules[k].len == ml && !memcmp(rules[k].module, p, ml)))
+                k++;
             memcpy(rules[k].module, p, ml);
             rules[k].module[ml] = 0;
             rules[k].len = ml;
@@ -106,8 +108,8 @@ int log_configure(const char *spec, int jsonl, char *err, size_t errlen)
             if (k == n) n++;
         } else if (parse_level(p, len, &def)) {
             snprintf(err, errlen,
-                     "invalid log level '%.*s': expected trace|debug|info|warn|error|off",
-                     (int)len, p);
+                     "invalid log level '%.*s': expected trace|debug|info|warn|error|off", (int)len,
+                     p);
             return -EINVAL;
         }
         if (!comma) break;
@@ -190,10 +192,14 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     if (c < 0x80) return 1;
     size_t k;
     unsigned min;
-    if (c >= 0xC2 && c <= 0xDF) k = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) k = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) k = 4, min = 0x10000;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        k = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        k = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        k = 4, min = 0x10000;
+    else
+        return 0;
     if (n < k) return 0;
     unsigned cp = c & (0x7F >> k);
     for (size_t i = 1; i < k; i++) {
@@ -220,14 +226,22 @@ static int lb_json(lb_t *o, const char *s, size_t max, int whole)
         const char *piece = esc;
         size_t pl, adv = 1;
         unsigned c = p[i];
-        if (c == '"' || c == '\\') esc[0] = '\\', esc[1] = (char)c, pl = 2;
-        else if (c == '\n') piece = "\\n", pl = 2;
-        else if (c == '\r') piece = "\\r", pl = 2;
-        else if (c == '\t') piece = "\\t", pl = 2;
-        else if (c < 0x20 || c == 0x7F) pl = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
-        else if (c < 0x80) esc[0] = (char)c, pl = 1;
-        else if ((adv = utf8_len(p + i, n - i)) > 0) piece = (const char *)p + i, pl = adv;
-        else piece = "\\ufffd", pl = 6, adv = 1;
+        if (c == '"' || c == '\\')
+            esc[0] = '\\', esc[1] = (char)c, pl = 2;
+        else if (c == '\n')
+            piece = "\\n", pl = 2;
+        else if (c == '\r')
+            piece = "\\r", pl = 2;
+        else if (c == '\t')
+            piece = "\\t", pl = 2;
+        else if (c < 0x20 || c == 0x7F)
+            pl = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
+        else if (c < 0x80)
+            esc[0] = (char)c, pl = 1;
+        else if ((adv = utf8_len(p + i, n - i)) > 0)
+            piece = (const char *)p + i, pl = adv;
+        else
+            piece = "\\ufffd", pl = 6, adv = 1;
         if (o->len + pl + 1 > o->cap) {
             truncated = 1;
             break;
@@ -266,14 +280,22 @@ static void lb_text(lb_t *o, const char *s, size_t max, int quote)
         size_t pl, adv = 1;
         unsigned c = p[i];
         const char *piece = esc;
-        if (q && (c == '"' || c == '\\')) esc[0] = '\\', esc[1] = (char)c, pl = 2;
-        else if (c == '\n') piece = "\\n", pl = 2;
-        else if (c == '\r') piece = "\\r", pl = 2;
-        else if (c == '\t') piece = "\\t", pl = 2;
-        else if (c < 0x20 || c == 0x7F) pl = (size_t)snprintf(esc, sizeof esc, "\\x%02x", c);
-        else if (c < 0x80) esc[0] = (char)c, pl = 1;
-        else if ((adv = utf8_len(p + i, n - i)) > 0) piece = (const char *)p + i, pl = adv;
-        else pl = (size_t)snprintf(esc, sizeof esc, "\\x%02x", c), adv = 1;
+        if (q && (c == '"' || c == '\\'))
+            esc[0] = '\\', esc[1] = (char)c, pl = 2;
+        else if (c == '\n')
+            piece = "\\n", pl = 2;
+        else if (c == '\r')
+            piece = "\\r", pl = 2;
+        else if (c == '\t')
+            piece = "\\t", pl = 2;
+        else if (c < 0x20 || c == 0x7F)
+            pl = (size_t)snprintf(esc, sizeof esc, "\\x%02x", c);
+        else if (c < 0x80)
+            esc[0] = (char)c, pl = 1;
+        else if ((adv = utf8_len(p + i, n - i)) > 0)
+            piece = (const char *)p + i, pl = adv;
+        else
+            pl = (size_t)snprintf(esc, sizeof esc, "\\x%02x", c), adv = 1;
         if (o->len + pl + (size_t)q > o->cap) {
             o->cut = 1;
             break;
@@ -341,8 +363,8 @@ static size_t format_line(char *line, log_level_t level, const char *target,
     gmtime_r(&now.tv_sec, &tm);
     size_t tl = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + tl, sizeof ts - tl, ".%06ldZ", now.tv_nsec / 1000);
-    const char *cx[] = {"request_id", ctx.request_id, "trace_id", ctx.trace_id,
-                        "span_id",    ctx.span_id};
+    const char *cx[] = {"request_id", ctx.request_id, "trace_id",
+                        ctx.trace_id, "span_id",      ctx.span_id};
     lb_t o = {line, 0, LINE_MAX_BYTES - JSON_RESERVE, 0};
     if (atomic_load_explicit(&L.jsonl, memory_order_relaxed)) {
         lb_raw(&o, "{\"time\":\"", 9);
@@ -358,7 +380,8 @@ static size_t format_line(char *line, log_level_t level, const char *target,
         for (int i = 0; i < 6; i += 2) /* the call's ids first: they must survive a cut */
             if (cx[i + 1] && cx[i + 1][0] && !fields_have(fields, cx[i]))
                 json_field(&o, cx[i], cx[i + 1]);
-        for (const char *const *f = fields; f && f[0] && f[1]; f += 2) json_field(&o, f[0], f[1]);
+        for (const char *const *f = fields; f && f[0] && f[1]; f += 2)
+            json_field(&o, f[0], f[1]);
         o.cap = LINE_MAX_BYTES - 1;
         if (o.cut) lb_raw(&o, ",\"truncated\":true", 17);
         lb_raw(&o, "}", 1);
@@ -373,7 +396,8 @@ static size_t format_line(char *line, log_level_t level, const char *target,
         o.cap -= FIELDS_ROOM;
         lb_text(&o, msg, MSG_MAX_BYTES, 0);
         o.cap += FIELDS_ROOM;
-        for (const char *const *f = fields; f && f[0] && f[1]; f += 2) text_field(&o, f[0], f[1]);
+        for (const char *const *f = fields; f && f[0] && f[1]; f += 2)
+            text_field(&o, f[0], f[1]);
         for (int i = 0; i < 6; i += 2)
             if (cx[i + 1] && cx[i + 1][0] && !fields_have(fields, cx[i]))
                 text_field(&o, cx[i], cx[i + 1]);
@@ -404,7 +428,8 @@ static void *writer_main(void *arg)
     static char notice[LINE_MAX_BYTES];
     pthread_mutex_lock(&L.mu);
     for (;;) {
-        while (L.len == 0 && L.unreported == 0) pthread_cond_wait(&L.cv, &L.mu);
+        while (L.len == 0 && L.unreported == 0)
+            pthread_cond_wait(&L.cv, &L.mu);
         size_t n = L.len < sizeof chunk ? L.len : sizeof chunk;
         size_t first = RING_BYTES - L.head < n ? RING_BYTES - L.head : n;
         memcpy(chunk, L.ring + L.head, first);
@@ -421,8 +446,9 @@ static void *writer_main(void *arg)
             char num[24];
             snprintf(num, sizeof num, "%lu", lost);
             const char *f[] = {"dropped", num, NULL};
-            write_all(fd, notice,
-                      format_line(notice, LOG_WARN, "log", f, "log lines dropped: stderr was too slow"));
+            write_all(
+                fd, notice,
+                format_line(notice, LOG_WARN, "log", f, "log lines dropped: stderr was too slow"));
         }
         pthread_mutex_lock(&L.mu);
         L.writing = 0;

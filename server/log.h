@@ -20,8 +20,7 @@ void log_write(log_level_t level, const char *target, const char *const *fields,
 
 #define LOGF(level, target, ...)                                                                   \
     do {                                                                                           \
-        if (log_enabled(level, target))                                                            \
-            log_write(level, target, NULL, __VA_ARGS__);                                           \
+        if (log_enabled(level, target)) log_write(level, target, NULL, __VA_ARGS__);               \
     } while (0)
 #define log_error(target, ...) LOGF(LOG_ERROR, target, __VA_ARGS__)
 #define log_warn(target, ...) LOGF(LOG_WARN, target, __VA_ARGS__)
@@ -51,10 +50,10 @@ void log_set_context(const char *request_id, const char *trace_id, const char *s
 /** A per-second budget of lines (the access log's flood guard). Zero-initialize, then set
  * per_sec; not thread-safe by itself (the caller serializes). */
 typedef struct log_ratelimit {
-    unsigned per_sec;    /* lines allowed per window */
-    int64_t window_ns;   /* start of the current one-second window */
-    unsigned used;       /* lines taken in the current window */
-    unsigned long held;  /* lines refused since the last report */
+    unsigned per_sec;   /* lines allowed per window */
+    int64_t window_ns;  /* start of the current one-second window */
+    unsigned used;      /* lines taken in the current window */
+    unsigned long held; /* lines refused since the last report */
 } log_ratelimit_t;
 /** Takes one line at time now_ns (CLOCK_MONOTONIC ns). Returns 1 when it may be written, 0 when
  * it is suppressed. When a new window starts and lines were suppressed in the past ones,
