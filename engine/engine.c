@@ -10,6 +10,9 @@
  */
 #include "engine.h"
 #include "internal.h"
+#ifdef INFERD_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 #include <errno.h>
 #include <math.h>
@@ -63,6 +66,8 @@ struct engine {
     tokenizer_t tok;
     const backend_t *be;
     void *bctx;
+    char device[32];       /* the instance's device ("cpu", "cuda:0") */
+    char device_note[320]; /* how it was chosen */
     pool_t *pool;
     int threads, max_batch, max_queued, max_backlog, prefill_chunk, max_rows;
 
@@ -96,7 +101,7 @@ struct engine {
     atomic_uint fault_arg;
 
     atomic_ullong st_queued, st_inflight, st_paused, st_tokens, st_steps, st_requests,
-        st_last_token, st_last_step;
+        st_last_token, st_last_step, st_step_ns_total, st_step_ns_last;
 };
 
 uint64_t engine_now_ns(void)
@@ -640,13 +645,21 @@ static bool step(engine_t *e, int fault)
         unsigned ms = atomic_load(&e->fault_arg);
         if (ms) usleep(ms * 1000u);
     }
+    uint64_t t0 = engine_now_ns();
     int rc = e->be->forward(e->bctx, e->rows, nrows, e->logits);
+    uint64_t t1 = engine_now_ns();
     atomic_fetch_add(&e->st_steps, 1);
-    atomic_store(&e->st_last_step, engine_now_ns());
+    atomic_store(&e->st_last_step, t1);
+    atomic_fetch_add(&e->st_step_ns_total, t1 - t0);
+    atomic_store(&e->st_step_ns_last, t1 - t0);
     if (rc < 0) {
+        char msg[ENGINE_TEXT_MAX];
+        const char *why = e->be->error ? e->be->error(e->bctx) : NULL;
+        snprintf(msg, sizeof msg, "engine forward pass failed on %s%s%.400s", e->device,
+                 why && *why ? ": " : "", why ? why : "");
         for (int i = 0; i < nrows; i++) {
             engine_req_t *r = e->slots[e->rows[i].slot];
-            if (r) fail_req(e, r, "engine forward pass failed");
+            if (r) fail_req(e, r, msg);
         }
         return true;
     }
@@ -774,6 +787,78 @@ static char *base_name(const char *path)
     return s;
 }
 
+int device_parse(const char *s, int *index)
+{
+    *index = 0;
+    if (!s) return -EINVAL;
+    if (!strcmp(s, "auto")) return DEVICE_AUTO;
+    if (!strcmp(s, "cpu")) return DEVICE_CPU;
+    if (!strcmp(s, "cuda")) return DEVICE_CUDA;
+    if (strncmp(s, "cuda:", 5) || !s[5]) return -EINVAL;
+    int v = 0;
+    for (const char *p = s + 5; *p; p++) {
+        if (*p < '0' || *p > '9' || p - (s + 5) >= 3) return -EINVAL;
+        v = v * 10 + (*p - '0');
+    }
+    if (v > 255) return -EINVAL;
+    *index = v;
+    return DEVICE_CUDA;
+}
+
+/* Pick and load the backend: cpu, or cuda when asked for (or, under auto, when a GPU is
+ * usable); sets e->be, e->bctx, e->device and e->device_note. */
+static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size_t errlen)
+{
+    const char *dev = cfg->device ? cfg->device : "cpu";
+    int idx, kind = device_parse(dev, &idx);
+    if (kind < 0)
+        return fail(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N", dev);
+    int bf16 = 0;
+    if (cfg->dtype && !strcmp(cfg->dtype, "bf16"))
+        bf16 = 1;
+    else if (cfg->dtype && strcmp(cfg->dtype, "fp32"))
+        return fail(err, errlen, -EINVAL, "dtype '%s' is not fp32 or bf16", cfg->dtype);
+    if (cfg->cuda_streams < 0 || cfg->cuda_streams > 64)
+        return fail(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
+    if (kind == DEVICE_CPU && bf16)
+        return fail(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
+    char why[256] = "";
+#ifdef INFERD_HAVE_CUDA
+    if (kind != DEVICE_CPU) {
+        cuda_api_t api;
+        int rc = cuda_api_open(&api, why, sizeof why);
+        if (rc == 0) rc = api.probe(idx, why, sizeof why);
+        if (rc == 0) {
+            cuda_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
+            rc = api.load(&e->bctx, &e->model, &o, e->max_rows, e->max_batch, err, errlen);
+            if (rc < 0) return rc;
+            e->be = api.backend;
+            snprintf(e->device, sizeof e->device, "cuda:%d", idx);
+            snprintf(e->device_note, sizeof e->device_note,
+                     "%s: using %s, %s, %s weights, %d streams", dev, e->device, why,
+                     bf16 ? "bf16" : "fp32", cfg->cuda_streams ? cfg->cuda_streams : 4);
+            return 0;
+        }
+        if (kind == DEVICE_CUDA) return fail(err, errlen, -ENODEV, "device %s: %s", dev, why);
+    }
+#else
+    snprintf(why, sizeof why, "inferd was built without CUDA");
+    if (kind == DEVICE_CUDA)
+        return fail(err, errlen, -ENODEV,
+                    "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
+#endif
+    e->be = &backend_cpu;
+    int rc = e->be->load(&e->bctx, &e->model, e->pool, e->max_rows, e->max_batch, err, errlen);
+    if (rc < 0) return rc;
+    snprintf(e->device, sizeof e->device, "cpu");
+    if (kind == DEVICE_AUTO)
+        snprintf(e->device_note, sizeof e->device_note, "auto: no usable GPU (%s); using cpu%s",
+                 why, bf16 ? " with fp32 weights (dtype bf16 applies to the GPU only)" : "");
+    else
+        snprintf(e->device_note, sizeof e->device_note, "cpu: as configured");
+    return 0;
+}
+
 int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t errlen)
 {
     int rc;
@@ -819,8 +904,7 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
         fail(err, errlen, rc, "cannot start %d worker threads", e->threads);
         goto fail_alloc;
     }
-    e->be = &backend_cpu;
-    rc = e->be->load(&e->bctx, &e->model, e->pool, e->max_rows, e->max_batch, err, errlen);
+    rc = backend_open(e, cfg, err, errlen);
     if (rc < 0) goto fail_backend;
     if (pthread_create(&e->driver, NULL, driver_main, e) != 0) {
         rc = fail(err, errlen, -EAGAIN, "cannot start the engine driver thread");
@@ -890,7 +974,8 @@ void engine_model_info(const engine_t *e, engine_model_info_t *out)
     const model_config_t *c = &e->model.c;
     memset(out, 0, sizeof(*out));
     out->name = e->name;
-    out->device = e->be->device;
+    out->device = e->device;
+    out->device_note = e->device_note;
     out->vocab_size = (uint32_t)c->vocab_size;
     out->max_seq_len = (uint32_t)c->seq_len;
     out->bos_id = TOK_BOS;
@@ -914,6 +999,15 @@ void engine_stats(const engine_t *e, engine_stats_t *out)
     out->requests_total = atomic_load_explicit(&m->st_requests, memory_order_relaxed);
     out->last_token_ns = atomic_load_explicit(&m->st_last_token, memory_order_relaxed);
     out->last_step_ns = atomic_load_explicit(&m->st_last_step, memory_order_relaxed);
+    out->step_ns_total = atomic_load_explicit(&m->st_step_ns_total, memory_order_relaxed);
+    out->step_ns_last = atomic_load_explicit(&m->st_step_ns_last, memory_order_relaxed);
+}
+
+void engine_device_stats(const engine_t *e, engine_device_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->device = e->device;
+    if (e->be->stats) e->be->stats(e->bctx, out);
 }
 
 int engine_set_fault(engine_t *e, engine_fault_t mode, uint32_t arg)

@@ -73,6 +73,9 @@ typedef struct {
     int manual_ack;             /* 1: reactor calls engine_req_consumed() (see top) */
     engine_notify_fn notify;    /* may be NULL (then poll on a timer) */
     void *notify_arg;
+    const char *device; /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
+    int cuda_streams;   /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
+    const char *dtype;  /* CUDA backend weights: "fp32" (NULL) or "bf16" */
 } engine_config_t;
 
 /** Request flags. */
@@ -144,7 +147,8 @@ typedef struct {
 /** Model description (GetModelInfo). Strings live as long as the engine. */
 typedef struct {
     const char *name;
-    const char *device; /* "cpu" */
+    const char *device;      /* "cpu", "cuda:0" */
+    const char *device_note; /* how and why the device was chosen (for the start-up log) */
     uint32_t vocab_size, max_seq_len, bos_id, eos_id;
     uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
     uint64_t parameters;
@@ -160,7 +164,22 @@ typedef struct {
     uint64_t requests_total; /* requests that produced a final event */
     uint64_t last_token_ns;  /* CLOCK_MONOTONIC ns of the last token produced (0 = never) */
     uint64_t last_step_ns;   /* CLOCK_MONOTONIC ns of the last step */
+    uint64_t step_ns_total;  /* wall time in the backend's batched forward, summed */
+    uint64_t step_ns_last;   /* wall time of the last batched forward */
 } engine_stats_t;
+
+/** Device figures for metrics; cached by the backend, so reading them never touches the
+ *  device or blocks (safe on the reactor). */
+typedef struct engine_device_stats {
+    const char *device;         /* "cpu", "cuda:0" */
+    int has_memory;             /* 1: the mem_* fields are filled (GPU backends) */
+    uint64_t mem_used;          /* device memory in use (all processes), bytes */
+    uint64_t mem_total;         /* device memory, bytes */
+    uint64_t mem_backend;       /* bytes this engine allocated on the device */
+    uint64_t gpu_steps;         /* lane steps timed on the device (events) */
+    uint64_t gpu_step_ns_total; /* device time of those steps, summed */
+    uint64_t gpu_step_ns_last;  /* device time of the last one */
+} engine_device_stats_t;
 
 /** Fault injection for health testing. */
 typedef enum {
@@ -223,6 +242,9 @@ int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out
 
 /** Read the counters. */
 void engine_stats(const engine_t *e, engine_stats_t *out);
+
+/** Device figures (see engine_device_stats_t); never blocks. */
+void engine_device_stats(const engine_t *e, engine_device_stats_t *out);
 
 /** Set a fault mode (cheap; checked once per step). Returns 0 or -EINVAL. */
 int engine_set_fault(engine_t *e, engine_fault_t mode, uint32_t arg);

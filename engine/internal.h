@@ -138,6 +138,8 @@ void pool_run(pool_t *p, pool_fn fn, void *arg);
 
 /* ---- backend seam ------------------------------------------------------- */
 
+struct engine_device_stats; /* engine.h */
+
 /** One row of a batched forward: feed `token` at `pos` of sequence `slot`. */
 typedef struct {
     int slot;
@@ -160,9 +162,21 @@ struct backend {
      *  earlier pos must already be in the cache or in this batch. logits: (n_logits, vocab). */
     int (*forward)(void *ctx, const fwd_row_t *rows, int n, float *logits);
     void (*free)(void *ctx);
+    /** Optional: fill device figures from cached values (never touches the device). */
+    void (*stats)(void *ctx, struct engine_device_stats *out);
+    /** Optional: why the last forward failed (driver thread), or NULL. */
+    const char *(*error)(void *ctx);
 };
 
 extern const backend_t backend_cpu;
+
+/* ---- device selection (engine.c) ----------------------------------------- */
+
+typedef enum { DEVICE_AUTO = 1, DEVICE_CPU, DEVICE_CUDA } device_kind_t;
+
+/** Parse "auto" | "cpu" | "cuda" | "cuda:N" (N decimal, 0..255). Returns the kind and sets
+ *  *index (0 unless cuda:N), or -EINVAL. */
+int device_parse(const char *s, int *index);
 
 /* ---- kernels (kernels.c), exposed for tests ----------------------------- */
 

@@ -79,6 +79,11 @@ static const opt_t opts[] = {
     {"threads", {"INFERD_THREADS"}, T_INT, O(threads), "0", 0, 1024, NULL, "engine worker threads (0 = all cores)"},
     {"max-batch", {"INFERD_MAX_BATCH"}, T_INT, O(max_batch), "64", 1, 4096, NULL, "sequences decoded together"},
     {"max-queued", {"INFERD_MAX_QUEUED"}, T_INT, O(max_queued), "256", 0, 1000000, NULL, "admission queue length"},
+    {"device", {"INFERD_DEVICE"}, T_ENUM, O(device), "auto", 0, 0, "auto|cpu|cuda|cuda:N",
+     "engine device: auto (a usable GPU, else cpu; the choice and why are logged), cpu, cuda or cuda:N"},
+    {"cuda-streams", {"INFERD_CUDA_STREAMS"}, T_INT, O(cuda_streams), "4", 1, 64, NULL,
+     "CUDA streams, each owned by a host worker thread"},
+    {"dtype", {"INFERD_DTYPE"}, T_ENUM, O(dtype), "fp32", 0, 0, "fp32|bf16", "weight type on the GPU (the CPU runs fp32)"},
     {"health-check-enabled", {"INFERD_HEALTH_CHECK_ENABLED", "DYN_HEALTH_CHECK_ENABLED"}, T_BOOL, O(health_check_enabled), "true", 0, 0, NULL,
      "canary health checks"},
     {"canary-wait-time", {"INFERD_CANARY_WAIT_TIME", "DYN_CANARY_WAIT_TIME"}, T_DUR, O(canary_wait_ns), "10s", 1, 86400000, NULL,
@@ -262,7 +267,11 @@ static int set_opt(config_t *c, const opt_t *o, const char *v, const char *src, 
         while (p && *p) {
             const char *bar = strchr(p, '|');
             size_t m = bar ? (size_t)(bar - p) : strlen(p);
-            if (m == n && !strncmp(p, v, n)) ok = 1;
+            if (m > 2 && !strncmp(p + m - 2, ":N", 2)) { /* "cuda:N": the prefix and a number 0..255 */
+                if (n > m - 1 && n <= m + 2 && !strncmp(p, v, m - 1) &&
+                    strspn(v + m - 1, "0123456789") == n - m + 1 && atoi(v + m - 1) <= 255)
+                    ok = 1;
+            } else if (m == n && !strncmp(p, v, n)) ok = 1;
             p = bar ? bar + 1 : NULL;
         }
         break;

@@ -34,6 +34,9 @@ typedef struct config {
     /* engine */
     char *model, *tokenizer;
     int64_t threads, max_batch, max_queued;
+    char *device;         /* "auto" | "cpu" | "cuda" | "cuda:N" */
+    int64_t cuda_streams; /* CUDA streams, each driven by a host thread */
+    char *dtype;          /* "fp32" | "bf16" (weights on the GPU) */
     /* health checks */
     int health_check_enabled;
     int64_t canary_wait_ns, health_request_timeout_ns, busy_stall_ns;

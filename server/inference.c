@@ -225,12 +225,18 @@ static void gen_send(gen_t *g, const engine_event_t *fin)
     }
 }
 
+static void stream_free(grpc_call_t *call, gstream_t *gs);
+
 static void finish_call_ok(gen_t *g)
 {
     if (g->gs) {
         gstream_t *gs = g->gs;
         gen_free(g);
-        if (gs->half_closed && !gs->gens) grpc_call_finish(gs->call, GRPC_STATUS_OK, NULL);
+        if (gs->half_closed && !gs->gens) {
+            grpc_call_t *call = gs->call;
+            grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+            stream_free(call, gs); /* drops the stream's call reference (on_cancel never comes now) */
+        }
         return;
     }
     grpc_call_t *call = g->call;
@@ -412,10 +418,22 @@ static void generate(grpc_call_t *call, ProtobufCMessage *msg)
     grpc_call_set_data(call, g);
 }
 
+/* The client reset the stream or its deadline passed while g was in the engine: count it
+ * (the engine's own CANCELLED event is dropped once the reactor lets go of the request). */
+static void count_gone(gen_t *g)
+{
+    if (!g->req || !g->call) return;
+    int64_t dl = grpc_call_deadline(g->call);
+    /* a client resets the stream at its own deadline, which runs a little ahead of ours */
+    if (dl && now_ns() >= dl - 100000000) count_request(g->inf, INFERD_STATUS_ERROR, "deadline");
+    else count_request(g->inf, INFERD_STATUS_CANCELLED, "");
+}
+
 static void generate_cancel(grpc_call_t *call)
 {
     gen_t *g = grpc_call_data(call);
     if (!g) return;
+    count_gone(g);
     grpc_call_set_data(call, NULL);
     gen_free(g); /* engine_req_free cancels: the slot is freed at the next step */
     grpc_call_unref(call);
@@ -512,7 +530,9 @@ static void generate_stream_half_close(grpc_call_t *call)
 static void generate_stream_cancel(grpc_call_t *call)
 {
     gstream_t *gs = grpc_call_data(call);
-    if (gs) stream_free(call, gs);
+    if (!gs) return;
+    for (gen_t *g = gs->gens; g; g = g->next) count_gone(g);
+    stream_free(call, gs);
 }
 
 static void generate_stream_drain(grpc_call_t *call)
@@ -594,20 +614,6 @@ void inference_internal_cancel(inference_t *inf, inference_internal_t *h)
     free(h);
 }
 
-/* ---- warm-up ---- */
-static void warmup_done(void *arg, int ok, engine_finish_t finish, const char *err, uint32_t tokens)
-{
-    (void)finish;
-    (void)tokens;
-    inference_t *inf = arg;
-    if (ok) health_endpoint_set(server_health(inf->srv), "generate", HEALTH_SERVING, "warm-up generation succeeded");
-    else {
-        char why[300];
-        snprintf(why, sizeof why, "warm-up generation failed: %.250s", err ? err : "?");
-        health_endpoint_set(server_health(inf->srv), "generate", HEALTH_NOT_SERVING, why);
-    }
-}
-
 #define MROW(p, k, req, resp, fn, ...)                                                                             \
     {.path = "/inferd.v1.Inference/" p, .service = "inferd.v1.Inference", .name = p, .kind = k, .request = req,  \
      .response = resp, .on_message = fn, __VA_ARGS__}
@@ -641,6 +647,7 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     ec.threads = (int)cfg->threads;
     ec.max_batch = (int)cfg->max_batch;
     ec.max_queued = (int)cfg->max_queued;
+    ec.device = cfg->device, ec.cuda_streams = (int)cfg->cuda_streams, ec.dtype = cfg->dtype;
     ec.manual_ack = 1;
     ec.notify = notify;
     ec.notify_arg = inf;
@@ -648,10 +655,11 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     if (!inf->wake) goto oom;
     char eerr[400];
     if (engine_new(&inf->engine, &ec, eerr, sizeof eerr)) {
-        snprintf(err, errlen, "cannot load model %s (--model/--tokenizer): %s", ec.model_path, eerr);
+        snprintf(err, errlen, "cannot start the engine for model %s: %s", ec.model_path, eerr);
         goto fail;
     }
     engine_model_info(inf->engine, &inf->info);
+    log_info("engine", "device %s (%s)", inf->info.device, inf->info.device_note);
     const char *lv[] = {inf->info.name, inf->info.device};
     inf->inflight_s = metrics_series(inf->m->inflight, lv);
     inf->queued_s = metrics_series(inf->m->queued, lv);
@@ -679,17 +687,8 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     log_info("engine", "model %s loaded: dim %u, %u layers, %u heads (%u kv), vocab %u, context %u, %llu parameters, device %s",
              inf->info.name, inf->info.dim, inf->info.n_layers, inf->info.n_heads, inf->info.n_kv_heads,
              inf->info.vocab_size, inf->info.max_seq_len, (unsigned long long)inf->info.parameters, inf->info.device);
-    /* Warm-up: one token from BOS through the normal path; the endpoint turns SERVING on success. */
-    engine_request_t w;
-    engine_request_init(&w);
-    uint32_t bos = inf->info.bos_id;
-    w.token_ids = &bos;
-    w.n_tokens = 1;
-    w.max_tokens = 1;
-    inference_internal_t *h;
-    char werr[256];
-    if (inference_submit_internal(inf, &w, warmup_done, inf, &h, werr, sizeof werr))
-        health_endpoint_set(server_health(s), "generate", HEALTH_NOT_SERVING, "warm-up could not be submitted");
+    /* No warm-up here: the prober's first canary (server/prober.c) runs at once and turns the
+     * endpoint SERVING when it passes. */
     return inf;
 oom:
     snprintf(err, errlen, "out of memory");
