@@ -75,19 +75,6 @@ typedef struct lane {
 
 /* ---- error checking ----------------------------------------------------------------- */
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* Errors after which the context is unusable (CUDA reports them from every later call). */
 static bool sticky(cudaError_t e)
 {
@@ -114,7 +101,7 @@ static bool sticky(cudaError_t e)
 static int cuda_err(char *err, size_t errlen, cudaError_t e, const char *call, const char *file,
                     int line)
 {
-    return fail(err, errlen, e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO, "%s: %s (%s:%d)",
+    return errorf(err, errlen, e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO, "%s: %s (%s:%d)",
                 call, cudaGetErrorString(e), file, line);
 }
 
@@ -158,7 +145,7 @@ static int lane_cuda_fail(lane_t *L, cudaError_t e, const char *call, const char
     do {                                                                                           \
         cublasStatus_t s_ = (call);                                                                \
         if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            return fail(L->err, sizeof L->err, -EIO, "%s: %s (%s:%d)", #call, blas_str(s_),        \
+            return errorf(L->err, sizeof L->err, -EIO, "%s: %s (%s:%d)", #call, blas_str(s_),        \
                         __FILE__, __LINE__);                                                       \
     } while (0)
 /* Load-side checks write into (err, errlen) and jump to the unwind label `out`. */
@@ -186,29 +173,29 @@ extern "C" int cuda_probe(int device, char *info, size_t infolen)
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return fail(info, infolen, -ENODEV, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
+        return errorf(info, infolen, -ENODEV, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
     }
-    if (n == 0) return fail(info, infolen, -ENODEV, "no CUDA device is present");
+    if (n == 0) return errorf(info, infolen, -ENODEV, "no CUDA device is present");
     if (device < 0 || device >= n)
-        return fail(info, infolen, -ENODEV, "cuda:%d does not exist (%d device%s)", device, n,
+        return errorf(info, infolen, -ENODEV, "cuda:%d does not exist (%d device%s)", device, n,
                     n == 1 ? "" : "s");
     cudaDeviceProp p;
     e = cudaGetDeviceProperties(&p, device);
     if (e != cudaSuccess)
-        return fail(info, infolen, -ENODEV, "cudaGetDeviceProperties(%d): %s", device,
+        return errorf(info, infolen, -ENODEV, "cudaGetDeviceProperties(%d): %s", device,
                     cudaGetErrorString(e));
     if (p.major < 8)
-        return fail(info, infolen, -ENODEV,
+        return errorf(info, infolen, -ENODEV,
                     "%s is sm_%d%d; inferd's CUDA kernels need sm_80 or newer", p.name, p.major,
                     p.minor);
     e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaFree(0); /* creates the context */
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return fail(info, infolen, -ENODEV, "cannot create a context on %s: %s", p.name,
+        return errorf(info, infolen, -ENODEV, "cannot create a context on %s: %s", p.name,
                     cudaGetErrorString(e));
     }
-    return fail(info, infolen, 0, "%s, sm_%d%d, %.1f GiB", p.name, p.major, p.minor,
+    return errorf(info, infolen, 0, "%s, sm_%d%d, %.1f GiB", p.name, p.major, p.minor,
                 (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
 }
 
@@ -295,7 +282,7 @@ static int lane_new(void **out, void *shared, int idx, int max_rows, int max_slo
     cmodel_t *M = (cmodel_t *)shared;
     const model_config_t *c = &M->c;
     lane_t *L = new (std::nothrow) lane_t();
-    if (!L) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (!L) return errorf(err, errlen, -ENOMEM, "out of memory");
     L->M = M;
     L->idx = idx;
     L->max_rows = max_rows;
@@ -308,7 +295,7 @@ static int lane_new(void **out, void *shared, int idx, int max_rows, int max_slo
     L->cap = (int *)calloc(S, sizeof(int));
     L->graph = (cudaGraphExec_t *)calloc(R + 1, sizeof(cudaGraphExec_t));
     if (!L->cap || !L->graph) {
-        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        rc = errorf(err, errlen, -ENOMEM, "out of memory");
         goto done;
     }
     /* this thread drives the lane: make the device current here */
@@ -316,7 +303,7 @@ static int lane_new(void **out, void *shared, int idx, int max_rows, int max_slo
     do {                                                                                           \
         rc = (call);                                                                               \
         if (rc < 0) {                                                                              \
-            fail(err, errlen, rc, "lane %d: %s", idx, L->err);                                     \
+            errorf(err, errlen, rc, "lane %d: %s", idx, L->err);                                     \
             goto done;                                                                             \
         }                                                                                          \
     } while (0)
@@ -335,7 +322,7 @@ static int lane_new(void **out, void *shared, int idx, int max_rows, int max_slo
         /* fp32 stays fp32: no TF32 tensor-op shortcuts (the 1e-4 reference check) */
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH);
         if (bs != CUBLAS_STATUS_SUCCESS) {
-            rc = fail(err, errlen, -EIO, "lane %d: cuBLAS setup: %s", idx, blas_str(bs));
+            rc = errorf(err, errlen, -EIO, "lane %d: cuBLAS setup: %s", idx, blas_str(bs));
             goto done;
         }
     }
@@ -345,7 +332,7 @@ static int lane_new(void **out, void *shared, int idx, int max_rows, int max_slo
          * per handle keeps concurrent lanes from sharing one */
         cublasStatus_t bs = cublasSetWorkspace(L->blas, L->ws, WORKSPACE_BYTES);
         if (bs != CUBLAS_STATUS_SUCCESS) {
-            rc = fail(err, errlen, -EIO, "lane %d: cublasSetWorkspace: %s", idx, blas_str(bs));
+            rc = errorf(err, errlen, -EIO, "lane %d: cublasSetWorkspace: %s", idx, blas_str(bs));
             goto done;
         }
     }
@@ -495,7 +482,7 @@ static int run(lane_t *L, const fwd_row_t *rows, int n, float *logits)
         const fwd_row_t *w = &rows[r];
         if (w->slot < 0 || w->slot >= L->max_slots || w->pos < 0 || w->pos >= L->cap[w->slot] ||
             w->token < 0 || w->token >= c->vocab_size || w->logits_row >= L->max_slots)
-            return fail(L->err, sizeof L->err, -EINVAL,
+            return errorf(L->err, sizeof L->err, -EINVAL,
                         "row %d (slot %d pos %d token %d) is out of range", r, w->slot, w->pos,
                         w->token);
         L->hrows[r] = make_int4(w->slot, w->pos, w->token, w->logits_row);
@@ -623,10 +610,10 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
     const model_config_t *c = &m->c;
     const model_weights_t *w = &m->w;
     if (!o || o->streams < 0 || o->streams > SPOOL_MAX_LANES || max_rows < 1 || max_slots < 1)
-        return fail(err, errlen, -EINVAL, "cuda backend: bad options");
+        return errorf(err, errlen, -EINVAL, "cuda backend: bad options");
     char info[256];
     int rc = cuda_probe(o->device, info, sizeof info);
-    if (rc < 0) return fail(err, errlen, rc, "cuda:%d: %s", o->device, info);
+    if (rc < 0) return errorf(err, errlen, rc, "cuda:%d: %s", o->device, info);
     uint64_t wb, kvb, scb;
     uint64_t need = cuda_budget_bytes(c, o, max_rows, max_slots, &wb, &kvb, &scb);
     size_t fr = 0, tot = 0;
@@ -634,7 +621,7 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
     if (e0 != cudaSuccess) return cuda_err(err, errlen, e0, "cudaMemGetInfo", __FILE__, __LINE__);
     if (need + RESERVE_BYTES > fr) {
         const double MiB = 1024.0 * 1024.0;
-        return fail(err, errlen, -ENOMEM,
+        return errorf(err, errlen, -ENOMEM,
                     "device memory budget does not fit cuda:%d: need %.0f MiB (weights %.0f, KV "
                     "cache %.0f for max_batch %d x context %d, scratch %.0f) + %.0f MiB reserve, "
                     "but %.0f MiB of %.0f MiB are free; lower --max-batch or --cuda-streams, or "
@@ -643,7 +630,7 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
                     RESERVE_BYTES / MiB, fr / MiB, tot / MiB);
     }
     cmodel_t *M = new (std::nothrow) cmodel_t();
-    if (!M) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (!M) return errorf(err, errlen, -ENOMEM, "out of memory");
     M->device = o->device;
     M->bf16 = o->bf16;
     M->streams = o->streams > 0 ? o->streams : 4;
@@ -660,7 +647,7 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
     float *freq = (float *)malloc((size_t)M->hs / 2 * sizeof(float) + 4);
     rc = 0;
     if ((o->bf16 && !stage) || !freq) {
-        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        rc = errorf(err, errlen, -ENOMEM, "out of memory");
         goto out;
     }
     for (int i = 0; i < M->hs / 2; i++)
@@ -787,7 +774,7 @@ extern "C" int cuda_measure_bandwidth(int device, double *bytes_per_s, char *err
 {
     char info[256];
     int rc = cuda_probe(device, info, sizeof info);
-    if (rc < 0) return fail(err, errlen, rc, "%s", info);
+    if (rc < 0) return errorf(err, errlen, rc, "%s", info);
     const size_t bytes = 512u << 20;
     void *a = NULL, *b = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;

@@ -59,19 +59,8 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+static int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static void *lane_main(void *arg)
 {
     lane_t *L = arg;
@@ -81,7 +70,7 @@ static void *lane_main(void *arg)
     int rc = p->ops.lane_new(&lane, p->shared, L->idx, p->max_rows, p->per_lane, err, sizeof err);
     if (rc == 0 && p->ops.out_buffer) {
         L->out = p->ops.out_buffer(lane);
-        if (!L->out) rc = fail(err, sizeof err, -ENOMEM, "lane %d has no output buffer", L->idx);
+        if (!L->out) rc = errorf(err, sizeof err, -ENOMEM, "lane %d has no output buffer", L->idx);
     }
     if (rc < 0 && lane) {
         p->ops.lane_free(lane);
@@ -151,14 +140,14 @@ int spool_new(spool_t **out, const spool_ops_t *ops, void *shared, int lanes, in
 {
     if (!ops || !ops->lane_new || !ops->forward || !ops->lane_free || !ops->seq_alloc ||
         !ops->seq_free)
-        return fail(err, errlen, -EINVAL, "stream pool: incomplete lane operations");
+        return errorf(err, errlen, -EINVAL, "stream pool: incomplete lane operations");
     if (lanes < 1 || lanes > SPOOL_MAX_LANES || max_rows < 1 || max_slots < 1 || vocab < 1)
-        return fail(err, errlen, -EINVAL,
+        return errorf(err, errlen, -EINVAL,
                     "stream pool: %d lanes (1..%d), %d rows, %d slots, vocab %d are not valid",
                     lanes, SPOOL_MAX_LANES, max_rows, max_slots, vocab);
     if (lanes > max_slots) lanes = max_slots; /* a lane without a slot would never run */
     struct spool *p = calloc(1, sizeof(*p));
-    if (!p) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (!p) return errorf(err, errlen, -ENOMEM, "out of memory");
     p->ops = *ops;
     p->shared = shared;
     p->nlanes = lanes;
@@ -173,7 +162,7 @@ int spool_new(spool_t **out, const spool_ops_t *ops, void *shared, int lanes, in
     if (!p->lanes || !p->seen_lr) {
         p->nlanes = p->lanes ? lanes : 0;
         teardown(p);
-        return fail(err, errlen, -ENOMEM, "out of memory");
+        return errorf(err, errlen, -ENOMEM, "out of memory");
     }
     for (int i = 0; i < lanes; i++)
         pthread_cond_init(&p->lanes[i].cv, NULL);
@@ -189,11 +178,11 @@ int spool_new(spool_t **out, const spool_ops_t *ops, void *shared, int lanes, in
             L->out_owned = true;
         }
         if (!L->rows || !L->lmap || (!ops->out_buffer && !L->out)) {
-            rc = fail(err, errlen, -ENOMEM, "out of memory for lane %d", i);
+            rc = errorf(err, errlen, -ENOMEM, "out of memory for lane %d", i);
             break;
         }
         if (pthread_create(&L->th, NULL, lane_main, L) != 0) {
-            rc = fail(err, errlen, -EAGAIN, "cannot start the thread of lane %d", i);
+            rc = errorf(err, errlen, -EAGAIN, "cannot start the thread of lane %d", i);
             break;
         }
         L->started = true;
@@ -205,7 +194,7 @@ int spool_new(spool_t **out, const spool_ops_t *ops, void *shared, int lanes, in
         for (int i = 0; i < lanes && rc == 0; i++) {
             if (p->lanes[i].rc < 0) {
                 rc = p->lanes[i].rc;
-                fail(err, errlen, rc, "%s", p->lanes[i].err);
+                errorf(err, errlen, rc, "%s", p->lanes[i].err);
             }
         }
         pthread_mutex_unlock(&p->mu);

@@ -39,17 +39,6 @@ typedef struct {
     kv_t *kv;    /* (max_slots) */
 } cpu_t;
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static void cpu_free(void *ctx)
 {
     cpu_t *s = ctx;
@@ -83,7 +72,7 @@ static int cpu_load(void **ctx, const model_t *m, pool_t *pool, int max_rows, in
 {
     const model_config_t *c = &m->c;
     cpu_t *s = calloc(1, sizeof(*s));
-    if (!s) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (!s) return errorf(err, errlen, -ENOMEM, "out of memory");
     s->m = m;
     s->pool = pool;
     s->max_rows = max_rows;
@@ -106,7 +95,7 @@ static int cpu_load(void **ctx, const model_t *m, pool_t *pool, int max_rows, in
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att ||
         !s->lx || !s->freq || !s->kv) {
         cpu_free(s);
-        return fail(err, errlen, -ENOMEM, "out of memory for %d batch rows", max_rows);
+        return errorf(err, errlen, -ENOMEM, "out of memory for %d batch rows", max_rows);
     }
     for (int i = 0; i < s->head_size / 2; i++)
         s->freq[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)s->head_size);

@@ -111,17 +111,6 @@ uint64_t engine_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 const char *engine_finish_name(engine_finish_t f)
 {
     switch (f) {
@@ -344,25 +333,25 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
     if (why) *why = ENGINE_INVALID_NONE;
     if (!(r->temperature >= 0.0f) || !isfinite(r->temperature)) {
         w = ENGINE_INVALID_TEMPERATURE;
-        rc = fail(msg, msglen, -EINVAL, "temperature %g must be a finite value >= 0",
+        rc = errorf(msg, msglen, -EINVAL, "temperature %g must be a finite value >= 0",
                   (double)r->temperature);
         goto out;
     }
     if (!(r->top_p > 0.0f && r->top_p <= 1.0f)) {
         w = ENGINE_INVALID_TOP_P;
-        rc = fail(msg, msglen, -EINVAL, "top_p %g must be in (0, 1]", (double)r->top_p);
+        rc = errorf(msg, msglen, -EINVAL, "top_p %g must be in (0, 1]", (double)r->top_p);
         goto out;
     }
     if (r->n_stop > MAX_STOP_IDS) {
         w = ENGINE_INVALID_STOP_IDS;
-        rc = fail(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed", r->n_stop,
+        rc = errorf(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed", r->n_stop,
                   MAX_STOP_IDS);
         goto out;
     }
     if (r->n_tokens > 0) {
         if (r->n_tokens >= (size_t)c->seq_len) {
             w = ENGINE_INVALID_PROMPT_LONG;
-            rc = fail(msg, msglen, -EINVAL,
+            rc = errorf(msg, msglen, -EINVAL,
                       "prompt has %zu tokens but the context is %d tokens (at most %d leave "
                       "room for output)",
                       r->n_tokens, c->seq_len, c->seq_len - 1);
@@ -371,7 +360,7 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
         for (size_t i = 0; i < r->n_tokens; i++) {
             if (r->token_ids[i] >= (uint32_t)c->vocab_size) {
                 w = ENGINE_INVALID_TOKEN;
-                rc = fail(msg, msglen, -EINVAL,
+                rc = errorf(msg, msglen, -EINVAL,
                           "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
                           r->token_ids[i], c->vocab_size);
                 goto out;
@@ -387,14 +376,14 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
     } else {
         if (!r->prompt || !r->prompt[0]) {
             w = ENGINE_INVALID_EMPTY;
-            rc = fail(msg, msglen, -EINVAL, "request has neither token_ids nor a prompt");
+            rc = errorf(msg, msglen, -EINVAL, "request has neither token_ids nor a prompt");
             goto out;
         }
         /* each token covers at most max_token_length bytes: a cheap early bound */
         size_t len = strlen(r->prompt);
         if (len / (size_t)e->tok.max_token_length >= (size_t)c->seq_len) {
             w = ENGINE_INVALID_PROMPT_LONG;
-            rc = fail(msg, msglen, -EINVAL,
+            rc = errorf(msg, msglen, -EINVAL,
                       "prompt of %zu bytes cannot fit the context of %d tokens", len, c->seq_len);
             goto out;
         }
@@ -409,7 +398,7 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
             free(t);
             t = NULL;
             w = ENGINE_INVALID_PROMPT_LONG;
-            rc = fail(msg, msglen, -EINVAL,
+            rc = errorf(msg, msglen, -EINVAL,
                       "prompt has %d tokens but the context is %d tokens (at most %d leave "
                       "room for output)",
                       n, c->seq_len, c->seq_len - 1);
@@ -425,7 +414,7 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
         free(t);
         t = NULL;
         w = ENGINE_INVALID_MAX_TOKENS;
-        rc = fail(msg, msglen, -EINVAL,
+        rc = errorf(msg, msglen, -EINVAL,
                   "max_tokens %u exceeds the context: %d prompt tokens leave room for %d",
                   r->max_tokens, n, room);
         goto out;
@@ -454,7 +443,7 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
     engine_req_t *q = calloc(1, sizeof(*q));
     if (!q) {
         free(toks);
-        return fail(msg, msglen, -ENOMEM, "out of memory");
+        return errorf(msg, msglen, -ENOMEM, "out of memory");
     }
     q->e = e;
     q->prompt = toks;
@@ -479,12 +468,12 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
     if (e->stop) {
         pthread_mutex_unlock(&e->smu);
         req_destroy(q);
-        return fail(msg, msglen, -ESHUTDOWN, "engine is shutting down");
+        return errorf(msg, msglen, -ESHUTDOWN, "engine is shutting down");
     }
     if (e->nqueued >= e->max_queued) {
         pthread_mutex_unlock(&e->smu);
         req_destroy(q);
-        return fail(msg, msglen, -EAGAIN, "admission queue full (%d requests waiting)",
+        return errorf(msg, msglen, -EAGAIN, "admission queue full (%d requests waiting)",
                     e->max_queued);
     }
     pthread_mutex_lock(&e->lmu);
@@ -812,16 +801,16 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
     const char *dev = cfg->device ? cfg->device : "cpu";
     int idx, kind = device_parse(dev, &idx);
     if (kind < 0)
-        return fail(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N", dev);
+        return errorf(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N", dev);
     int bf16 = 0;
     if (cfg->dtype && !strcmp(cfg->dtype, "bf16"))
         bf16 = 1;
     else if (cfg->dtype && strcmp(cfg->dtype, "fp32"))
-        return fail(err, errlen, -EINVAL, "dtype '%s' is not fp32 or bf16", cfg->dtype);
+        return errorf(err, errlen, -EINVAL, "dtype '%s' is not fp32 or bf16", cfg->dtype);
     if (cfg->cuda_streams < 0 || cfg->cuda_streams > 64)
-        return fail(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
+        return errorf(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
     if (kind == DEVICE_CPU && bf16)
-        return fail(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
+        return errorf(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
     char why[256] = "";
 #ifdef INFERD_HAVE_CUDA
     if (kind != DEVICE_CPU) {
@@ -839,12 +828,12 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
                      bf16 ? "bf16" : "fp32", cfg->cuda_streams ? cfg->cuda_streams : 4);
             return 0;
         }
-        if (kind == DEVICE_CUDA) return fail(err, errlen, -ENODEV, "device %s: %s", dev, why);
+        if (kind == DEVICE_CUDA) return errorf(err, errlen, -ENODEV, "device %s: %s", dev, why);
     }
 #else
     snprintf(why, sizeof why, "inferd was built without CUDA");
     if (kind == DEVICE_CUDA)
-        return fail(err, errlen, -ENODEV,
+        return errorf(err, errlen, -ENODEV,
                     "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
 #endif
     e->be = &backend_cpu;
@@ -863,12 +852,12 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
 {
     int rc;
     if (!cfg || !cfg->model_path || !cfg->tokenizer_path)
-        return fail(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
+        return errorf(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
         cfg->prefill_chunk < 0)
-        return fail(err, errlen, -EINVAL, "engine config values must not be negative");
+        return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
     engine_t *e = calloc(1, sizeof(*e));
-    if (!e) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
     e->cfg = *cfg;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     e->threads = cfg->threads ? cfg->threads : (nc > 0 ? (int)nc : 1);
@@ -896,18 +885,18 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     e->logits = malloc(B * V * sizeof(float));
     e->scratch = malloc(B * V * sizeof(prob_index_t));
     if (!e->name || !e->slots || !e->rows || !e->lreq || !e->sampled || !e->logits || !e->scratch) {
-        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        rc = errorf(err, errlen, -ENOMEM, "out of memory");
         goto fail_alloc;
     }
     rc = pool_new(&e->pool, e->threads);
     if (rc < 0) {
-        fail(err, errlen, rc, "cannot start %d worker threads", e->threads);
+        errorf(err, errlen, rc, "cannot start %d worker threads", e->threads);
         goto fail_alloc;
     }
     rc = backend_open(e, cfg, err, errlen);
     if (rc < 0) goto fail_backend;
     if (pthread_create(&e->driver, NULL, driver_main, e) != 0) {
-        rc = fail(err, errlen, -EAGAIN, "cannot start the engine driver thread");
+        rc = errorf(err, errlen, -EAGAIN, "cannot start the engine driver thread");
         goto fail_driver;
     }
     e->driver_started = true;

@@ -8,6 +8,23 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+/* Formats a reason into err (may be NULL) and returns rc: the one way every loader and
+ * backend reports an error. Inline so the separately loaded CUDA library shares it too. */
+static inline int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static inline int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
 
 /* ---- model (model.c) ---------------------------------------------------- */
 

@@ -21,17 +21,6 @@
 #define CAP_VOCAB (1 << 22)
 #define CAP_SEQ (1 << 20)
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* a*b with overflow detection; sticky *ovf. */
 static uint64_t mul(uint64_t a, uint64_t b, int *ovf)
 {
@@ -52,7 +41,7 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
     int32_t h[7];
     memset(m, 0, sizeof(*m));
     if (size < sizeof(h))
-        return fail(err, errlen, -EINVAL, "model file truncated: %zu bytes, header needs 28", size);
+        return errorf(err, errlen, -EINVAL, "model file truncated: %zu bytes, header needs 28", size);
     memcpy(h, buf, sizeof(h));
     model_config_t *c = &m->c;
     c->dim = h[0];
@@ -61,7 +50,7 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
     c->n_heads = h[3];
     c->n_kv_heads = h[4];
     c->shared = h[5] > 0;
-    if (h[5] == INT32_MIN) return fail(err, errlen, -EINVAL, "model vocab_size out of range");
+    if (h[5] == INT32_MIN) return errorf(err, errlen, -EINVAL, "model vocab_size out of range");
     c->vocab_size = h[5] < 0 ? -h[5] : h[5];
     c->seq_len = h[6];
 
@@ -73,25 +62,25 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
                    c->n_kv_heads, c->vocab_size, c->seq_len};
     for (int i = 0; i < 7; i++) {
         if (vals[i] <= 0)
-            return fail(err, errlen, -EINVAL, "model header: %s = %d must be positive", names[i],
+            return errorf(err, errlen, -EINVAL, "model header: %s = %d must be positive", names[i],
                         h[i]);
         if (vals[i] > caps[i])
-            return fail(err, errlen, -EINVAL, "model header: %s = %d exceeds the limit %d",
+            return errorf(err, errlen, -EINVAL, "model header: %s = %d exceeds the limit %d",
                         names[i], vals[i], caps[i]);
     }
     if (c->dim % c->n_heads)
-        return fail(err, errlen, -EINVAL, "model header: dim %d not divisible by n_heads %d",
+        return errorf(err, errlen, -EINVAL, "model header: dim %d not divisible by n_heads %d",
                     c->dim, c->n_heads);
     if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
-        return fail(err, errlen, -EINVAL,
+        return errorf(err, errlen, -EINVAL,
                     "model header: n_heads %d is not a multiple of n_kv_heads %d", c->n_heads,
                     c->n_kv_heads);
     int head_size = c->dim / c->n_heads;
     if (head_size % 2)
-        return fail(err, errlen, -EINVAL, "model header: head size %d must be even (RoPE)",
+        return errorf(err, errlen, -EINVAL, "model header: head size %d must be even (RoPE)",
                     head_size);
     if (c->vocab_size < 3)
-        return fail(err, errlen, -EINVAL, "model header: vocab_size %d too small (needs BOS/EOS)",
+        return errorf(err, errlen, -EINVAL, "model header: vocab_size %d too small (needs BOS/EOS)",
                     c->vocab_size);
 
     int ovf = 0;
@@ -126,9 +115,9 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
     }
     uint64_t bytes = add(28, mul(n, 4, &ovf), &ovf);
     if (ovf || bytes > (uint64_t)SIZE_MAX)
-        return fail(err, errlen, -EINVAL, "model header: sizes overflow");
+        return errorf(err, errlen, -EINVAL, "model header: sizes overflow");
     if ((uint64_t)size != bytes)
-        return fail(err, errlen, -EINVAL,
+        return errorf(err, errlen, -EINVAL,
                     "model file is %zu bytes but its header (dim %d hidden %d layers %d heads "
                     "%d kv_heads %d vocab %d%s seq_len %d) needs %llu%s",
                     size, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
@@ -156,33 +145,33 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
 int model_load(model_t *m, const char *path, char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
-    if (!path) return fail(err, errlen, -EINVAL, "no model path");
+    if (!path) return errorf(err, errlen, -EINVAL, "no model path");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return fail(err, errlen, -e, "cannot open model %s: %s", path, strerror(e));
+        return errorf(err, errlen, -e, "cannot open model %s: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, -EINVAL, "model %s is not a regular file", path);
+        return errorf(err, errlen, -EINVAL, "model %s is not a regular file", path);
     }
     size_t size = (size_t)st.st_size;
     if (size < 28) {
         close(fd);
-        return fail(err, errlen, -EINVAL, "model %s truncated: %zu bytes, header needs 28", path,
+        return errorf(err, errlen, -EINVAL, "model %s truncated: %zu bytes, header needs 28", path,
                     size);
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
     if (map == MAP_FAILED)
-        return fail(err, errlen, -e, "cannot mmap model %s: %s", path, strerror(e));
+        return errorf(err, errlen, -e, "cannot mmap model %s: %s", path, strerror(e));
     char why[400];
     int rc = model_parse(m, map, size, why, sizeof(why));
     if (rc < 0) {
         munmap(map, size);
-        return fail(err, errlen, rc, "model %s: %s", path, why);
+        return errorf(err, errlen, rc, "model %s: %s", path, why);
     }
     madvise(map, size, MADV_WILLNEED);
     m->map = map;

@@ -15,17 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static uint32_t hash_bytes(const char *s, size_t n)
 {
     uint32_t h = 2166136261u;
@@ -64,13 +53,13 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
     memset(t, 0, sizeof(*t));
     const unsigned char *p = buf, *end = p + size;
     if (vocab_size <= 0 || vocab_size > (1 << 22))
-        return fail(err, errlen, -EINVAL, "tokenizer: bad vocab size %d", vocab_size);
-    if (size < 4) return fail(err, errlen, -EINVAL, "tokenizer file truncated (no header)");
+        return errorf(err, errlen, -EINVAL, "tokenizer: bad vocab size %d", vocab_size);
+    if (size < 4) return errorf(err, errlen, -EINVAL, "tokenizer file truncated (no header)");
     int32_t maxlen;
     memcpy(&maxlen, p, 4);
     p += 4;
     if (maxlen <= 0 || maxlen > TOK_MAX_PIECE)
-        return fail(err, errlen, -EINVAL, "tokenizer: max_token_length %d outside [1, %d]", maxlen,
+        return errorf(err, errlen, -EINVAL, "tokenizer: max_token_length %d outside [1, %d]", maxlen,
                     TOK_MAX_PIECE);
     t->vocab_size = vocab_size;
     t->max_token_length = maxlen;
@@ -88,7 +77,7 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
     int rc;
     if (!t->vocab || !t->vocab_len || !t->scores || !t->bytes || !t->is_byte || !t->hash_next ||
         !t->hash_head) {
-        rc = fail(err, errlen, -ENOMEM, "tokenizer: out of memory");
+        rc = errorf(err, errlen, -ENOMEM, "tokenizer: out of memory");
         goto fail;
     }
     for (int i = 0; i < hs; i++)
@@ -97,7 +86,7 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
         t->byte_tok[b] = -1;
     for (int i = 0; i < vocab_size; i++) {
         if ((size_t)(end - p) < 8) {
-            rc = fail(err, errlen, -EINVAL, "tokenizer truncated at token %d of %d", i, vocab_size);
+            rc = errorf(err, errlen, -EINVAL, "tokenizer truncated at token %d of %d", i, vocab_size);
             goto fail;
         }
         float score;
@@ -106,22 +95,22 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
         memcpy(&len, p + 4, 4);
         p += 8;
         if (!isfinite(score)) {
-            rc = fail(err, errlen, -EINVAL, "tokenizer: token %d has a non-finite score", i);
+            rc = errorf(err, errlen, -EINVAL, "tokenizer: token %d has a non-finite score", i);
             goto fail;
         }
         if (len < 0 || len > maxlen) {
-            rc = fail(err, errlen, -EINVAL,
+            rc = errorf(err, errlen, -EINVAL,
                       "tokenizer: token %d has length %d outside [0, max_token_length %d]", i, len,
                       maxlen);
             goto fail;
         }
         if ((size_t)(end - p) < (size_t)len) {
-            rc = fail(err, errlen, -EINVAL, "tokenizer truncated in token %d of %d", i, vocab_size);
+            rc = errorf(err, errlen, -EINVAL, "tokenizer truncated in token %d of %d", i, vocab_size);
             goto fail;
         }
         t->vocab[i] = malloc((size_t)len + 1);
         if (!t->vocab[i]) {
-            rc = fail(err, errlen, -ENOMEM, "tokenizer: out of memory");
+            rc = errorf(err, errlen, -ENOMEM, "tokenizer: out of memory");
             goto fail;
         }
         memcpy(t->vocab[i], p, (size_t)len);
@@ -139,7 +128,7 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
         }
     }
     if (p != end) {
-        rc = fail(err, errlen, -EINVAL,
+        rc = errorf(err, errlen, -EINVAL,
                   "tokenizer has %zu bytes after its %d tokens (vocab does not match the model)",
                   (size_t)(end - p), vocab_size);
         goto fail;
@@ -159,22 +148,22 @@ fail:
 int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
-    if (!path) return fail(err, errlen, -EINVAL, "no tokenizer path");
+    if (!path) return errorf(err, errlen, -EINVAL, "no tokenizer path");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return fail(err, errlen, -e, "cannot open tokenizer %s: %s", path, strerror(e));
+        return errorf(err, errlen, -e, "cannot open tokenizer %s: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 30)) {
         close(fd);
-        return fail(err, errlen, -EINVAL, "tokenizer %s is not a regular file under 1 GiB", path);
+        return errorf(err, errlen, -EINVAL, "tokenizer %s is not a regular file under 1 GiB", path);
     }
     size_t size = (size_t)st.st_size;
     char *buf = malloc(size ? size : 1);
     if (!buf) {
         close(fd);
-        return fail(err, errlen, -ENOMEM, "tokenizer: out of memory");
+        return errorf(err, errlen, -ENOMEM, "tokenizer: out of memory");
     }
     size_t got = 0;
     while (got < size) {
@@ -190,7 +179,7 @@ int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, 
     int rc = got == size ? tokenizer_parse(t, buf, size, vocab_size, why, sizeof(why))
                          : (snprintf(why, sizeof(why), "short read"), -EIO);
     free(buf);
-    if (rc < 0) return fail(err, errlen, rc, "tokenizer %s: %s", path, why);
+    if (rc < 0) return errorf(err, errlen, rc, "tokenizer %s: %s", path, why);
     return 0;
 }
 
