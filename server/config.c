@@ -78,7 +78,7 @@ static const opt_t opts[] = {
     {"tokenizer", {"INFERD_TOKENIZER"}, T_PATH, O(tokenizer), NULL, 0, 0, NULL, "llama2.c tokenizer.bin"},
     {"threads", {"INFERD_THREADS"}, T_INT, O(threads), "0", 0, 1024, NULL, "engine worker threads (0 = all cores)"},
     {"max-batch", {"INFERD_MAX_BATCH"}, T_INT, O(max_batch), "64", 1, 4096, NULL, "sequences decoded together"},
-    {"max-queued", {"INFERD_MAX_QUEUED"}, T_INT, O(max_queued), "256", 0, 1000000, NULL, "admission queue length"},
+    {"max-queued", {"INFERD_MAX_QUEUED"}, T_INT, O(max_queued), "256", 1, 1000000, NULL, "admission queue length"},
     {"device", {"INFERD_DEVICE"}, T_ENUM, O(device), "auto", 0, 0, "auto|cpu|cuda|cuda:N",
      "engine device: auto (a usable GPU, else cpu; the choice and why are logged), cpu, cuda or cuda:N"},
     {"cuda-streams", {"INFERD_CUDA_STREAMS"}, T_INT, O(cuda_streams), "4", 1, 64, NULL,

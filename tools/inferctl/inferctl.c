@@ -1,0 +1,656 @@
+/*
+ * inferctl - a small gRPC client for inferd over h2c (nghttp2, protobuf-c), single-threaded.
+ *
+ *   inferctl [--addr HOST:PORT] health [SERVICE]
+ *       grpc.health.v1.Health/Check; prints the status; exit 0 when SERVING, 1 otherwise.
+ *   inferctl [--addr HOST:PORT] generate [--max-tokens N] [--temperature T] [--top-p P]
+ *            [--top-k K] [--seed S] [--ignore-eos] PROMPT
+ *       inferd.v1.Inference/Generate; streams the text to stdout, finish and usage to stderr.
+ *   inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]
+ *            [--conns K] [--warmup W]
+ *       Load generator: C concurrent Generate streams (spread over K connections) until N
+ *       requests are done, each the engine benchmark's request (5 prompt token ids, greedy,
+ *       ignore_eos, T tokens). Prints aggregate tokens/s, per-stream decode tokens/s, and time
+ *       to first token (HEADERS sent -> first message with tokens) p50/p99.
+ *   inferctl [--addr HOST:PORT] ping [--count N] [--interval-ms MS] [SERVICE]
+ *       Health Check latency: N sequential calls on one connection; p50/p99/max.
+ *
+ * INFERCTL_TRACE=1 makes bench print each request's start, TTFT, decode time and the gap
+ * from its last token to the stream's end.
+ *
+ * Timing is taken when a message is parsed on the client, so it includes the server's
+ * reactor, framing and the socket: exactly what a client sees.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "inferd/v1/inference.pb-c.h"
+
+#define MAX_CONNS 64
+
+typedef struct conn conn_t;
+
+typedef struct stream {
+    conn_t *c;
+    int32_t id;
+    int idx;
+    uint8_t *body;
+    size_t body_len, body_off;
+    uint8_t *in; /* received gRPC bytes not yet parsed */
+    size_t in_len, in_cap;
+    uint64_t t_start, t_first, t_last, t_end;
+    uint32_t tokens, msgs;
+    int grpc_status; /* -1 until the trailers */
+    char grpc_message[256];
+    int error_code; /* GenerateResponse.error */
+    int finish;
+    uint32_t prompt_tokens, completion_tokens;
+    int print;     /* generate: text to stdout */
+    int is_health; /* health: response is a HealthCheckResponse */
+    int health_status;
+} stream_t;
+
+struct conn {
+    int fd;
+    nghttp2_session *s;
+    int dead;
+    int active;
+};
+
+static const char *g_host = "127.0.0.1";
+static const char *g_port = "50051";
+static char g_authority[300];
+
+static int cmp_u64(const void *a, const void *b);
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *fmt, const char *a)
+{
+    fprintf(stderr, "inferctl: ");
+    fprintf(stderr, fmt, a);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+/* ---- nghttp2 glue ---- */
+static ssize_t send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    (void)s;
+    (void)flags;
+    conn_t *c = ud;
+    ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return NGHTTP2_ERR_WOULDBLOCK;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return n;
+}
+
+static void on_message(stream_t *st, const uint8_t *p, size_t n)
+{
+    uint64_t t = now_ns();
+    st->msgs++;
+    if (st->is_health) {
+        Grpc__Health__V1__HealthCheckResponse *r =
+            grpc__health__v1__health_check_response__unpack(NULL, n, p);
+        if (r) {
+            st->health_status = r->status;
+            grpc__health__v1__health_check_response__free_unpacked(r, NULL);
+        }
+        return;
+    }
+    Inferd__V1__GenerateResponse *r = inferd__v1__generate_response__unpack(NULL, n, p);
+    if (!r) {
+        st->error_code = 13;
+        snprintf(st->grpc_message, sizeof st->grpc_message, "unparsable GenerateResponse");
+        return;
+    }
+    if (r->n_token_ids) {
+        if (!st->t_first) st->t_first = t;
+        st->t_last = t;
+        st->tokens += (uint32_t)r->n_token_ids;
+    }
+    if (st->print && r->text && *r->text) {
+        fputs(r->text, stdout);
+        fflush(stdout);
+    }
+    if (r->finish_reason) st->finish = r->finish_reason;
+    if (r->usage) {
+        st->prompt_tokens = r->usage->prompt_tokens;
+        st->completion_tokens = r->usage->completion_tokens;
+    }
+    if (r->error) {
+        st->error_code = r->error->code;
+        snprintf(st->grpc_message, sizeof st->grpc_message, "%s",
+                 r->error->message ? r->error->message : "");
+    }
+    inferd__v1__generate_response__free_unpacked(r, NULL);
+}
+
+static int on_data_cb(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                      size_t len, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st) return 0;
+    if (st->in_len + len > st->in_cap) {
+        size_t cap = (st->in_len + len) * 2;
+        uint8_t *n = realloc(st->in, cap);
+        if (!n) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        st->in = n;
+        st->in_cap = cap;
+    }
+    memcpy(st->in + st->in_len, data, len);
+    st->in_len += len;
+    size_t off = 0;
+    while (st->in_len - off >= 5) {
+        const uint8_t *h = st->in + off;
+        uint32_t mlen = (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
+        if (st->in_len - off - 5 < mlen) break;
+        on_message(st, h + 5, mlen);
+        off += 5 + mlen;
+    }
+    memmove(st->in, st->in + off, st->in_len - off);
+    st->in_len -= off;
+    return 0;
+}
+
+static int on_header_cb(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                        size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (!st) return 0;
+    if (nlen == 11 && !memcmp(name, "grpc-status", 11)) {
+        char b[16];
+        snprintf(b, sizeof b, "%.*s", (int)(vlen < 15 ? vlen : 15), value);
+        st->grpc_status = atoi(b);
+    } else if (nlen == 12 && !memcmp(name, "grpc-message", 12)) {
+        snprintf(st->grpc_message, sizeof st->grpc_message, "%.*s", (int)vlen, value);
+    }
+    return 0;
+}
+
+static void (*g_on_close)(stream_t *st);
+
+static int on_close_cb(nghttp2_session *s, int32_t id, uint32_t err, void *ud)
+{
+    (void)err;
+    conn_t *c = ud;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st) return 0;
+    st->t_end = now_ns();
+    if (st->grpc_status < 0 && err) {
+        st->grpc_status = 1;
+        snprintf(st->grpc_message, sizeof st->grpc_message, "stream reset (h2 error %u)", err);
+    }
+    c->active--;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    if (g_on_close) g_on_close(st);
+    return 0;
+}
+
+static ssize_t body_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+                            uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)s;
+    (void)id;
+    (void)ud;
+    stream_t *st = src->ptr;
+    size_t n = st->body_len - st->body_off;
+    if (n > len) n = len;
+    memcpy(buf, st->body + st->body_off, n);
+    st->body_off += n;
+    if (st->body_off == st->body_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int conn_open(conn_t *c)
+{
+    struct addrinfo hints = {0}, *ai;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(g_host, g_port, &hints, &ai)) return -1;
+    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    nghttp2_session_callbacks *cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_send_callback(cb, send_cb);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_cb);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header_cb);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close_cb);
+    int rc = nghttp2_session_client_new(&c->s, cb, c);
+    nghttp2_session_callbacks_del(cb);
+    if (rc) return -1;
+    /* large windows: the benchmark measures the server, not flow control */
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1024},
+                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 24}};
+    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, 2);
+    nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, 1 << 30);
+    return 0;
+}
+
+static void conn_close(conn_t *c)
+{
+    if (c->s) nghttp2_session_del(c->s);
+    if (c->fd >= 0) close(c->fd);
+    c->s = NULL;
+    c->fd = -1;
+}
+
+/* gRPC-framed body of a message. */
+static uint8_t *frame(const ProtobufCMessage *m, size_t *len)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *b = malloc(n + 5);
+    if (!b) die("%s", "out of memory");
+    b[0] = 0;
+    b[1] = (uint8_t)(n >> 24);
+    b[2] = (uint8_t)(n >> 16);
+    b[3] = (uint8_t)(n >> 8);
+    b[4] = (uint8_t)n;
+    protobuf_c_message_pack(m, b + 5);
+    *len = n + 5;
+    return b;
+}
+
+static int stream_start(conn_t *c, stream_t *st, const char *path)
+{
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv hdrs[] = {NV(":method", "POST"),
+                         NV(":scheme", "http"),
+                         NV(":authority", g_authority),
+                         NV(":path", path),
+                         NV("content-type", "application/grpc"),
+                         NV("te", "trailers")};
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = body_read_cb};
+    st->c = c;
+    st->grpc_status = -1;
+    st->t_start = now_ns();
+    st->id = nghttp2_submit_request(c->s, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], &dp, st);
+    if (st->id < 0) return -1;
+    c->active++;
+    return 0;
+}
+
+/* One turn: flush what nghttp2 wants to send, wait up to ms for input, feed it. */
+static int conns_turn(conn_t *cs, int n, int ms)
+{
+    struct pollfd p[MAX_CONNS];
+    for (int i = 0; i < n; i++) {
+        conn_t *c = &cs[i];
+        p[i].fd = -1;
+        p[i].events = 0;
+        if (c->dead) continue;
+        if (nghttp2_session_send(c->s)) {
+            c->dead = 1;
+            continue;
+        }
+        p[i].fd = c->fd;
+        p[i].events = POLLIN | (nghttp2_session_want_write(c->s) ? POLLOUT : 0);
+    }
+    if (poll(p, (nfds_t)n, ms) < 0 && errno != EINTR) return -1;
+    for (int i = 0; i < n; i++) {
+        conn_t *c = &cs[i];
+        if (c->dead || !p[i].revents) continue;
+        if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+            uint8_t buf[65536];
+            for (;;) {
+                ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+                if (r > 0) {
+                    if (nghttp2_session_mem_recv(c->s, buf, (size_t)r) < 0) {
+                        c->dead = 1;
+                        break;
+                    }
+                    continue;
+                }
+                if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                    c->dead = 1;
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- health ---- */
+static int cmd_health(int argc, char **argv)
+{
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    rq.service = argc > 0 ? argv[0] : (char *)"";
+    stream_t st = {0};
+    st.is_health = 1;
+    st.health_status = -1;
+    st.body = frame(&rq.base, &st.body_len);
+    conn_t c = {.fd = -1};
+    if (conn_open(&c)) die("cannot connect to %s", g_authority);
+    if (stream_start(&c, &st, "/grpc.health.v1.Health/Check")) die("%s", "cannot start the call");
+    uint64_t deadline = now_ns() + 5000000000ull;
+    while (!st.t_end && !c.dead && now_ns() < deadline)
+        conns_turn(&c, 1, 100);
+    conn_close(&c);
+    free(st.body);
+    free(st.in);
+    if (st.grpc_status != 0) {
+        fprintf(stderr, "inferctl: health check failed: grpc-status %d %s\n", st.grpc_status,
+                st.grpc_message);
+        return 2;
+    }
+    static const char *names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+    printf("%s\n", st.health_status >= 0 && st.health_status < 4 ? names[st.health_status] : "?");
+    return st.health_status == 1 ? 0 : 1;
+}
+
+/* Check latency: count sequential calls on one connection, one every interval_ms. */
+static int cmd_ping(int argc, char **argv)
+{
+    int count = 1000, interval_ms = 2;
+    const char *service = "inferd.v1.Inference";
+    for (int i = 0; i < argc; i++) {
+        if (i + 1 >= argc) {
+            service = argv[i];
+            break;
+        }
+        if (!strcmp(argv[i], "--count"))
+            count = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--interval-ms"))
+            interval_ms = atoi(argv[++i]);
+        else
+            service = argv[i];
+    }
+    if (count < 1) die("%s", "--count must be >= 1");
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    rq.service = (char *)service;
+    size_t blen;
+    uint8_t *body = frame(&rq.base, &blen);
+    conn_t c = {.fd = -1};
+    if (conn_open(&c)) die("cannot connect to %s", g_authority);
+    uint64_t *lat = calloc((size_t)count, 8);
+    int bad = 0;
+    for (int k = 0; k < count; k++) {
+        stream_t st = {0};
+        st.is_health = 1;
+        st.health_status = -1;
+        st.body = body;
+        st.body_len = blen;
+        if (stream_start(&c, &st, "/grpc.health.v1.Health/Check"))
+            die("%s", "cannot start the call");
+        uint64_t deadline = now_ns() + 5000000000ull;
+        while (!st.t_end && !c.dead && now_ns() < deadline)
+            conns_turn(&c, 1, 100);
+        if (!st.t_end) die("%s", "health check timed out or the connection died");
+        lat[k] = st.t_end - st.t_start;
+        bad += st.grpc_status != 0 || st.health_status != 1;
+        free(st.in);
+        if (interval_ms > 0) {
+            struct timespec ts = {0, (long)interval_ms * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    conn_close(&c);
+    free(body);
+    qsort(lat, (size_t)count, 8, cmp_u64);
+    printf("health Check %s: %d calls  p50 %.3f ms  p99 %.3f ms  max %.3f ms  not SERVING %d\n",
+           service, count, (double)lat[count / 2] / 1e6, (double)lat[(count * 99) / 100] / 1e6,
+           (double)lat[count - 1] / 1e6, bad);
+    free(lat);
+    return bad ? 1 : 0;
+}
+
+/* ---- generate ---- */
+static int cmd_generate(int argc, char **argv)
+{
+    Inferd__V1__GenerateRequest rq = INFERD__V1__GENERATE_REQUEST__INIT;
+    Inferd__V1__SamplingOptions so = INFERD__V1__SAMPLING_OPTIONS__INIT;
+    Inferd__V1__StopConditions sc = INFERD__V1__STOP_CONDITIONS__INIT;
+    rq.sampling = &so;
+    rq.stop = &sc;
+    sc.max_tokens = 64;
+    int i = 0;
+    for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--ignore-eos")) {
+            sc.ignore_eos = 1;
+            continue;
+        }
+        if (i + 1 >= argc) die("%s needs a value", o);
+        const char *v = argv[++i];
+        if (!strcmp(o, "--max-tokens"))
+            sc.max_tokens = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(o, "--temperature"))
+            so.temperature = strtof(v, NULL);
+        else if (!strcmp(o, "--top-p"))
+            so.top_p = strtof(v, NULL);
+        else if (!strcmp(o, "--top-k"))
+            so.top_k = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(o, "--seed"))
+            so.seed = strtoull(v, NULL, 10);
+        else
+            die("unknown generate option %s", o);
+    }
+    if (i >= argc) die("%s", "generate needs a PROMPT");
+    rq.prompt = argv[i];
+    stream_t st = {0};
+    st.print = 1;
+    st.body = frame(&rq.base, &st.body_len);
+    conn_t c = {.fd = -1};
+    if (conn_open(&c)) die("cannot connect to %s", g_authority);
+    if (stream_start(&c, &st, "/inferd.v1.Inference/Generate")) die("%s", "cannot start the call");
+    while (!st.t_end && !c.dead)
+        conns_turn(&c, 1, 1000);
+    conn_close(&c);
+    free(st.body);
+    free(st.in);
+    printf("\n");
+    if (st.grpc_status != 0) {
+        fprintf(stderr, "inferctl: generate failed: grpc-status %d %s\n", st.grpc_status,
+                st.grpc_message);
+        return 1;
+    }
+    static const char *fin[] = {"unspecified", "length", "eos", "stop", "cancelled"};
+    double s = st.t_last > st.t_first ? (double)(st.t_last - st.t_first) / 1e9 : 0;
+    fprintf(stderr, "finish %s, prompt %u tokens, completion %u tokens, ttft %.1f ms, %.1f tok/s\n",
+            st.finish >= 0 && st.finish <= 4 ? fin[st.finish] : "?", st.prompt_tokens,
+            st.completion_tokens, st.t_first ? (double)(st.t_first - st.t_start) / 1e6 : 0.0,
+            s > 0 ? (st.tokens - 1) / s : 0.0);
+    return 0;
+}
+
+/* ---- bench ---- */
+typedef struct {
+    stream_t *st; /* one per request */
+    int next, done, failed, nreq, conc;
+    uint8_t **bodies;
+} bench_t;
+
+static bench_t B;
+
+static void bench_closed(stream_t *st)
+{
+    B.done++;
+    if (st->grpc_status != 0 || st->error_code) {
+        if (B.failed++ < 5)
+            fprintf(stderr, "inferctl: request %d failed: grpc-status %d error %d %s\n", st->idx,
+                    st->grpc_status, st->error_code, st->grpc_message);
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int print)
+{
+    conn_t cs[MAX_CONNS];
+    if (nconns > MAX_CONNS) nconns = MAX_CONNS;
+    for (int i = 0; i < nconns; i++) {
+        cs[i] = (conn_t){.fd = -1};
+        if (conn_open(&cs[i])) die("cannot connect to %s", g_authority);
+    }
+    memset(&B, 0, sizeof B);
+    B.nreq = nreq;
+    B.conc = conc;
+    B.st = calloc((size_t)nreq, sizeof *B.st);
+    g_on_close = bench_closed;
+    uint64_t t0 = now_ns();
+    while (B.done < nreq) {
+        int inflight = B.next - B.done;
+        while (B.next < nreq && inflight < conc) {
+            stream_t *st = &B.st[B.next];
+            st->idx = B.next;
+            /* the engine benchmark's request (tools/bench/engine_core.c) */
+            uint32_t ids[5] = {1, (uint32_t)(10 + B.next % conc), 200, 300, 17};
+            Inferd__V1__GenerateRequest rq = INFERD__V1__GENERATE_REQUEST__INIT;
+            Inferd__V1__StopConditions sc = INFERD__V1__STOP_CONDITIONS__INIT;
+            rq.token_ids = ids;
+            rq.n_token_ids = 5;
+            sc.max_tokens = max_tokens;
+            sc.ignore_eos = 1;
+            rq.stop = &sc;
+            st->body = frame(&rq.base, &st->body_len);
+            if (stream_start(&cs[B.next % nconns], st, "/inferd.v1.Inference/Generate"))
+                die("%s", "cannot start a stream");
+            B.next++;
+            inflight++;
+        }
+        int alive = 0;
+        for (int i = 0; i < nconns; i++)
+            alive += !cs[i].dead;
+        if (!alive) die("%s", "connection lost");
+        conns_turn(cs, nconns, 1000);
+    }
+    uint64_t t1 = now_ns();
+    for (int i = 0; i < nconns; i++)
+        conn_close(&cs[i]);
+    uint64_t total = 0;
+    uint64_t *ttft = calloc((size_t)nreq, 8);
+    double decode = 0;
+    int nd = 0, nt = 0;
+    for (int i = 0; i < nreq; i++) {
+        stream_t *st = &B.st[i];
+        total += st->tokens;
+        if (st->t_first) ttft[nt++] = st->t_first - st->t_start;
+        if (st->tokens > 1 && st->t_last > st->t_first) {
+            decode += (st->tokens - 1) / ((double)(st->t_last - st->t_first) / 1e9);
+            nd++;
+        }
+        if (getenv("INFERCTL_TRACE"))
+            fprintf(stderr,
+                    "req %d: start +%.2f ms, ttft %.2f ms, decode %.2f ms, last token -> end %.2f "
+                    "ms, %u tokens\n",
+                    i, (double)(st->t_start - t0) / 1e6, (double)(st->t_first - st->t_start) / 1e6,
+                    (double)(st->t_last - st->t_first) / 1e6,
+                    (double)(st->t_end - st->t_last) / 1e6, st->tokens);
+        free(st->body);
+        free(st->in);
+    }
+    qsort(ttft, (size_t)nt, 8, cmp_u64);
+    double secs = (double)(t1 - t0) / 1e9;
+    if (print)
+        printf("streams %3d  requests %4d  tokens/stream %u  aggregate %8.1f tok/s  per-stream "
+               "decode %7.1f "
+               "tok/s  ttft p50 %7.2f ms  p99 %7.2f ms  failed %d\n",
+               conc, nreq, max_tokens, (double)total / secs, nd ? decode / nd : 0.0,
+               nt ? (double)ttft[nt / 2] / 1e6 : 0.0,
+               nt ? (double)ttft[(nt * 99) / 100 < nt ? (nt * 99) / 100 : nt - 1] / 1e6 : 0.0,
+               B.failed);
+    fflush(stdout);
+    int failed = B.failed;
+    free(ttft);
+    free(B.st);
+    return failed ? 1 : 0;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    int conc = 1, nreq = -1, nconns = 1, warmup = 1;
+    uint32_t max_tokens = 200;
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i];
+        if (i + 1 >= argc) die("%s needs a value", o);
+        const char *v = argv[++i];
+        if (!strcmp(o, "--streams"))
+            conc = atoi(v);
+        else if (!strcmp(o, "--requests"))
+            nreq = atoi(v);
+        else if (!strcmp(o, "--max-tokens"))
+            max_tokens = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(o, "--conns"))
+            nconns = atoi(v);
+        else if (!strcmp(o, "--warmup"))
+            warmup = atoi(v);
+        else
+            die("unknown bench option %s", o);
+    }
+    if (conc < 1 || nconns < 1) die("%s", "--streams and --conns must be >= 1");
+    if (nreq < conc) nreq = conc;
+    if (warmup > 0) bench_round(conc, conc, max_tokens < 16 ? max_tokens : 16, nconns, 0);
+    return bench_round(conc, nreq, max_tokens, nconns, 1);
+}
+
+static void usage(void)
+{
+    fprintf(
+        stderr,
+        "usage: inferctl [--addr HOST:PORT] health [SERVICE]\n"
+        "       inferctl [--addr HOST:PORT] generate [--max-tokens N] [--temperature T] [--top-p "
+        "P]\n"
+        "                [--top-k K] [--seed S] [--ignore-eos] PROMPT\n"
+        "       inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]\n"
+        "                [--conns K] [--warmup 0|1]\n"
+        "       inferctl [--addr HOST:PORT] ping [--count N] [--interval-ms MS] [SERVICE]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    static char host[256];
+    if (i + 1 < argc && !strcmp(argv[i], "--addr")) {
+        const char *a = argv[i + 1];
+        const char *colon = strrchr(a, ':');
+        if (!colon) die("--addr %s: want HOST:PORT", a);
+        snprintf(host, sizeof host, "%.*s", (int)(colon - a), a);
+        g_host = host;
+        g_port = colon + 1;
+        i += 2;
+    }
+    snprintf(g_authority, sizeof g_authority, "%s:%s", g_host, g_port);
+    if (i >= argc) usage();
+    const char *cmd = argv[i++];
+    if (!strcmp(cmd, "health")) return cmd_health(argc - i, argv + i);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - i, argv + i);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - i, argv + i);
+    if (!strcmp(cmd, "ping")) return cmd_ping(argc - i, argv + i);
+    usage();
+    return 2;
+}
