@@ -52,6 +52,7 @@ struct engine_req {
     int pos;     /* positions already in the KV cache */
     int pending; /* sampled token to feed next */
     int n_gen;
+    bool finish_held; /* STALL fault: the last token went out, the finish is withheld */
     /* reactor only */
     int refs;                    /* engine + reactor */
     bool released;               /* reactor called engine_req_free */
@@ -573,7 +574,10 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
     atomic_fetch_add(&e->st_tokens, 1);
     atomic_store(&e->st_last_token, now);
     if (r->n_gen >= r->max_gen) {
-        finish(e, r, ENGINE_FINISH_LENGTH);
+        /* A stalled stream delivers its chunk and then never completes: a health check that
+         * judges only the first chunk passes, one that waits for the finish does not. */
+        if (atomic_load(&e->fault) == ENGINE_FAULT_STALL) r->finish_held = true;
+        else finish(e, r, ENGINE_FINISH_LENGTH);
         return;
     }
     r->pending = tok;
@@ -596,6 +600,10 @@ static bool step(engine_t *e, int fault)
             continue;
         }
         inflight++;
+        if (r->finish_held) {
+            if (fault != ENGINE_FAULT_STALL) finish(e, r, ENGINE_FINISH_LENGTH);
+            continue;
+        }
         if (is_paused(e, r)) {
             paused++;
             continue;
@@ -669,6 +677,10 @@ static bool has_runnable(engine_t *e, int fault)
         engine_req_t *r = e->slots[s];
         if (!r) continue;
         if (atomic_load(&r->cancel) || fault == ENGINE_FAULT_ERROR) return true;
+        if (r->finish_held) {
+            if (fault != ENGINE_FAULT_STALL) return true;
+            continue;
+        }
         if (is_paused(e, r)) continue;
         if (fault == ENGINE_FAULT_STALL && r->n_gen >= 1) continue;
         return true;

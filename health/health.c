@@ -597,3 +597,9 @@ void health_on_change(health_t *h, health_change_fn fn, void *arg)
     h->on_change = fn;
     h->on_change_arg = arg;
 }
+
+void health_get_on_change(const health_t *h, health_change_fn *fn, void **arg)
+{
+    *fn = h->on_change;
+    *arg = h->on_change_arg;
+}

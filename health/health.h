@@ -125,6 +125,8 @@ typedef struct health_change {
 typedef void (*health_change_fn)(void *arg, const health_change_t *change);
 /** Sets the change hook (metrics: health_status{endpoint}); fn NULL removes it. Loop thread. */
 void health_on_change(health_t *h, health_change_fn fn, void *arg);
+/** The hook set now (fn NULL when none), so a second user can chain it. Loop thread. */
+void health_get_on_change(const health_t *h, health_change_fn *fn, void **arg);
 
 /* --- watchers: what Watch is built on, usable by any push sink (loop thread only) --- */
 

@@ -14,7 +14,7 @@ typedef struct inference inference_t;
 
 /** Loads the model (cfg->model or the built-in default) and starts the engine; registers the
  * method rows. The endpoint "generate" stays NOT_SERVING until a first generation succeeds
- * (the warm-up inference_new submits). Returns NULL with a one-line reason in err. */
+ * (the prober's first canary, prober.h). Returns NULL with a one-line reason in err. */
 inference_t *inference_new(server_t *s, char *err, size_t errlen);
 /** Stops the engine and frees (NULL is a no-op). After every call was cancelled. */
 void inference_free(inference_t *inf);

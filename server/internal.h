@@ -18,6 +18,7 @@
 #include "trace.h"
 
 struct health;
+struct http_response;
 struct inferd_metrics;
 struct metrics_series;
 
@@ -195,6 +196,8 @@ struct server {
     trace_rng_t rng;
     int exit_code;
     void (*on_drain_start)(server_t *s); /* hooks for later modules (engine) */
+    /* HTTP/1.1 requests go here first (fault.c: POST /debug/fault); returns 1 when it answered */
+    int (*http_hook)(conn_t *c, const char *method, const char *target, struct http_response *r);
 };
 
 /* conn.c */

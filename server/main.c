@@ -1,4 +1,5 @@
 /* inferd: the binary. Configuration errors exit 2 with one line naming the option. */
+#include <errno.h>
 #include <event2/thread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include "config.h"
 #include "inference.h"
 #include "log.h"
+#include "prober.h"
 #include "server_run.h"
 
 #ifndef INFERD_VERSION
@@ -42,6 +44,11 @@ int main(int argc, char **argv)
         config_dispose(&cfg);
         return 2;
     }
+    if (prober_check_config(&cfg, err, sizeof err)) {
+        fprintf(stderr, "inferd: %s\n", err);
+        config_dispose(&cfg);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     server_t *s = server_new(&cfg, err, sizeof err);
@@ -57,8 +64,20 @@ int main(int argc, char **argv)
         config_dispose(&cfg);
         return 1;
     }
+    prober_t *pr = NULL;
+    int prc = prober_new(&pr, s, err, sizeof err);
+    if (!prc) prc = prober_add(pr, "generate", inf, err, sizeof err);
+    if (prc) {
+        fprintf(stderr, "inferd: %s\n", err);
+        prober_free(pr);
+        inference_free(inf);
+        server_free(s);
+        config_dispose(&cfg);
+        return prc == -EINVAL ? 2 : 1;
+    }
     int rc = server_run(s);
     server_close_connections(s); /* cancels what is still in the engine */
+    prober_free(pr);
     inference_free(inf);
     server_free(s);
     log_flush();
