@@ -368,6 +368,11 @@ void call_trailers_sent(grpc_call_t *c)
 
 void call_stream_closed(grpc_call_t *c, uint32_t error_code)
 {
+    if (c->job) { /* the stream went away while its response was being compressed */
+        offload_abandon(c->job);
+        c->job = NULL;
+        grpc_call_unref(c); /* the job's reference; the stream's goes below */
+    }
     if (!c->finished) {
         /* Reset by the client or lost with the connection: the handler must stop. */
         c->status = GRPC_STATUS_CANCELLED;
@@ -442,6 +447,38 @@ static void http_error(grpc_call_t *c, int status, const char *text)
     submit_headers(c, 0);
 }
 
+/* A plain HTTP response (GET /live, /health, /metrics) on an h2 stream. */
+static void submit_http(grpc_call_t *c, http_response_t *r)
+{
+    c->http_status = r->status;
+    c->finished = 1;
+    if (strcmp(c->http_method, "HEAD")) evbuffer_add(c->out, r->body, r->len);
+    nghttp2_session *ss = session_of(c);
+    if (!ss) return;
+    char status[4], len[24];
+    snprintf(status, sizeof status, "%d", r->status);
+    snprintf(len, sizeof len, "%zu", r->len);
+    nghttp2_nv nva[5];
+    size_t n = 0;
+    nva[n++] = (nghttp2_nv)NV(":status", status);
+    nva[n++] = (nghttp2_nv)NV("content-type", r->content_type);
+    nva[n++] = (nghttp2_nv)NV("content-length", len);
+    if (r->content_encoding) nva[n++] = (nghttp2_nv)NV("content-encoding", r->content_encoding);
+    if (r->allow) nva[n++] = (nghttp2_nv)NV("allow", r->allow);
+    nghttp2_data_provider prd = {.source.ptr = c, .read_callback = read_cb};
+    c->response_started = 1;
+    nghttp2_submit_response(ss, c->stream_id, nva, n, &prd);
+}
+
+static void http_job_done(void *owner, http_response_t *r)
+{
+    grpc_call_t *c = owner;
+    c->job = NULL;
+    submit_http(c, r);
+    conn_flush(c->conn);
+    grpc_call_unref(c);
+}
+
 static void finish_early(grpc_call_t *c, grpc_status_t st, const char *msg)
 {
     finish(c, st, msg);
@@ -468,23 +505,14 @@ void call_headers_done(grpc_call_t *c)
         endpoint_serve(s, c->http_method, c->path, grpc_call_header(c, "accept"),
                        grpc_call_header(c, "accept-encoding"), &r);
         c->is_http = 1;
-        c->http_status = r.status;
-        c->finished = 1;
-        if (strcmp(c->http_method, "HEAD")) evbuffer_add(c->out, r.body, r.len);
-        nghttp2_session *ss = session_of(c);
-        char status[4], len[24];
-        snprintf(status, sizeof status, "%d", r.status);
-        snprintf(len, sizeof len, "%zu", r.len);
-        nghttp2_nv nva[5];
-        size_t n = 0;
-        nva[n++] = (nghttp2_nv)NV(":status", status);
-        nva[n++] = (nghttp2_nv)NV("content-type", r.content_type);
-        nva[n++] = (nghttp2_nv)NV("content-length", len);
-        if (r.content_encoding) nva[n++] = (nghttp2_nv)NV("content-encoding", r.content_encoding);
-        if (r.allow) nva[n++] = (nghttp2_nv)NV("allow", r.allow);
-        nghttp2_data_provider prd = {.source.ptr = c, .read_callback = read_cb};
-        c->response_started = 1;
-        nghttp2_submit_response(ss, c->stream_id, nva, n, &prd);
+        if (r.gzip_later) {
+            c->job = offload_gzip(s, &r, http_job_done, c);
+            if (c->job) {
+                grpc_call_ref(c); /* until the job is done or abandoned */
+                return;
+            }
+        }
+        submit_http(c, &r);
         http_response_dispose(&r);
         return;
     }

@@ -149,6 +149,22 @@ static void write_error(conn_t *c, int status)
     write_response(c, &r, 0, 1);
 }
 
+static void job_done(void *owner, http_response_t *r)
+{
+    conn_t *c = owner;
+    http1_t *h = c->http1;
+    h->job = NULL;
+    write_response(c, r, h->job_head, h->job_close);
+    conn_touch(c);
+    if (h->job_close) {
+        h->close_after = 1;
+        c->closing = 1;
+    } else if (c->bev) {
+        http1_recv(c, bufferevent_get_input(c->bev)); /* pipelined requests that waited */
+    }
+    conn_flush(c);
+}
+
 static int on_complete(http_parser *p)
 {
     conn_t *c = conn_of(p);
@@ -160,6 +176,15 @@ static int on_complete(http_parser *p)
         endpoint_serve(c->srv, method, h->url, h->accept[0] ? h->accept : NULL,
                        h->accept_encoding[0] ? h->accept_encoding : NULL, &r);
     int close = !http_should_keep_alive(p) || c->srv->stopping || h->close_after;
+    if (r.gzip_later) {
+        h->job_head = p->method == HTTP_HEAD;
+        h->job_close = close;
+        h->job = offload_gzip(c->srv, &r, job_done, c);
+        if (h->job) { /* answered from job_done; requests behind it wait, in order */
+            http_parser_pause(p, 1);
+            return 0;
+        }
+    }
     write_response(c, &r, p->method == HTTP_HEAD, close);
     http_response_dispose(&r);
     conn_touch(c);
@@ -198,7 +223,7 @@ int http1_recv(conn_t *c, struct evbuffer *in)
         c->closing = 1;
         return 0;
     }
-    if (c->read_paused) return 0;
+    if (c->read_paused || h->job) return 0;
     http_parser_pause(&h->parser, 0);
     while (evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -226,6 +251,7 @@ int http1_recv(conn_t *c, struct evbuffer *in)
 
 void http1_free(conn_t *c)
 {
+    if (c->http1 && c->http1->job) offload_abandon(c->http1->job);
     free(c->http1);
     c->http1 = NULL;
 }

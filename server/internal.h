@@ -113,6 +113,7 @@ struct grpc_call {
     /* a plain HTTP request on an h2 stream (GET /live...) */
     int is_http;
     char *http_body;
+    struct offload *job; /* plain HTTP over h2: the response being compressed */
     size_t http_body_len, http_body_off;
     TAILQ_ENTRY(grpc_call) link;
 };
@@ -143,6 +144,8 @@ typedef struct http1 {
     int error;      /* an HTTP status to answer with, then close */
     int close_after;
     int in_message;
+    struct offload *job; /* a response being compressed: later requests wait for it */
+    int job_head, job_close;
 } http1_t;
 
 struct conn {
@@ -191,6 +194,7 @@ struct server {
     struct event *sig_term, *sig_int, *stage_timer, *drain_timer;
     struct reflection *refl;
     struct inference *inference; /* set by inference_new */
+    struct offload *offload;     /* the running compression job, if any */
     int64_t start_ns;
     uint64_t request_seq;
     trace_rng_t rng;
@@ -229,10 +233,24 @@ typedef struct http_response {
     const char *allow;            /* for 405 */
     char *body;                   /* malloc'd */
     size_t len;
+    int gzip_later;               /* /metrics: the caller gzips (offload_gzip) before sending */
 } http_response_t;
 void endpoint_serve(server_t *s, const char *method, const char *path, const char *accept,
                     const char *accept_encoding, http_response_t *r);
 void http_response_dispose(http_response_t *r);
+
+/* offload.c: gzip a large body on a helper thread */
+typedef struct offload offload_t;
+/** Called on the loop with the compressed response (the offload frees r after). */
+typedef void (*offload_done_fn)(void *owner, http_response_t *r);
+/** Takes r's body and gzips it off the loop; done(owner, ...) follows on the loop. Returns the
+ * job, or NULL when r was compressed inline (a job already running, or no thread): then r is
+ * ready to send now. */
+offload_t *offload_gzip(server_t *s, http_response_t *r, offload_done_fn done, void *owner);
+/** The owner is gone: done will not be called; the job frees itself. */
+void offload_abandon(offload_t *o);
+/** Waits for a running job and frees it without calling done (server shutdown). */
+void offload_wait(server_t *s);
 
 /* grpc.c */
 grpc_call_t *call_new(conn_t *c, int32_t stream_id);

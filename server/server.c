@@ -423,6 +423,7 @@ void server_free(server_t *s)
 {
     if (!s) return;
     server_close_connections(s);
+    offload_wait(s);
     for (int i = 0; i < s->n_listeners; i++) evconnlistener_free(s->listeners[i].ev);
     if (s->sig_term) event_free(s->sig_term);
     if (s->sig_int) event_free(s->sig_int);
