@@ -46,6 +46,8 @@ void arena_dispose(arena_t *a);
 /* ---- gzip (grpc-encoding, /metrics) ---- */
 /** Compresses in into a malloc'd gzip buffer. Returns 0 or -ENOMEM. */
 int gzip_compress(const void *in, size_t len, unsigned char **out, size_t *out_len);
+/** The same at a zlib level (1 fastest .. 9 smallest). */
+int gzip_compress_level(const void *in, size_t len, int level, unsigned char **out, size_t *out_len);
 /** Inflates gzip data, refusing output beyond max. Returns 0, -EMSGSIZE (over max), -EINVAL (corrupt), -ENOMEM. */
 int gzip_decompress(const void *in, size_t len, size_t max, unsigned char **out, size_t *out_len);
 

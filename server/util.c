@@ -78,9 +78,14 @@ void arena_dispose(arena_t *a)
 /* ---- gzip ---- */
 int gzip_compress(const void *in, size_t len, unsigned char **out, size_t *out_len)
 {
+    return gzip_compress_level(in, len, Z_DEFAULT_COMPRESSION, out, out_len);
+}
+
+int gzip_compress_level(const void *in, size_t len, int level, unsigned char **out, size_t *out_len)
+{
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -ENOMEM;
+    if (deflateInit2(&z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -ENOMEM;
     size_t cap = deflateBound(&z, len);
     unsigned char *buf = malloc(cap ? cap : 1);
     if (!buf) {
