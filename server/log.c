@@ -210,6 +210,30 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return k;
 }
 
+/* The escaped form of the character at p (n bytes left): JSON (\uXXXX, bad UTF-8 as U+FFFD)
+ * or text (\xXX; quotes and backslashes escaped only inside a quoted value). Sets *piece to
+ * the bytes to write (esc or p itself) and *adv to the source bytes used; returns the length. */
+static size_t escape_one(const unsigned char *p, size_t n, int json, int quoted, char esc[8], const char **piece,
+                         size_t *adv)
+{
+    unsigned c = p[0];
+    *piece = esc;
+    *adv = 1;
+    if ((json || quoted) && (c == '"' || c == '\\')) {
+        esc[0] = '\\', esc[1] = (char)c;
+        return 2;
+    }
+    if (c == '\n') return *piece = "\\n", 2;
+    if (c == '\r') return *piece = "\\r", 2;
+    if (c == '\t') return *piece = "\\t", 2;
+    if (c < 0x20 || c == 0x7F) return (size_t)snprintf(esc, 8, json ? "\\u%04x" : "\\x%02x", c);
+    if (c < 0x80) return esc[0] = (char)c, 1;
+    size_t k = utf8_len(p, n);
+    if (k > 0) return *piece = (const char *)p, *adv = k;
+    if (json) return *piece = "\\ufffd", 6;
+    return (size_t)snprintf(esc, 8, "\\x%02x", c);
+}
+
 /* Appends s (at most max source bytes) as a JSON string. whole: all of it or nothing (keys).
  * The closing quote always fits once the opening one was written. Returns 0 when a string was
  * written (its content possibly cut), -1 when nothing was. */
@@ -223,25 +247,8 @@ static int lb_json(lb_t *o, const char *s, size_t max, int whole)
     int truncated = n == max && s[n] != 0;
     while (i < n) {
         char esc[8];
-        const char *piece = esc;
-        size_t pl, adv = 1;
-        unsigned c = p[i];
-        if (c == '"' || c == '\\')
-            esc[0] = '\\', esc[1] = (char)c, pl = 2;
-        else if (c == '\n')
-            piece = "\\n", pl = 2;
-        else if (c == '\r')
-            piece = "\\r", pl = 2;
-        else if (c == '\t')
-            piece = "\\t", pl = 2;
-        else if (c < 0x20 || c == 0x7F)
-            pl = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
-        else if (c < 0x80)
-            esc[0] = (char)c, pl = 1;
-        else if ((adv = utf8_len(p + i, n - i)) > 0)
-            piece = (const char *)p + i, pl = adv;
-        else
-            piece = "\\ufffd", pl = 6, adv = 1;
+        const char *piece;
+        size_t adv, pl = escape_one(p + i, n - i, 1, 1, esc, &piece, &adv);
         if (o->len + pl + 1 > o->cap) {
             truncated = 1;
             break;
@@ -277,25 +284,8 @@ static void lb_text(lb_t *o, const char *s, size_t max, int quote)
     if (q && lb_raw(o, "\"", 1)) return;
     for (size_t i = 0; i < n;) {
         char esc[8];
-        size_t pl, adv = 1;
-        unsigned c = p[i];
-        const char *piece = esc;
-        if (q && (c == '"' || c == '\\'))
-            esc[0] = '\\', esc[1] = (char)c, pl = 2;
-        else if (c == '\n')
-            piece = "\\n", pl = 2;
-        else if (c == '\r')
-            piece = "\\r", pl = 2;
-        else if (c == '\t')
-            piece = "\\t", pl = 2;
-        else if (c < 0x20 || c == 0x7F)
-            pl = (size_t)snprintf(esc, sizeof esc, "\\x%02x", c);
-        else if (c < 0x80)
-            esc[0] = (char)c, pl = 1;
-        else if ((adv = utf8_len(p + i, n - i)) > 0)
-            piece = (const char *)p + i, pl = adv;
-        else
-            pl = (size_t)snprintf(esc, sizeof esc, "\\x%02x", c), adv = 1;
+        const char *piece;
+        size_t adv, pl = escape_one(p + i, n - i, 0, q, esc, &piece, &adv);
         if (o->len + pl + (size_t)q > o->cap) {
             o->cut = 1;
             break;
