@@ -60,36 +60,30 @@ static int less(const prob_index_t *x, const prob_index_t *y)
     return cmp_desc(x, y) > 0; /* x ranks after y */
 }
 
+/* restores the min-heap c[0..k) below p */
+static void sift_down(prob_index_t *c, int k, int p)
+{
+    for (;;) {
+        int l = 2 * p + 1, r = l + 1, m = p;
+        if (l < k && less(&c[l], &c[m])) m = l;
+        if (r < k && less(&c[r], &c[m])) m = r;
+        if (m == p) return;
+        prob_index_t t = c[p];
+        c[p] = c[m];
+        c[m] = t;
+        p = m;
+    }
+}
+
 /* keep the k best of c[0..n) in c[0..k) using a min-heap (root = worst kept) */
 static int top_k_select(prob_index_t *c, int n, int k)
 {
-    for (int i = k / 2 - 1; i >= 0; i--) {
-        int p = i;
-        for (;;) {
-            int l = 2 * p + 1, r = l + 1, m = p;
-            if (l < k && less(&c[l], &c[m])) m = l;
-            if (r < k && less(&c[r], &c[m])) m = r;
-            if (m == p) break;
-            prob_index_t t = c[p];
-            c[p] = c[m];
-            c[m] = t;
-            p = m;
-        }
-    }
+    for (int i = k / 2 - 1; i >= 0; i--)
+        sift_down(c, k, i);
     for (int i = k; i < n; i++) {
         if (!less(&c[0], &c[i])) continue;
         c[0] = c[i];
-        int p = 0;
-        for (;;) {
-            int l = 2 * p + 1, r = l + 1, m = p;
-            if (l < k && less(&c[l], &c[m])) m = l;
-            if (r < k && less(&c[r], &c[m])) m = r;
-            if (m == p) break;
-            prob_index_t t = c[p];
-            c[p] = c[m];
-            c[m] = t;
-            p = m;
-        }
+        sift_down(c, k, 0);
     }
     return k;
 }

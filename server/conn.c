@@ -17,6 +17,14 @@ static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 static void arm_timer(conn_t *c);
 
+/* Still proving itself: sniffing, TLS handshake, or an HTTP/1.1 request head in progress
+ * (bounded by --handshake-timeout rather than --idle-timeout). */
+static int in_handshake(const conn_t *c)
+{
+    return c->proto == PROTO_SNIFF || c->proto == PROTO_TLS_HANDSHAKE ||
+           (c->proto == PROTO_HTTP1 && c->http1 && c->http1->in_message);
+}
+
 void conn_touch(conn_t *c)
 {
     c->last_activity_ns = now_ns();
@@ -232,8 +240,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     conn_t *c = arg;
     const config_t *cfg = c->srv->cfg;
     int64_t now = now_ns();
-    int handshaking = c->proto == PROTO_SNIFF || c->proto == PROTO_TLS_HANDSHAKE ||
-                      (c->proto == PROTO_HTTP1 && c->http1 && c->http1->in_message);
+    int handshaking = in_handshake(c);
     if (handshaking && now - c->last_activity_ns >= cfg->handshake_timeout_ns) {
         log_debug("server", "closing %s: handshake/request timeout", c->peer);
         conn_close(c);
@@ -259,8 +266,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static void arm_timer(conn_t *c)
 {
     const config_t *cfg = c->srv->cfg;
-    int handshaking = c->proto == PROTO_SNIFF || c->proto == PROTO_TLS_HANDSHAKE ||
-                      (c->proto == PROTO_HTTP1 && c->http1 && c->http1->in_message);
+    int handshaking = in_handshake(c);
     int64_t period = handshaking ? cfg->handshake_timeout_ns : cfg->idle_timeout_ns;
     if (!handshaking && c->proto == PROTO_HTTP1) /* a request may start any time: check its head too */
         period = cfg->handshake_timeout_ns < period || period == 0 ? cfg->handshake_timeout_ns : period;

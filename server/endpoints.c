@@ -21,25 +21,6 @@ static void text(http_response_t *r, int status, const char *body)
     r->len = r->body ? strlen(body) : 0;
 }
 
-/* 1 when Accept-Encoding lists gzip (or *) with a non-zero q. */
-static int accepts_gzip(const char *ae)
-{
-    for (const char *p = ae; p && *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',' && *e != ';' && *e != ' ')
-            e++;
-        int match = ((e - p) == 4 && !strncasecmp(p, "gzip", 4)) || ((e - p) == 1 && *p == '*');
-        const char *next = strchr(e, ',');
-        const char *q = strstr(e, "q=");
-        int zero = q && (!next || q < next) && strtod(q + 2, NULL) == 0.0;
-        if (match && !zero) return 1;
-        p = next ? next : e + strlen(e);
-    }
-    return 0;
-}
-
 /* ---- /metrics: the exposition streamed into one buffer, through deflate when gzipped ---- */
 
 typedef struct sink {
@@ -147,7 +128,7 @@ void endpoint_serve(server_t *s, const char *method, const char *target, const c
         return;
     }
     /* A large exposition is rendered here and gzipped by the caller off the loop. */
-    int gzip = accepts_gzip(accept_encoding);
+    int gzip = header_list_accepts(accept_encoding, "gzip");
     if (serve_metrics(s, accept, 0, r)) {
         text(r, 503, "out of memory\n");
         return;

@@ -99,8 +99,6 @@ void grpc_call_ref(grpc_call_t *c)
 static void call_free(grpc_call_t *c)
 {
     if (c->deadline_ev) event_free(c->deadline_ev);
-    if (c->unary_msg && c->method && !c->dispatched) { /* arena-owned, nothing to free */
-    }
     grpc_deframer_dispose(&c->deframer);
     if (c->out) evbuffer_free(c->out);
     free(c->status_msg);
@@ -193,6 +191,20 @@ static ssize_t read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
     return call_read_data(src->ptr, buf, len, flags);
 }
 
+/* grpc-status and (percent-encoded) grpc-message into nva; status and msg are the caller's
+ * buffers (4 and 1024 bytes), which must outlive the submit. Returns the entries added. */
+static size_t status_nv(const grpc_call_t *c, nghttp2_nv *nva, char *status, char *msg)
+{
+    size_t n = 0;
+    snprintf(status, 4, "%d", (int)c->status);
+    nva[n++] = (nghttp2_nv)NV("grpc-status", status);
+    if (c->status_msg && *c->status_msg) {
+        grpc_percent_encode(c->status_msg, msg, 1024);
+        nva[n++] = (nghttp2_nv)NV("grpc-message", msg);
+    }
+    return n;
+}
+
 /* Response headers; with no data provider this is a Trailers-Only response. */
 static int submit_headers(grpc_call_t *c, int trailers_only)
 {
@@ -215,12 +227,7 @@ static int submit_headers(grpc_call_t *c, int trailers_only)
     nva[n++] = (nghttp2_nv)NV("grpc-accept-encoding", "identity,gzip");
     c->response_started = 1;
     if (trailers_only) {
-        snprintf(status, sizeof status, "%d", (int)c->status);
-        nva[n++] = (nghttp2_nv)NV("grpc-status", status);
-        if (c->status_msg && *c->status_msg) {
-            grpc_percent_encode(c->status_msg, msg, sizeof msg);
-            nva[n++] = (nghttp2_nv)NV("grpc-message", msg);
-        }
+        n += status_nv(c, nva + n, status, msg);
         c->trailers_submitted = 1;
         return nghttp2_submit_response(s, c->stream_id, nva, n, NULL) ? -EPIPE : 0;
     }
@@ -238,13 +245,7 @@ ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         char status[4], msg[1024];
         nghttp2_nv nva[2];
-        size_t n = 0;
-        snprintf(status, sizeof status, "%d", (int)c->status);
-        nva[n++] = (nghttp2_nv)NV("grpc-status", status);
-        if (c->status_msg && *c->status_msg) {
-            grpc_percent_encode(c->status_msg, msg, sizeof msg);
-            nva[n++] = (nghttp2_nv)NV("grpc-message", msg);
-        }
+        size_t n = status_nv(c, nva, status, msg);
         c->trailers_submitted = 1;
         if (nghttp2_submit_trailer(c->conn->h2, c->stream_id, nva, n)) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         return 0;
@@ -424,20 +425,6 @@ static grpc_enc_t parse_encoding(const char *v)
     return ENC_UNSUPPORTED;
 }
 
-/* 1 when a comma-separated grpc-accept-encoding list names enc. */
-static int accepts(const char *list, const char *enc)
-{
-    size_t n = strlen(enc);
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ' || *p == ',') p++;
-        const char *e = p;
-        while (*e && *e != ',' && *e != ' ') e++;
-        if ((size_t)(e - p) == n && !strncasecmp(p, enc, n)) return 1;
-        p = e;
-    }
-    return 0;
-}
-
 /* Answers a non-gRPC request with an HTTP status and a short text body. */
 static void http_error(grpc_call_t *c, int status, const char *text)
 {
@@ -477,11 +464,6 @@ static void http_job_done(void *owner, http_response_t *r)
     submit_http(c, r);
     conn_flush(c->conn);
     grpc_call_unref(c);
-}
-
-static void finish_early(grpc_call_t *c, grpc_status_t st, const char *msg)
-{
-    finish(c, st, msg);
 }
 
 void call_headers_done(grpc_call_t *c)
@@ -527,28 +509,28 @@ void call_headers_done(grpc_call_t *c)
     c->method = server_find_method(s, c->path);
     if (c->method) server_count_started(s, c->method);
     if (!c->te || strcmp(c->te, "trailers")) {
-        finish_early(c, GRPC_STATUS_INTERNAL, "te: trailers is required");
+        finish(c, GRPC_STATUS_INTERNAL, "te: trailers is required");
         return;
     }
     if (!c->method) {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown method %.256s", c->path);
-        finish_early(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+        finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
         return;
     }
     c->req_enc = parse_encoding(c->encoding);
     if (c->req_enc == ENC_UNSUPPORTED) {
         char msg[200];
         snprintf(msg, sizeof msg, "grpc-encoding %.100s is not supported (supported: identity,gzip)", c->encoding);
-        finish_early(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+        finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
         return;
     }
     /* Compress responses when the client compressed its request and accepts gzip back. */
-    if (c->req_enc == ENC_GZIP && accepts(c->accept_encoding, "gzip")) c->resp_enc = ENC_GZIP;
+    if (c->req_enc == ENC_GZIP && header_list_accepts(c->accept_encoding, "gzip")) c->resp_enc = ENC_GZIP;
     if (c->timeout) {
         int64_t ns;
         if (grpc_timeout_parse(c->timeout, &ns)) {
-            finish_early(c, GRPC_STATUS_INTERNAL, "malformed grpc-timeout");
+            finish(c, GRPC_STATUS_INTERNAL, "malformed grpc-timeout");
             return;
         }
         int64_t now = now_ns();

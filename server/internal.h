@@ -31,6 +31,9 @@ struct metrics_series;
 #define CALL_OUT_LOW (64u << 10)
 
 int64_t now_ns(void);
+/** 1 when a comma-separated header list (grpc-accept-encoding, Accept-Encoding) names token
+ * (or *) without q=0. */
+int header_list_accepts(const char *list, const char *token);
 
 /* ---- per-call arena (headers, decoded request, response scratch) ---- */
 typedef struct arena_block arena_block_t;

@@ -368,10 +368,7 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     s->base = event_base_new();
     if (!s->base) goto oom;
     s->reg = metrics_registry_new(cfg->metrics_prefix);
-    if (!s->reg) {
-        snprintf(err, errlen, "invalid value '%s' for --metrics-prefix", cfg->metrics_prefix);
-        goto fail;
-    }
+    if (!s->reg) goto oom; /* config_load already rejected an invalid prefix */
     s->m = calloc(1, sizeof *s->m);
     if (!s->m || inferd_metrics_init(s->m, s->reg)) goto oom;
     inferd_metrics_set_log_dropped_source(s->m, log_dropped);

@@ -2,10 +2,30 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <zlib.h>
 
 #include "internal.h"
+
+int header_list_accepts(const char *list, const char *token)
+{
+    size_t tl = strlen(token);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ';' && *e != ' ')
+            e++;
+        int match = ((size_t)(e - p) == tl && !strncasecmp(p, token, tl)) || ((e - p) == 1 && *p == '*');
+        const char *next = strchr(e, ',');
+        const char *q = strstr(e, "q=");
+        int zero = q && (!next || q < next) && strtod(q + 2, NULL) == 0.0;
+        if (match && !zero) return 1;
+        p = next ? next : e + strlen(e);
+    }
+    return 0;
+}
 
 int64_t now_ns(void)
 {
