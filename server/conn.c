@@ -202,7 +202,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
     conn_t *c = arg;
     resume_reading(c);
     conn_flush(c);
-    if (c->proto == PROTO_HTTP1 && c->bev && !c->read_paused && evbuffer_get_length(bufferevent_get_input(c->bev)))
+    if (c->proto == PROTO_HTTP1 && c->bev && !c->read_paused &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)))
         read_cb(c->bev, c); /* requests that waited while output was over the mark */
 }
 
@@ -213,11 +214,16 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         const unsigned char *alpn = NULL;
         unsigned alpn_len = 0;
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-        if (alpn_len == 2 && !memcmp(alpn, "h2", 2)) start_h2(c);
-        else if (alpn_len == 8 && !memcmp(alpn, "http/1.1", 8)) start_http1(c);
-        else c->proto = PROTO_SNIFF; /* no ALPN: the first bytes decide */
-        if (evbuffer_get_length(bufferevent_get_input(bev))) read_cb(bev, c);
-        else conn_flush(c);
+        if (alpn_len == 2 && !memcmp(alpn, "h2", 2))
+            start_h2(c);
+        else if (alpn_len == 8 && !memcmp(alpn, "http/1.1", 8))
+            start_http1(c);
+        else
+            c->proto = PROTO_SNIFF; /* no ALPN: the first bytes decide */
+        if (evbuffer_get_length(bufferevent_get_input(bev)))
+            read_cb(bev, c);
+        else
+            conn_flush(c);
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
@@ -250,8 +256,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         now - c->last_activity_ns >= cfg->idle_timeout_ns) {
         log_debug("server", "closing idle connection %s", c->peer);
         if (c->h2) {
-            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                                  NGHTTP2_NO_ERROR, (const uint8_t *)"idle", 4);
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
+                                  (const uint8_t *)"idle", 4);
             c->closing = 1;
             conn_flush(c);
             if (c->bev) arm_timer(c); /* in case the peer never reads the GOAWAY */
@@ -268,8 +275,10 @@ static void arm_timer(conn_t *c)
     const config_t *cfg = c->srv->cfg;
     int handshaking = in_handshake(c);
     int64_t period = handshaking ? cfg->handshake_timeout_ns : cfg->idle_timeout_ns;
-    if (!handshaking && c->proto == PROTO_HTTP1) /* a request may start any time: check its head too */
-        period = cfg->handshake_timeout_ns < period || period == 0 ? cfg->handshake_timeout_ns : period;
+    if (!handshaking &&
+        c->proto == PROTO_HTTP1) /* a request may start any time: check its head too */
+        period =
+            cfg->handshake_timeout_ns < period || period == 0 ? cfg->handshake_timeout_ns : period;
     if (period <= 0) period = 1000000000LL;
     if (c->closing && period > 2000000000LL) period = 2000000000LL;
     int64_t due = c->last_activity_ns + period - now_ns();
@@ -313,7 +322,8 @@ static void sniff_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         c->proto = PROTO_TLS_HANDSHAKE;
-        c->bev = bufferevent_openssl_socket_new(s->base, fd, c->ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+        c->bev = bufferevent_openssl_socket_new(s->base, fd, c->ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
     } else {
         c->proto = PROTO_SNIFF;
         c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -388,8 +398,9 @@ void conn_goaway(conn_t *c, int stage)
             nghttp2_submit_shutdown_notice(c->h2); /* GOAWAY(2^31-1) */
             nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, (const uint8_t *)"draining");
         } else {
-            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                                  NGHTTP2_NO_ERROR, NULL, 0);
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
+                                  NULL, 0);
         }
         c->goaway_stage = stage;
         conn_flush(c);
@@ -397,10 +408,14 @@ void conn_goaway(conn_t *c, int stage)
     }
     c->goaway_stage = stage;
     if (stage == 2) {
-        if (c->proto == PROTO_HTTP1 && c->http1 && c->http1->in_message) c->http1->close_after = 1;
-        else c->closing = 1;
-        if (c->bev) conn_flush(c);
-        else conn_close(c);
+        if (c->proto == PROTO_HTTP1 && c->http1 && c->http1->in_message)
+            c->http1->close_after = 1;
+        else
+            c->closing = 1;
+        if (c->bev)
+            conn_flush(c);
+        else
+            conn_close(c);
     }
 }
 
@@ -414,8 +429,10 @@ void conn_close(conn_t *c)
     if (c->sniff_ev) event_free(c->sniff_ev);
     if (c->timer) event_free(c->timer);
     event_free(c->close_ev);
-    if (c->bev) bufferevent_free(c->bev); /* closes the socket, and SSL_free for TLS */
-    else if (c->fd >= 0) close(c->fd);
+    if (c->bev)
+        bufferevent_free(c->bev); /* closes the socket, and SSL_free for TLS */
+    else if (c->fd >= 0)
+        close(c->fd);
     free(c);
     server_conn_gauge(s, -1, 0, 0);
     server_conn_gone(s);

@@ -11,9 +11,23 @@
 #include "trace.h"
 
 static const char *status_names[GRPC_STATUS_COUNT] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
 };
 
 const char *grpc_status_name(grpc_status_t s)
@@ -32,13 +46,26 @@ int grpc_timeout_parse(const char *v, int64_t *out)
     }
     int64_t mult;
     switch (v[n - 1]) {
-    case 'H': mult = 3600LL * 1000000000LL; break;
-    case 'M': mult = 60LL * 1000000000LL; break;
-    case 'S': mult = 1000000000LL; break;
-    case 'm': mult = 1000000LL; break;
-    case 'u': mult = 1000LL; break;
-    case 'n': mult = 1; break;
-    default: return -EINVAL;
+    case 'H':
+        mult = 3600LL * 1000000000LL;
+        break;
+    case 'M':
+        mult = 60LL * 1000000000LL;
+        break;
+    case 'S':
+        mult = 1000000000LL;
+        break;
+    case 'm':
+        mult = 1000000LL;
+        break;
+    case 'u':
+        mult = 1000LL;
+        break;
+    case 'n':
+        mult = 1;
+        break;
+    default:
+        return -EINVAL;
     }
     /* 99999999 hours overflows int64 ns: clamp to "practically never". */
     *out = x > INT64_MAX / mult ? INT64_MAX : x * mult;
@@ -175,7 +202,10 @@ const char *grpc_call_request_id(const grpc_call_t *c)
 }
 
 /* ---- responses ---- */
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME}
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME     \
+    }
 
 static nghttp2_session *session_of(grpc_call_t *c)
 {
@@ -247,11 +277,13 @@ ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags
         nghttp2_nv nva[2];
         size_t n = status_nv(c, nva, status, msg);
         c->trailers_submitted = 1;
-        if (nghttp2_submit_trailer(c->conn->h2, c->stream_id, nva, n)) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        if (nghttp2_submit_trailer(c->conn->h2, c->stream_id, nva, n))
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         return 0;
     }
     int n = evbuffer_remove(c->out, buf, len);
-    if (c->congested && evbuffer_get_length(c->out) < CALL_OUT_LOW) c->congested = -1; /* drain reported after send */
+    if (c->congested && evbuffer_get_length(c->out) < CALL_OUT_LOW)
+        c->congested = -1; /* drain reported after send */
     return n;
 }
 
@@ -260,7 +292,8 @@ void call_written(grpc_call_t *c)
 {
     if (c->congested == -1) {
         c->congested = 0;
-        if (c->method && c->method->on_drain && grpc_call_active(c) && !c->conn->read_paused) c->method->on_drain(c);
+        if (c->method && c->method->on_drain && grpc_call_active(c) && !c->conn->read_paused)
+            c->method->on_drain(c);
     }
 }
 
@@ -274,7 +307,8 @@ static void resume(grpc_call_t *c)
 int grpc_call_send(grpc_call_t *c, const ProtobufCMessage *msg)
 {
     if (!grpc_call_active(c)) return -EPIPE;
-    if ((c->method->kind == GRPC_UNARY || c->method->kind == GRPC_CLIENT_STREAMING) && c->msgs_sent) return -EINVAL;
+    if ((c->method->kind == GRPC_UNARY || c->method->kind == GRPC_CLIENT_STREAMING) && c->msgs_sent)
+        return -EINVAL;
     size_t len = protobuf_c_message_get_packed_size(msg);
     unsigned char *buf = malloc(len ? len : 1), *z = NULL;
     if (!buf) return -ENOMEM;
@@ -290,8 +324,9 @@ int grpc_call_send(grpc_call_t *c, const ProtobufCMessage *msg)
             compressed = 1;
         }
     }
-    unsigned char prefix[5] = {(unsigned char)compressed, (unsigned char)(plen >> 24), (unsigned char)(plen >> 16),
-                               (unsigned char)(plen >> 8), (unsigned char)plen};
+    unsigned char prefix[5] = {(unsigned char)compressed, (unsigned char)(plen >> 24),
+                               (unsigned char)(plen >> 16), (unsigned char)(plen >> 8),
+                               (unsigned char)plen};
     int rc = evbuffer_add(c->out, prefix, 5) || evbuffer_add(c->out, payload, plen) ? -ENOMEM : 0;
     free(buf);
     free(z);
@@ -318,8 +353,10 @@ static int finish(grpc_call_t *c, grpc_status_t status, const char *msg)
     free(c->status_msg);
     c->status_msg = msg ? strdup(msg) : NULL;
     if (c->deadline_ev) event_del(c->deadline_ev);
-    if (c->method) server_count_handled(c->conn->srv, c);
-    else if (!c->http_status) access_log_call(c->conn->srv, c, (double)(now_ns() - c->start_ns) / 1e9, c->status);
+    if (c->method)
+        server_count_handled(c->conn->srv, c);
+    else if (!c->http_status)
+        access_log_call(c->conn->srv, c, (double)(now_ns() - c->start_ns) / 1e9, c->status);
     if (c->stream_closed) return 0;
     if (!c->response_started) {
         int trailers_only = !c->http_status && evbuffer_get_length(c->out) == 0;
@@ -362,8 +399,10 @@ void call_trailers_sent(grpc_call_t *c)
     nghttp2_session *s = session_of(c);
     if (!s) return;
     if (c->rst_after_trailers >= 0)
-        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id, (uint32_t)c->rst_after_trailers);
-    else if (!c->remote_closed) /* answered before the client finished sending: stop it (RFC 9113 8.1) */
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id,
+                                  (uint32_t)c->rst_after_trailers);
+    else if (!c->remote_closed) /* answered before the client finished sending: stop it (RFC
+                                   9113 8.1) */
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_NO_ERROR);
 }
 
@@ -379,7 +418,8 @@ void call_stream_closed(grpc_call_t *c, uint32_t error_code)
         c->status = GRPC_STATUS_CANCELLED;
         c->finished = 1;
         if (c->deadline_ev) event_del(c->deadline_ev);
-        if (c->method) server_count_handled(c->conn->srv, c);
+        if (c->method)
+            server_count_handled(c->conn->srv, c);
         else if (!c->http_status && !c->is_http && c->path)
             access_log_call(c->conn->srv, c, (double)(now_ns() - c->start_ns) / 1e9, c->status);
         log_debug("server", "stream %d closed by peer (h2 error %u)", c->stream_id, error_code);
@@ -470,9 +510,11 @@ void call_headers_done(grpc_call_t *c)
 {
     server_t *s = c->conn->srv;
     const char *xr = grpc_call_header(c, "x-request-id");
-    if (xr && *xr && strlen(xr) < sizeof c->request_id) snprintf(c->request_id, sizeof c->request_id, "%s", xr);
-    else snprintf(c->request_id, sizeof c->request_id, "%016llx-%llx", (unsigned long long)s->start_ns,
-                  (unsigned long long)++s->request_seq);
+    if (xr && *xr && strlen(xr) < sizeof c->request_id)
+        snprintf(c->request_id, sizeof c->request_id, "%s", xr);
+    else
+        snprintf(c->request_id, sizeof c->request_id, "%016llx-%llx",
+                 (unsigned long long)s->start_ns, (unsigned long long)++s->request_seq);
     trace_start(&s->rng, grpc_call_header(c, "traceparent"), c->trace_id, c->span_id);
     const char *ct = c->content_type;
     int is_grpc_ct = ct && !strncmp(ct, "application/grpc", 16) &&
@@ -481,7 +523,8 @@ void call_headers_done(grpc_call_t *c)
         http_error(c, 400, "missing :path");
         return;
     }
-    if (!is_grpc_ct && c->http_method && (!strcmp(c->http_method, "GET") || !strcmp(c->http_method, "HEAD"))) {
+    if (!is_grpc_ct && c->http_method &&
+        (!strcmp(c->http_method, "GET") || !strcmp(c->http_method, "HEAD"))) {
         /* /live, /health, /metrics over HTTP/2 */
         http_response_t r;
         endpoint_serve(s, c->http_method, c->path, grpc_call_header(c, "accept"),
@@ -521,12 +564,14 @@ void call_headers_done(grpc_call_t *c)
     c->req_enc = parse_encoding(c->encoding);
     if (c->req_enc == ENC_UNSUPPORTED) {
         char msg[200];
-        snprintf(msg, sizeof msg, "grpc-encoding %.100s is not supported (supported: identity,gzip)", c->encoding);
+        snprintf(msg, sizeof msg,
+                 "grpc-encoding %.100s is not supported (supported: identity,gzip)", c->encoding);
         finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
         return;
     }
     /* Compress responses when the client compressed its request and accepts gzip back. */
-    if (c->req_enc == ENC_GZIP && header_list_accepts(c->accept_encoding, "gzip")) c->resp_enc = ENC_GZIP;
+    if (c->req_enc == ENC_GZIP && header_list_accepts(c->accept_encoding, "gzip"))
+        c->resp_enc = ENC_GZIP;
     if (c->timeout) {
         int64_t ns;
         if (grpc_timeout_parse(c->timeout, &ns)) {
@@ -537,7 +582,8 @@ void call_headers_done(grpc_call_t *c)
         c->deadline_ns = ns > INT64_MAX - now ? INT64_MAX : now + ns;
         if (ns < (int64_t)1e15) {
             c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
-            struct timeval tv = {(time_t)(ns / 1000000000LL), (suseconds_t)(ns % 1000000000LL / 1000)};
+            struct timeval tv = {(time_t)(ns / 1000000000LL),
+                                 (suseconds_t)(ns % 1000000000LL / 1000)};
             if (c->deadline_ev) evtimer_add(c->deadline_ev, &tv);
         }
     }
@@ -569,7 +615,8 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
     c->msgs_received++;
     c->bytes_in += len;
     server_count_msg(s, c->method, 0);
-    int streaming_in = c->method->kind == GRPC_CLIENT_STREAMING || c->method->kind == GRPC_BIDI_STREAMING;
+    int streaming_in =
+        c->method->kind == GRPC_CLIENT_STREAMING || c->method->kind == GRPC_BIDI_STREAMING;
     if (!streaming_in && c->msgs_received > 1) {
         free(plain);
         finish(c, GRPC_STATUS_UNIMPLEMENTED, "more than one request message for a unary request");
@@ -577,8 +624,8 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
     }
     /* Streaming requests can be long: decode each into the heap and free it after the
      * handler returns, so the arena does not grow with the stream. */
-    ProtobufCMessage *msg =
-        protobuf_c_message_unpack(c->method->request, streaming_in ? NULL : &c->arena.pb, len, data);
+    ProtobufCMessage *msg = protobuf_c_message_unpack(
+        c->method->request, streaming_in ? NULL : &c->arena.pb, len, data);
     free(plain);
     if (!msg) {
         finish(c, GRPC_STATUS_INTERNAL, "failed to parse request message");
@@ -602,12 +649,14 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
 int call_data(grpc_call_t *c, const uint8_t *data, size_t len)
 {
     if (c->finished || !c->method) return 0; /* already answered: discard */
-    int st = grpc_deframe(&c->deframer, data, len, (size_t)c->conn->srv->cfg->max_recv_message_size, on_message, c);
+    int st = grpc_deframe(&c->deframer, data, len, (size_t)c->conn->srv->cfg->max_recv_message_size,
+                          on_message, c);
     if (st > 0 && !c->finished) {
         char msg[128];
         snprintf(msg, sizeof msg, "received message larger than max (%lld bytes)",
                  (long long)c->conn->srv->cfg->max_recv_message_size);
-        finish(c, (grpc_status_t)st, st == GRPC_STATUS_RESOURCE_EXHAUSTED ? msg : "invalid message");
+        finish(c, (grpc_status_t)st,
+               st == GRPC_STATUS_RESOURCE_EXHAUSTED ? msg : "invalid message");
     }
     return 0;
 }
@@ -620,7 +669,8 @@ void call_remote_closed(grpc_call_t *c)
         finish(c, GRPC_STATUS_INTERNAL, "stream ended inside a message");
         return;
     }
-    int streaming_in = c->method->kind == GRPC_CLIENT_STREAMING || c->method->kind == GRPC_BIDI_STREAMING;
+    int streaming_in =
+        c->method->kind == GRPC_CLIENT_STREAMING || c->method->kind == GRPC_BIDI_STREAMING;
     log_set_context(c->request_id, c->trace_id, c->span_id);
     if (streaming_in) {
         c->dispatched = 1;
@@ -630,7 +680,8 @@ void call_remote_closed(grpc_call_t *c)
     }
     if (c->msgs_received != 1) {
         log_set_context(NULL, NULL, NULL);
-        finish(c, GRPC_STATUS_UNIMPLEMENTED, "expected exactly one request message for a unary request");
+        finish(c, GRPC_STATUS_UNIMPLEMENTED,
+               "expected exactly one request message for a unary request");
         return;
     }
     c->dispatched = 1;

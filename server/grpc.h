@@ -98,7 +98,8 @@ int grpc_call_send(grpc_call_t *call, const ProtobufCMessage *msg);
 int grpc_call_finish(grpc_call_t *call, grpc_status_t status, const char *msg);
 /** Keeps the call object alive across loop turns (asynchronous handlers). */
 void grpc_call_ref(grpc_call_t *call);
-/** Drops a reference; the call is freed with its arena when the last one goes and the stream is closed. */
+/** Drops a reference; the call is freed with its arena when the last one goes and the stream is
+ * closed. */
 void grpc_call_unref(grpc_call_t *call);
 /** 1 when the call can still send (not finished, not cancelled), else 0. */
 int grpc_call_active(const grpc_call_t *call);
@@ -118,7 +119,8 @@ const char *grpc_call_header(const grpc_call_t *call, const char *name);
 int64_t grpc_call_deadline(const grpc_call_t *call);
 /** Response bytes queued for this call and not yet written to the socket. */
 size_t grpc_call_pending_bytes(const grpc_call_t *call);
-/** 1 when pending output is above the high watermark: a streaming producer should pause until on_drain. */
+/** 1 when pending output is above the high watermark: a streaming producer should pause until
+ * on_drain. */
 int grpc_call_congested(const grpc_call_t *call);
 /** The server the call belongs to. */
 struct server *grpc_call_server(const grpc_call_t *call);

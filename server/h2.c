@@ -26,28 +26,36 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     return 0;
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
-                     const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
     (void)s;
     (void)flags;
     conn_t *c = ud;
     if (f->hd.type != NGHTTP2_HEADERS) return 0;
     grpc_call_t *call = stream_call(c, f->hd.stream_id);
-    if (!call || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0; /* trailers from the client: ignored */
+    if (!call || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers from the client: ignored */
     call->header_bytes += namelen + valuelen + 32;
     if (call->header_bytes > (size_t)c->srv->cfg->max_header_list_size)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     char *v = arena_strndup(&call->arena, (const char *)value, valuelen);
     if (!v) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 #define IS(lit) (namelen == sizeof(lit) - 1 && !memcmp(name, lit, namelen))
-    if (IS(":path")) call->path = v;
-    else if (IS(":method")) call->http_method = v;
-    else if (IS("content-type")) call->content_type = v;
-    else if (IS("te")) call->te = v;
-    else if (IS("grpc-encoding")) call->encoding = v;
-    else if (IS("grpc-accept-encoding")) call->accept_encoding = v;
-    else if (IS("grpc-timeout")) call->timeout = v;
+    if (IS(":path"))
+        call->path = v;
+    else if (IS(":method"))
+        call->http_method = v;
+    else if (IS("content-type"))
+        call->content_type = v;
+    else if (IS("te"))
+        call->te = v;
+    else if (IS("grpc-encoding"))
+        call->encoding = v;
+    else if (IS("grpc-accept-encoding"))
+        call->accept_encoding = v;
+    else if (IS("grpc-timeout"))
+        call->timeout = v;
 #undef IS
     if (name[0] != ':' && call->nhdr < (int)(sizeof call->hdr_name / sizeof call->hdr_name[0])) {
         call->hdr_name[call->nhdr] = arena_strndup(&call->arena, (const char *)name, namelen);
@@ -65,7 +73,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     case NGHTTP2_DATA: {
         grpc_call_t *call = stream_call(c, f->hd.stream_id);
         if (!call) break;
-        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) call_headers_done(call);
+        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+            call_headers_done(call);
         if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) call_remote_closed(call);
         break;
     }
@@ -74,17 +83,21 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
             /* gRPC keepalive enforcement: pings closer than the minimum (two hours with no
              * call unless permitted) are strikes; too many end the connection. */
             int64_t now = now_ns(), min = c->srv->cfg->keepalive_min_time_ns;
-            if (c->n_streams == 0 && !c->srv->cfg->keepalive_permit_without_calls) min = 7200LL * 1000000000LL;
-            if (c->last_ping_ns && now - c->last_ping_ns < min && ++c->ping_strikes > c->srv->cfg->max_ping_strikes) {
+            if (c->n_streams == 0 && !c->srv->cfg->keepalive_permit_without_calls)
+                min = 7200LL * 1000000000LL;
+            if (c->last_ping_ns && now - c->last_ping_ns < min &&
+                ++c->ping_strikes > c->srv->cfg->max_ping_strikes) {
                 static const char dbg[] = "too_many_pings";
                 log_warn("server", "GOAWAY ENHANCE_YOUR_CALM (too_many_pings) to %s", c->peer);
-                nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                                      NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)dbg, sizeof dbg - 1);
+                nghttp2_submit_goaway(
+                    c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                    NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)dbg, sizeof dbg - 1);
                 c->closing = 1;
             }
             c->last_ping_ns = now;
         } else if (c->goaway_stage == 1) {
-            conn_goaway(c, 2); /* the notice's PING came back: every stream the client began is known */
+            conn_goaway(
+                c, 2); /* the notice's PING came back: every stream the client began is known */
         }
         break;
     default:
@@ -93,7 +106,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *ud)
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *ud)
 {
     (void)s;
     (void)flags;
@@ -111,7 +125,8 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         c->ping_strikes = 0; /* as gRPC core: sending data resets the ping policy */
         c->last_ping_ns = 0;
         grpc_call_t *call = stream_call(c, f->hd.stream_id);
-        if (call && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && call->trailers_submitted) call_trailers_sent(call);
+        if (call && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && call->trailers_submitted)
+            call_trailers_sent(call);
         if (call && f->hd.type == NGHTTP2_DATA) call_written(call);
     }
     return 0;
@@ -134,7 +149,8 @@ static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *f, int err,
 {
     (void)s;
     conn_t *c = ud;
-    log_debug("server", "invalid frame type %d from %s: %s", f->hd.type, c->peer, nghttp2_strerror(err));
+    log_debug("server", "invalid frame type %d from %s: %s", f->hd.type, c->peer,
+              nghttp2_strerror(err));
     return 0;
 }
 
@@ -170,7 +186,8 @@ int h2_session_start(conn_t *c)
     };
     if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0])) return -1;
     /* A connection-level window to match, so one stream can use its whole window. */
-    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)(cfg->initial_window_size * 4));
+    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0,
+                                          (int32_t)(cfg->initial_window_size * 4));
     return 0;
 }
 

@@ -63,7 +63,9 @@ static int on_field(http_parser *p, const char *at, size_t len)
         h->in_value = 0;
         h->cur_field_len = 0;
     }
-    size_t n = h->cur_field_len + len < sizeof h->cur_field - 1 ? len : sizeof h->cur_field - 1 - h->cur_field_len;
+    size_t n = h->cur_field_len + len < sizeof h->cur_field - 1
+                   ? len
+                   : sizeof h->cur_field - 1 - h->cur_field_len;
     memcpy(h->cur_field + h->cur_field_len, at, n);
     h->cur_field_len += n;
     h->cur_field[h->cur_field_len] = 0;
@@ -84,9 +86,12 @@ static int on_value(http_parser *p, const char *at, size_t len)
     http1_t *h = c->http1;
     if (count_header(c, len)) return -1;
     h->in_value = 1;
-    if (!strcasecmp(h->cur_field, "accept")) append(h->accept, sizeof h->accept, at, len);
-    else if (!strcasecmp(h->cur_field, "accept-encoding")) append(h->accept_encoding, sizeof h->accept_encoding, at, len);
-    else if (!strcasecmp(h->cur_field, "x-request-id")) append(h->x_request_id, sizeof h->x_request_id, at, len);
+    if (!strcasecmp(h->cur_field, "accept"))
+        append(h->accept, sizeof h->accept, at, len);
+    else if (!strcasecmp(h->cur_field, "accept-encoding"))
+        append(h->accept_encoding, sizeof h->accept_encoding, at, len);
+    else if (!strcasecmp(h->cur_field, "x-request-id"))
+        append(h->x_request_id, sizeof h->x_request_id, at, len);
     return 0;
 }
 
@@ -117,27 +122,40 @@ static int on_body(http_parser *p, const char *at, size_t len)
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "";
     }
 }
 
 static void write_response(conn_t *c, const http_response_t *r, int head_only, int close)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", r->status,
-                        reason(r->status), r->content_type, r->len);
-    if (r->content_encoding) evbuffer_add_printf(out, "Content-Encoding: %s\r\nVary: Accept-Encoding\r\n", r->content_encoding);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
+                        r->status, reason(r->status), r->content_type, r->len);
+    if (r->content_encoding)
+        evbuffer_add_printf(out, "Content-Encoding: %s\r\nVary: Accept-Encoding\r\n",
+                            r->content_encoding);
     if (r->allow) evbuffer_add_printf(out, "Allow: %s\r\n", r->allow);
-    evbuffer_add_printf(out, "Cache-Control: no-store\r\n%s\r\n", close ? "Connection: close\r\n" : "");
+    evbuffer_add_printf(out, "Cache-Control: no-store\r\n%s\r\n",
+                        close ? "Connection: close\r\n" : "");
     if (!head_only) evbuffer_add(out, r->body, r->len);
 }
 
@@ -145,7 +163,10 @@ static void write_error(conn_t *c, int status)
 {
     char body[64];
     int n = snprintf(body, sizeof body, "%d %s\n", status, reason(status));
-    http_response_t r = {.status = status, .content_type = "text/plain; charset=utf-8", .body = body, .len = (size_t)n};
+    http_response_t r = {.status = status,
+                         .content_type = "text/plain; charset=utf-8",
+                         .body = body,
+                         .len = (size_t)n};
     write_response(c, &r, 0, 1);
 }
 
@@ -172,7 +193,8 @@ static int on_complete(http_parser *p)
     h->in_message = 0;
     const char *method = http_method_str((enum http_method)p->method);
     http_response_t r;
-    if (!c->srv->http_hook || !c->srv->http_hook(c, method, h->url, &r)) /* fault.c, else the endpoints */
+    if (!c->srv->http_hook ||
+        !c->srv->http_hook(c, method, h->url, &r)) /* fault.c, else the endpoints */
         endpoint_serve(c->srv, method, h->url, h->accept[0] ? h->accept : NULL,
                        h->accept_encoding[0] ? h->accept_encoding : NULL, &r);
     int close = !http_should_keep_alive(p) || c->srv->stopping || h->close_after;
@@ -193,7 +215,8 @@ static int on_complete(http_parser *p)
         return -1; /* stop parsing: nothing after this request is answered */
     }
     /* Pipelined requests wait while the output is over the mark. */
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= CONN_OUT_HIGH) http_parser_pause(p, 1);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= CONN_OUT_HIGH)
+        http_parser_pause(p, 1);
     return 0;
 }
 
@@ -239,7 +262,8 @@ int http1_recv(conn_t *c, struct evbuffer *in)
                 return 0;
             }
             write_error(c, h->error ? h->error : 400);
-            log_debug("server", "HTTP/1.1 error from %s: %s", c->peer, h->error ? reason(h->error) : http_errno_name(e));
+            log_debug("server", "HTTP/1.1 error from %s: %s", c->peer,
+                      h->error ? reason(h->error) : http_errno_name(e));
             evbuffer_drain(in, evbuffer_get_length(in));
             c->closing = 1;
             return 0;

@@ -23,12 +23,12 @@ typedef struct gen gen_t;
 
 struct gen {
     inference_t *inf;
-    grpc_call_t *call;  /* NULL for internal requests */
-    gstream_t *gs;      /* the GenerateStream it belongs to, or NULL */
+    grpc_call_t *call; /* NULL for internal requests */
+    gstream_t *gs;     /* the GenerateStream it belongs to, or NULL */
     engine_req_t *req;
     char *request_id;
     uint64_t last_token_ns;
-    uint32_t unacked;   /* tokens held back from the engine while the call is congested */
+    uint32_t unacked; /* tokens held back from the engine while the call is congested */
     uint32_t ntok;
     /* tokens of this drain, sent as one message */
     uint32_t *pend_ids;
@@ -60,8 +60,8 @@ struct inference {
     engine_model_info_t info;
     struct event *wake;
     inferd_metrics_t *m;
-    metrics_series_t *inflight_s, *queued_s, *duration_s, *ttft_s, *itl_s, *in_tok_s, *out_tok_s, *out_total_s,
-        *req_bytes_s, *resp_bytes_s;
+    metrics_series_t *inflight_s, *queued_s, *duration_s, *ttft_s, *itl_s, *in_tok_s, *out_tok_s,
+        *out_total_s, *req_bytes_s, *resp_bytes_s;
     inference_stats_t stats;
     inference_observer_t obs;
     int have_obs;
@@ -128,8 +128,10 @@ static void gen_dispose(gen_t *g)
         if (!g->call) inf->stats.internal_inflight--;
     }
     if (g->gs) {
-        if (g->prev) g->prev->next = g->next;
-        else g->gs->gens = g->next;
+        if (g->prev)
+            g->prev->next = g->next;
+        else
+            g->gs->gens = g->next;
         if (g->next) g->next->prev = g->prev;
     }
     free(g->request_id);
@@ -139,8 +141,10 @@ static void gen_dispose(gen_t *g)
 
 static void internal_unlink(inference_t *inf, inference_internal_t *h)
 {
-    if (h->prev) h->prev->next = h->next;
-    else inf->internals = h->next;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        inf->internals = h->next;
     if (h->next) h->next->prev = h->prev;
 }
 
@@ -220,8 +224,10 @@ static void gen_send(gen_t *g, const engine_event_t *fin)
     g->dirty = 0;
     /* Flow control: acknowledge tokens only while the client keeps up. */
     if (n && g->req && !fin) {
-        if (g->call && grpc_call_congested(g->call)) g->unacked += n;
-        else engine_req_consumed(inf->engine, g->req, n);
+        if (g->call && grpc_call_congested(g->call))
+            g->unacked += n;
+        else
+            engine_req_consumed(inf->engine, g->req, n);
     }
 }
 
@@ -235,7 +241,8 @@ static void finish_call_ok(gen_t *g)
         if (gs->half_closed && !gs->gens) {
             grpc_call_t *call = gs->call;
             grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-            stream_free(call, gs); /* drops the stream's call reference (on_cancel never comes now) */
+            stream_free(call,
+                        gs); /* drops the stream's call reference (on_cancel never comes now) */
         }
         return;
     }
@@ -253,8 +260,10 @@ static void on_event(inference_t *inf, const engine_event_t *ev, gen_t **dirty, 
     int real = g->call != NULL;
     if (ev->type == ENGINE_EV_TOKEN) {
         if (real) {
-            if (g->ntok == 0) metrics_observe(inf->ttft_s, (double)(ev->t_ns - ev->submit_ns) / 1e9);
-            else metrics_observe(inf->itl_s, (double)(ev->t_ns - g->last_token_ns) / 1e9);
+            if (g->ntok == 0)
+                metrics_observe(inf->ttft_s, (double)(ev->t_ns - ev->submit_ns) / 1e9);
+            else
+                metrics_observe(inf->itl_s, (double)(ev->t_ns - g->last_token_ns) / 1e9);
             metrics_inc(inf->out_total_s);
         }
         g->ntok++;
@@ -281,7 +290,8 @@ static void on_event(inference_t *inf, const engine_event_t *ev, gen_t **dirty, 
         internal_unlink(inf, h);
         gen_dispose(g);
         free(h);
-        done(arg, ok, ev->finish, ok ? NULL : (ev->type == ENGINE_EV_ERROR ? ev->text : "cancelled"), 0);
+        done(arg, ok, ev->finish,
+             ok ? NULL : (ev->type == ENGINE_EV_ERROR ? ev->text : "cancelled"), 0);
         return;
     }
     if (ok) {
@@ -338,12 +348,13 @@ static void notify(void *arg)
 }
 
 /* ---- requests ---- */
-static grpc_status_t build_request(inference_t *inf, const Inferd__V1__GenerateRequest *m, engine_request_t *r,
-                                   char *msg, size_t msglen)
+static grpc_status_t build_request(inference_t *inf, const Inferd__V1__GenerateRequest *m,
+                                   engine_request_t *r, char *msg, size_t msglen)
 {
     engine_request_init(r);
     if (m->model && *m->model && strcmp(m->model, inf->info.name)) {
-        snprintf(msg, msglen, "model '%.200s' is not served here (this server serves '%s')", m->model, inf->info.name);
+        snprintf(msg, msglen, "model '%.200s' is not served here (this server serves '%s')",
+                 m->model, inf->info.name);
         return GRPC_STATUS_NOT_FOUND;
     }
     r->token_ids = m->token_ids;
@@ -365,8 +376,8 @@ static grpc_status_t build_request(inference_t *inf, const Inferd__V1__GenerateR
 }
 
 /* Validates and submits; on failure fills status and msg (and counts the request). */
-static grpc_status_t submit(inference_t *inf, gen_t *g, const Inferd__V1__GenerateRequest *m, char *msg,
-                            size_t msglen)
+static grpc_status_t submit(inference_t *inf, gen_t *g, const Inferd__V1__GenerateRequest *m,
+                            char *msg, size_t msglen)
 {
     engine_request_t r;
     grpc_status_t st = build_request(inf, m, &r, msg, msglen);
@@ -425,8 +436,10 @@ static void count_gone(gen_t *g)
     if (!g->req || !g->call) return;
     int64_t dl = grpc_call_deadline(g->call);
     /* a client resets the stream at its own deadline, which runs a little ahead of ours */
-    if (dl && now_ns() >= dl - 100000000) count_request(g->inf, INFERD_STATUS_ERROR, "deadline");
-    else count_request(g->inf, INFERD_STATUS_CANCELLED, "");
+    if (dl && now_ns() >= dl - 100000000)
+        count_request(g->inf, INFERD_STATUS_ERROR, "deadline");
+    else
+        count_request(g->inf, INFERD_STATUS_CANCELLED, "");
 }
 
 static void generate_cancel(grpc_call_t *call)
@@ -487,8 +500,10 @@ static void generate_stream(grpc_call_t *call, ProtobufCMessage *msg)
         return;
     }
     char rid[64];
-    if (m->request_id && *m->request_id) snprintf(rid, sizeof rid, "%.63s", m->request_id);
-    else snprintf(rid, sizeof rid, "%.40s-%u", grpc_call_request_id(call), ++gs->seq);
+    if (m->request_id && *m->request_id)
+        snprintf(rid, sizeof rid, "%.63s", m->request_id);
+    else
+        snprintf(rid, sizeof rid, "%.40s-%u", grpc_call_request_id(call), ++gs->seq);
     gen_t *g = gen_new(inf, call, gs, m->request_id && *m->request_id ? m->request_id : rid);
     if (!g) {
         stream_error(call, rid, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -507,7 +522,8 @@ static void generate_stream(grpc_call_t *call, ProtobufCMessage *msg)
 
 static void stream_free(grpc_call_t *call, gstream_t *gs)
 {
-    while (gs->gens) gen_free(gs->gens);
+    while (gs->gens)
+        gen_free(gs->gens);
     grpc_call_set_data(call, NULL);
     free(gs);
     grpc_call_unref(call);
@@ -531,14 +547,16 @@ static void generate_stream_cancel(grpc_call_t *call)
 {
     gstream_t *gs = grpc_call_data(call);
     if (!gs) return;
-    for (gen_t *g = gs->gens; g; g = g->next) count_gone(g);
+    for (gen_t *g = gs->gens; g; g = g->next)
+        count_gone(g);
     stream_free(call, gs);
 }
 
 static void generate_stream_drain(grpc_call_t *call)
 {
     gstream_t *gs = grpc_call_data(call);
-    for (gen_t *g = gs ? gs->gens : NULL; g; g = g->next) ack_held(g);
+    for (gen_t *g = gs ? gs->gens : NULL; g; g = g->next)
+        ack_held(g);
 }
 
 static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
@@ -564,8 +582,8 @@ static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
 }
 
 /* ---- internal requests ---- */
-int inference_submit_internal(inference_t *inf, const engine_request_t *r, inference_done_fn done, void *arg,
-                              inference_internal_t **out, char *err, size_t errlen)
+int inference_submit_internal(inference_t *inf, const engine_request_t *r, inference_done_fn done,
+                              void *arg, inference_internal_t **out, char *err, size_t errlen)
 {
     inference_internal_t *h = calloc(1, sizeof *h);
     if (!h) return -ENOMEM;
@@ -594,8 +612,9 @@ int inference_submit_internal(inference_t *inf, const engine_request_t *r, infer
     return 0;
 }
 
-int inference_submit_message(inference_t *inf, const Inferd__V1__GenerateRequest *m, inference_done_fn done,
-                             void *arg, inference_internal_t **out, char *err, size_t errlen)
+int inference_submit_message(inference_t *inf, const Inferd__V1__GenerateRequest *m,
+                             inference_done_fn done, void *arg, inference_internal_t **out,
+                             char *err, size_t errlen)
 {
     engine_request_t r;
     if (build_request(inf, m, &r, err, errlen)) return -ENOENT;
@@ -614,9 +633,11 @@ void inference_internal_cancel(inference_t *inf, inference_internal_t *h)
     free(h);
 }
 
-#define MROW(p, k, req, resp, fn, ...)                                                                             \
-    {.path = "/inferd.v1.Inference/" p, .service = "inferd.v1.Inference", .name = p, .kind = k, .request = req,  \
-     .response = resp, .on_message = fn, __VA_ARGS__}
+#define MROW(p, k, req, resp, fn, ...)                                                             \
+    {                                                                                              \
+        .path = "/inferd.v1.Inference/" p, .service = "inferd.v1.Inference", .name = p, .kind = k, \
+        .request = req, .response = resp, .on_message = fn, __VA_ARGS__                            \
+    }
 
 inference_t *inference_new(server_t *s, char *err, size_t errlen)
 {
@@ -630,7 +651,8 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     engine_config_init(&ec);
 #ifdef INFERD_DEFAULT_MODEL
     ec.model_path = cfg->model ? cfg->model : INFERD_DEFAULT_MODEL;
-    ec.tokenizer_path = cfg->tokenizer ? cfg->tokenizer : (cfg->model ? NULL : INFERD_DEFAULT_TOKENIZER);
+    ec.tokenizer_path =
+        cfg->tokenizer ? cfg->tokenizer : (cfg->model ? NULL : INFERD_DEFAULT_TOKENIZER);
 #else
     ec.model_path = cfg->model;
     ec.tokenizer_path = cfg->tokenizer;
@@ -640,7 +662,9 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
         goto fail;
     }
     if (!ec.tokenizer_path) {
-        snprintf(err, errlen, "invalid value for --tokenizer: --model %s needs its --tokenizer PATH", ec.model_path);
+        snprintf(err, errlen,
+                 "invalid value for --tokenizer: --model %s needs its --tokenizer PATH",
+                 ec.model_path);
         goto fail;
     }
     if (!cfg->model) ec.model_name = "inferd-default";
@@ -677,16 +701,20 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
              &inferd__v1__generate_response__descriptor, generate, .on_cancel = generate_cancel,
              .on_drain = generate_drain, .arg = inf),
         MROW("GenerateStream", GRPC_BIDI_STREAMING, &inferd__v1__generate_request__descriptor,
-             &inferd__v1__generate_response__descriptor, generate_stream, .on_half_close = generate_stream_half_close,
-             .on_cancel = generate_stream_cancel, .on_drain = generate_stream_drain, .arg = inf),
+             &inferd__v1__generate_response__descriptor, generate_stream,
+             .on_half_close = generate_stream_half_close, .on_cancel = generate_stream_cancel,
+             .on_drain = generate_stream_drain, .arg = inf),
         MROW("GetModelInfo", GRPC_UNARY, &inferd__v1__model_info_request__descriptor,
              &inferd__v1__model_info__descriptor, model_info, .arg = inf),
     };
     memcpy(rows, proto, sizeof rows);
     if (server_register(s, rows, 3)) goto oom;
-    log_info("engine", "model %s loaded: dim %u, %u layers, %u heads (%u kv), vocab %u, context %u, %llu parameters, device %s",
-             inf->info.name, inf->info.dim, inf->info.n_layers, inf->info.n_heads, inf->info.n_kv_heads,
-             inf->info.vocab_size, inf->info.max_seq_len, (unsigned long long)inf->info.parameters, inf->info.device);
+    log_info("engine",
+             "model %s loaded: dim %u, %u layers, %u heads (%u kv), vocab %u, context %u, %llu "
+             "parameters, device %s",
+             inf->info.name, inf->info.dim, inf->info.n_layers, inf->info.n_heads,
+             inf->info.n_kv_heads, inf->info.vocab_size, inf->info.max_seq_len,
+             (unsigned long long)inf->info.parameters, inf->info.device);
     /* No warm-up here: the prober's first canary (server/prober.c) runs at once and turns the
      * endpoint SERVING when it passes. */
     return inf;
@@ -701,7 +729,8 @@ void inference_free(inference_t *inf)
 {
     if (!inf) return;
     if (inf->srv->inference == inf) inf->srv->inference = NULL;
-    while (inf->internals) inference_internal_cancel(inf, inf->internals);
+    while (inf->internals)
+        inference_internal_cancel(inf, inf->internals);
     engine_free(inf->engine); /* workers stop; outstanding handles become invalid */
     if (inf->wake) event_free(inf->wake);
     free(inf);

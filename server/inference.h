@@ -23,9 +23,10 @@ engine_t *inference_engine(inference_t *inf);
 
 /** What the prober reads (CLOCK_MONOTONIC ns, as engine_now_ns()). */
 typedef struct inference_stats {
-    uint64_t last_success_ns; /* last request (real or internal) that finished with a finish reason */
-    uint64_t last_token_ns;   /* last token produced for any request */
-    uint32_t inflight;        /* submitted and not yet finished (real and internal) */
+    uint64_t
+        last_success_ns;    /* last request (real or internal) that finished with a finish reason */
+    uint64_t last_token_ns; /* last token produced for any request */
+    uint32_t inflight;      /* submitted and not yet finished (real and internal) */
     uint32_t internal_inflight;
 } inference_stats_t;
 /** Current figures. */
@@ -33,18 +34,20 @@ void inference_stats(const inference_t *inf, inference_stats_t *out);
 
 /** Result of an internal request: ok when it finished with a finish reason; otherwise err says
  * why (engine error, cancelled, rejected). tokens: tokens produced. */
-typedef void (*inference_done_fn)(void *arg, int ok, engine_finish_t finish, const char *err, uint32_t tokens);
+typedef void (*inference_done_fn)(void *arg, int ok, engine_finish_t finish, const char *err,
+                                  uint32_t tokens);
 typedef struct inference_internal inference_internal_t;
 /** Submits an internal request (ENGINE_REQ_CANARY: kept out of the request metrics) through the
  * same submission path as real ones. done is called exactly once, on the loop, unless
- * inference_internal_cancel() came first. Returns 0 (*out set) or a negative errno (done not called;
- * err filled). */
-int inference_submit_internal(inference_t *inf, const engine_request_t *r, inference_done_fn done, void *arg,
-                              inference_internal_t **out, char *err, size_t errlen);
+ * inference_internal_cancel() came first. Returns 0 (*out set) or a negative errno (done not
+ * called; err filled). */
+int inference_submit_internal(inference_t *inf, const engine_request_t *r, inference_done_fn done,
+                              void *arg, inference_internal_t **out, char *err, size_t errlen);
 /** Same, from a GenerateRequest message (e.g. DYN_HEALTH_CHECK_PAYLOAD parsed from JSON): the
  * fields map as for Generate. Returns -ENOENT for a model this server does not serve. */
-int inference_submit_message(inference_t *inf, const Inferd__V1__GenerateRequest *m, inference_done_fn done,
-                             void *arg, inference_internal_t **out, char *err, size_t errlen);
+int inference_submit_message(inference_t *inf, const Inferd__V1__GenerateRequest *m,
+                             inference_done_fn done, void *arg, inference_internal_t **out,
+                             char *err, size_t errlen);
 /** The served model. */
 const engine_model_info_t *inference_model_info(const inference_t *inf);
 /** Cancels an internal request (a canary that timed out): done is not called; the engine frees

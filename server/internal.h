@@ -50,8 +50,10 @@ void arena_dispose(arena_t *a);
 /** Compresses in into a malloc'd gzip buffer. Returns 0 or -ENOMEM. */
 int gzip_compress(const void *in, size_t len, unsigned char **out, size_t *out_len);
 /** The same at a zlib level (1 fastest .. 9 smallest). */
-int gzip_compress_level(const void *in, size_t len, int level, unsigned char **out, size_t *out_len);
-/** Inflates gzip data, refusing output beyond max. Returns 0, -EMSGSIZE (over max), -EINVAL (corrupt), -ENOMEM. */
+int gzip_compress_level(const void *in, size_t len, int level, unsigned char **out,
+                        size_t *out_len);
+/** Inflates gzip data, refusing output beyond max. Returns 0, -EMSGSIZE (over max), -EINVAL
+ * (corrupt), -ENOMEM. */
 int gzip_decompress(const void *in, size_t len, size_t max, unsigned char **out, size_t *out_len);
 
 /* ---- gRPC message framing ---- */
@@ -66,7 +68,8 @@ typedef struct grpc_deframer {
 typedef int (*grpc_deframe_fn)(void *arg, int compressed, const unsigned char *msg, size_t len);
 /** Feeds bytes; messages may span any chunk boundaries. Returns 0, or the first non-zero status
  * (RESOURCE_EXHAUSTED when a message exceeds max, or what fn returned). */
-int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size_t max, grpc_deframe_fn fn, void *arg);
+int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size_t max,
+                 grpc_deframe_fn fn, void *arg);
 /** 1 when bytes of an unfinished message are buffered. */
 int grpc_deframer_partial(const grpc_deframer_t *d);
 void grpc_deframer_dispose(grpc_deframer_t *d);
@@ -98,17 +101,17 @@ struct grpc_call {
     struct evbuffer *out; /* framed messages not yet taken by nghttp2 */
     int response_started; /* HEADERS submitted */
     int msgs_sent;
-    int finished;         /* handler or server ended it: trailers queued */
+    int finished; /* handler or server ended it: trailers queued */
     int trailers_submitted;
     int rst_after_trailers; /* RST_STREAM code to send once trailers are out, or -1 */
     grpc_status_t status;
     char *status_msg;
     int http_status; /* non-gRPC answer (415, 405...), 0 for gRPC */
     /* lifecycle */
-    int remote_closed;   /* client half-closed */
-    int stream_closed;   /* nghttp2 closed the stream */
-    int cancelled;       /* ended before the handler finished it */
-    int dispatched;      /* handler has seen the call */
+    int remote_closed; /* client half-closed */
+    int stream_closed; /* nghttp2 closed the stream */
+    int cancelled;     /* ended before the handler finished it */
+    int dispatched;    /* handler has seen the call */
     int congested;
     int64_t deadline_ns;
     struct event *deadline_ev;
@@ -193,9 +196,9 @@ struct server {
     SSL_CTX *ssl_ctx;
     TAILQ_HEAD(, conn) conns;
     int n_conns;
-    int draining;   /* SIGTERM seen */
-    int stopping;   /* final GOAWAY sent; exit once connections are gone */
-    int stage;      /* next shutdown stage the stage timer runs */
+    int draining; /* SIGTERM seen */
+    int stopping; /* final GOAWAY sent; exit once connections are gone */
+    int stage;    /* next shutdown stage the stage timer runs */
     struct event *sig_term, *sig_int, *stage_timer, *drain_timer;
     struct reflection *refl;
     struct inference *inference; /* set by inference_new */
@@ -238,7 +241,7 @@ typedef struct http_response {
     const char *allow;            /* for 405 */
     char *body;                   /* malloc'd */
     size_t len;
-    int gzip_later;               /* /metrics: the caller gzips (offload_gzip) before sending */
+    int gzip_later; /* /metrics: the caller gzips (offload_gzip) before sending */
 } http_response_t;
 void endpoint_serve(server_t *s, const char *method, const char *path, const char *accept,
                     const char *accept_encoding, http_response_t *r);

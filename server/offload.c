@@ -22,7 +22,8 @@ struct offload {
 static void *work(void *arg)
 {
     offload_t *o = arg;
-    o->rc = gzip_compress_level(o->r.body, o->r.len, 1, &o->z, &o->zl); /* as fast as deflate goes */
+    o->rc =
+        gzip_compress_level(o->r.body, o->r.len, 1, &o->z, &o->zl); /* as fast as deflate goes */
     event_active(o->ev, EV_READ, 0);
     return NULL;
 }

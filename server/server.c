@@ -28,10 +28,14 @@ typedef struct method_metrics {
 static const char *grpc_type(grpc_kind_t k)
 {
     switch (k) {
-    case GRPC_UNARY: return INFERD_GRPC_UNARY;
-    case GRPC_CLIENT_STREAMING: return INFERD_GRPC_CLIENT_STREAM;
-    case GRPC_SERVER_STREAMING: return INFERD_GRPC_SERVER_STREAM;
-    default: return INFERD_GRPC_BIDI_STREAM;
+    case GRPC_UNARY:
+        return INFERD_GRPC_UNARY;
+    case GRPC_CLIENT_STREAMING:
+        return INFERD_GRPC_CLIENT_STREAM;
+    case GRPC_SERVER_STREAMING:
+        return INFERD_GRPC_SERVER_STREAM;
+    default:
+        return INFERD_GRPC_BIDI_STREAM;
     }
 }
 
@@ -72,7 +76,8 @@ size_t server_services(const server_t *s, const char **names, size_t cap)
     for (size_t i = 0; i < s->n_methods; i++) {
         const char *svc = s->methods[i]->service;
         int seen = 0;
-        for (size_t j = 0; j < i && !seen; j++) seen = !strcmp(s->methods[j]->service, svc);
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = !strcmp(s->methods[j]->service, svc);
         if (seen) continue;
         if (n < cap) names[n] = svc;
         n++;
@@ -103,7 +108,8 @@ struct metrics_registry *server_registry(const server_t *s)
 void server_close_connections(server_t *s)
 {
     conn_t *c;
-    while ((c = TAILQ_FIRST(&s->conns))) conn_close(c);
+    while ((c = TAILQ_FIRST(&s->conns)))
+        conn_close(c);
 }
 
 const struct config *server_config(const server_t *s)
@@ -136,10 +142,12 @@ void server_count_handled(server_t *s, grpc_call_t *c)
 {
     grpc_method_t *m = c->method;
     method_metrics_t *mm = m->metrics;
-    unsigned code = (unsigned)c->status < GRPC_STATUS_COUNT ? (unsigned)c->status : GRPC_STATUS_UNKNOWN;
+    unsigned code =
+        (unsigned)c->status < GRPC_STATUS_COUNT ? (unsigned)c->status : GRPC_STATUS_UNKNOWN;
     m->stats.handled[code]++;
     if (!mm->handled[code]) {
-        const char *lv[] = {m->service, m->name, grpc_type(m->kind), grpc_status_name((grpc_status_t)code)};
+        const char *lv[] = {m->service, m->name, grpc_type(m->kind),
+                            grpc_status_name((grpc_status_t)code)};
         mm->handled[code] = metrics_series(s->m->grpc_handled, lv);
     }
     metrics_inc(mm->handled[code]);
@@ -179,9 +187,11 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     server_t *s = arg;
-    log_warn("server", "drain timeout: closing %d connection(s) with streams still open", s->n_conns);
+    log_warn("server", "drain timeout: closing %d connection(s) with streams still open",
+             s->n_conns);
     conn_t *c;
-    while ((c = TAILQ_FIRST(&s->conns))) conn_close(c);
+    while ((c = TAILQ_FIRST(&s->conns)))
+        conn_close(c);
     finish_shutdown(s);
 }
 
@@ -232,7 +242,8 @@ static void begin_shutdown(server_t *s, const char *why)
         return;
     }
     s->draining = 1;
-    log_info("server", "%s: health NOT_SERVING, GOAWAY in %.3fs", why, (double)s->cfg->shutdown_delay_ns / 1e9);
+    log_info("server", "%s: health NOT_SERVING, GOAWAY in %.3fs", why,
+             (double)s->cfg->shutdown_delay_ns / 1e9);
     health_set_draining(s->health);
     if (s->on_drain_start) s->on_drain_start(s);
     s->stage = 1;
@@ -248,7 +259,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /* ---- listeners and TLS ---- */
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     listener_t *lst = arg;
     (void)l;
@@ -288,11 +300,13 @@ static int listen_on(server_t *s, const char *host, int port, int role, char *er
     listener_t *l = &s->listeners[s->n_listeners];
     l->srv = s;
     l->role = role;
-    l->ev = evconnlistener_new_bind(s->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
-                                    (struct sockaddr *)&ss, sl);
+    l->ev =
+        evconnlistener_new_bind(s->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                1024, (struct sockaddr *)&ss, sl);
     if (!l->ev) {
         int e = errno;
-        snprintf(err, errlen, "cannot listen on %s (--%s): %s", spec, role ? "system-port" : "listen", strerror(e));
+        snprintf(err, errlen, "cannot listen on %s (--%s): %s", spec,
+                 role ? "system-port" : "listen", strerror(e));
         return -e;
     }
     evconnlistener_set_error_cb(l->ev, accept_error_cb);
@@ -304,17 +318,20 @@ static int listen_on(server_t *s, const char *host, int port, int role, char *er
     snprintf(l->addr, sizeof l->addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, l->port);
     s->n_listeners++;
     const char *fields[] = {"address", l->addr, "role", role ? "system" : "grpc", NULL};
-    if (log_enabled(LOG_INFO, "server")) log_write(LOG_INFO, "server", fields, "listening on %s (%s)", l->addr, role ? "system" : "grpc");
+    if (log_enabled(LOG_INFO, "server"))
+        log_write(LOG_INFO, "server", fields, "listening on %s (%s)", l->addr,
+                  role ? "system" : "grpc");
     return 0;
 }
 
-static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-                       unsigned int inlen, void *arg)
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
 {
     (void)ssl;
     (void)arg;
     static const unsigned char ours[] = "\x02h2\x08http/1.1";
-    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof ours - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof ours - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_ALERT_FATAL; /* the client offers neither h2 nor http/1.1 */
     return SSL_TLSEXT_ERR_OK;
 }
@@ -326,13 +343,15 @@ static int tls_setup(server_t *s, char *err, size_t errlen)
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) goto fail;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
         ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
         snprintf(err, errlen, "invalid value '%s' for --tls-cert: %s", cfg->tls_cert, ebuf);
         goto fail_ctx;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
         ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
         snprintf(err, errlen, "invalid value '%s' for --tls-key: %s", cfg->tls_key, ebuf);
         goto fail_ctx;
@@ -340,7 +359,8 @@ static int tls_setup(server_t *s, char *err, size_t errlen)
     if (cfg->tls_client_ca) {
         if (SSL_CTX_load_verify_locations(ctx, cfg->tls_client_ca, NULL) != 1) {
             ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
-            snprintf(err, errlen, "invalid value '%s' for --tls-client-ca: %s", cfg->tls_client_ca, ebuf);
+            snprintf(err, errlen, "invalid value '%s' for --tls-client-ca: %s", cfg->tls_client_ca,
+                     ebuf);
             goto fail_ctx;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
@@ -374,7 +394,8 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     inferd_metrics_set_log_dropped_source(s->m, log_dropped);
     health_status_t starting;
     if (health_parse_starting_status(cfg->starting_health_status, &starting)) {
-        snprintf(err, errlen, "invalid value '%s' for --starting-health-status: expected notready|ready",
+        snprintf(err, errlen,
+                 "invalid value '%s' for --starting-health-status: expected notready|ready",
                  cfg->starting_health_status);
         goto fail;
     }
@@ -394,7 +415,8 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     int port;
     config_split_hostport(cfg->listen, host, sizeof host, &port);
     if (listen_on(s, host, port, 0, err, errlen)) goto fail;
-    if (cfg->system_port >= 0 && listen_on(s, cfg->system_host, cfg->system_port, 1, err, errlen)) goto fail;
+    if (cfg->system_port >= 0 && listen_on(s, cfg->system_host, cfg->system_port, 1, err, errlen))
+        goto fail;
     s->sig_term = evsignal_new(s->base, SIGTERM, signal_cb, s);
     s->sig_int = evsignal_new(s->base, SIGINT, signal_cb, s);
     s->stage_timer = evtimer_new(s->base, stage_cb, s);
@@ -421,12 +443,14 @@ void server_free(server_t *s)
     if (!s) return;
     server_close_connections(s);
     offload_wait(s);
-    for (int i = 0; i < s->n_listeners; i++) evconnlistener_free(s->listeners[i].ev);
+    for (int i = 0; i < s->n_listeners; i++)
+        evconnlistener_free(s->listeners[i].ev);
     if (s->sig_term) event_free(s->sig_term);
     if (s->sig_int) event_free(s->sig_int);
     if (s->stage_timer) event_free(s->stage_timer);
     if (s->drain_timer) event_free(s->drain_timer);
-    for (size_t i = 0; i < s->n_methods; i++) free(s->methods[i]->metrics);
+    for (size_t i = 0; i < s->n_methods; i++)
+        free(s->methods[i]->metrics);
     free(s->methods);
     reflection_free(s->refl);
     health_free(s->health);

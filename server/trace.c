@@ -42,7 +42,8 @@ static void random_hex(trace_rng_t *r, char *out, size_t n)
 {
     for (size_t i = 0; i < n; i += 16) {
         uint64_t v = next(r);
-        for (size_t k = 0; k < 16 && i + k < n; k++, v >>= 4) out[i + k] = hex[v & 15];
+        for (size_t k = 0; k < 16 && i + k < n; k++, v >>= 4)
+            out[i + k] = hex[v & 15];
     }
     out[n] = 0;
 }
@@ -51,8 +52,9 @@ int trace_start(trace_rng_t *r, const char *tp, char trace_id[33], char span_id[
 {
     random_hex(r, span_id, 16);
     /* 00-<32 hex trace>-<16 hex parent>-<2 hex flags>; anything else starts a new trace */
-    if (tp && strlen(tp) == 55 && !strncmp(tp, "00-", 3) && tp[35] == '-' && tp[52] == '-' && hexok(tp + 3, 32) &&
-        hexok(tp + 36, 16) && (hexok(tp + 53, 2) || !strncmp(tp + 53, "00", 2))) {
+    if (tp && strlen(tp) == 55 && !strncmp(tp, "00-", 3) && tp[35] == '-' && tp[52] == '-' &&
+        hexok(tp + 3, 32) && hexok(tp + 36, 16) &&
+        (hexok(tp + 53, 2) || !strncmp(tp + 53, "00", 2))) {
         memcpy(trace_id, tp + 3, 32);
         trace_id[32] = 0;
         return 1;

@@ -17,7 +17,8 @@ int header_list_accepts(const char *list, const char *token)
         const char *e = p;
         while (*e && *e != ',' && *e != ';' && *e != ' ')
             e++;
-        int match = ((size_t)(e - p) == tl && !strncasecmp(p, token, tl)) || ((e - p) == 1 && *p == '*');
+        int match =
+            ((size_t)(e - p) == tl && !strncasecmp(p, token, tl)) || ((e - p) == 1 && *p == '*');
         const char *next = strchr(e, ',');
         const char *q = strstr(e, "q=");
         int zero = q && (!next || q < next) && strtod(q + 2, NULL) == 0.0;
@@ -190,7 +191,8 @@ fail:
 }
 
 /* ---- framing: 1 byte compressed flag, 4 bytes big-endian length, the message ---- */
-int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size_t max, grpc_deframe_fn fn, void *arg)
+int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size_t max,
+                 grpc_deframe_fn fn, void *arg)
 {
     while (len > 0) {
         if (d->prefix_have < 5) {
@@ -201,7 +203,8 @@ int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size
             len -= n;
             if (d->prefix_have < 5) break;
             d->compressed = d->prefix[0] & 1;
-            d->need = (size_t)d->prefix[1] << 24 | (size_t)d->prefix[2] << 16 | (size_t)d->prefix[3] << 8 | d->prefix[4];
+            d->need = (size_t)d->prefix[1] << 24 | (size_t)d->prefix[2] << 16 |
+                      (size_t)d->prefix[3] << 8 | d->prefix[4];
             if (d->need > max) return GRPC_STATUS_RESOURCE_EXHAUSTED;
             d->have = 0;
             d->buf = malloc(d->need ? d->need : 1);

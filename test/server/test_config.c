@@ -14,7 +14,8 @@
 static int load(config_t *c, char **argv, char **env, char *err)
 {
     int argc = 0;
-    while (argv && argv[argc]) argc++;
+    while (argv && argv[argc])
+        argc++;
     static char *none[] = {NULL};
     return config_load(c, argc, argv, env ? env : none, err, 512);
 }
@@ -42,7 +43,8 @@ static void test_precedence(void **state)
     (void)state;
     config_t c;
     char err[512];
-    char *env[] = {"DYN_SYSTEM_PORT=9000", "INFERD_MAX_CONCURRENT_STREAMS=7", "DYN_LOG=debug", NULL};
+    char *env[] = {"DYN_SYSTEM_PORT=9000", "INFERD_MAX_CONCURRENT_STREAMS=7", "DYN_LOG=debug",
+                   NULL};
     char *argv0[] = {"inferd", NULL};
     assert_int_equal(load(&c, argv0, env, err), 0);
     assert_int_equal(c.system_port, 9000);
@@ -81,16 +83,21 @@ static void test_invalid_values(void **state)
     expect_invalid((char *[]){"inferd", "--listen", "1.2.3.4:99999", NULL}, NULL, "--listen");
     expect_invalid((char *[]){"inferd", "--log-format", "xml", NULL}, NULL, "text|jsonl");
     expect_invalid((char *[]){"inferd", "--log", "info,server=loud", NULL}, NULL, "--log");
-    expect_invalid((char *[]){"inferd", "--drain-timeout", "5 parsecs", NULL}, NULL, "--drain-timeout");
-    expect_invalid((char *[]){"inferd", "--metrics-prefix", "9bad", NULL}, NULL, "--metrics-prefix");
-    expect_invalid((char *[]){"inferd", "--starting-health-status", "maybe", NULL}, NULL, "notready|ready");
+    expect_invalid((char *[]){"inferd", "--drain-timeout", "5 parsecs", NULL}, NULL,
+                   "--drain-timeout");
+    expect_invalid((char *[]){"inferd", "--metrics-prefix", "9bad", NULL}, NULL,
+                   "--metrics-prefix");
+    expect_invalid((char *[]){"inferd", "--starting-health-status", "maybe", NULL}, NULL,
+                   "notready|ready");
     expect_invalid((char *[]){"inferd", "--tls-cert", "/x.pem", NULL}, NULL, "--tls-key");
     expect_invalid((char *[]){"inferd", "--no-such-flag", NULL}, NULL, "unknown option");
     expect_invalid((char *[]){"inferd", "--max-concurrent-streams", NULL}, NULL, "needs a value");
-    expect_invalid((char *[]){"inferd", NULL}, (char *[]){"DYN_SYSTEM_PORT=-5", NULL}, "DYN_SYSTEM_PORT");
+    expect_invalid((char *[]){"inferd", NULL}, (char *[]){"DYN_SYSTEM_PORT=-5", NULL},
+                   "DYN_SYSTEM_PORT");
     expect_invalid((char *[]){"inferd", NULL}, (char *[]){"DYN_HEALTH_CHECK_ENABLED=perhaps", NULL},
                    "--health-check-enabled");
-    expect_invalid((char *[]){"inferd", NULL}, (char *[]){"DYN_LOGGING_JSONL=2", NULL}, "DYN_LOGGING_JSONL");
+    expect_invalid((char *[]){"inferd", NULL}, (char *[]){"DYN_LOGGING_JSONL=2", NULL},
+                   "DYN_LOGGING_JSONL");
 }
 
 static void test_help_lists_every_option(void **state)
@@ -151,8 +158,10 @@ static void test_print_config_sources(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_invalid_values),  cmocka_unit_test(test_help_lists_every_option),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_invalid_values),
+        cmocka_unit_test(test_help_lists_every_option),
         cmocka_unit_test(test_print_config_sources),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,7 +45,8 @@ static void echo_msg(grpc_call_t *call, ProtobufCMessage *msg)
 
 static void stream3(grpc_call_t *call, ProtobufCMessage *msg)
 {
-    for (int i = 0; i < 3; i++) assert_int_equal(grpc_call_send(call, msg), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(grpc_call_send(call, msg), 0);
     grpc_call_finish(call, GRPC_STATUS_OK, NULL);
     assert_int_equal(grpc_call_send(call, msg), -EPIPE);
 }
@@ -71,10 +72,12 @@ static void hang_cancel(grpc_call_t *call)
     hung = NULL;
 }
 
-#define ROW(p, n, k, fn)                                                                                            \
-    {.path = "/test.T/" p, .service = "test.T", .name = p, .kind = k,                                           \
-     .request = &grpc__health__v1__health_check_request__descriptor,                                              \
-     .response = &grpc__health__v1__health_check_request__descriptor, .on_message = fn, n}
+#define ROW(p, n, k, fn)                                                                           \
+    {                                                                                              \
+        .path = "/test.T/" p, .service = "test.T", .name = p, .kind = k,                           \
+        .request = &grpc__health__v1__health_check_request__descriptor,                            \
+        .response = &grpc__health__v1__health_check_request__descriptor, .on_message = fn, n       \
+    }
 static grpc_method_t rows[] = {
     ROW("Echo", .on_cancel = NULL, GRPC_UNARY, echo_msg),
     ROW("Stream", .on_cancel = NULL, GRPC_SERVER_STREAMING, stream3),
@@ -118,8 +121,8 @@ static result_t *res_of(client_t *c, int32_t id)
     return NULL;
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl, const uint8_t *value,
-                     size_t vl, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
 {
     (void)s;
     (void)flags;
@@ -128,12 +131,18 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     char v[256];
     snprintf(v, sizeof v, "%.*s", (int)vl, value);
 #define IS(lit) (nl == sizeof(lit) - 1 && !memcmp(name, lit, nl))
-    if (IS(":status")) r->http_status = atoi(v);
-    else if (IS("grpc-status")) r->grpc_status = atoi(v);
-    else if (IS("grpc-message")) snprintf(r->grpc_message, sizeof r->grpc_message, "%s", v);
-    else if (IS("content-type")) snprintf(r->content_type, sizeof r->content_type, "%.63s", v);
-    else if (IS("grpc-accept-encoding")) snprintf(r->accept_enc, sizeof r->accept_enc, "%.63s", v);
-    else if (IS("grpc-encoding")) snprintf(r->grpc_enc, sizeof r->grpc_enc, "%.31s", v);
+    if (IS(":status"))
+        r->http_status = atoi(v);
+    else if (IS("grpc-status"))
+        r->grpc_status = atoi(v);
+    else if (IS("grpc-message"))
+        snprintf(r->grpc_message, sizeof r->grpc_message, "%s", v);
+    else if (IS("content-type"))
+        snprintf(r->content_type, sizeof r->content_type, "%.63s", v);
+    else if (IS("grpc-accept-encoding"))
+        snprintf(r->accept_enc, sizeof r->accept_enc, "%.63s", v);
+    else if (IS("grpc-encoding"))
+        snprintf(r->grpc_enc, sizeof r->grpc_enc, "%.31s", v);
 #undef IS
     return 0;
 }
@@ -157,7 +166,8 @@ static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *ud)
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *ud)
 {
     (void)s;
     (void)flags;
@@ -206,14 +216,17 @@ static void pump_once(client_t *c)
         ssize_t off = 0;
         while (off < n) {
             ssize_t w = write(c->fd, out + off, (size_t)(n - off));
-            if (w > 0) off += w;
-            else event_base_loop(server_base(c->srv), EVLOOP_NONBLOCK);
+            if (w > 0)
+                off += w;
+            else
+                event_base_loop(server_base(c->srv), EVLOOP_NONBLOCK);
         }
     }
     event_base_loop(server_base(c->srv), EVLOOP_NONBLOCK);
     unsigned char buf[16384];
     ssize_t r;
-    while ((r = read(c->fd, buf, sizeof buf)) > 0) assert_true(nghttp2_session_mem_recv(c->s, buf, (size_t)r) >= 0);
+    while ((r = read(c->fd, buf, sizeof buf)) > 0)
+        assert_true(nghttp2_session_mem_recv(c->s, buf, (size_t)r) >= 0);
     if (r == 0) c->goaway = c->goaway ? c->goaway : -1; /* closed */
 }
 
@@ -232,7 +245,8 @@ static server_t *start_server(char **extra)
     static config_t cfg;
     char *argv[32] = {"inferd", "--listen", "127.0.0.1:0", "--system-port", "-1", "--log", "off"};
     int argc = 7;
-    for (int i = 0; extra && extra[i]; i++) argv[argc++] = extra[i];
+    for (int i = 0; extra && extra[i]; i++)
+        argv[argc++] = extra[i];
     char *env[] = {NULL};
     char err[512];
     assert_int_equal(config_load(&cfg, argc, argv, env, err, sizeof err), 0);
@@ -255,7 +269,8 @@ static void client_open(client_t *c, server_t *s)
     memset(c, 0, sizeof *c);
     c->srv = s;
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->listeners[0].port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s->listeners[0].port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
     fcntl(c->fd, F_SETFL, O_NONBLOCK);
@@ -280,16 +295,22 @@ static void client_close(client_t *c)
     }
 }
 
-#define H(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define H(n, v)                                                                                    \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE                 \
+    }
 
 /* Sends one request; extra headers as name, value, ..., NULL. Returns its result slot. */
-static result_t *request(client_t *c, const char *method, const char *path, const char *ctype, const unsigned char *body,
-                         size_t len, size_t chunk, const char *const *extra)
+static result_t *request(client_t *c, const char *method, const char *path, const char *ctype,
+                         const unsigned char *body, size_t len, size_t chunk,
+                         const char *const *extra)
 {
-    nghttp2_nv nva[16] = {H(":method", method), H(":scheme", "http"), H(":path", path), H(":authority", "test")};
+    nghttp2_nv nva[16] = {H(":method", method), H(":scheme", "http"), H(":path", path),
+                          H(":authority", "test")};
     size_t n = 4;
     if (ctype) nva[n++] = (nghttp2_nv)H("content-type", ctype);
-    for (int i = 0; extra && extra[i]; i += 2) nva[n++] = (nghttp2_nv)H(extra[i], extra[i + 1]);
+    for (int i = 0; extra && extra[i]; i += 2)
+        nva[n++] = (nghttp2_nv)H(extra[i], extra[i + 1]);
     c->body = body;
     c->body_len = len;
     c->body_off = 0;
@@ -395,7 +416,8 @@ static void test_http_errors(void **state)
     size_t n = frame(buf, "", 0);
     result_t *r1 = request(&c, "POST", "/test.T/Echo", "text/plain", buf, n, 0, grpc_hdrs);
     result_t *r2 = request(&c, "PUT", "/test.T/Echo", "application/grpc", buf, n, 0, grpc_hdrs);
-    result_t *r3 = request(&c, "POST", "/test.T/Echo", "application/grpc", buf, n, 0, NULL); /* no te */
+    result_t *r3 =
+        request(&c, "POST", "/test.T/Echo", "application/grpc", buf, n, 0, NULL); /* no te */
     result_t *r4 = request(&c, "GET", "/live", NULL, NULL, 0, 0, NULL);
     result_t *r5 = request(&c, "GET", "/nope", NULL, NULL, 0, 0, NULL);
     pump_until(&c, &r5->closed, 2000);
@@ -433,7 +455,8 @@ static void test_message_limits_and_counts(void **state)
     result_t *r5 = request(&c, "POST", "/test.T/Echo", "application/grpc", NULL, 0, 0, grpc_hdrs);
     pump_until(&c, &r5->closed, 2000);
     unsigned char bad[] = {0, 0, 0, 0, 2, 0xff, 0xff}; /* not a protobuf message */
-    result_t *r6 = request(&c, "POST", "/test.T/Echo", "application/grpc", bad, sizeof bad, 0, grpc_hdrs);
+    result_t *r6 =
+        request(&c, "POST", "/test.T/Echo", "application/grpc", bad, sizeof bad, 0, grpc_hdrs);
     pump_until(&c, &r6->closed, 2000);
     assert_int_equal(r1->grpc_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
     assert_int_equal(r2->grpc_status, GRPC_STATUS_UNIMPLEMENTED);
@@ -459,7 +482,8 @@ static void test_gzip_both_directions(void **state)
     unsigned char buf[256] = {1, 0, 0, (unsigned char)(zl >> 8), (unsigned char)zl};
     memcpy(buf + 5, z, zl);
     free(z);
-    const char *gz[] = {"te", "trailers", "grpc-encoding", "gzip", "grpc-accept-encoding", "gzip", NULL};
+    const char *gz[] = {"te",   "trailers", "grpc-encoding", "gzip", "grpc-accept-encoding",
+                        "gzip", NULL};
     result_t *r = request(&c, "POST", "/test.T/Echo", "application/grpc", buf, 5 + zl, 0, gz);
     pump_until(&c, &r->closed, 2000);
     assert_int_equal(r->grpc_status, 0);
@@ -505,7 +529,8 @@ static void test_server_and_bidi_streaming(void **state)
     assert_int_equal(r->grpc_status, 0);
     assert_int_equal(r->dlen, 3 * n);
     size_t m = 0;
-    for (int i = 0; i < 3; i++) m += frame(three + m, i == 1 ? "two" : "one", 0);
+    for (int i = 0; i < 3; i++)
+        m += frame(three + m, i == 1 ? "two" : "one", 0);
     result_t *b = request(&c, "POST", "/test.T/Bidi", "application/grpc", three, m, 3, grpc_hdrs);
     pump_until(&c, &b->closed, 2000);
     assert_int_equal(b->grpc_status, 0);
@@ -594,10 +619,12 @@ static void test_settings_and_ping_strikes(void **state)
     int got = 0;
     for (int i = 0; i < 500 && !got; i++) {
         pump_once(&c);
-        got = nghttp2_session_get_remote_settings(c.s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) == 7;
+        got =
+            nghttp2_session_get_remote_settings(c.s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) == 7;
     }
     assert_true(got);
-    assert_int_equal(nghttp2_session_get_remote_settings(c.s, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE), 8192);
+    assert_int_equal(
+        nghttp2_session_get_remote_settings(c.s, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE), 8192);
     /* pings with no call and no data: the third over the allowance ends the connection */
     for (int i = 0; i < 5; i++) {
         nghttp2_submit_ping(c.s, NGHTTP2_FLAG_NONE, NULL);
@@ -637,7 +664,8 @@ static void test_method_table(void **state)
 static int http1_exchange(server_t *s, const char *req, size_t reqlen, char *resp, size_t cap)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->listeners[0].port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s->listeners[0].port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     fcntl(fd, F_SETFL, O_NONBLOCK);
@@ -655,7 +683,8 @@ static int http1_exchange(server_t *s, const char *req, size_t reqlen, char *res
     }
     resp[got] = 0;
     close(fd);
-    for (int i = 0; i < 10; i++) event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+    for (int i = 0; i < 10; i++)
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
     return (int)got;
 }
 
@@ -664,13 +693,14 @@ static void test_http1_pipelining_and_limits(void **state)
     (void)state;
     server_t *s = start_server(NULL);
     static char resp[65536];
-    const char pipelined[] = "GET /live HTTP/1.1\r\nHost: x\r\n\r\n"
-                             "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
-                             "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
-                             "POST /live HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    const char pipelined[] =
+        "GET /live HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+        "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        "POST /live HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     http1_exchange(s, pipelined, sizeof pipelined - 1, resp, sizeof resp);
-    char *p1 = strstr(resp, "HTTP/1.1 200"), *p2 = strstr(resp, "HTTP/1.1 404"), *p3 = strstr(resp, "HTTP/1.1 503"),
-         *p4 = strstr(resp, "HTTP/1.1 405");
+    char *p1 = strstr(resp, "HTTP/1.1 200"), *p2 = strstr(resp, "HTTP/1.1 404"),
+         *p3 = strstr(resp, "HTTP/1.1 503"), *p4 = strstr(resp, "HTTP/1.1 405");
     assert_non_null(p1);
     assert_non_null(p2);
     assert_non_null(p3);
@@ -704,8 +734,8 @@ static void test_http1_pipelining_and_limits(void **state)
 static void add_series(server_t *s, int n)
 {
     const char *labels[] = {"a", "b", NULL};
-    metrics_family_t *f = metrics_counter_new(server_registry(s), "bulk_total", "Series to make a big scrape.",
-                                              labels, 0);
+    metrics_family_t *f = metrics_counter_new(server_registry(s), "bulk_total",
+                                              "Series to make a big scrape.", labels, 0);
     assert_non_null(f);
     for (int i = 0; i < n; i++) {
         char a[32], b[32];

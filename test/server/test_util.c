@@ -95,7 +95,8 @@ static void test_deframe_too_large(void **state)
     const unsigned char big[] = {0, 0, 0, 4, 1}; /* 1025 bytes declared */
     grpc_deframer_t d = {0};
     got_t g = {0};
-    assert_int_equal(grpc_deframe(&d, big, sizeof big, 1024, collect, &g), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(grpc_deframe(&d, big, sizeof big, 1024, collect, &g),
+                     GRPC_STATUS_RESOURCE_EXHAUSTED);
     assert_int_equal(g.n, 0);
     grpc_deframer_dispose(&d);
     const unsigned char ok[] = {0, 0, 0, 4, 0}; /* exactly the limit: accepted, waits for data */
@@ -130,7 +131,8 @@ static void test_timeout_invalid(void **state)
     (void)state;
     int64_t ns;
     const char *bad[] = {"", "S", "1", "123456789S", "1s", "1X", "-1S", "1.5S", " 1S", NULL};
-    for (int i = 0; bad[i]; i++) assert_int_equal(grpc_timeout_parse(bad[i], &ns), -EINVAL);
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(grpc_timeout_parse(bad[i], &ns), -EINVAL);
     assert_int_equal(grpc_timeout_parse(NULL, &ns), -EINVAL);
 }
 
@@ -157,7 +159,8 @@ static void test_gzip_roundtrip_and_limit(void **state)
 {
     (void)state;
     char in[10000];
-    for (size_t i = 0; i < sizeof in; i++) in[i] = (char)('a' + i % 7);
+    for (size_t i = 0; i < sizeof in; i++)
+        in[i] = (char)('a' + i % 7);
     unsigned char *z, *back;
     size_t zl, bl;
     assert_int_equal(gzip_compress(in, sizeof in, &z, &zl), 0);
@@ -188,10 +191,14 @@ static void test_status_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deframe_whole),     cmocka_unit_test(test_deframe_any_split),
-        cmocka_unit_test(test_deframe_too_large), cmocka_unit_test(test_timeout_units),
-        cmocka_unit_test(test_timeout_invalid),   cmocka_unit_test(test_percent),
-        cmocka_unit_test(test_gzip_roundtrip_and_limit), cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_deframe_whole),
+        cmocka_unit_test(test_deframe_any_split),
+        cmocka_unit_test(test_deframe_too_large),
+        cmocka_unit_test(test_timeout_units),
+        cmocka_unit_test(test_timeout_invalid),
+        cmocka_unit_test(test_percent),
+        cmocka_unit_test(test_gzip_roundtrip_and_limit),
+        cmocka_unit_test(test_status_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
