@@ -349,7 +349,7 @@ static void expect_rejected(const void *set, size_t len, const char *needle)
     reflection_t *r = reflection_new(set, len, err, sizeof err);
     if (r) {
         reflection_free(r);
-        fail_msg("accepted a bad set (expected '%s')", needle);
+        fail_msg("accepted a bad set (expected '%s')", needle ? needle : "an error");
     }
     if (needle && !strstr(err, needle)) fail_msg("error '%s' lacks '%s'", err, needle);
 }
