@@ -10,9 +10,6 @@
  */
 #include "engine.h"
 #include "internal.h"
-#ifdef INFERD_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
 
 #include <errno.h>
 #include <math.h>
@@ -327,7 +324,7 @@ int engine_poll(engine_t *e, engine_event_t *out, int max)
 static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_t *why, char *msg,
                    size_t msglen, int **toks, int *ntoks, int *max_gen)
 {
-    const model_config_t *c = &e->model.c;
+    const model_config_t *c = &e->model.v.c;
     engine_invalid_t w = ENGINE_INVALID_NONE;
     int rc = 0, n = 0;
     int *t = NULL;
@@ -335,7 +332,7 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
     if (!(r->temperature >= 0.0f) || !isfinite(r->temperature)) {
         w = ENGINE_INVALID_TEMPERATURE;
         rc = errorf(msg, msglen, -EINVAL, "temperature %g must be a finite value >= 0",
-                  (double)r->temperature);
+                    (double)r->temperature);
         goto out;
     }
     if (!(r->top_p > 0.0f && r->top_p <= 1.0f)) {
@@ -346,24 +343,24 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
     if (r->n_stop > MAX_STOP_IDS) {
         w = ENGINE_INVALID_STOP_IDS;
         rc = errorf(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed", r->n_stop,
-                  MAX_STOP_IDS);
+                    MAX_STOP_IDS);
         goto out;
     }
     if (r->n_tokens > 0) {
         if (r->n_tokens >= (size_t)c->seq_len) {
             w = ENGINE_INVALID_PROMPT_LONG;
             rc = errorf(msg, msglen, -EINVAL,
-                      "prompt has %zu tokens but the context is %d tokens (at most %d leave "
-                      "room for output)",
-                      r->n_tokens, c->seq_len, c->seq_len - 1);
+                        "prompt has %zu tokens but the context is %d tokens (at most %d leave "
+                        "room for output)",
+                        r->n_tokens, c->seq_len, c->seq_len - 1);
             goto out;
         }
         for (size_t i = 0; i < r->n_tokens; i++) {
             if (r->token_ids[i] >= (uint32_t)c->vocab_size) {
                 w = ENGINE_INVALID_TOKEN;
                 rc = errorf(msg, msglen, -EINVAL,
-                          "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
-                          r->token_ids[i], c->vocab_size);
+                            "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
+                            r->token_ids[i], c->vocab_size);
                 goto out;
             }
         }
@@ -385,7 +382,7 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
         if (len / (size_t)e->tok.max_token_length >= (size_t)c->seq_len) {
             w = ENGINE_INVALID_PROMPT_LONG;
             rc = errorf(msg, msglen, -EINVAL,
-                      "prompt of %zu bytes cannot fit the context of %d tokens", len, c->seq_len);
+                        "prompt of %zu bytes cannot fit the context of %d tokens", len, c->seq_len);
             goto out;
         }
         t = malloc((len + 3) * sizeof(int));
@@ -400,9 +397,9 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
             t = NULL;
             w = ENGINE_INVALID_PROMPT_LONG;
             rc = errorf(msg, msglen, -EINVAL,
-                      "prompt has %d tokens but the context is %d tokens (at most %d leave "
-                      "room for output)",
-                      n, c->seq_len, c->seq_len - 1);
+                        "prompt has %d tokens but the context is %d tokens (at most %d leave "
+                        "room for output)",
+                        n, c->seq_len, c->seq_len - 1);
             goto out;
         }
         if (!toks) {
@@ -416,8 +413,8 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
         t = NULL;
         w = ENGINE_INVALID_MAX_TOKENS;
         rc = errorf(msg, msglen, -EINVAL,
-                  "max_tokens %u exceeds the context: %d prompt tokens leave room for %d",
-                  r->max_tokens, n, room);
+                    "max_tokens %u exceeds the context: %d prompt tokens leave room for %d",
+                    r->max_tokens, n, room);
         goto out;
     }
     if (toks) *toks = t;
@@ -458,7 +455,7 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
     q->user = r->user;
     q->sp.temperature = r->temperature;
     q->sp.top_p = r->top_p;
-    q->sp.top_k = r->top_k > (uint32_t)e->model.c.vocab_size ? 0 : (int)r->top_k;
+    q->sp.top_k = r->top_k > (uint32_t)e->model.v.c.vocab_size ? 0 : (int)r->top_k;
     q->submit_ns = engine_now_ns();
     q->slot = -1;
     q->refs = 2;
@@ -475,7 +472,7 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
         pthread_mutex_unlock(&e->smu);
         req_destroy(q);
         return errorf(msg, msglen, -EAGAIN, "admission queue full (%d requests waiting)",
-                    e->max_queued);
+                      e->max_queued);
     }
     pthread_mutex_lock(&e->lmu);
     q->lnext = e->live;
@@ -544,7 +541,7 @@ static void sample_run(void *arg, int tid, int nth)
 {
     sample_job_t *j = arg;
     engine_t *e = j->e;
-    int V = e->model.c.vocab_size;
+    int V = e->model.v.c.vocab_size;
     for (int i = tid; i < j->n; i += nth) {
         engine_req_t *r = e->lreq[i];
         e->sampled[i] =
@@ -576,8 +573,10 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
     if (r->n_gen >= r->max_gen) {
         /* A stalled stream delivers its chunk and then never completes: a health check that
          * judges only the first chunk passes, one that waits for the finish does not. */
-        if (atomic_load(&e->fault) == ENGINE_FAULT_STALL) r->finish_held = true;
-        else finish(e, r, ENGINE_FINISH_LENGTH);
+        if (atomic_load(&e->fault) == ENGINE_FAULT_STALL)
+            r->finish_held = true;
+        else
+            finish(e, r, ENGINE_FINISH_LENGTH);
         return;
     }
     r->pending = tok;
@@ -586,7 +585,7 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
 /* One scheduler step over the current slots. Returns true if a forward ran. */
 static bool step(engine_t *e, int fault)
 {
-    int V = e->model.c.vocab_size;
+    int V = e->model.v.c.vocab_size;
     int nrows = 0, nl = 0, budget = e->prefill_chunk, paused = 0, inflight = 0;
     for (int s = 0; s < e->max_batch; s++) {
         engine_req_t *r = e->slots[s];
@@ -807,13 +806,15 @@ int device_parse(const char *s, int *index)
 }
 
 /* Pick and load the backend: cpu, or cuda when asked for (or, under auto, when a GPU is
- * usable); sets e->be, e->bctx, e->device and e->device_note. */
+ * usable and the CUDA backend can run this model); sets e->be, e->bctx, e->device and
+ * e->device_note. */
 static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size_t errlen)
 {
     const char *dev = cfg->device ? cfg->device : "cpu";
     int idx, kind = device_parse(dev, &idx);
     if (kind < 0)
-        return errorf(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N", dev);
+        return errorf(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N",
+                      dev);
     int bf16 = 0;
     if (cfg->dtype && !strcmp(cfg->dtype, "bf16"))
         bf16 = 1;
@@ -823,36 +824,46 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
         return errorf(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
     if (kind == DEVICE_CPU && bf16)
         return errorf(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
-    char why[256] = "";
+    backend_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
+    char why[384] = "";
+    int unsupported = 0;
 #ifdef INFERD_HAVE_CUDA
     if (kind != DEVICE_CPU) {
-        cuda_api_t api;
-        int rc = cuda_api_open(&api, why, sizeof why);
-        if (rc == 0) rc = api.probe(idx, why, sizeof why);
+        const backend_lib_t *lib = NULL;
+        int rc = backend_lib_open(&lib, why, sizeof why);
+        /* what the backend cannot run is known before any device is touched */
+        if (rc == 0 && (rc = lib->check(&e->model.v, &o, why, sizeof why)) < 0) unsupported = 1;
+        if (rc == 0) rc = lib->probe(idx, why, sizeof why);
         if (rc == 0) {
-            cuda_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
-            rc = api.load(&e->bctx, &e->model, &o, e->max_rows, e->max_batch, err, errlen);
+            rc = lib->backend->load(&e->bctx, &e->model.v, &o, NULL, e->max_rows, e->max_batch, err,
+                                    errlen);
             if (rc < 0) return rc;
-            e->be = api.backend;
+            e->be = lib->backend;
             snprintf(e->device, sizeof e->device, "cuda:%d", idx);
             snprintf(e->device_note, sizeof e->device_note,
                      "%s: using %s, %s, %s weights, %d streams", dev, e->device, why,
                      bf16 ? "bf16" : "fp32", cfg->cuda_streams ? cfg->cuda_streams : 4);
             return 0;
         }
-        if (kind == DEVICE_CUDA) return errorf(err, errlen, -ENODEV, "device %s: %s", dev, why);
+        if (kind == DEVICE_CUDA)
+            return errorf(err, errlen, unsupported ? BACKEND_ENOTSUP : -ENODEV, "device %s: %s",
+                          dev, why);
     }
 #else
     snprintf(why, sizeof why, "inferd was built without CUDA");
     if (kind == DEVICE_CUDA)
         return errorf(err, errlen, -ENODEV,
-                    "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
+                      "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
 #endif
     e->be = &backend_cpu;
-    int rc = e->be->load(&e->bctx, &e->model, e->pool, e->max_rows, e->max_batch, err, errlen);
+    int rc =
+        e->be->load(&e->bctx, &e->model.v, &o, e->pool, e->max_rows, e->max_batch, err, errlen);
     if (rc < 0) return rc;
     snprintf(e->device, sizeof e->device, "cpu");
-    if (kind == DEVICE_AUTO)
+    if (kind == DEVICE_AUTO && unsupported)
+        snprintf(e->device_note, sizeof e->device_note,
+                 "auto: the CUDA backend cannot run this model (%s); using cpu", why);
+    else if (kind == DEVICE_AUTO)
         snprintf(e->device_note, sizeof e->device_note, "auto: no usable GPU (%s); using cpu%s",
                  why, bf16 ? " with fp32 weights (dtype bf16 applies to the GPU only)" : "");
     else
@@ -866,7 +877,7 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     if (!cfg || !cfg->model_path || !cfg->tokenizer_path)
         return errorf(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
-        cfg->prefill_chunk < 0)
+        cfg->prefill_chunk < 0 || cfg->ctx_size < 0)
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
     engine_t *e = calloc(1, sizeof(*e));
     if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
@@ -884,12 +895,12 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     pthread_mutex_init(&e->lmu, NULL);
     atomic_store(&e->notify_armed, 1);
 
-    rc = model_load(&e->model, cfg->model_path, err, errlen);
+    rc = model_load(&e->model, cfg->model_path, cfg->ctx_size, err, errlen);
     if (rc < 0) goto fail_model;
-    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.c.vocab_size, err, errlen);
+    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.v.c.vocab_size, err, errlen);
     if (rc < 0) goto fail_tok;
     e->name = cfg->model_name ? strdup(cfg->model_name) : base_name(cfg->model_path);
-    size_t V = (size_t)e->model.c.vocab_size, B = (size_t)e->max_batch;
+    size_t V = (size_t)e->model.v.c.vocab_size, B = (size_t)e->max_batch;
     e->slots = calloc(B, sizeof(*e->slots));
     e->rows = calloc((size_t)e->max_rows, sizeof(*e->rows));
     e->lreq = calloc(B, sizeof(*e->lreq));
@@ -972,13 +983,19 @@ void engine_free(engine_t *e)
 
 void engine_model_info(const engine_t *e, engine_model_info_t *out)
 {
-    const model_config_t *c = &e->model.c;
+    const model_config_t *c = &e->model.v.c;
     memset(out, 0, sizeof(*out));
     out->name = e->name;
     out->device = e->device;
     out->device_note = e->device_note;
     out->vocab_size = (uint32_t)c->vocab_size;
     out->max_seq_len = (uint32_t)c->seq_len;
+    out->context_size = (uint32_t)c->seq_len;
+    out->architecture = e->model.arch_name;
+    out->quantization = e->model.quant;
+    out->train_context = (uint32_t)c->train_ctx;
+    out->kv_cache_bytes = e->be->kv_bytes ? e->be->kv_bytes(e->bctx) : 0;
+    out->kv_sequences = (uint32_t)e->max_batch;
     out->bos_id = TOK_BOS;
     out->eos_id = TOK_EOS;
     out->dim = (uint32_t)c->dim;
@@ -986,7 +1003,7 @@ void engine_model_info(const engine_t *e, engine_model_info_t *out)
     out->n_layers = (uint32_t)c->n_layers;
     out->n_heads = (uint32_t)c->n_heads;
     out->n_kv_heads = (uint32_t)c->n_kv_heads;
-    out->parameters = e->model.n_params;
+    out->parameters = e->model.v.n_params;
 }
 
 void engine_stats(const engine_t *e, engine_stats_t *out)
@@ -1008,7 +1025,17 @@ void engine_device_stats(const engine_t *e, engine_device_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->device = e->device;
-    if (e->be->stats) e->be->stats(e->bctx, out);
+    if (e->be->stats) {
+        backend_stats_t b = {0};
+        e->be->stats(e->bctx, &b);
+        out->has_memory = b.has_memory;
+        out->mem_used = b.mem_used;
+        out->mem_total = b.mem_total;
+        out->mem_backend = b.mem_backend;
+        out->gpu_steps = b.gpu_steps;
+        out->gpu_step_ns_total = b.gpu_step_ns_total;
+        out->gpu_step_ns_last = b.gpu_step_ns_last;
+    }
 }
 
 int engine_set_fault(engine_t *e, engine_fault_t mode, uint32_t arg)

@@ -62,8 +62,8 @@ typedef void (*engine_notify_fn)(void *arg);
 
 /** Engine configuration; zero fields take the documented defaults. */
 typedef struct {
-    const char *model_path;     /* llama2.c checkpoint (required) */
-    const char *tokenizer_path; /* llama2.c tokenizer.bin (required) */
+    const char *model_path;     /* GGUF file or llama2.c checkpoint (required; the magic decides) */
+    const char *tokenizer_path; /* llama2.c tokenizer.bin (llama2.c checkpoints only) */
     const char *model_name;     /* reported name; default: model file basename w/o ext */
     int threads;                /* worker threads; 0 = online cores */
     int max_batch;              /* sequences decoding together; 0 = 16 */
@@ -76,6 +76,7 @@ typedef struct {
     const char *device; /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
     int cuda_streams;   /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
     const char *dtype;  /* CUDA backend weights: "fp32" (NULL) or "bf16" */
+    int ctx_size;       /* KV positions per sequence; 0 = the model's context, at most 4096 */
 } engine_config_t;
 
 /** Request flags. */
@@ -152,6 +153,12 @@ typedef struct {
     uint32_t vocab_size, max_seq_len, bos_id, eos_id;
     uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
     uint64_t parameters;
+    const char *architecture; /* "llama", "qwen2", "qwen3" */
+    const char *quantization; /* the weights' type: "F32", "Q4_K_M", "mixed Q4_K/Q6_K", ... */
+    uint32_t context_size;    /* KV positions per sequence in use (== max_seq_len) */
+    uint32_t train_context;   /* the model's own context length */
+    uint64_t kv_cache_bytes;  /* KV cache allocated at start-up (all sequences) */
+    uint32_t kv_sequences;    /* sequences it holds (max_batch) */
 } engine_model_info_t;
 
 /** Counters for metrics/health; read with relaxed atomics, approximately consistent. */
