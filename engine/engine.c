@@ -874,8 +874,7 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
 int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t errlen)
 {
     int rc;
-    if (!cfg || !cfg->model_path || !cfg->tokenizer_path)
-        return errorf(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
+    if (!cfg || !cfg->model_path) return errorf(err, errlen, -EINVAL, "engine needs a model path");
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
         cfg->prefill_chunk < 0 || cfg->ctx_size < 0)
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
@@ -897,7 +896,14 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
 
     rc = model_load(&e->model, cfg->model_path, cfg->ctx_size, err, errlen);
     if (rc < 0) goto fail_model;
-    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.v.c.vocab_size, err, errlen);
+    if (cfg->tokenizer_path)
+        rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.v.c.vocab_size, err, errlen);
+    else if (e->model.format == MODEL_GGUF)
+        rc = tokenizer_from_gguf(&e->tok, e->model.gguf, e->model.v.c.vocab_size, err, errlen);
+    else
+        rc = errorf(err, errlen, -EINVAL,
+                    "the llama2.c checkpoint %s needs its tokenizer.bin (--tokenizer)",
+                    cfg->model_path);
     if (rc < 0) goto fail_tok;
     e->name = cfg->model_name ? strdup(cfg->model_name) : base_name(cfg->model_path);
     size_t V = (size_t)e->model.v.c.vocab_size, B = (size_t)e->max_batch;

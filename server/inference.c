@@ -661,15 +661,10 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
         snprintf(err, errlen, "no model: give --model PATH");
         goto fail;
     }
-    if (!ec.tokenizer_path) {
-        snprintf(err, errlen,
-                 "invalid value for --tokenizer: --model %s needs its --tokenizer PATH",
-                 ec.model_path);
-        goto fail;
-    }
     if (!cfg->model) ec.model_name = "inferd-default";
     ec.threads = (int)cfg->threads;
     ec.max_batch = (int)cfg->max_batch;
+    ec.ctx_size = (int)cfg->ctx_size;
     ec.max_queued = (int)cfg->max_queued;
     ec.device = cfg->device, ec.cuda_streams = (int)cfg->cuda_streams, ec.dtype = cfg->dtype;
     ec.manual_ack = 1;
@@ -710,11 +705,16 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     memcpy(rows, proto, sizeof rows);
     if (server_register(s, rows, 3)) goto oom;
     log_info("engine",
-             "model %s loaded: dim %u, %u layers, %u heads (%u kv), vocab %u, context %u, %llu "
-             "parameters, device %s",
-             inf->info.name, inf->info.dim, inf->info.n_layers, inf->info.n_heads,
-             inf->info.n_kv_heads, inf->info.vocab_size, inf->info.max_seq_len,
+             "model %s loaded: %s %s, dim %u, %u layers, %u heads (%u kv), vocab %u, context %u "
+             "(model %u), %llu parameters, device %s",
+             inf->info.name, inf->info.architecture, inf->info.quantization, inf->info.dim,
+             inf->info.n_layers, inf->info.n_heads, inf->info.n_kv_heads, inf->info.vocab_size,
+             inf->info.max_seq_len, inf->info.train_context,
              (unsigned long long)inf->info.parameters, inf->info.device);
+    log_info("engine", "KV cache: %llu bytes (%.1f MiB) for %u sequences x %u positions",
+             (unsigned long long)inf->info.kv_cache_bytes,
+             (double)inf->info.kv_cache_bytes / (1024.0 * 1024.0), inf->info.kv_sequences,
+             inf->info.context_size);
     /* No warm-up here: the prober's first canary (server/prober.c) runs at once and turns the
      * endpoint SERVING when it passes. */
     return inf;
