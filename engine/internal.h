@@ -39,6 +39,10 @@ int model_load(model_t *m, const char *path, int ctx_size, char *err, size_t err
  *  the table checked. On success m owns g (model_dispose frees it); on failure the caller
  *  still does. 0 or -EINVAL / -ENOMEM with the file, key or tensor named in err. */
 int model_from_gguf(model_t *m, gguf_t *g, int ctx_size, char *err, size_t errlen);
+/** A GGUF image in memory (kept, not copied) as a model: the fuzz harness's entry point for
+ *  whole models. 0, or -EINVAL / -ENOMEM with the reason in err. */
+int model_parse_gguf(model_t *m, const void *buf, size_t size, int ctx_size, char *err,
+                     size_t errlen);
 /** Validate a llama2.c checkpoint held in memory (size bytes); views point into buf. */
 int model_parse(model_t *m, const void *buf, size_t size, int ctx_size, char *err, size_t errlen);
 void model_dispose(model_t *m);

@@ -413,3 +413,15 @@ fail:
     model_dispose(m);
     return rc == -ENOENT ? -EINVAL : rc; /* a missing key is a bad file */
 }
+
+int model_parse_gguf(model_t *m, const void *buf, size_t size, int ctx_size, char *err,
+                     size_t errlen)
+{
+    gguf_t *g;
+    memset(m, 0, sizeof(*m));
+    int rc = gguf_parse(&g, buf, size, "(memory)", err, errlen);
+    if (rc < 0) return rc;
+    rc = model_from_gguf(m, g, ctx_size, err, errlen);
+    if (rc < 0) gguf_free(g);
+    return rc;
+}

@@ -418,6 +418,63 @@ static void test_memory_bound(void **state)
     engine_free(e);
 }
 
+/* Random mutations of a valid model file: every one is refused with -EINVAL or, when
+ * accepted, a forward over it stays inside the buffer (ASan): the loader's checks are
+ * enough for the kernels, whatever the weights' values. */
+static void test_model_mutations(void **state)
+{
+    (void)state;
+    mkgguf_opts_t o;
+    opts_init(&o, "qwen2", "Q4_0");
+    o.layers = 1;
+    o.ctx = 64;
+    gguf_writer_t *w = model(&o);
+    uint8_t *good;
+    size_t n;
+    assert_int_equal(gguf_writer_bytes(w, &good, &n), 0);
+    gguf_writer_free(w);
+    pool_t *pool;
+    assert_int_equal(pool_new(&pool, 1), 0);
+    uint64_t s = 0x2545f4914f6cdd1dull;
+    int accepted = 0, refused = 0;
+    for (int iter = 0; iter < 600; iter++) {
+        uint8_t *c = malloc(n);
+        memcpy(c, good, n);
+        for (int k = 0; k < 1 + (int)(s % 3); k++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            /* mostly the header and metadata, where the structure lives */
+            size_t at = (s >> 8) % (iter % 3 ? 4096 : n);
+            c[at] = (s >> 40) % 2 ? (uint8_t)(s >> 32) : c[at] ^ (uint8_t)(1u << (s % 8));
+        }
+        model_t m;
+        char err[512];
+        int rc = model_parse_gguf(&m, c, n, 0, err, sizeof err);
+        if (rc == 0) {
+            accepted++;
+            void *ctx;
+            if (backend_cpu.load(&ctx, &m.v, NULL, pool, 2, 1, err, sizeof err) == 0) {
+                assert_int_equal(backend_cpu.seq_alloc(ctx, 0, 2), 0);
+                fwd_row_t rows[2] = {{0, 0, 1, 0}, {0, 1, 7, 1}};
+                float *lg = malloc(2 * (size_t)m.v.c.vocab_size * sizeof(float));
+                assert_int_equal(backend_cpu.forward(ctx, rows, 2, lg), 0);
+                free(lg);
+                backend_cpu.free(ctx);
+            }
+            model_dispose(&m);
+        } else {
+            assert_int_equal(rc, -EINVAL);
+            refused++;
+        }
+        free(c);
+    }
+    print_message("%d mutated models refused, %d accepted and run\n", refused, accepted);
+    assert_true(refused > 100 && accepted > 10);
+    pool_free(pool);
+    free(good);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -438,7 +495,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_architectures), cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_engine_errors), cmocka_unit_test(test_kv_report),
-        cmocka_unit_test(test_memory_bound),
+        cmocka_unit_test(test_memory_bound),  cmocka_unit_test(test_model_mutations),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
