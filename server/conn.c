@@ -158,18 +158,53 @@ static void start_http1(conn_t *c)
     arm_timer(c);
 }
 
+/* Plaintext on a listener that requires TLS: one answer that says so in the client's protocol
+ * (an HTTP/1.1 400, or SETTINGS and GOAWAY(INADEQUATE_SECURITY) for the HTTP/2 preface), then
+ * close. Nothing the client sent is parsed. */
+static void refuse_plaintext(conn_t *c, int h2)
+{
+    static const char why[] = "TLS is required on this port";
+    static const char body[] = "TLS is required on this port: connect with TLS (https)\n";
+    log_debug("server", "plaintext %s from %s refused: %s", h2 ? "HTTP/2" : "HTTP/1.1", c->peer,
+              why);
+    if (h2) {
+        start_h2(c);
+        if (c->h2)
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_INADEQUATE_SECURITY,
+                                  (const uint8_t *)why, sizeof why - 1);
+    } else {
+        c->proto = PROTO_HTTP1;
+        conn_touch(c);
+        arm_timer(c);
+        evbuffer_add_printf(
+            bufferevent_get_output(c->bev),
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: %zu\r\nCache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n%s",
+            sizeof body - 1, body);
+    }
+    c->closing = 1;
+}
+
 /* Decides the protocol from the first bytes: the HTTP/2 preface or anything else (HTTP/1.1). */
 static int sniff(conn_t *c, struct evbuffer *in)
 {
     size_t len = evbuffer_get_length(in), n = len < 24 ? len : 24;
     unsigned char head[24];
     evbuffer_copyout(in, head, n);
+    int plain_refused = !c->ssl && c->lst && c->lst->require_tls;
     if (memcmp(head, preface, n)) {
-        start_http1(c);
+        if (plain_refused)
+            refuse_plaintext(c, 0);
+        else
+            start_http1(c);
         return 1;
     }
     if (n < 24) return 0;
-    start_h2(c);
+    if (plain_refused)
+        refuse_plaintext(c, 1);
+    else
+        start_h2(c);
     return 1;
 }
 

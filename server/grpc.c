@@ -527,8 +527,11 @@ void call_headers_done(grpc_call_t *c)
         (!strcmp(c->http_method, "GET") || !strcmp(c->http_method, "HEAD"))) {
         /* /live, /health, /metrics over HTTP/2 */
         http_response_t r;
-        endpoint_serve(s, c->http_method, c->path, grpc_call_header(c, "accept"),
-                       grpc_call_header(c, "accept-encoding"), &r);
+        if (listener_serves_path(c->conn->lst->scope, c->path))
+            endpoint_serve(s, c->http_method, c->path, grpc_call_header(c, "accept"),
+                           grpc_call_header(c, "accept-encoding"), &r);
+        else
+            endpoint_not_found(&r);
         c->is_http = 1;
         if (r.gzip_later) {
             c->job = offload_gzip(s, &r, http_job_done, c);
@@ -550,14 +553,21 @@ void call_headers_done(grpc_call_t *c)
         return;
     }
     c->method = server_find_method(s, c->path);
+    const listener_scope_t *scope = c->conn->lst->scope;
+    int out_of_scope = c->method && !listener_serves_service(scope, c->method->service);
+    if (out_of_scope) c->method = NULL; /* as unknown here: neither counted nor dispatched */
     if (c->method) server_count_started(s, c->method);
     if (!c->te || strcmp(c->te, "trailers")) {
         finish(c, GRPC_STATUS_INTERNAL, "te: trailers is required");
         return;
     }
     if (!c->method) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "unknown method %.256s", c->path);
+        char msg[400];
+        if (out_of_scope)
+            snprintf(msg, sizeof msg, "%.256s is not served on %s: use the main port", c->path,
+                     scope->name);
+        else
+            snprintf(msg, sizeof msg, "unknown method %.256s", c->path);
         finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
         return;
     }

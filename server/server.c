@@ -300,6 +300,11 @@ static int listen_on(server_t *s, const char *host, int port, int role, char *er
     listener_t *l = &s->listeners[s->n_listeners];
     l->srv = s;
     l->role = role;
+    /* The main listener with TLS is TLS only unless the operator opted in to plaintext; the
+     * system listener answers plaintext (kubelet probes and Prometheus do not present client
+     * certificates) and serves only its scope. */
+    l->require_tls = !role && s->ssl_ctx && !s->cfg->tls_allow_plaintext;
+    l->scope = role ? &s->system_scope : NULL;
     l->ev =
         evconnlistener_new_bind(s->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
                                 1024, (struct sockaddr *)&ss, sl);
@@ -411,6 +416,24 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     rows = reflection_methods(s->refl, &n);
     if (server_register(s, rows, n)) goto oom;
     if (cfg->tls_cert && tls_setup(s, err, errlen)) goto fail;
+    if (s->ssl_ctx && cfg->tls_allow_plaintext)
+        log_warn("server",
+                 "--tls-allow-plaintext: plaintext clients on %s are served without TLS "
+                 "or client certificates",
+                 cfg->listen);
+    /* The system port is Dynamo's system status server: probes and scrapes, nothing else. */
+    static const char *const system_services[] = {"grpc.health.v1.Health"};
+    s->system_paths[0] = cfg->live_path;
+    s->system_paths[1] = cfg->health_path;
+    s->system_paths[2] = "/metrics";
+    s->system_paths[3] = "/debug/fault";
+    s->system_scope = (listener_scope_t){
+        .name = "the system port",
+        .grpc_services = system_services,
+        .n_grpc_services = sizeof system_services / sizeof system_services[0],
+        .http_paths = s->system_paths,
+        .n_http_paths = sizeof s->system_paths / sizeof s->system_paths[0],
+    };
     char host[128];
     int port;
     config_split_hostport(cfg->listen, host, sizeof host, &port);
