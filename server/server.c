@@ -392,8 +392,7 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     TAILQ_INIT(&s->conns);
     s->base = event_base_new();
     if (!s->base) goto oom;
-    s->reg = metrics_registry_new(cfg->metrics_prefix);
-    if (!s->reg) goto oom; /* config_load already rejected an invalid prefix */
+    if (metrics_registry_new(&s->reg, cfg->metrics_prefix, err, errlen)) goto fail;
     s->m = calloc(1, sizeof *s->m);
     if (!s->m || inferd_metrics_init(s->m, s->reg)) goto oom;
     inferd_metrics_set_log_dropped_source(s->m, log_dropped);
