@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -27,7 +27,7 @@ static int in_handshake(const conn_t *c)
 
 void conn_touch(conn_t *c)
 {
-    c->last_activity_ns = now_ns();
+    c->last_activity_ns = clock_now_ns();
 }
 
 static void maybe_close(conn_t *c)
@@ -280,7 +280,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     conn_t *c = arg;
     const config_t *cfg = c->srv->cfg;
-    int64_t now = now_ns();
+    int64_t now = clock_now_ns();
     int handshaking = in_handshake(c);
     if (handshaking && now - c->last_activity_ns >= cfg->handshake_timeout_ns) {
         log_debug("server", "closing %s: handshake/request timeout", c->peer);
@@ -316,7 +316,7 @@ static void arm_timer(conn_t *c)
             cfg->handshake_timeout_ns < period || period == 0 ? cfg->handshake_timeout_ns : period;
     if (period <= 0) period = 1000000000LL;
     if (c->closing && period > 2000000000LL) period = 2000000000LL;
-    int64_t due = c->last_activity_ns + period - now_ns();
+    int64_t due = c->last_activity_ns + period - clock_now_ns();
     if (due < 1000000) due = 1000000;
     struct timeval tv = {(time_t)(due / 1000000000LL), (suseconds_t)(due % 1000000000LL / 1000)};
     evtimer_add(c->timer, &tv);

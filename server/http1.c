@@ -6,7 +6,7 @@
 #include <strings.h>
 
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 
 #define MAX_BODY (64 * 1024)
 

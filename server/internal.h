@@ -12,7 +12,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "config.h"
+#include "server/base/clock.h"
+#include "server/base/config.h"
 #include "grpc.h"
 #include "server.h"
 #include "trace.h"

@@ -10,7 +10,7 @@
 
 #include "health/health.h"
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 #include "metrics/inferd_metrics.h"
 #include "metrics/metrics.h"
 #include "reflection.h"
@@ -151,7 +151,7 @@ void server_count_handled(server_t *s, grpc_call_t *c)
         mm->handled[code] = metrics_series(s->m->grpc_handled, lv);
     }
     metrics_inc(mm->handled[code]);
-    double secs = (double)(now_ns() - c->start_ns) / 1e9;
+    double secs = (double)(clock_now_ns() - c->start_ns) / 1e9;
     metrics_observe(mm->handling, secs);
     access_log_call(s, c, secs, code);
 }
@@ -387,7 +387,7 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     server_t *s = calloc(1, sizeof *s);
     if (!s) goto oom;
     s->cfg = cfg;
-    s->start_ns = now_ns();
+    s->start_ns = clock_now_ns();
     trace_rng_init(&s->rng);
     TAILQ_INIT(&s->conns);
     s->base = event_base_new();

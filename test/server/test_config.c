@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "server/config.h"
+#include "server/base/config.h"
 
 static int load(config_t *c, char **argv, char **env, char *err)
 {

@@ -1,4 +1,4 @@
-#include "config.h"
+#include "server/base/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

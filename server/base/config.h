@@ -1,8 +1,8 @@
 /* Configuration: one table of options drives the flag parser, the environment lookup
  * (INFERD_* and the DYN_* aliases), --help and --print-config. Flags override the
  * environment, which overrides defaults. */
-#ifndef INFERD_SERVER_CONFIG_H
-#define INFERD_SERVER_CONFIG_H
+#ifndef INFERD_SERVER_BASE_CONFIG_H
+#define INFERD_SERVER_BASE_CONFIG_H
 
 #include <stdint.h>
 #include <stdio.h>
