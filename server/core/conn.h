@@ -101,6 +101,7 @@ struct server {
     struct metrics_registry *reg;
     struct inferd_metrics *m;
     grpc_method_t **methods;
+    void **method_metrics; /* each row's cached series (method_metrics_t), owned here */
     size_t n_methods, cap_methods;
     http_route_t *routes;
     size_t n_routes, cap_routes;

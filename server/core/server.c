@@ -41,6 +41,9 @@ int server_register(server_t *s, grpc_method_t *rows, size_t n)
             grpc_method_t **m = realloc(s->methods, cap * sizeof *m);
             if (!m) return -ENOMEM;
             s->methods = m;
+            void **mms = realloc(s->method_metrics, cap * sizeof *mms);
+            if (!mms) return -ENOMEM;
+            s->method_metrics = mms;
             s->cap_methods = cap;
         }
         method_metrics_t *mm = calloc(1, sizeof *mm);
@@ -51,6 +54,7 @@ int server_register(server_t *s, grpc_method_t *rows, size_t n)
         mm->sent = metrics_series(s->m->grpc_msg_sent, lv);
         mm->handling = metrics_series(s->m->grpc_handling, lv);
         rows[i].metrics = mm;
+        s->method_metrics[s->n_methods] = mm; /* freed from here: rows may be gone by then */
         s->methods[s->n_methods++] = &rows[i];
     }
     return 0;
@@ -417,7 +421,8 @@ void server_free(server_t *s)
     if (s->stage_timer) event_free(s->stage_timer);
     if (s->drain_timer) event_free(s->drain_timer);
     for (size_t i = 0; i < s->n_methods; i++)
-        free(s->methods[i]->metrics);
+        free(s->method_metrics[i]);
+    free(s->method_metrics);
     free(s->methods);
     free(s->routes);
     free(s->on_drain);

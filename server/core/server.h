@@ -55,7 +55,8 @@ void server_close_connections(server_t *s);
 /** Frees everything (NULL is a no-op). */
 void server_free(server_t *s);
 
-/** Adds method rows to the method table (rows must outlive the server). Start-up only.
+/** Adds method rows to the method table. The rows must outlive every call on them (free their
+ * owner after server_close_connections(); server_free() does not touch them). Start-up only.
  * Returns 0, -EEXIST for a path already registered, -ENOMEM. */
 int server_register(server_t *s, grpc_method_t *rows, size_t n);
 /** Looks a method up by its :path. Returns NULL when unknown. */
