@@ -176,6 +176,22 @@ int server_on_stop(server_t *s, server_hook_fn fn, void *arg)
     return hook_add(&s->on_stop, &s->n_on_stop, fn, arg);
 }
 
+void server_flush_begin(server_t *s)
+{
+    s->flush_batch++;
+}
+
+void server_flush_end(server_t *s)
+{
+    if (--s->flush_batch > 0) return;
+    conn_t *c;
+    while ((c = TAILQ_FIRST(&s->held))) {
+        TAILQ_REMOVE(&s->held, c, held_link);
+        c->flush_held = 0;
+        conn_flush(c);
+    }
+}
+
 int server_draining(const server_t *s)
 {
     return s->draining;
@@ -364,6 +380,7 @@ int server_new(server_t **out, const server_options_t *opt, char *err, size_t er
     s->start_ns = clock_now_ns();
     trace_rng_init(&s->rng);
     TAILQ_INIT(&s->conns);
+    TAILQ_INIT(&s->held);
     s->base = opt->base;
     if (http_metrics_route_add(s)) goto oom;
     if (cfg->tls_cert && (rc = tls_context_new(&s->ssl_ctx, cfg, err, errlen))) goto fail;

@@ -64,6 +64,13 @@ grpc_method_t *server_find_method(server_t *s, const char *path);
 /** Distinct service names in registration order; returns how many (may exceed cap). */
 size_t server_services(const server_t *s, const char **names, size_t cap);
 
+/** Defers connection flushes until server_flush_end(), so a producer that sends on many calls
+ * in one loop turn (a drain of the engine's events) writes each connection once: one send()
+ * for all its streams. Nests. */
+void server_flush_begin(server_t *s);
+/** Ends a batch: every connection written meanwhile is flushed, once. */
+void server_flush_end(server_t *s);
+
 /** A hook: a shutdown stage was reached. */
 typedef void (*server_hook_fn)(void *arg);
 /** Calls fn(arg) when shutdown begins (SIGTERM or SIGINT), before the --shutdown-delay during

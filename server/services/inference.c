@@ -28,7 +28,7 @@ struct gen {
     engine_req_t *req;
     char *request_id;
     uint64_t last_token_ns;
-    uint32_t unacked; /* tokens held back from the engine while the call is congested */
+    uint64_t serial; /* tags its messages: the tokens are acked when HTTP/2 has taken them */
     uint32_t ntok;
     /* tokens of this drain, sent as one message */
     uint32_t *pend_ids;
@@ -71,6 +71,7 @@ struct inference {
     inference_observer_t obs;
     int have_obs;
     const Inferd__V1__GenerateRequest *canary_payload; /* NULL: BOS, 1 token, greedy */
+    uint64_t next_serial;
     canary_t *canaries;    /* in flight; cancelled with the engine if still running */
     grpc_method_t rows[3]; /* inferd.v1.Inference, registered with the server */
 };
@@ -110,6 +111,7 @@ static gen_t *gen_new(inference_t *inf, grpc_call_t *call, gstream_t *gs, const 
     g->inf = inf;
     g->call = call;
     g->gs = gs;
+    g->serial = ++inf->next_serial;
     g->request_id = strdup(request_id ? request_id : "");
     if (!g->request_id) {
         free(g);
@@ -213,22 +215,23 @@ static void gen_send(gen_t *g, const engine_event_t *fin)
         err.message = (char *)fin->text;
         r.error = &err;
     }
-    if (g->call && grpc_call_active(g->call)) {
-        grpc_call_send(g->call, &r.base);
-        metrics_add(inf->resp_bytes_s, (double)protobuf_c_message_get_packed_size(&r.base));
-    }
     uint32_t n = (uint32_t)g->pend_n;
+    /* Flow control (engine.h, manual_ack): a token counts as delivered when HTTP/2 has taken
+     * the message carrying it (on_taken below), so a client that stops reading pauses its own
+     * request in the engine. A canary has no client: its tokens are delivered at once. */
+    int counted = 0;
+    if (g->call && grpc_call_active(g->call)) {
+        size_t packed;
+        if (grpc_call_send_counted(g->call, &r.base, g->serial, fin ? 0 : n, &packed) == 0) {
+            metrics_add(inf->resp_bytes_s, (double)packed);
+            counted = 1;
+        }
+    }
+    if (n && g->req && !fin && !counted) engine_req_consumed(inf->engine, g->req, n);
     g->pend_n = 0;
     g->pend_len = 0;
     if (g->pend_text) g->pend_text[0] = 0;
     g->dirty = 0;
-    /* Flow control: acknowledge tokens only while the client keeps up. */
-    if (n && g->req && !fin) {
-        if (g->call && grpc_call_congested(g->call))
-            g->unacked += n;
-        else
-            engine_req_consumed(inf->engine, g->req, n);
-    }
 }
 
 static void stream_free(grpc_call_t *call, gstream_t *gs);
@@ -332,6 +335,7 @@ static void drain(evutil_socket_t fd, short what, void *arg)
     engine_event_t ev[POLL_BATCH];
     gen_t *dirty[POLL_BATCH];
     int n;
+    server_flush_begin(inf->srv); /* each connection is written once, after every stream */
     do {
         n = engine_poll(inf->engine, ev, POLL_BATCH);
         int nd = 0;
@@ -340,6 +344,7 @@ static void drain(evutil_socket_t fd, short what, void *arg)
         for (int i = 0; i < nd; i++)
             if (dirty[i]) gen_send(dirty[i], NULL);
     } while (n == POLL_BATCH);
+    server_flush_end(inf->srv);
 }
 
 static void notify(void *arg)
@@ -452,18 +457,12 @@ static void generate_cancel(grpc_call_t *call)
     grpc_call_unref(call);
 }
 
-static void ack_held(gen_t *g)
-{
-    if (g->unacked && g->req) {
-        engine_req_consumed(g->inf->engine, g->req, g->unacked);
-        g->unacked = 0;
-    }
-}
-
-static void generate_drain(grpc_call_t *call)
+/* HTTP/2 took the messages of request tag: their tokens are delivered (engine_req_consumed). */
+static void generate_taken(grpc_call_t *call, uint64_t tag, uint32_t units)
 {
     gen_t *g = grpc_call_data(call);
-    if (g) ack_held(g);
+    if (g && g->serial == tag && g->req && units)
+        engine_req_consumed(g->inf->engine, g->req, units);
 }
 
 /* GenerateStream: many requests on one call, each answered under its request_id. */
@@ -552,11 +551,14 @@ static void generate_stream_cancel(grpc_call_t *call)
     stream_free(call, gs);
 }
 
-static void generate_stream_drain(grpc_call_t *call)
+static void generate_stream_taken(grpc_call_t *call, uint64_t tag, uint32_t units)
 {
     gstream_t *gs = grpc_call_data(call);
     for (gen_t *g = gs ? gs->gens : NULL; g; g = g->next)
-        ack_held(g);
+        if (g->serial == tag) {
+            if (g->req && units) engine_req_consumed(g->inf->engine, g->req, units);
+            return;
+        }
 }
 
 static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
@@ -742,11 +744,11 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     grpc_method_t proto[3] = {
         MROW("Generate", GRPC_SERVER_STREAMING, &inferd__v1__generate_request__descriptor,
              &inferd__v1__generate_response__descriptor, generate, .on_cancel = generate_cancel,
-             .on_drain = generate_drain, .arg = inf),
+             .on_taken = generate_taken, .arg = inf),
         MROW("GenerateStream", GRPC_BIDI_STREAMING, &inferd__v1__generate_request__descriptor,
              &inferd__v1__generate_response__descriptor, generate_stream,
              .on_half_close = generate_stream_half_close, .on_cancel = generate_stream_cancel,
-             .on_drain = generate_stream_drain, .arg = inf),
+             .on_taken = generate_stream_taken, .arg = inf),
         MROW("GetModelInfo", GRPC_UNARY, &inferd__v1__model_info_request__descriptor,
              &inferd__v1__model_info__descriptor, model_info, .arg = inf),
     };
