@@ -9,12 +9,11 @@
 #include <time.h>
 
 #include "metrics.h"
+#include "server/base/clock.h"
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)clock_now_ns() / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b)
