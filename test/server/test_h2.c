@@ -1015,8 +1015,10 @@ static void test_listener_scope(void **state)
 static void add_series(server_t *s, int n)
 {
     const char *labels[] = {"a", "b", NULL};
-    metrics_family_t *f = metrics_counter_new(server_registry(s), "bulk_total",
-                                              "Series to make a big scrape.", labels, 0);
+    metrics_family_t *f = NULL;
+    assert_int_equal(metrics_counter_new(&f, server_registry(s), "bulk_total",
+                                         "Series to make a big scrape.", labels, 0, NULL, 0),
+                     0);
     assert_non_null(f);
     for (int i = 0; i < n; i++) {
         char a[32], b[32];
