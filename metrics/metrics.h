@@ -19,10 +19,10 @@ enum { METRICS_NO_PREFIX = 1 }; /* family flag: name is not prefixed (grpc_serve
 /* Most label names a family may have. */
 #define METRICS_MAX_LABELS 16
 
-/** Creates a registry whose prefixed families are named prefix+name ("inferd_", "" allowed).
- * Returns NULL if the prefix is not a valid metric-name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*) or on
- * allocation failure. */
-metrics_registry_t *metrics_registry_new(const char *prefix);
+/** Creates a registry whose prefixed families are named prefix+name ("inferd_", "" allowed;
+ * NULL is ""). Returns 0 (*out set), -EINVAL when the prefix is not a valid metric-name prefix
+ * ([a-zA-Z_:][a-zA-Z0-9_:]*), -ENOMEM; err (may be NULL with errlen 0) says why. */
+int metrics_registry_new(metrics_registry_t **out, const char *prefix, char *err, size_t errlen);
 /** Frees the registry, its families and series (NULL ok). No thread may still use a handle. */
 void metrics_registry_free(metrics_registry_t *r);
 /** 1 if prefix is a valid metric-name prefix ("" is valid), else 0 (for config validation). */
@@ -37,19 +37,23 @@ const char *metrics_registry_prefix(const metrics_registry_t *r);
  * not; label names [a-zA-Z_][a-zA-Z0-9_]* not starting "__", unique, "le" not allowed on
  * histograms; help must be non-empty. A name whose exposed samples would collide with another
  * family's (foo_total vs foo, foo_count vs a histogram foo) counts as a duplicate.
- * Each returns NULL on an invalid or duplicate name/labels or allocation failure. */
+ * Each returns 0 (*out set), -EINVAL (an invalid name, help, labels or buckets), -EEXIST (a
+ * duplicate), -ENOMEM; err (may be NULL with errlen 0) says which. The registry owns the
+ * family. */
 
 /** Registers a counter family (name ends in "_total"). */
-metrics_family_t *metrics_counter_new(metrics_registry_t *r, const char *name, const char *help,
-                                      const char *const *label_names, unsigned flags);
+int metrics_counter_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                        const char *help, const char *const *label_names, unsigned flags, char *err,
+                        size_t errlen);
 /** Registers a gauge family. */
-metrics_family_t *metrics_gauge_new(metrics_registry_t *r, const char *name, const char *help,
-                                    const char *const *label_names, unsigned flags);
+int metrics_gauge_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                      const char *help, const char *const *label_names, unsigned flags, char *err,
+                      size_t errlen);
 /** Registers a histogram family. buckets: strictly ascending finite upper bounds without +Inf
  * (copied); NULL/0 = metrics_default_buckets (latency, 50us..60s). */
-metrics_family_t *metrics_histogram_new(metrics_registry_t *r, const char *name, const char *help,
-                                        const char *const *label_names, const double *buckets,
-                                        size_t n_buckets, unsigned flags);
+int metrics_histogram_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                          const char *help, const char *const *label_names, const double *buckets,
+                          size_t n_buckets, unsigned flags, char *err, size_t errlen);
 
 /** The default latency buckets in seconds (50us..60s, roughly log-spaced); sets *n. */
 const double *metrics_default_buckets(size_t *n);

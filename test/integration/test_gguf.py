@@ -27,9 +27,10 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_inference import (OK, SANITIZER_MARKERS, HealthCheckRequest,  # noqa: E402
-                            HealthCheckResponse, ModelInfo, ModelInfoRequest, _ser, free_port,
-                            inferd_bin, parse_response, req)
+from inferd_harness import free_port  # noqa: E402
+from test_inference import (SANITIZER_MARKERS, HealthCheckRequest,  # noqa: E402
+                            HealthCheckResponse, ModelInfo, ModelInfoRequest, _ser, inferd_bin,
+                            parse_response, req)
 
 MKMODEL = os.environ.get("MKMODEL")
 GGUF_DUMP = os.environ.get("GGUF_DUMP")

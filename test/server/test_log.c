@@ -17,8 +17,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "server/internal.h"
-#include "server/log.h"
+#include "server/core/conn.h"
+#include "server/base/log.h"
 
 /* ---- capture: lines go to a temporary file; each test reads what was added ---- */
 static int cap_fd = -1;
@@ -321,9 +321,7 @@ static void test_invalid_specs(void **state)
 
 static double mono(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)clock_now_ns() / 1e9;
 }
 
 static void test_stuck_stderr_drops_and_counts(void **state)

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "server/internal.h"
+#include "server/core/conn.h"
 
 typedef struct got {
     int n;
@@ -188,6 +188,32 @@ static void test_status_names(void **state)
     assert_string_equal(grpc_status_name((grpc_status_t)99), "UNKNOWN");
 }
 
+static void test_listener_scope(void **state)
+{
+    (void)state;
+    static const char *const services[] = {"grpc.health.v1.Health"};
+    static const char *const routes[] = {"live", "metrics"};
+    server_scope_t sc = {.name = "the system port",
+                         .services = services,
+                         .n_services = 1,
+                         .routes = routes,
+                         .n_routes = 2};
+    assert_true(server_scope_has_service(&sc, "grpc.health.v1.Health"));
+    assert_false(server_scope_has_service(&sc, "inferd.v1.Inference"));
+    assert_false(server_scope_has_service(&sc, "grpc.health.v1"));
+    assert_true(server_scope_has_route(&sc, "live"));
+    assert_true(server_scope_has_route(&sc, "metrics"));
+    assert_false(server_scope_has_route(&sc, "fault"));
+    assert_false(server_scope_has_route(&sc, "liv"));
+    /* a NULL list serves everything of its kind: routes only, services open */
+    server_scope_t routes_only = {.routes = routes, .n_routes = 2};
+    assert_true(server_scope_has_service(&routes_only, "inferd.v1.Inference"));
+    assert_false(server_scope_has_route(&routes_only, "fault"));
+    /* no scope: everything */
+    assert_true(server_scope_has_service(NULL, "inferd.v1.Inference"));
+    assert_true(server_scope_has_route(NULL, "anything"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -199,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_gzip_roundtrip_and_limit),
         cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_listener_scope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
