@@ -214,11 +214,13 @@ void engine_req_free(engine_t *e, engine_req_t *req)
     req_unref(e, req);
 }
 
+/* More acknowledged than produced (a caller acking ahead) is no backlog, not a wrapped
+ * unsigned difference that would pause the request for good. */
 static bool is_paused(const engine_t *e, engine_req_t *r)
 {
-    return atomic_load_explicit(&r->produced, memory_order_relaxed) -
-               atomic_load_explicit(&r->acked, memory_order_relaxed) >=
-           (unsigned)e->max_backlog;
+    unsigned p = atomic_load_explicit(&r->produced, memory_order_relaxed);
+    unsigned a = atomic_load_explicit(&r->acked, memory_order_relaxed);
+    return p > a && p - a >= (unsigned)e->max_backlog;
 }
 
 void engine_req_consumed(engine_t *e, engine_req_t *req, uint32_t n)
