@@ -3,6 +3,7 @@
 # built `inferd --version` prints; deploy/kubernetes/deployment.yaml runs that name).
 #
 # Usage: tools/image.sh [--cuda] [--tag NAME] [--base IMAGE] [--mirror URL] [--no-cache]
+#                       [--iidfile FILE]
 #        tools/image.sh --base-only [--base IMAGE] [--mirror URL]
 #
 #   (default)    Containerfile: Debian 12 (debian:bookworm-slim) build and runtime stages,
@@ -16,6 +17,7 @@
 #                in /etc/apt/sources.list{,.d/*}, else http://deb.debian.org/debian).
 #   --base-only  make sure the Debian base image exists (see below), then stop.
 #   --no-cache   rebuild every layer.
+#   --iidfile F  also write the image's ID to F (a tag can be moved by a concurrent build).
 #
 # The Debian base: used when podman has it locally; else pulled from docker.io; where no
 # container registry can be reached, made here with `debootstrap --variant=minbase bookworm`
@@ -49,7 +51,7 @@ run_flags() {
   echo "--network host --ulimit nofile=$nofile:$nofile --ulimit nproc=$nproc:$nproc"
 }
 
-cuda=0 tag="" base="debian:bookworm-slim" mirror="${INFERD_DEBIAN_MIRROR:-}" base_only=0 cache=()
+cuda=0 tag="" base="debian:bookworm-slim" mirror="${INFERD_DEBIAN_MIRROR:-}" base_only=0 cache=() iid=()
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -60,6 +62,7 @@ while (($#)); do
     --mirror) mirror=${2:?--mirror needs a URL}; shift ;;
     --base-only) base_only=1 ;;
     --no-cache) cache=(--no-cache) ;;
+    --iidfile) iid=(--iidfile "${2:?--iidfile needs a FILE}"); shift ;;
     *) echo "image.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -163,7 +166,7 @@ fi
 tmp_tag="localhost/inferd:build-$$"
 echo "image.sh: podman build -f $file (base ${base_ref:-from $file})" >&2
 start=$(date +%s)
-pm build "${rflags[@]}" "${cache[@]}" "${build_args[@]}" -f "$file" -t "$tmp_tag" . >&2 ||
+pm build "${rflags[@]}" "${cache[@]}" "${iid[@]}" "${build_args[@]}" -f "$file" -t "$tmp_tag" . >&2 ||
   { echo "image.sh: podman build failed" >&2; exit 1; }
 if [[ -z $tag ]]; then
   version=$(pm run --rm "${rflags[@]}" "$tmp_tag" --version | awk '{print $2}')
