@@ -32,6 +32,7 @@
 # than a container without CAP_SYS_RESOURCE may set on such hosts. `podman run` needs the
 # same flags: `tools/image.sh --run-flags` prints them.
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(ensure_base) must stop the script too
 cd "$(dirname "$0")/.."
 
 usage() {
@@ -136,9 +137,12 @@ EOF
 
 # Echoes the local name of the Debian base, making it first when needed.
 ensure_base() {
-  local n
+  local n rc
   for n in "$base" "localhost/$base" "docker.io/library/$base"; do
-    if pm image exists "$n"; then echo "$n"; return; fi
+    rc=0
+    pm image exists "$n" || rc=$?
+    ((rc == 0)) && { echo "$n"; return; }
+    ((rc == 1)) || { echo "image.sh: podman cannot look up images (exit $rc)" >&2; exit 1; }
   done
   if [[ $base != */* ]] && timeout 60 podman "${podman_flags[@]}" pull -q "docker.io/library/$base" >/dev/null 2>&1; then
     echo "docker.io/library/$base"
@@ -175,6 +179,12 @@ if [[ -z $tag ]]; then
   ((cuda)) && tag="$tag-cuda"
 fi
 pm tag "$tmp_tag" "$tag"
+# The build stage is the next build's cache (toolchain, objects): name it, so that pruning the
+# build stages of earlier builds (untagged, labelled by the Containerfiles; tens of MB per
+# source change) keeps it and its parents.
+cache_tag="localhost/inferd-build-cache:$( ((cuda)) && echo cuda || echo cpu)"
+pm build "${rflags[@]}" "${build_args[@]}" --target build -f "$file" -t "$cache_tag" . >/dev/null 2>&1 &&
+  pm image prune -f --filter label=io.inferd.stage=build >/dev/null 2>&1 || true
 pm untag "$tmp_tag" "$tmp_tag" >/dev/null 2>&1 || true
 size=$(pm image inspect --format '{{.Size}}' "$tag")
 echo "image.sh: built $tag in $(($(date +%s) - start)) s, $((size / 1000000)) MB" >&2
