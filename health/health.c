@@ -8,7 +8,7 @@
 #include <event2/event.h>
 
 #include "health/health_int.h"
-#include "server/log.h"
+#include "server/base/log.h"
 
 #define NAME_MAX_LEN 200
 
@@ -388,7 +388,7 @@ health_t *health_new(struct event_base *base, health_status_t starting)
     h->base = base;
     h->loop_thread = pthread_self();
     h->starting = starting;
-    clock_gettime(CLOCK_MONOTONIC, &h->started);
+    h->started_ns = clock_now_ns();
     if (pthread_mutex_init(&h->mu, NULL) != 0) goto fail_mutex;
     h->apply_ev = event_new(base, -1, 0, on_apply, h);
     if (!h->apply_ev) goto fail_event;

@@ -102,10 +102,7 @@ int health_ready_body(health_t *h, char **body, size_t *len, int *http_status)
                                                    : "notready";
     *http_status = !h->draining && ready == HEALTH_SERVING ? 200 : 503;
 
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    json_int_t uptime = (json_int_t)(now.tv_sec - h->started.tv_sec);
-    if (now.tv_nsec < h->started.tv_nsec) uptime--;
+    json_int_t uptime = (json_int_t)((clock_now_ns() - h->started_ns) / 1000000000LL);
 
     json_t *eps = json_object();
     json_t *root =

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <time.h>
 #include "health/health.h"
+#include "server/base/clock.h"
 
 enum service_kind { SVC_OVERALL, SVC_LIVENESS, SVC_ENDPOINTS };
 
@@ -43,7 +44,7 @@ struct health {
     struct event *apply_ev;
     pthread_t loop_thread;
     health_status_t starting;
-    struct timespec started; /* CLOCK_MONOTONIC */
+    int64_t started_ns; /* clock_now_ns() at health_new */
 
     /* Guards the pending fields and the endpoint array's shape (other threads look names up);
      * the loop reads the array without it, since only the loop changes it. */

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "metrics_internal.h"
+#include "number.h"
 
 static const double default_buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                          0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,
@@ -154,23 +155,31 @@ static int collides(metrics_registry_t *r, metrics_type_t type, const char *name
 
 /* ---- registry ---- */
 
-metrics_registry_t *metrics_registry_new(const char *prefix)
+int metrics_registry_new(metrics_registry_t **out, const char *prefix, char *err, size_t errlen)
 {
+    *out = NULL;
     if (!prefix) prefix = "";
-    if (!metrics_prefix_valid(prefix)) return NULL;
+    if (!metrics_prefix_valid(prefix)) {
+        snprintf(err, errlen,
+                 "invalid metric name prefix '%.100s': expected [a-zA-Z_:][a-zA-Z0-9_:]* or empty",
+                 prefix);
+        return -EINVAL;
+    }
     metrics_registry_t *r = calloc(1, sizeof *r);
-    if (!r) goto fail;
+    if (!r) goto oom;
     r->prefix = xstrdup(prefix);
-    if (!r->prefix) goto fail_r;
-    if (pthread_mutex_init(&r->lock, NULL) != 0) goto fail_prefix;
-    return r;
+    if (!r->prefix) goto oom_r;
+    if (pthread_mutex_init(&r->lock, NULL) != 0) goto oom_prefix;
+    *out = r;
+    return 0;
 
-fail_prefix:
+oom_prefix:
     free(r->prefix);
-fail_r:
+oom_r:
     free(r);
-fail:
-    return NULL;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
 }
 
 const char *metrics_registry_prefix(const metrics_registry_t *r)

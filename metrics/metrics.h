@@ -19,10 +19,10 @@ enum { METRICS_NO_PREFIX = 1 }; /* family flag: name is not prefixed (grpc_serve
 /* Most label names a family may have. */
 #define METRICS_MAX_LABELS 16
 
-/** Creates a registry whose prefixed families are named prefix+name ("inferd_", "" allowed).
- * Returns NULL if the prefix is not a valid metric-name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*) or on
- * allocation failure. */
-metrics_registry_t *metrics_registry_new(const char *prefix);
+/** Creates a registry whose prefixed families are named prefix+name ("inferd_", "" allowed;
+ * NULL is ""). Returns 0 (*out set), -EINVAL when the prefix is not a valid metric-name prefix
+ * ([a-zA-Z_:][a-zA-Z0-9_:]*), -ENOMEM; err (may be NULL with errlen 0) says why. */
+int metrics_registry_new(metrics_registry_t **out, const char *prefix, char *err, size_t errlen);
 /** Frees the registry, its families and series (NULL ok). No thread may still use a handle. */
 void metrics_registry_free(metrics_registry_t *r);
 /** 1 if prefix is a valid metric-name prefix ("" is valid), else 0 (for config validation). */

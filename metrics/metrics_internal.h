@@ -63,8 +63,4 @@ struct metrics_registry {
     void *process;          /* the process collector's state (plain malloc), or NULL */
 };
 
-/* Formats v so Prometheus and OpenMetrics parsers read back the same double (shortest of %.15g
- * / %.17g that round-trips; +Inf, -Inf, NaN). Returns the length; buf holds >= 32 bytes. */
-size_t metrics_fmt_double(char *buf, double v);
-
 #endif

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "metrics_internal.h"
+#include "number.h"
 
 static const char ct_text[] = "text/plain; version=0.0.4; charset=utf-8";
 static const char ct_om[] = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -14,45 +15,6 @@ static const char ct_om[] = "application/openmetrics-text; version=1.0.0; charse
 const char *metrics_content_type(metrics_format_t fmt)
 {
     return fmt == METRICS_FORMAT_OPENMETRICS ? ct_om : ct_text;
-}
-
-/* ---- numbers ---- */
-
-static size_t fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    buf[n] = 0;
-    return n;
-}
-
-size_t metrics_fmt_double(char *buf, double v)
-{
-    if (isnan(v)) {
-        memcpy(buf, "NaN", 4);
-        return 3;
-    }
-    if (isinf(v)) {
-        memcpy(buf, v > 0 ? "+Inf" : "-Inf", 5);
-        return 4;
-    }
-    /* Integers (the common case: counts, bytes) print exactly without snprintf. */
-    if (fabs(v) < 9007199254740992.0 && v == (double)(int64_t)v) {
-        if (v < 0) {
-            buf[0] = '-';
-            return 1 + fmt_u64(buf + 1, (uint64_t)(-(int64_t)v));
-        }
-        return fmt_u64(buf, (uint64_t)v);
-    }
-    int n = snprintf(buf, 32, "%.15g", v);
-    if (strtod(buf, NULL) == v) return (size_t)n;
-    return (size_t)snprintf(buf, 32, "%.17g", v);
 }
 
 /* ---- output buffer ---- */
@@ -124,7 +86,7 @@ static inline void put_double(buf_t *b, double v)
 static inline void put_u64(buf_t *b, uint64_t v)
 {
     char tmp[24];
-    put(b, tmp, fmt_u64(tmp, v));
+    put(b, tmp, metrics_fmt_u64(tmp, v));
 }
 
 /* HELP text: text 0.0.4 escapes backslash and newline; OpenMetrics also double quotes. */
@@ -240,7 +202,7 @@ static void render_family(buf_t *b, buf_t *pre, const metrics_family_t *f, int o
                 d += lel;
                 memcpy(d, "\"} ", 3);
                 d += 3;
-                d += fmt_u64(d, cum);
+                d += metrics_fmt_u64(d, cum);
                 *d++ = '\n';
                 b->len = (size_t)(d - b->p);
             }

@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 
 #define ACCESS_LOG_PER_SEC 100
 
@@ -26,7 +26,7 @@ void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
     if (!log_enabled(lvl, "access")) return;
     unsigned long held;
     pthread_mutex_lock(&access_mu);
-    int ok = log_ratelimit_take(&access_rl, now_ns(), &held);
+    int ok = log_ratelimit_take(&access_rl, clock_now_ns(), &held);
     pthread_mutex_unlock(&access_mu);
     if (held && log_enabled(LOG_INFO, "access")) {
         char n[24];

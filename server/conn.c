@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -27,7 +27,7 @@ static int in_handshake(const conn_t *c)
 
 void conn_touch(conn_t *c)
 {
-    c->last_activity_ns = now_ns();
+    c->last_activity_ns = clock_now_ns();
 }
 
 static void maybe_close(conn_t *c)
@@ -158,18 +158,53 @@ static void start_http1(conn_t *c)
     arm_timer(c);
 }
 
+/* Plaintext on a listener that requires TLS: one answer that says so in the client's protocol
+ * (an HTTP/1.1 400, or SETTINGS and GOAWAY(INADEQUATE_SECURITY) for the HTTP/2 preface), then
+ * close. Nothing the client sent is parsed. */
+static void refuse_plaintext(conn_t *c, int h2)
+{
+    static const char why[] = "TLS is required on this port";
+    static const char body[] = "TLS is required on this port: connect with TLS (https)\n";
+    log_debug("server", "plaintext %s from %s refused: %s", h2 ? "HTTP/2" : "HTTP/1.1", c->peer,
+              why);
+    if (h2) {
+        start_h2(c);
+        if (c->h2)
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_INADEQUATE_SECURITY,
+                                  (const uint8_t *)why, sizeof why - 1);
+    } else {
+        c->proto = PROTO_HTTP1;
+        conn_touch(c);
+        arm_timer(c);
+        evbuffer_add_printf(
+            bufferevent_get_output(c->bev),
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: %zu\r\nCache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n%s",
+            sizeof body - 1, body);
+    }
+    c->closing = 1;
+}
+
 /* Decides the protocol from the first bytes: the HTTP/2 preface or anything else (HTTP/1.1). */
 static int sniff(conn_t *c, struct evbuffer *in)
 {
     size_t len = evbuffer_get_length(in), n = len < 24 ? len : 24;
     unsigned char head[24];
     evbuffer_copyout(in, head, n);
+    int plain_refused = !c->ssl && c->lst && c->lst->require_tls;
     if (memcmp(head, preface, n)) {
-        start_http1(c);
+        if (plain_refused)
+            refuse_plaintext(c, 0);
+        else
+            start_http1(c);
         return 1;
     }
     if (n < 24) return 0;
-    start_h2(c);
+    if (plain_refused)
+        refuse_plaintext(c, 1);
+    else
+        start_h2(c);
     return 1;
 }
 
@@ -245,7 +280,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     conn_t *c = arg;
     const config_t *cfg = c->srv->cfg;
-    int64_t now = now_ns();
+    int64_t now = clock_now_ns();
     int handshaking = in_handshake(c);
     if (handshaking && now - c->last_activity_ns >= cfg->handshake_timeout_ns) {
         log_debug("server", "closing %s: handshake/request timeout", c->peer);
@@ -281,7 +316,7 @@ static void arm_timer(conn_t *c)
             cfg->handshake_timeout_ns < period || period == 0 ? cfg->handshake_timeout_ns : period;
     if (period <= 0) period = 1000000000LL;
     if (c->closing && period > 2000000000LL) period = 2000000000LL;
-    int64_t due = c->last_activity_ns + period - now_ns();
+    int64_t due = c->last_activity_ns + period - clock_now_ns();
     if (due < 1000000) due = 1000000;
     struct timeval tv = {(time_t)(due / 1000000000LL), (suseconds_t)(due % 1000000000LL / 1000)};
     evtimer_add(c->timer, &tv);

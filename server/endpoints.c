@@ -94,6 +94,12 @@ static int serve_metrics(server_t *s, const char *accept, int gzip, http_respons
     return r->body ? 0 : -ENOMEM;
 }
 
+void endpoint_not_found(http_response_t *r)
+{
+    memset(r, 0, sizeof *r);
+    text(r, 404, "not found\n");
+}
+
 void endpoint_serve(server_t *s, const char *method, const char *target, const char *accept,
                     const char *accept_encoding, http_response_t *r)
 {
@@ -133,7 +139,8 @@ void endpoint_serve(server_t *s, const char *method, const char *target, const c
         text(r, 503, "out of memory\n");
         return;
     }
-    if (gzip && r->len > OFFLOAD_MIN_BYTES) r->gzip_later = 1;
+    if (gzip && r->len > OFFLOAD_MIN_BYTES)
+        r->gzip_later = 1;
     else if (gzip) {
         http_response_dispose(r);
         if (serve_metrics(s, accept, 1, r)) text(r, 503, "out of memory\n");

@@ -11,7 +11,7 @@
 
 #include "inference.h"
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 #include "prober.h"
 
 #define FAULT_PATH "/debug/fault"

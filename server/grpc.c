@@ -7,7 +7,7 @@
 #include <strings.h>
 
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 #include "trace.h"
 
 static const char *status_names[GRPC_STATUS_COUNT] = {
@@ -356,7 +356,7 @@ static int finish(grpc_call_t *c, grpc_status_t status, const char *msg)
     if (c->method)
         server_count_handled(c->conn->srv, c);
     else if (!c->http_status)
-        access_log_call(c->conn->srv, c, (double)(now_ns() - c->start_ns) / 1e9, c->status);
+        access_log_call(c->conn->srv, c, (double)(clock_now_ns() - c->start_ns) / 1e9, c->status);
     if (c->stream_closed) return 0;
     if (!c->response_started) {
         int trailers_only = !c->http_status && evbuffer_get_length(c->out) == 0;
@@ -421,7 +421,7 @@ void call_stream_closed(grpc_call_t *c, uint32_t error_code)
         if (c->method)
             server_count_handled(c->conn->srv, c);
         else if (!c->http_status && !c->is_http && c->path)
-            access_log_call(c->conn->srv, c, (double)(now_ns() - c->start_ns) / 1e9, c->status);
+            access_log_call(c->conn->srv, c, (double)(clock_now_ns() - c->start_ns) / 1e9, c->status);
         log_debug("server", "stream %d closed by peer (h2 error %u)", c->stream_id, error_code);
         c->stream_closed = 1;
         notify_cancel(c);
@@ -440,7 +440,7 @@ grpc_call_t *call_new(conn_t *conn, int32_t stream_id)
     c->stream_id = stream_id;
     c->refs = 1; /* the stream's */
     c->rst_after_trailers = -1;
-    c->start_ns = now_ns();
+    c->start_ns = clock_now_ns();
     arena_init(&c->arena);
     c->out = evbuffer_new();
     if (!c->out) {
@@ -527,8 +527,11 @@ void call_headers_done(grpc_call_t *c)
         (!strcmp(c->http_method, "GET") || !strcmp(c->http_method, "HEAD"))) {
         /* /live, /health, /metrics over HTTP/2 */
         http_response_t r;
-        endpoint_serve(s, c->http_method, c->path, grpc_call_header(c, "accept"),
-                       grpc_call_header(c, "accept-encoding"), &r);
+        if (listener_serves_path(c->conn->lst->scope, c->path))
+            endpoint_serve(s, c->http_method, c->path, grpc_call_header(c, "accept"),
+                           grpc_call_header(c, "accept-encoding"), &r);
+        else
+            endpoint_not_found(&r);
         c->is_http = 1;
         if (r.gzip_later) {
             c->job = offload_gzip(s, &r, http_job_done, c);
@@ -550,14 +553,21 @@ void call_headers_done(grpc_call_t *c)
         return;
     }
     c->method = server_find_method(s, c->path);
+    const listener_scope_t *scope = c->conn->lst->scope;
+    int out_of_scope = c->method && !listener_serves_service(scope, c->method->service);
+    if (out_of_scope) c->method = NULL; /* as unknown here: neither counted nor dispatched */
     if (c->method) server_count_started(s, c->method);
     if (!c->te || strcmp(c->te, "trailers")) {
         finish(c, GRPC_STATUS_INTERNAL, "te: trailers is required");
         return;
     }
     if (!c->method) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "unknown method %.256s", c->path);
+        char msg[400];
+        if (out_of_scope)
+            snprintf(msg, sizeof msg, "%.256s is not served on %s: use the main port", c->path,
+                     scope->name);
+        else
+            snprintf(msg, sizeof msg, "unknown method %.256s", c->path);
         finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
         return;
     }
@@ -578,7 +588,7 @@ void call_headers_done(grpc_call_t *c)
             finish(c, GRPC_STATUS_INTERNAL, "malformed grpc-timeout");
             return;
         }
-        int64_t now = now_ns();
+        int64_t now = clock_now_ns();
         c->deadline_ns = ns > INT64_MAX - now ? INT64_MAX : now + ns;
         if (ns < (int64_t)1e15) {
             c->deadline_ev = evtimer_new(s->base, deadline_cb, c);

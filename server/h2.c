@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 
 static grpc_call_t *stream_call(conn_t *c, int32_t id)
 {
@@ -82,7 +82,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) {
             /* gRPC keepalive enforcement: pings closer than the minimum (two hours with no
              * call unless permitted) are strikes; too many end the connection. */
-            int64_t now = now_ns(), min = c->srv->cfg->keepalive_min_time_ns;
+            int64_t now = clock_now_ns(), min = c->srv->cfg->keepalive_min_time_ns;
             if (c->n_streams == 0 && !c->srv->cfg->keepalive_permit_without_calls)
                 min = 7200LL * 1000000000LL;
             if (c->last_ping_ns && now - c->last_ping_ns < min &&

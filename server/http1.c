@@ -6,7 +6,7 @@
 #include <strings.h>
 
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 
 #define MAX_BODY (64 * 1024)
 
@@ -193,8 +193,10 @@ static int on_complete(http_parser *p)
     h->in_message = 0;
     const char *method = http_method_str((enum http_method)p->method);
     http_response_t r;
-    if (!c->srv->http_hook ||
-        !c->srv->http_hook(c, method, h->url, &r)) /* fault.c, else the endpoints */
+    if (!listener_serves_path(c->lst->scope, h->url))
+        endpoint_not_found(&r);
+    else if (!c->srv->http_hook ||
+             !c->srv->http_hook(c, method, h->url, &r)) /* fault.c, else the endpoints */
         endpoint_serve(c->srv, method, h->url, h->accept[0] ? h->accept : NULL,
                        h->accept_encoding[0] ? h->accept_encoding : NULL, &r);
     int close = !http_should_keep_alive(p) || c->srv->stopping || h->close_after;

@@ -15,7 +15,7 @@
 #include "health/health.h"
 #include "inferd/v1/inference.pb-c.h"
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 #include "metrics/inferd_metrics.h"
 
 #define POLL_BATCH 64
@@ -438,7 +438,7 @@ static void count_gone(gen_t *g)
     if (!g->req || !g->call) return;
     int64_t dl = grpc_call_deadline(g->call);
     /* a client resets the stream at its own deadline, which runs a little ahead of ours */
-    if (dl && now_ns() >= dl - 100000000)
+    if (dl && clock_now_ns() >= dl - 100000000)
         count_request(g->inf, INFERD_STATUS_ERROR, "deadline");
     else
         count_request(g->inf, INFERD_STATUS_CANCELLED, "");

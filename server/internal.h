@@ -12,7 +12,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "config.h"
+#include "server/base/clock.h"
+#include "server/base/config.h"
 #include "grpc.h"
 #include "server.h"
 #include "trace.h"
@@ -128,10 +129,28 @@ struct grpc_call {
 
 typedef enum { PROTO_SNIFF, PROTO_TLS_HANDSHAKE, PROTO_H2, PROTO_HTTP1 } conn_proto_t;
 
+/* What a listener serves once a connection is up: gRPC methods of the named services and HTTP
+ * requests for the named paths. A NULL scope serves everything. The system listener's scope is
+ * the status-server set (server.c), so the allowed set is data rather than checks spread over
+ * the dispatch code. */
+typedef struct listener_scope {
+    const char *name;                 /* "the system port": for refusal messages */
+    const char *const *grpc_services; /* "grpc.health.v1.Health" */
+    size_t n_grpc_services;
+    const char *const *http_paths; /* "/live" (the request target up to '?' or '#') */
+    size_t n_http_paths;
+} listener_scope_t;
+/** 1 when scope serves gRPC service (a NULL scope serves everything). */
+int listener_serves_service(const listener_scope_t *scope, const char *service);
+/** 1 when scope serves HTTP requests for target (its path up to '?' or '#'). */
+int listener_serves_path(const listener_scope_t *scope, const char *target);
+
 typedef struct listener {
     server_t *srv;
     struct evconnlistener *ev;
-    int role; /* 0 main, 1 system */
+    int role;                      /* 0 main, 1 system */
+    int require_tls;               /* plaintext is refused (400 or GOAWAY), not served */
+    const listener_scope_t *scope; /* NULL: everything */
     char addr[80];
     int port;
 } listener_t;
@@ -194,6 +213,8 @@ struct server {
     listener_t listeners[2];
     int n_listeners;
     SSL_CTX *ssl_ctx;
+    listener_scope_t system_scope;
+    const char *system_paths[4];
     TAILQ_HEAD(, conn) conns;
     int n_conns;
     int draining; /* SIGTERM seen */
@@ -245,6 +266,8 @@ typedef struct http_response {
 } http_response_t;
 void endpoint_serve(server_t *s, const char *method, const char *path, const char *accept,
                     const char *accept_encoding, http_response_t *r);
+/** A 404 response (a path outside the listener's scope). */
+void endpoint_not_found(http_response_t *r);
 void http_response_dispose(http_response_t *r);
 
 /* offload.c: gzip a large body on a helper thread */

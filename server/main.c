@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
+#include "server/base/config.h"
 #include "inference.h"
-#include "log.h"
+#include "server/base/log.h"
 #include "prober.h"
 #include "server_run.h"
 

@@ -13,7 +13,7 @@
 
 #include "health/health.h"
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 #include "metrics/inferd_metrics.h"
 
 #define NS 1000000000ULL

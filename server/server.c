@@ -10,7 +10,7 @@
 
 #include "health/health.h"
 #include "internal.h"
-#include "log.h"
+#include "server/base/log.h"
 #include "metrics/inferd_metrics.h"
 #include "metrics/metrics.h"
 #include "reflection.h"
@@ -151,7 +151,7 @@ void server_count_handled(server_t *s, grpc_call_t *c)
         mm->handled[code] = metrics_series(s->m->grpc_handled, lv);
     }
     metrics_inc(mm->handled[code]);
-    double secs = (double)(now_ns() - c->start_ns) / 1e9;
+    double secs = (double)(clock_now_ns() - c->start_ns) / 1e9;
     metrics_observe(mm->handling, secs);
     access_log_call(s, c, secs, code);
 }
@@ -300,6 +300,11 @@ static int listen_on(server_t *s, const char *host, int port, int role, char *er
     listener_t *l = &s->listeners[s->n_listeners];
     l->srv = s;
     l->role = role;
+    /* The main listener with TLS is TLS only unless the operator opted in to plaintext; the
+     * system listener answers plaintext (kubelet probes and Prometheus do not present client
+     * certificates) and serves only its scope. */
+    l->require_tls = !role && s->ssl_ctx && !s->cfg->tls_allow_plaintext;
+    l->scope = role ? &s->system_scope : NULL;
     l->ev =
         evconnlistener_new_bind(s->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
                                 1024, (struct sockaddr *)&ss, sl);
@@ -382,13 +387,12 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     server_t *s = calloc(1, sizeof *s);
     if (!s) goto oom;
     s->cfg = cfg;
-    s->start_ns = now_ns();
+    s->start_ns = clock_now_ns();
     trace_rng_init(&s->rng);
     TAILQ_INIT(&s->conns);
     s->base = event_base_new();
     if (!s->base) goto oom;
-    s->reg = metrics_registry_new(cfg->metrics_prefix);
-    if (!s->reg) goto oom; /* config_load already rejected an invalid prefix */
+    if (metrics_registry_new(&s->reg, cfg->metrics_prefix, err, errlen)) goto fail;
     s->m = calloc(1, sizeof *s->m);
     if (!s->m || inferd_metrics_init(s->m, s->reg)) goto oom;
     inferd_metrics_set_log_dropped_source(s->m, log_dropped);
@@ -411,6 +415,24 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     rows = reflection_methods(s->refl, &n);
     if (server_register(s, rows, n)) goto oom;
     if (cfg->tls_cert && tls_setup(s, err, errlen)) goto fail;
+    if (s->ssl_ctx && cfg->tls_allow_plaintext)
+        log_warn("server",
+                 "--tls-allow-plaintext: plaintext clients on %s are served without TLS "
+                 "or client certificates",
+                 cfg->listen);
+    /* The system port is Dynamo's system status server: probes and scrapes, nothing else. */
+    static const char *const system_services[] = {"grpc.health.v1.Health"};
+    s->system_paths[0] = cfg->live_path;
+    s->system_paths[1] = cfg->health_path;
+    s->system_paths[2] = "/metrics";
+    s->system_paths[3] = "/debug/fault";
+    s->system_scope = (listener_scope_t){
+        .name = "the system port",
+        .grpc_services = system_services,
+        .n_grpc_services = sizeof system_services / sizeof system_services[0],
+        .http_paths = s->system_paths,
+        .n_http_paths = sizeof s->system_paths / sizeof s->system_paths[0],
+    };
     char host[128];
     int port;
     config_split_hostport(cfg->listen, host, sizeof host, &port);

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "config.h"
+#include "server/base/config.h"
 #include "server.h"
 
 /** Builds the server from a loaded configuration: metrics, health, method table, TLS,

@@ -28,6 +28,24 @@ int header_list_accepts(const char *list, const char *token)
     return 0;
 }
 
+int listener_serves_service(const listener_scope_t *scope, const char *service)
+{
+    if (!scope) return 1;
+    for (size_t i = 0; i < scope->n_grpc_services; i++)
+        if (!strcmp(scope->grpc_services[i], service)) return 1;
+    return 0;
+}
+
+int listener_serves_path(const listener_scope_t *scope, const char *target)
+{
+    if (!scope) return 1;
+    size_t pl = strcspn(target, "?#");
+    for (size_t i = 0; i < scope->n_http_paths; i++)
+        if (strlen(scope->http_paths[i]) == pl && !strncmp(scope->http_paths[i], target, pl))
+            return 1;
+    return 0;
+}
+
 int64_t now_ns(void)
 {
     struct timespec ts;

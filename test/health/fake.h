@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 #include "server/grpc.h"
-#include "server/log.h"
+#include "server/base/log.h"
 
 #define FAKE_MAX_SENT 64
 #define FAKE_MAX_LIST 128

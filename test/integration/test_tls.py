@@ -150,6 +150,68 @@ class MtlsTest(TlsBase):
             self.check(self.s0.target, creds)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
+    # ---- issue 13, item 0: plaintext beside mTLS is the bypass; each client must be refused
+
+    def test_plaintext_grpcio_refused(self):
+        ch = H.grpc_channel(self.s0.target)  # insecure: h2c prior knowledge
+        self.addCleanup(ch.close)
+        calls = {
+            "Check": lambda: H.unary(ch, H.CHECK)(H.health_request("liveness"), timeout=5),
+            "Generate": lambda: list(H.server_stream(ch, H.GENERATE)(
+                H.generate_request(prompt="Once", max_tokens=4), timeout=5)),
+            "reflection": lambda: list(ch.stream_stream(
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", request_serializer=None,
+                response_deserializer=None)(iter([H.pb_string(7, "")]), timeout=5)),
+        }
+        for name, call in calls.items():
+            with self.subTest(call=name):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    call()
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, cm.exception.details())
+
+    def test_plaintext_h2_gets_goaway_tls_required(self):
+        c = H.H2Conn(self.s0.grpc_port)
+        self.addCleanup(c.close)
+        sid = c.request(H.GENERATE, H.grpc_frame(H.generate_request(prompt="Once", max_tokens=4)))
+        c.wait_for(lambda: c.goaways(), 5, "GOAWAY")
+        g = c.goaways()[0]
+        self.assertEqual(g.error_code, 0xc)  # INADEQUATE_SECURITY
+        self.assertIn(b"TLS is required", g.additional_data or b"")
+        c.wait_for(lambda: c.closed, 5, "close after the GOAWAY")
+        self.assertIsNone(c.streams[sid]["headers"])
+        self.assertEqual(c.streams[sid]["data"], b"")
+
+    def test_plaintext_http1_gets_400_tls_required(self):
+        s = H.http1_socket(self.s0.grpc_port)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, hdrs, body = H.http1_read_response(s)
+        self.assertEqual(status, 400)
+        self.assertEqual(hdrs.get("connection"), "close")
+        self.assertIn(b"TLS is required", body)
+        closed, _, rest = H.recv_until_closed(s, 5)
+        self.assertTrue(closed)
+        self.assertEqual(rest, b"")
+
+    def test_plaintext_grpc_go_probe_refused(self):
+        from test_clients import probe_bin
+        probe = probe_bin()
+        p = subprocess.run([probe, "-addr", self.s0.target, "-service", "liveness", "-timeout", "3s"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertNotIn(b"status: SERVING", p.stdout)
+        # kubelet's plaintext probe still works where it should: the system port
+        p = subprocess.run([probe, "-addr", self.s0.system_target, "-service", "liveness", "-timeout", "3s"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stdout)
+
+    def test_system_port_serves_no_inference(self):
+        ch = H.grpc_channel(self.s0.system_target)
+        self.addCleanup(ch.close)
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(H.server_stream(ch, H.GENERATE)(H.generate_request(prompt="Once", max_tokens=4), timeout=5))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+
     def test_with_client_cert_accepted(self):
         creds = grpc.ssl_channel_credentials(root_certificates=self.ca,
                                              private_key=read(self.pki, "client.key"),
@@ -160,6 +222,35 @@ class MtlsTest(TlsBase):
                               "https://127.0.0.1:%d/live" % self.s0.grpc_port)
         self.assertEqual(rc, 0, err)
         self.assertEqual(out.decode(), "200")
+
+
+class PlaintextOptInTest(TlsBase):
+    """--tls-allow-plaintext: the explicit, named risk of serving plaintext beside TLS."""
+
+    def test_opt_in_serves_plaintext_and_warns(self):
+        s0 = H.Inferd("--tls-cert", self.p("server.pem"), "--tls-key", self.p("server.key"),
+                      "--tls-client-ca", self.p("ca.pem"), env={"INFERD_TLS_ALLOW_PLAINTEXT": "true"})
+        self.addCleanup(s0.check_clean_exit)
+        self.assertEqual(self.check(s0.target, None), H.SERVING)
+        self.assertIn("--tls-allow-plaintext", s0.stderr())
+        # TLS clients still need their certificate
+        with self.assertRaises(grpc.RpcError):
+            self.check(s0.target, grpc.ssl_channel_credentials(root_certificates=read(self.pki, "ca.pem")))
+
+    def test_help_names_the_risk(self):
+        p = subprocess.run([H.inferd_bin(), "--help"], stdout=subprocess.PIPE, timeout=20)
+        help_text = p.stdout.decode()
+        i = help_text.index("--tls-allow-plaintext")
+        entry = help_text[i:i + 600]
+        self.assertIn("RISK", entry)
+        self.assertIn("INFERD_TLS_ALLOW_PLAINTEXT", entry)
+        self.assertIn("default: false", entry)
+
+    def test_opt_in_without_tls_is_startup_error(self):
+        p = subprocess.run([H.inferd_bin(), "--listen", "127.0.0.1:%d" % H.free_port(), "--system-port", "-1",
+                            "--tls-allow-plaintext"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--tls-allow-plaintext", p.stderr.decode())
 
 
 if __name__ == "__main__":

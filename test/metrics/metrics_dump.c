@@ -11,9 +11,10 @@ int main(int argc, char **argv)
 {
     const char *prefix = argc > 1 ? argv[1] : "inferd_";
     const char *accept = argc > 2 ? argv[2] : NULL;
-    metrics_registry_t *r = metrics_registry_new(prefix);
-    if (!r) {
-        fprintf(stderr, "invalid prefix \"%s\"\n", prefix);
+    metrics_registry_t *r;
+    char why[200];
+    if (metrics_registry_new(&r, prefix, why, sizeof why)) {
+        fprintf(stderr, "%s\n", why);
         return 2;
     }
     inferd_metrics_t m;

@@ -40,7 +40,8 @@ static void *worker(void *p)
 static void test_concurrent_updates(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     arg_t base = {0};
     const double b[] = {0, 1, 2};
     base.c = metrics_series(metrics_counter_new(r, "c_total", "C.", NULL, 0), NULL);
@@ -111,7 +112,8 @@ static void *renderer(void *p)
 static void test_concurrent_create_and_render(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
     metrics_family_t *f = metrics_counter_new(r, "c_total", "C.", ln, 0);
     pthread_t t[4], rt;

@@ -30,7 +30,8 @@ static double sample(const char *out, const char *name)
 static void test_process_collector(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("inferd_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
     assert_int_equal(metrics_process_collector_add(r), 0);
     assert_int_equal(metrics_process_collector_add(r), -EEXIST);
     /* burn a little CPU and open a few fds so the values move */
@@ -78,7 +79,8 @@ static unsigned long dropped_src(void)
 static void test_inferd_set(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("inferd_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
     inferd_metrics_t m;
     assert_int_equal(inferd_metrics_init(&m, r), 0);
 

@@ -24,9 +24,13 @@ static void test_prefix(void **state)
     assert_false(metrics_prefix_valid("in-ferd_"));
     assert_false(metrics_prefix_valid("inferd "));
     assert_false(metrics_prefix_valid("infé_"));
-    assert_null(metrics_registry_new("9x"));
-    assert_null(metrics_registry_new("a.b"));
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = (metrics_registry_t *)&r; /* set to NULL on failure */
+    char err[200] = "";
+    assert_int_equal(metrics_registry_new(&r, "9x", err, sizeof err), -EINVAL);
+    assert_null(r);
+    assert_non_null(strstr(err, "'9x'"));
+    assert_int_equal(metrics_registry_new(&r, "a.b", NULL, 0), -EINVAL);
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     assert_non_null(r);
     assert_string_equal(metrics_registry_prefix(r), "");
     metrics_registry_free(r);
@@ -36,7 +40,8 @@ static void test_prefix(void **state)
 static void test_types_and_prefix(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("inferd_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
     metrics_family_t *c = metrics_counter_new(r, "requests_total", "Requests.", NULL, 0);
     metrics_family_t *g = metrics_gauge_new(r, "inflight_requests", "In flight.", NULL, 0);
     metrics_family_t *h =
@@ -60,7 +65,8 @@ static void test_types_and_prefix(void **state)
 static void test_invalid_names(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("p_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "p_", NULL, 0), 0);
     const char *const dup[] = {"a", "a", NULL};
     const char *const reserved[] = {"__name", NULL};
     const char *const colon[] = {"a:b", NULL};
@@ -98,7 +104,8 @@ static void test_invalid_names(void **state)
 static void test_duplicates(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("p_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "p_", NULL, 0), 0);
     assert_non_null(metrics_counter_new(r, "a_total", "A.", NULL, 0));
     assert_null(metrics_counter_new(r, "a_total", "A again.", NULL, 0));
     assert_null(metrics_counter_new(r, "p_a_total", "Same full name.", NULL, METRICS_NO_PREFIX));
@@ -116,7 +123,8 @@ static void test_duplicates(void **state)
 static void test_series_get_or_create(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const names[] = {"model", "status", NULL};
     metrics_family_t *f = metrics_counter_new(r, "req_total", "R.", names, 0);
     assert_int_equal(metrics_family_label_count(f), 2);
@@ -161,7 +169,8 @@ static void test_series_get_or_create(void **state)
 static void test_updates(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     metrics_series_t *c = metrics_series(metrics_counter_new(r, "c_total", "C.", NULL, 0), NULL);
     metrics_series_t *g = metrics_series(metrics_gauge_new(r, "g", "G.", NULL, 0), NULL);
     metrics_series_t *h =
@@ -216,7 +225,8 @@ static void collector(void *arg)
 static void test_collector(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     metrics_series_t *g = metrics_series(metrics_gauge_new(r, "g", "G.", NULL, 0), NULL);
     assert_int_equal(metrics_add_collector(r, NULL, NULL), -EINVAL);
     assert_int_equal(metrics_add_collector(r, collector, g), 0);

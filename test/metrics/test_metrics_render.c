@@ -34,7 +34,8 @@ static char *render(metrics_registry_t *r, const char *accept, const char **ct)
 static void test_text_exact(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("inferd_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
     const char *const ln[] = {"model", "status", NULL};
     metrics_family_t *c = metrics_counter_new(r, "requests_total", "Requests finished.", ln, 0);
     metrics_family_t *g = metrics_gauge_new(r, "temp", "A gauge.", NULL, METRICS_NO_PREFIX);
@@ -62,7 +63,8 @@ static void test_text_exact(void **state)
 static void test_escaping(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"v", NULL};
     metrics_family_t *g =
         metrics_gauge_new(r, "esc", "Help with \\ backslash,\nnewline and \"quotes\".", ln, 0);
@@ -88,7 +90,8 @@ static void test_escaping(void **state)
 static void test_histogram(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const double b[] = {0.1, 0.5, 1, 2.5};
     const char *const ln[] = {"m", NULL};
     metrics_family_t *h = metrics_histogram_new(r, "lat_seconds", "Latency.", ln, b, 4, 0);
@@ -143,7 +146,8 @@ static void test_histogram_default_and_nan(void **state)
     assert_true(d[n - 1] >= 30); /* multi-second generations */
     for (size_t i = 1; i < n; i++)
         assert_true(d[i] > d[i - 1]);
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     metrics_series_t *s =
         metrics_series(metrics_histogram_new(r, "h_seconds", "H.", NULL, NULL, 0, 0), NULL);
     metrics_observe(s, 0.00005);
@@ -162,7 +166,8 @@ static void test_histogram_default_and_nan(void **state)
 static void test_numbers(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
     metrics_family_t *g = metrics_gauge_new(r, "n", "Numbers.", ln, 0);
     struct {
@@ -202,7 +207,8 @@ static void test_numbers(void **state)
 static void test_openmetrics(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("inferd_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
     metrics_family_t *c = metrics_counter_new(r, "tokens_total", "Tokens.", NULL, 0);
     metrics_family_t *g = metrics_gauge_new(r, "inflight", "In flight.", NULL, 0);
     metrics_add(metrics_series(c, NULL), 12);
@@ -236,7 +242,8 @@ static void test_openmetrics(void **state)
     assert_non_null(strstr(text, "# TYPE inferd_tokens_total counter\n"));
     free(text);
     /* an empty registry in OpenMetrics is just # EOF */
-    metrics_registry_t *e = metrics_registry_new("");
+    metrics_registry_t *e = NULL;
+    assert_int_equal(metrics_registry_new(&e, "", NULL, 0), 0);
     char *empty_om = render(e, "application/openmetrics-text", NULL);
     assert_string_equal(empty_om, "# EOF\n");
     free(empty_om);
@@ -299,7 +306,8 @@ static void test_negotiate(void **state)
 static void test_order(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
     metrics_family_t *b = metrics_gauge_new(r, "b", "B.", ln, 0);
     metrics_family_t *a = metrics_gauge_new(r, "a", "A.", ln, 0);
@@ -338,7 +346,8 @@ static int sink(void *arg, const char *data, size_t len)
 static void test_stream(void **state)
 {
     (void)state;
-    metrics_registry_t *r = metrics_registry_new("s_");
+    metrics_registry_t *r = NULL;
+    assert_int_equal(metrics_registry_new(&r, "s_", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
     metrics_family_t *h = metrics_histogram_new(r, "h_seconds", "H.", ln, NULL, 0, 0);
     metrics_family_t *c = metrics_counter_new(r, "c_total", "C.", ln, 0);

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "server/config.h"
+#include "server/base/config.h"
 
 static int load(config_t *c, char **argv, char **env, char *err)
 {
@@ -34,6 +34,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_header_list_size, 8192);
     assert_true(c.canary_wait_ns == 10000000000LL);
     assert_true(c.health_check_enabled);
+    assert_false(c.tls_allow_plaintext); /* TLS, once configured, is the only way in */
     assert_string_equal(c.source[0], "default");
     config_dispose(&c);
 }
@@ -90,6 +91,8 @@ static void test_invalid_values(void **state)
     expect_invalid((char *[]){"inferd", "--starting-health-status", "maybe", NULL}, NULL,
                    "notready|ready");
     expect_invalid((char *[]){"inferd", "--tls-cert", "/x.pem", NULL}, NULL, "--tls-key");
+    expect_invalid((char *[]){"inferd", "--tls-allow-plaintext", NULL}, NULL,
+                   "--tls-allow-plaintext");
     expect_invalid((char *[]){"inferd", "--no-such-flag", NULL}, NULL, "unknown option");
     expect_invalid((char *[]){"inferd", "--max-concurrent-streams", NULL}, NULL, "needs a value");
     expect_invalid((char *[]){"inferd", NULL}, (char *[]){"DYN_SYSTEM_PORT=-5", NULL},

@@ -22,7 +22,7 @@
 
 #include "metrics/metrics.h"
 #include "server/internal.h"
-#include "server/log.h"
+#include "server/base/log.h"
 #include "server/server_run.h"
 
 /* ---- test handlers ---- */

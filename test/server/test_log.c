@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "server/internal.h"
-#include "server/log.h"
+#include "server/base/log.h"
 
 /* ---- capture: lines go to a temporary file; each test reads what was added ---- */
 static int cap_fd = -1;

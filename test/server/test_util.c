@@ -188,6 +188,31 @@ static void test_status_names(void **state)
     assert_string_equal(grpc_status_name((grpc_status_t)99), "UNKNOWN");
 }
 
+static void test_listener_scope(void **state)
+{
+    (void)state;
+    static const char *const services[] = {"grpc.health.v1.Health"};
+    static const char *const paths[] = {"/live", "/metrics"};
+    listener_scope_t sc = {.name = "the system port",
+                           .grpc_services = services,
+                           .n_grpc_services = 1,
+                           .http_paths = paths,
+                           .n_http_paths = 2};
+    assert_true(listener_serves_service(&sc, "grpc.health.v1.Health"));
+    assert_false(listener_serves_service(&sc, "inferd.v1.Inference"));
+    assert_false(listener_serves_service(&sc, "grpc.health.v1"));
+    assert_true(listener_serves_path(&sc, "/live"));
+    assert_true(listener_serves_path(&sc, "/metrics?x=1"));
+    assert_true(listener_serves_path(&sc, "/live#frag"));
+    assert_false(listener_serves_path(&sc, "/livex"));
+    assert_false(listener_serves_path(&sc, "/liv"));
+    assert_false(listener_serves_path(&sc, "/v1/models"));
+    assert_false(listener_serves_path(&sc, ""));
+    /* no scope: the main listener serves everything */
+    assert_true(listener_serves_service(NULL, "inferd.v1.Inference"));
+    assert_true(listener_serves_path(NULL, "/anything"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -199,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_gzip_roundtrip_and_limit),
         cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_listener_scope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

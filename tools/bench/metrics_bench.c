@@ -27,7 +27,8 @@ static int cmp_double(const void *a, const void *b)
  * histograms with 3 labels (default 19 buckets), values spread over the series. */
 static metrics_registry_t *build(int n_series, int hist_percent)
 {
-    metrics_registry_t *r = metrics_registry_new("inferd_");
+    metrics_registry_t *r;
+    if (metrics_registry_new(&r, "inferd_", NULL, 0)) return NULL;
     const char *const cl[] = {"grpc_service", "grpc_method", "grpc_type", "grpc_code", NULL};
     const char *const hl[] = {"grpc_service", "grpc_method", "grpc_type", NULL};
     metrics_family_t *cf[4], *hf[2];
@@ -166,6 +167,7 @@ int main(int argc, char **argv)
 
     double t0 = now_s();
     metrics_registry_t *r = build(n_series, hist_percent);
+    if (!r) return 1;
     printf("registry: %d series (%d%% histograms with 19 buckets + %d%% counters), built in "
            "%.1f ms\n",
            n_series, hist_percent, 100 - hist_percent, (now_s() - t0) * 1e3);
@@ -175,7 +177,8 @@ int main(int argc, char **argv)
     bench_stream(r, METRICS_FORMAT_OPENMETRICS, "openmetrics", runs);
     metrics_registry_free(r);
 
-    metrics_registry_t *h = metrics_registry_new("");
+    metrics_registry_t *h;
+    if (metrics_registry_new(&h, "", NULL, 0)) return 1;
     metrics_family_t *cf = metrics_counter_new(h, "hot_total", "Hot.", NULL, 0);
     const char *const ln[] = {"k", NULL};
     metrics_family_t *cf2 = metrics_counter_new(h, "hot2_total", "Hot.", ln, 0);

@@ -25,7 +25,7 @@
 #include "metrics/inferd_metrics.h"
 #include "metrics/metrics.h"
 #include "server/internal.h"
-#include "server/log.h"
+#include "server/base/log.h"
 #include "server/server_run.h"
 
 static double now_s(void)

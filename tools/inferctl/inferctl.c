@@ -39,6 +39,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "inferd/v1/inference.pb-c.h"
+#include "server/base/clock.h"
 
 #define MAX_CONNS 64
 
@@ -77,13 +78,6 @@ static char g_authority[300];
 
 static int cmp_u64(const void *a, const void *b);
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 __attribute__((format(printf, 1, 2))) static void die(const char *fmt, ...)
 {
     va_list ap;
@@ -111,7 +105,7 @@ static ssize_t send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int 
 
 static void on_message(stream_t *st, const uint8_t *p, size_t n)
 {
-    uint64_t t = now_ns();
+    uint64_t t = (uint64_t)clock_now_ns();
     st->msgs++;
     if (st->is_health) {
         Grpc__Health__V1__HealthCheckResponse *r =
@@ -204,7 +198,7 @@ static int on_close_cb(nghttp2_session *s, int32_t id, uint32_t err, void *ud)
     conn_t *c = ud;
     stream_t *st = nghttp2_session_get_stream_user_data(s, id);
     if (!st) return 0;
-    st->t_end = now_ns();
+    st->t_end = (uint64_t)clock_now_ns();
     if (st->grpc_status < 0 && err) {
         st->grpc_status = 1;
         snprintf(st->grpc_message, sizeof st->grpc_message, "stream reset (h2 error %u)", err);
@@ -297,7 +291,7 @@ static int stream_start(conn_t *c, stream_t *st, const char *path)
     nghttp2_data_provider dp = {.source.ptr = st, .read_callback = body_read_cb};
     st->c = c;
     st->grpc_status = -1;
-    st->t_start = now_ns();
+    st->t_start = (uint64_t)clock_now_ns();
     st->id = nghttp2_submit_request(c->s, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], &dp, st);
     if (st->id < 0) return -1;
     c->active++;
@@ -356,8 +350,8 @@ static int cmd_health(int argc, char **argv)
     conn_t c = {.fd = -1};
     if (conn_open(&c)) die("cannot connect to %s", g_authority);
     if (stream_start(&c, &st, "/grpc.health.v1.Health/Check")) die("%s", "cannot start the call");
-    uint64_t deadline = now_ns() + 5000000000ull;
-    while (!st.t_end && !c.dead && now_ns() < deadline)
+    uint64_t deadline = (uint64_t)clock_now_ns() + 5000000000ull;
+    while (!st.t_end && !c.dead && (uint64_t)clock_now_ns() < deadline)
         conns_turn(&c, 1, 100);
     conn_close(&c);
     free(st.body);
@@ -406,8 +400,8 @@ static int cmd_ping(int argc, char **argv)
         st.body_len = blen;
         if (stream_start(&c, &st, "/grpc.health.v1.Health/Check"))
             die("%s", "cannot start the call");
-        uint64_t deadline = now_ns() + 5000000000ull;
-        while (!st.t_end && !c.dead && now_ns() < deadline)
+        uint64_t deadline = (uint64_t)clock_now_ns() + 5000000000ull;
+        while (!st.t_end && !c.dead && (uint64_t)clock_now_ns() < deadline)
             conns_turn(&c, 1, 100);
         if (!st.t_end) die("%s", "health check timed out or the connection died");
         lat[k] = st.t_end - st.t_start;
@@ -525,7 +519,7 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
     B.conc = conc;
     B.st = calloc((size_t)nreq, sizeof *B.st);
     g_on_close = bench_closed;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = (uint64_t)clock_now_ns();
     while (B.done < nreq) {
         int inflight = B.next - B.done;
         while (B.next < nreq && inflight < conc) {
@@ -552,7 +546,7 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
         if (!alive) die("%s", "connection lost");
         conns_turn(cs, nconns, 1000);
     }
-    uint64_t t1 = now_ns();
+    uint64_t t1 = (uint64_t)clock_now_ns();
     for (int i = 0; i < nconns; i++)
         conn_close(&cs[i]);
     uint64_t total = 0;

@@ -2,7 +2,7 @@
  * bounded ring; when stderr is slow and the ring is full, lines are dropped and counted,
  * so the reactor never waits on stderr. The lock is held only to copy bytes in or out of the
  * ring, never across a write(). */
-#include "log.h"
+#include "server/base/log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -213,8 +213,8 @@ static size_t utf8_len(const unsigned char *p, size_t n)
 /* The escaped form of the character at p (n bytes left): JSON (\uXXXX, bad UTF-8 as U+FFFD)
  * or text (\xXX; quotes and backslashes escaped only inside a quoted value). Sets *piece to
  * the bytes to write (esc or p itself) and *adv to the source bytes used; returns the length. */
-static size_t escape_one(const unsigned char *p, size_t n, int json, int quoted, char esc[8], const char **piece,
-                         size_t *adv)
+static size_t escape_one(const unsigned char *p, size_t n, int json, int quoted, char esc[8],
+                         const char **piece, size_t *adv)
 {
     unsigned c = p[0];
     *piece = esc;

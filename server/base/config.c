@@ -1,4 +1,4 @@
-#include "config.h"
+#include "server/base/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -85,6 +85,17 @@ static const opt_t opts[] = {
      0,
      NULL,
      "CA bundle (PEM): require and verify client certificates"},
+    {"tls-allow-plaintext",
+     {"INFERD_TLS_ALLOW_PLAINTEXT"},
+     T_BOOL,
+     O(tls_allow_plaintext),
+     "false",
+     0,
+     0,
+     NULL,
+     "also serve plaintext (h2c, HTTP/1.1) on the TLS listener. RISK: a plaintext client skips "
+     "TLS and --tls-client-ca, so anyone who reaches the port is served unencrypted and "
+     "unauthenticated; off, plaintext there gets a 400 or a GOAWAY saying TLS is required"},
     {"max-concurrent-streams",
      {"INFERD_MAX_CONCURRENT_STREAMS"},
      T_INT,
@@ -714,6 +725,12 @@ int config_load(config_t *c, int argc, char **argv, char **envp, char *err, size
         snprintf(err, errlen,
                  "invalid value for --tls-client-ca: client verification needs --tls-cert and "
                  "--tls-key");
+        return -EINVAL;
+    }
+    if (c->tls_allow_plaintext && !c->tls_cert) {
+        snprintf(err, errlen,
+                 "invalid value for --tls-allow-plaintext: it only applies to a TLS listener "
+                 "(--tls-cert and --tls-key)");
         return -EINVAL;
     }
     if (c->health_path[0] != '/' || c->live_path[0] != '/' ||

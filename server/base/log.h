@@ -1,7 +1,7 @@
 /* Logging: readable lines or JSONL to stderr, per-module levels (DYN_LOG syntax),
  * never blocking the loop (bounded buffer, drops counted). Thread-safe. */
-#ifndef INFERD_SERVER_LOG_H
-#define INFERD_SERVER_LOG_H
+#ifndef INFERD_SERVER_BASE_LOG_H
+#define INFERD_SERVER_BASE_LOG_H
 
 #include <stdarg.h>
 #include <stddef.h>

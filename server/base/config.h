@@ -1,8 +1,8 @@
 /* Configuration: one table of options drives the flag parser, the environment lookup
  * (INFERD_* and the DYN_* aliases), --help and --print-config. Flags override the
  * environment, which overrides defaults. */
-#ifndef INFERD_SERVER_CONFIG_H
-#define INFERD_SERVER_CONFIG_H
+#ifndef INFERD_SERVER_BASE_CONFIG_H
+#define INFERD_SERVER_BASE_CONFIG_H
 
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +13,7 @@ typedef struct config {
     char *system_host; /* "0.0.0.0" */
     int system_port;   /* 8081; -1 off; 0 picks a free port */
     char *tls_cert, *tls_key, *tls_client_ca;
+    int tls_allow_plaintext; /* plaintext beside TLS on the main listener (opt-in risk) */
     int64_t max_concurrent_streams;
     int64_t max_recv_message_size;
     int64_t max_header_list_size;
