@@ -148,8 +148,6 @@ class TestImage(unittest.TestCase):
         version = out.split()[1]
         self.assertEqual(self.image, "inferd:" + version)
         self.assertEqual(self.ctr["image"], self.image, "deployment.yaml runs another image than tools/image.sh builds")
-        tagged = json.loads(podman("image", "inspect", self.image)[1])[0]["Id"]
-        self.assertEqual(tagged, self.image_id.split(":")[-1], "%s was retagged by another build" % self.image)
         _, out, _ = podman("run", "--rm", *self.run_flags, self.image_id, "--version")
         self.assertEqual(out.strip(), "inferd " + version)
 
