@@ -380,11 +380,16 @@ static int add_service(health_t *h, const char *name, enum service_kind kind)
     return 0;
 }
 
-health_t *health_new(struct event_base *base, health_status_t starting)
+int health_new(health_t **out, struct event_base *base, health_status_t starting, char *err,
+               size_t errlen)
 {
-    if (!base || (starting != HEALTH_SERVING && starting != HEALTH_NOT_SERVING)) return NULL;
+    *out = NULL;
+    if (!base || (starting != HEALTH_SERVING && starting != HEALTH_NOT_SERVING)) {
+        snprintf(err, errlen, "health: %s", base ? "invalid starting status" : "no event base");
+        return -EINVAL;
+    }
     health_t *h = calloc(1, sizeof(*h));
-    if (!h) return NULL;
+    if (!h) goto oom;
     h->base = base;
     h->loop_thread = pthread_self();
     h->starting = starting;
@@ -396,7 +401,8 @@ health_t *health_new(struct event_base *base, health_status_t starting)
         add_service(h, HEALTH_SERVICE_READINESS, SVC_OVERALL) < 0 ||
         add_service(h, HEALTH_SERVICE_LIVENESS, SVC_LIVENESS) < 0)
         goto fail_services;
-    return h;
+    *out = h;
+    return 0;
 
 fail_services:
     for (size_t i = 0; i < h->n_svcs; i++)
@@ -407,7 +413,14 @@ fail_event:
     pthread_mutex_destroy(&h->mu);
 fail_mutex:
     free(h);
-    return NULL;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+}
+
+int health_draining(const health_t *h)
+{
+    return h->draining;
 }
 
 void health_free(health_t *h)

@@ -24,7 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
-#include "server/grpc.h"
+#include "server/core/grpc.h"
+#include "server/core/http.h"
 
 struct event_base;
 
@@ -57,8 +58,12 @@ int health_parse_starting_status(const char *value, health_status_t *out);
 
 /** Creates the registry with "", "readiness" and "liveness"; call it on the loop thread.
  * starting: the status endpoints have when added (HEALTH_NOT_SERVING for "notready", the
- * default; HEALTH_SERVING for "ready"). Returns NULL on allocation failure or a NULL base. */
-health_t *health_new(struct event_base *base, health_status_t starting);
+ * default; HEALTH_SERVING for "ready"). Returns 0 (*out set), -EINVAL (a NULL base or another
+ * starting status), -ENOMEM; err (may be NULL with errlen 0) says why. */
+int health_new(health_t **out, struct event_base *base, health_status_t starting, char *err,
+               size_t errlen);
+/** 1 once health_set_draining() (or _shutdown) was applied. Loop thread. */
+int health_draining(const health_t *h);
 /** Frees the registry (NULL is a no-op). Loop thread, after every thread that sets statuses has
  * stopped, and after Watch calls were ended (health_watch_close_all() or cancelled by the
  * server): remaining watcher records are dropped without touching their calls. The method rows
@@ -163,8 +168,16 @@ void health_watch_close_all(health_t *h, grpc_status_t status);
 /* --- grpc.health.v1.Health --- */
 
 /** The method rows of grpc.health.v1.Health (Check, Watch, List; .arg = h, flags
- * GRPC_METHOD_PROBE), owned by h, for server_register(). *n receives the row count. */
+ * GRPC_METHOD_PROBE), owned by h, for server_register(). *n receives the row count. Every call
+ * returns the same rows. */
 grpc_method_t *health_grpc_methods(health_t *h, size_t *n);
+
+/* --- HTTP: /live and /health as routes of the core's table (core/http.h) --- */
+
+/** The two route rows, "live" at live_path and "health" at health_path (GET and HEAD; the
+ * paths must outlive the server), answering with the bodies below, for server_route_add(). */
+void health_http_routes(health_t *h, const char *live_path, const char *health_path,
+                        http_route_t rows[2]);
 
 /* --- HTTP bodies (application/json; *body is malloc'd, the caller free()s it) --- */
 

@@ -182,7 +182,9 @@ grpc_method_t *health_grpc_methods(health_t *h, size_t *n)
         },
     };
     _Static_assert(sizeof(rows) == sizeof(h->rows), "row count");
-    memcpy(h->rows, rows, sizeof(rows));
+    /* Filled once: a second call must not reset what the server keeps in the rows (stats and
+     * cached metric series). */
+    if (!h->rows[0].path) memcpy(h->rows, rows, sizeof(rows));
     *n = sizeof(rows) / sizeof(rows[0]);
     return h->rows;
 }

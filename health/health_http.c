@@ -1,5 +1,6 @@
-/* Bodies of /live and /health. jansson does the escaping; reasons come from other modules and
- * may hold bytes that are not UTF-8, which JSON cannot carry, so those become '?'. */
+/* /live and /health: their bodies and their routes. jansson does the escaping; reasons come from
+ * other modules and may hold bytes that are not UTF-8, which JSON cannot carry, so those become
+ * '?'. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,4 +121,42 @@ int health_ready_body(health_t *h, char **body, size_t *len, int *http_status)
         }
     }
     return dump(root, body, len);
+}
+
+/* A body that could not be built still answers, as not ready. */
+static void json_answer(http_response_t *r, int rc)
+{
+    if (rc) {
+        r->status = 503;
+        r->body = strdup("{\"status\":\"notready\"}");
+        r->len = r->body ? strlen(r->body) : 0;
+    }
+    r->content_type = "application/json";
+}
+
+static void serve_live(void *arg, const http_request_t *req, http_response_t *r)
+{
+    (void)req;
+    json_answer(r, health_live_body(arg, &r->body, &r->len, &r->status));
+}
+
+static void serve_health(void *arg, const http_request_t *req, http_response_t *r)
+{
+    (void)req;
+    json_answer(r, health_ready_body(arg, &r->body, &r->len, &r->status));
+}
+
+void health_http_routes(health_t *h, const char *live_path, const char *health_path,
+                        http_route_t rows[2])
+{
+    rows[0] = (http_route_t){.name = "live",
+                             .path = live_path,
+                             .methods = HTTP_METHOD_GET | HTTP_METHOD_HEAD,
+                             .handler = serve_live,
+                             .arg = h};
+    rows[1] = (http_route_t){.name = "health",
+                             .path = health_path,
+                             .methods = HTTP_METHOD_GET | HTTP_METHOD_HEAD,
+                             .handler = serve_health,
+                             .arg = h};
 }

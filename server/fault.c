@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "inference.h"
-#include "internal.h"
-#include "server/base/log.h"
 #include "prober.h"
+#include "server/base/config.h"
+#include "server/base/log.h"
 
 #define FAULT_PATH "/debug/fault"
 #define SLOW_MAX_MS 60000
@@ -27,15 +27,13 @@ static int loopback(const char *host)
     return 0;
 }
 
-int fault_enabled(const server_t *s)
+int fault_enabled(const config_t *cfg)
 {
-    const config_t *cfg = s->cfg;
     return cfg->enable_fault_injection && cfg->system_port >= 0 && loopback(cfg->system_host);
 }
 
-void fault_log_startup(const server_t *s)
+void fault_log_startup(const config_t *cfg)
 {
-    const config_t *cfg = s->cfg;
     if (!cfg->enable_fault_injection) return;
     if (cfg->system_port < 0)
         log_warn(
@@ -98,20 +96,12 @@ static int query_get(const char *q, const char *key, char *out, size_t cap)
     return 0;
 }
 
-int fault_serve(conn_t *c, const char *method, const char *target, http_response_t *r)
+/* POST /debug/fault?mode=...: the route exists only when fault injection is enabled, and only
+ * the system listener's scope names it (app.c). */
+static void serve(void *route_arg, const http_request_t *req, http_response_t *r)
 {
-    size_t pl = strcspn(target, "?#");
-    if (pl != strlen(FAULT_PATH) || strncmp(target, FAULT_PATH, pl)) return 0;
-    server_t *s = c->srv;
-    /* Off, or asked on the main port: the path does not exist (endpoint_serve answers 404). */
-    if (!fault_enabled(s) || !c->lst || c->lst->role != 1 || !s->inference) return 0;
-    memset(r, 0, sizeof *r);
-    if (strcmp(method, "POST")) {
-        json_reply(r, 405, "{\"error\":\"use POST\"}");
-        r->allow = "POST";
-        return 1;
-    }
-    const char *q = target[pl] == '?' ? target + pl + 1 : "";
+    inference_t *inf = route_arg;
+    const char *q = req->query;
     char mode[32] = "", ms_s[32] = "";
     query_get(q, "mode", mode, sizeof mode);
     engine_fault_t f;
@@ -130,7 +120,7 @@ int fault_serve(conn_t *c, const char *method, const char *target, http_response
         long v = query_get(q, "ms", ms_s, sizeof ms_s) ? strtol(ms_s, &end, 10) : -1;
         if (!ms_s[0] || *end || v < 0 || v > SLOW_MAX_MS) {
             json_reply(r, 400, "{\"error\":\"mode=slow needs ms=N, 0 <= N <= %d\"}", SLOW_MAX_MS);
-            return 1;
+            return;
         }
         arg = (uint32_t)v;
     } else {
@@ -138,19 +128,27 @@ int fault_serve(conn_t *c, const char *method, const char *target, http_response
             r, 400,
             "{\"error\":\"unknown mode '%.20s': expected hang, error, stall, slow&ms=N or clear\"}",
             mode);
-        return 1;
+        return;
     }
-    int rc = engine_set_fault(inference_engine(s->inference), f, arg);
+    int rc = engine_set_fault(inference_engine(inf), f, arg);
     if (rc) {
         json_reply(r, 400, "{\"error\":\"engine refused the fault: %s\"}", strerror(-rc));
-        return 1;
+        return;
     }
     const char *name = f == ENGINE_FAULT_NONE ? "clear" : mode;
     log_warn("health", "fault injection: mode %s%s%s set by %s", name,
-             f == ENGINE_FAULT_SLOW ? " ms=" : "", f == ENGINE_FAULT_SLOW ? ms_s : "", c->peer);
+             f == ENGINE_FAULT_SLOW ? " ms=" : "", f == ENGINE_FAULT_SLOW ? ms_s : "", req->peer);
     if (f == ENGINE_FAULT_SLOW)
         json_reply(r, 200, "{\"fault\":\"slow\",\"ms\":%u}", arg);
     else
         json_reply(r, 200, "{\"fault\":\"%s\"}", name);
-    return 1;
+}
+
+void fault_route(inference_t *inf, http_route_t *row)
+{
+    *row = (http_route_t){.name = "fault",
+                          .path = FAULT_PATH,
+                          .methods = HTTP_METHOD_POST,
+                          .handler = serve,
+                          .arg = inf};
 }

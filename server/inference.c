@@ -14,7 +14,8 @@
 
 #include "health/health.h"
 #include "inferd/v1/inference.pb-c.h"
-#include "internal.h"
+#include "server/base/clock.h"
+#include "server/base/config.h"
 #include "server/base/log.h"
 #include "metrics/inferd_metrics.h"
 
@@ -669,7 +670,6 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     inference_t *inf = calloc(1, sizeof *inf);
     if (!inf) goto oom;
     inf->srv = s;
-    s->inference = inf;
     inf->m = server_metrics(s);
     engine_config_t ec;
     engine_config_init(&ec);
@@ -757,7 +757,6 @@ fail:
 void inference_free(inference_t *inf)
 {
     if (!inf) return;
-    if (inf->srv->inference == inf) inf->srv->inference = NULL;
     while (inf->internals)
         inference_internal_cancel(inf, inf->internals);
     engine_free(inf->engine); /* workers stop; outstanding handles become invalid */

@@ -8,7 +8,7 @@
 
 #include "engine/engine.h"
 #include "inferd/v1/inference.pb-c.h"
-#include "server.h"
+#include "server/core/server.h"
 
 typedef struct inference inference_t;
 

@@ -5,11 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "server/app.h"
 #include "server/base/config.h"
-#include "inference.h"
 #include "server/base/log.h"
-#include "prober.h"
-#include "server_run.h"
+#include "server/prober.h"
 
 #ifndef INFERD_VERSION
 #define INFERD_VERSION "0.1.0"
@@ -50,37 +49,18 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    evthread_use_pthreads();
-    server_t *s = server_new(&cfg, err, sizeof err);
-    if (!s) {
+    evthread_use_pthreads(); /* before the event base: engine and health wake it from threads */
+    app_t *app;
+    int rc = app_new(&app, &cfg, err, sizeof err);
+    if (rc) {
         fprintf(stderr, "inferd: %s\n", err);
+        log_flush();
         config_dispose(&cfg);
-        return 1;
+        return rc == -EINVAL ? 2 : 1;
     }
-    inference_t *inf = inference_new(s, err, sizeof err);
-    if (!inf) {
-        fprintf(stderr, "inferd: %s\n", err);
-        server_free(s);
-        config_dispose(&cfg);
-        return 1;
-    }
-    prober_t *pr = NULL;
-    int prc = prober_new(&pr, s, err, sizeof err);
-    if (!prc) prc = prober_add(pr, "generate", inf, err, sizeof err);
-    if (prc) {
-        fprintf(stderr, "inferd: %s\n", err);
-        prober_free(pr);
-        inference_free(inf);
-        server_free(s);
-        config_dispose(&cfg);
-        return prc == -EINVAL ? 2 : 1;
-    }
-    int rc = server_run(s);
-    server_close_connections(s); /* cancels what is still in the engine */
-    prober_free(pr);
-    inference_free(inf);
-    server_free(s);
+    int status = app_run(app);
+    app_free(app);
     log_flush();
     config_dispose(&cfg);
-    return rc;
+    return status;
 }

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "health/health.h"
-#include "internal.h"
+#include "server/base/config.h"
 #include "server/base/log.h"
 #include "metrics/inferd_metrics.h"
 
@@ -377,7 +377,7 @@ static void update_gauges(prober_t *p)
         if (health_endpoint_get(p->h, NULL, i, &info)) continue;
         const char *lv[] = {info.endpoint};
         metrics_set(metrics_series(m->health_status, lv),
-                    info.status == HEALTH_SERVING && !p->srv->draining ? 1.0 : 0.0);
+                    info.status == HEALTH_SERVING && !health_draining(p->h) ? 1.0 : 0.0);
     }
 }
 
@@ -579,7 +579,7 @@ static void on_success(void *arg)
 
 /* ---------------------------------------------------------------- lifecycle */
 
-int prober_new(prober_t **out, server_t *s, char *err, size_t errlen)
+int prober_new(prober_t **out, server_t *s, health_t *h, char *err, size_t errlen)
 {
     prober_t *p = calloc(1, sizeof *p);
     if (!p) {
@@ -587,7 +587,7 @@ int prober_new(prober_t **out, server_t *s, char *err, size_t errlen)
         return -ENOMEM;
     }
     p->srv = s;
-    p->h = server_health(s);
+    p->h = h;
     p->cfg = server_config(s);
     int rc = load_payload(p->cfg, &p->payload, err, errlen);
     if (rc) {
@@ -608,8 +608,6 @@ int prober_new(prober_t **out, server_t *s, char *err, size_t errlen)
             (double)p->cfg->canary_wait_ns / 1e9, (double)p->cfg->health_request_timeout_ns / 1e9,
             (double)p->cfg->busy_stall_ns / 1e9,
             p->payload ? "from --health-check-payload" : "BOS, 1 token");
-    fault_log_startup(s);
-    s->http_hook = fault_serve;
     *out = p;
     return 0;
 }
@@ -730,7 +728,6 @@ void prober_free(prober_t *p)
         ep_free(p->eps[i]);
     free(p->eps);
     if (p->hooked) health_on_change(p->h, p->prev_fn, p->prev_arg);
-    if (p->srv->http_hook == fault_serve) p->srv->http_hook = NULL;
     if (p->payload) protobuf_c_message_free_unpacked(&p->payload->base, NULL);
     free(p);
 }

@@ -25,11 +25,12 @@
 #include <stddef.h>
 
 #include "inference.h"
-#include "server.h"
+#include "server/core/server.h"
+
+#include "server/core/http.h"
 
 struct config;
-struct conn;
-struct http_response;
+struct health;
 
 typedef struct prober prober_t;
 
@@ -38,9 +39,9 @@ typedef struct prober prober_t;
  * "invalid value '...' for --health-check-payload: why" in err (exit 2). */
 int prober_check_config(const struct config *cfg, char *err, size_t errlen);
 
-/** Creates the prober (no endpoint yet). Returns 0 (*out set), -EINVAL (invalid payload: err
- * names the option, exit 2) or -ENOMEM. */
-int prober_new(prober_t **out, server_t *s, char *err, size_t errlen);
+/** Creates the prober (no endpoint yet) over the health registry h. Returns 0 (*out set),
+ * -EINVAL (invalid payload: err names the option, exit 2) or -ENOMEM. */
+int prober_new(prober_t **out, server_t *s, struct health *h, char *err, size_t errlen);
 /** Watches one inference endpoint (registered in the health registry as endpoint) and starts
  * its checks: the first canary is submitted at once. Takes inf's observer. Returns 0, -EINVAL
  * (the payload does not suit inf's model: err says why, exit 2), -ENOENT (endpoint not
@@ -59,14 +60,15 @@ int prober_parse_payload(const char *spec, Inferd__V1__GenerateRequest **out, ch
 
 /* --- fault injection (fault.c; a debugging aid, not an API) --- */
 
-/** 1 when POST /debug/fault is served: --enable-fault-injection and a loopback system listener. */
-int fault_enabled(const server_t *s);
+/** 1 when POST /debug/fault is to be served: --enable-fault-injection and a loopback system
+ * listener. */
+int fault_enabled(const struct config *cfg);
 /** Start-up: logs that fault injection is on, or warns that it was refused (non-loopback system
  * host, or no system port) and stays off. */
-void fault_log_startup(const server_t *s);
-/** HTTP/1.1 dispatch: answers POST /debug/fault?mode=hang|error|stall|clear|slow&ms=N on the
- * system listener when enabled (200 JSON, 400 bad mode, 405 not POST). Returns 1 when it
- * filled r, 0 when the request is not one it serves (then 404 comes from endpoint_serve). */
-int fault_serve(struct conn *c, const char *method, const char *target, struct http_response *r);
+void fault_log_startup(const struct config *cfg);
+/** The route row "fault": POST /debug/fault?mode=hang|error|stall|clear|slow&ms=N sets inf's
+ * engine fault (200 JSON, 400 for a bad mode). Register it only when fault_enabled(), and let
+ * only the system listener's scope name it. */
+void fault_route(inference_t *inf, http_route_t *row);
 
 #endif

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "google/protobuf/descriptor.pb-c.h"
-#include "server.h"
+#include "server/core/server.h"
 
 #define MAX_SET_BYTES (64u << 20)
 #define MAX_DEPTH 100

@@ -12,7 +12,7 @@
 
 #include <stddef.h>
 
-#include "grpc.h"
+#include "server/core/grpc.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
 
 /** The descriptor set of every .proto the server exposes, dependencies included (proto/). */

@@ -1,10 +1,10 @@
-/* Test doubles for what inferd_health links against: the gRPC call API of server/grpc.h and
- * the logging of server/log.h. The fake call records what a handler sent and how it ended. */
+/* Test doubles for what inferd_health links against: the gRPC call API of server/core/grpc.h and
+ * the logging of server/base/log.h. The fake call records what a handler sent and how it ended. */
 #ifndef INFERD_TEST_HEALTH_FAKE_H
 #define INFERD_TEST_HEALTH_FAKE_H
 
 #include <stddef.h>
-#include "server/grpc.h"
+#include "server/core/grpc.h"
 #include "server/base/log.h"
 
 #define FAKE_MAX_SENT 64

@@ -30,7 +30,7 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     f->base = event_base_new();
-    f->h = health_new(f->base, HEALTH_NOT_SERVING);
+    assert_int_equal(health_new(&f->h, f->base, HEALTH_NOT_SERVING, NULL, 0), 0);
     assert_non_null(f->h);
     size_t n = 0;
     grpc_method_t *rows = health_grpc_methods(f->h, &n);

@@ -26,7 +26,7 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     f->base = event_base_new();
-    f->h = health_new(f->base, HEALTH_NOT_SERVING);
+    assert_int_equal(health_new(&f->h, f->base, HEALTH_NOT_SERVING, NULL, 0), 0);
     assert_non_null(f->h);
     *state = f;
     return 0;
@@ -183,7 +183,8 @@ static void test_ready_lifecycle(void **state)
 static void test_ready_at_start(void **state)
 {
     struct fixture *f = *state;
-    health_t *h = health_new(f->base, HEALTH_SERVING); /* DYN_SYSTEM_STARTING_HEALTH_STATUS=ready */
+    health_t *h; /* DYN_SYSTEM_STARTING_HEALTH_STATUS=ready */
+    assert_int_equal(health_new(&h, f->base, HEALTH_SERVING, NULL, 0), 0);
     assert_int_equal(health_endpoint_add(h, "generate", INF), 0);
     int code;
     json_t *j = ready_body(h, &code);
@@ -216,6 +217,40 @@ static void test_reason_escaped(void **state)
     json_decref(j);
 }
 
+/* The routes the core serves /live and /health with (core/http.h): names, paths, methods, and
+ * handlers that answer with the bodies above. */
+static void test_routes(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(health_endpoint_add(f->h, "generate", INF), 0);
+    http_route_t rows[2];
+    health_http_routes(f->h, "/livez", "/readyz", rows);
+    assert_string_equal(rows[0].name, "live");
+    assert_string_equal(rows[0].path, "/livez");
+    assert_string_equal(rows[1].name, "health");
+    assert_string_equal(rows[1].path, "/readyz");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rows[i].methods, HTTP_METHOD_GET | HTTP_METHOD_HEAD);
+        assert_ptr_equal(rows[i].arg, f->h);
+    }
+    http_request_t req = {.method = "GET", .path = "/livez", .query = "", .peer = "test"};
+    http_response_t r = {0};
+    rows[0].handler(rows[0].arg, &req, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "application/json");
+    json_t *j = parse(r.body, r.len);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "live");
+    json_decref(j);
+    memset(&r, 0, sizeof r);
+    req.path = "/readyz";
+    rows[1].handler(rows[1].arg, &req, &r);
+    assert_int_equal(r.status, 503); /* generate is not SERVING yet */
+    assert_string_equal(r.content_type, "application/json");
+    j = parse(r.body, r.len);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "notready");
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +258,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ready_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_at_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reason_escaped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,7 @@ static int setup_with(void **state, health_status_t starting)
     struct fixture *f = calloc(1, sizeof(*f));
     f->base = event_base_new();
     assert_non_null(f->base);
-    f->h = health_new(f->base, starting);
+    assert_int_equal(health_new(&f->h, f->base, starting, NULL, 0), 0);
     assert_non_null(f->h);
     fake_log_reset();
     *state = f;
@@ -282,8 +282,12 @@ static void test_errors(void **state)
     assert_int_equal(health_endpoint_set(h, NULL, HEALTH_SERVING, "x"), -ENOENT);
     assert_int_equal(health_endpoint_set(h, "generate", HEALTH_SERVICE_UNKNOWN, "x"), -EINVAL);
     assert_int_equal(health_endpoint_set(h, "generate", (health_status_t)42, "x"), -EINVAL);
-    assert_null(health_new(NULL, HEALTH_NOT_SERVING));
-    assert_null(health_new(f->base, HEALTH_UNKNOWN));
+    health_t *bad;
+    char err[100];
+    assert_int_equal(health_new(&bad, NULL, HEALTH_NOT_SERVING, err, sizeof err), -EINVAL);
+    assert_null(bad);
+    assert_int_equal(health_new(&bad, f->base, HEALTH_UNKNOWN, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "starting status"));
     health_free(NULL);
 }
 

@@ -453,7 +453,8 @@ class TestStartup(unittest.TestCase):
         self.assertEqual(st, 503, body)
         # no transition yet: the reason is still the initial one; the log says why
         self.assertEqual(body["endpoints"]["generate"]["reason"], "starting")
-        self.assertIn("canary did not complete", s.stderr())
+        # the log is written by its own thread: the line may follow the metric by a moment
+        self.assertIsNotNone(wait_until(lambda: "canary did not complete" in s.stderr(), 5), s.stderr())
         self.assertEqual(probe(s, "readiness")[0], 1)
         self.assertEqual(probe(s, "")[0], 1)
         self.assertEqual(probe(s, "liveness")[0], 0)

@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "grpc.h"
-#include "server.h"
+#include "server/core/grpc.h"
+#include "server/core/server.h"
 
 #define FAKE_MAX_SENT 16
 

@@ -20,10 +20,14 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include <event2/thread.h>
 
+#include "health/health.h"
+#include "metrics/inferd_metrics.h"
 #include "metrics/metrics.h"
-#include "server/internal.h"
+#include "server/base/config.h"
 #include "server/base/log.h"
-#include "server/server_run.h"
+#include "server/core/conn.h"
+#include "server/core/http.h"
+#include "server/core/server.h"
 
 /* ---- test handlers ---- */
 static int hang_cancels;
@@ -240,28 +244,57 @@ static void pump_until(client_t *c, const int *flag, int ms)
     }
 }
 
+/* One server as app.c composes it, minus the engine: the core, its metrics, and health (the
+ * generate endpoint NOT_SERVING, as before a first canary) with its rows and routes. */
+typedef struct fixture {
+    config_t cfg;
+    struct event_base *base;
+    metrics_registry_t *reg;
+    inferd_metrics_t m;
+    health_t *health;
+} fixture_t;
+static fixture_t fx;
+static const server_scope_t *next_main_scope; /* the next start_server's --listen scope */
+
 static server_t *start_server(char **extra)
 {
-    static config_t cfg;
     char *argv[32] = {"inferd", "--listen", "127.0.0.1:0", "--system-port", "-1", "--log", "off"};
     int argc = 7;
     for (int i = 0; extra && extra[i]; i++)
         argv[argc++] = extra[i];
     char *env[] = {NULL};
     char err[512];
-    assert_int_equal(config_load(&cfg, argc, argv, env, err, sizeof err), 0);
+    assert_int_equal(config_load(&fx.cfg, argc, argv, env, err, sizeof err), 0);
     assert_int_equal(log_configure("off", 0, err, sizeof err), 0);
-    server_t *s = server_new(&cfg, err, sizeof err);
-    if (!s) fail_msg("server_new: %s", err);
+    fx.base = event_base_new();
+    assert_non_null(fx.base);
+    assert_int_equal(metrics_registry_new(&fx.reg, fx.cfg.metrics_prefix, err, sizeof err), 0);
+    assert_int_equal(inferd_metrics_init(&fx.m, fx.reg), 0);
+    server_options_t so = {
+        .base = fx.base, .cfg = &fx.cfg, .reg = fx.reg, .m = &fx.m, .main_scope = next_main_scope};
+    server_t *s;
+    if (server_new(&s, &so, err, sizeof err)) fail_msg("server_new: %s", err);
+    assert_int_equal(health_new(&fx.health, fx.base, HEALTH_NOT_SERVING, err, sizeof err), 0);
+    assert_int_equal(health_endpoint_add(fx.health, "generate", "inferd.v1.Inference"), 0);
+    size_t n;
+    grpc_method_t *hrows = health_grpc_methods(fx.health, &n);
+    assert_int_equal(server_register(s, hrows, n), 0);
+    http_route_t routes[2];
+    health_http_routes(fx.health, fx.cfg.live_path, fx.cfg.health_path, routes);
+    assert_int_equal(server_route_add(s, routes, 2), 0);
     assert_int_equal(server_register(s, rows, sizeof rows / sizeof rows[0]), 0);
     return s;
 }
 
 static void stop_server(server_t *s)
 {
-    config_t *cfg = s->cfg;
     server_free(s);
-    config_dispose(cfg);
+    health_free(fx.health);
+    inferd_metrics_dispose(&fx.m);
+    metrics_registry_free(fx.reg);
+    event_base_free(fx.base);
+    config_dispose(&fx.cfg);
+    memset(&fx, 0, sizeof fx);
 }
 
 static void client_open(client_t *c, server_t *s)
@@ -270,7 +303,7 @@ static void client_open(client_t *c, server_t *s)
     c->srv = s;
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)s->listeners[0].port),
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
     fcntl(c->fd, F_SETFL, O_NONBLOCK);
@@ -648,15 +681,10 @@ static void test_method_table(void **state)
     assert_non_null(server_find_method(s, "/grpc.health.v1.Health/Check"));
     const char *names[16];
     size_t n = server_services(s, names, 16);
-    int health = 0, refl = 0, test = 0;
-    for (size_t i = 0; i < n && i < 16; i++) {
-        health += !strcmp(names[i], "grpc.health.v1.Health");
-        refl += !strcmp(names[i], "grpc.reflection.v1.ServerReflection");
-        test += !strcmp(names[i], "test.T");
-    }
-    assert_int_equal(health, 1); /* distinct, not once per method */
-    assert_int_equal(refl, 1);
-    assert_int_equal(test, 1);
+    /* distinct, not once per method, in registration order */
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "grpc.health.v1.Health");
+    assert_string_equal(names[1], "test.T");
     stop_server(s);
 }
 
@@ -665,7 +693,7 @@ static int http1_exchange(server_t *s, const char *req, size_t reqlen, char *res
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)s->listeners[0].port),
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     fcntl(fd, F_SETFL, O_NONBLOCK);
@@ -727,6 +755,106 @@ static void test_http1_pipelining_and_limits(void **state)
     assert_non_null(strstr(resp, "text/plain; version=0.0.4"));
     assert_non_null(strstr(resp, "grpc_server_started_total"));
     assert_non_null(strstr(resp, "inferd_connections_total"));
+    stop_server(s);
+}
+
+/* ---- the route table: one table over HTTP/1.1 and HTTP/2, scopes, 405 ---- */
+static void echo_route(void *arg, const http_request_t *req, http_response_t *r)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "%s %s %s %s", (const char *)arg, req->method, req->path,
+                     req->query);
+    assert_int_equal(http_response_set(r, 200, "text/plain", body, (size_t)n), 0);
+}
+
+static void test_route_table(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    http_route_t echo = {.name = "echo",
+                         .path = "/echo",
+                         .methods = HTTP_METHOD_POST | HTTP_METHOD_GET,
+                         .handler = echo_route,
+                         .arg = "echo"};
+    assert_int_equal(server_route_add(s, &echo, 1), 0);
+    http_route_t dup = echo;
+    dup.path = "/other";
+    assert_int_equal(server_route_add(s, &dup, 1), -EEXIST); /* the name is taken */
+    dup = echo;
+    dup.name = "other";
+    assert_int_equal(server_route_add(s, &dup, 1), -EEXIST); /* the path is taken */
+    dup.path = "no-slash";
+    assert_int_equal(server_route_add(s, &dup, 1), -EINVAL);
+    dup.path = "/fine";
+    dup.handler = NULL;
+    assert_int_equal(server_route_add(s, &dup, 1), -EINVAL);
+    /* HTTP/1.1: path and query reach the handler; a method the row does not take is a 405 */
+    static char resp[8192];
+    const char h1[] = "POST /echo?mode=x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                      "PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                      "Connection: close\r\n\r\n";
+    http1_exchange(s, h1, sizeof h1 - 1, resp, sizeof resp);
+    assert_non_null(strstr(resp, "HTTP/1.1 200"));
+    assert_non_null(strstr(resp, "echo POST /echo mode=x"));
+    char *p405 = strstr(resp, "HTTP/1.1 405");
+    assert_non_null(p405);
+    assert_non_null(strstr(p405, "Allow: GET, POST"));
+    /* HTTP/2: the same table */
+    client_t c;
+    client_open(&c, s);
+    result_t *r1 = request(&c, "GET", "/echo?a=b", NULL, NULL, 0, 0, NULL);
+    result_t *r2 = request(&c, "HEAD", "/echo", NULL, NULL, 0, 0, NULL);
+    pump_until(&c, &r2->closed, 2000);
+    pump_until(&c, &r1->closed, 2000);
+    assert_int_equal(r1->http_status, 200);
+    assert_non_null(memmem(r1->data, r1->dlen, "echo GET /echo a=b", 18));
+    assert_int_equal(r2->http_status, 405);
+    client_close(&c);
+    stop_server(s);
+}
+
+static void test_listener_scope(void **state)
+{
+    (void)state;
+    static const char *const services[] = {"test.T"};
+    static const char *const routes[] = {"live"};
+    static const server_scope_t scope = {.name = "the narrow port",
+                                         .services = services,
+                                         .n_services = 1,
+                                         .routes = routes,
+                                         .n_routes = 1};
+    next_main_scope = &scope;
+    server_t *s = start_server(NULL);
+    next_main_scope = NULL;
+    uint64_t echo_started = rows[0].stats.started;
+    client_t c;
+    client_open(&c, s);
+    unsigned char buf[64];
+    size_t n = frame(buf, "", 0);
+    /* one request body at a time: the client has one body source */
+    result_t *r1 = request(&c, "POST", "/test.T/Echo", "application/grpc", buf, n, 0, grpc_hdrs);
+    pump_until(&c, &r1->closed, 2000);
+    result_t *r2 = request(&c, "POST", "/grpc.health.v1.Health/Check", "application/grpc", buf, n,
+                           0, grpc_hdrs);
+    pump_until(&c, &r2->closed, 2000);
+    result_t *r3 = request(&c, "GET", "/live", NULL, NULL, 0, 0, NULL);
+    result_t *r4 = request(&c, "GET", "/metrics", NULL, NULL, 0, 0, NULL);
+    pump_until(&c, &r3->closed, 2000);
+    pump_until(&c, &r4->closed, 2000);
+    assert_int_equal(r1->grpc_status, GRPC_STATUS_OK);
+    assert_int_equal(r2->grpc_status, GRPC_STATUS_UNIMPLEMENTED);
+    assert_non_null(strstr(r2->grpc_message, "not served on the narrow port"));
+    assert_int_equal(rows[0].stats.started, echo_started + 1);
+    size_t nh;
+    const grpc_method_t *check = health_grpc_methods(fx.health, &nh);
+    assert_int_equal(check[0].stats.started, 0); /* the refused call counts for no row */
+    assert_int_equal(r3->http_status, 200);
+    assert_int_equal(r4->http_status, 404); /* registered, but outside the scope */
+    client_close(&c);
+    static char resp[8192];
+    const char h1[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    http1_exchange(s, h1, sizeof h1 - 1, resp, sizeof resp);
+    assert_non_null(strstr(resp, "HTTP/1.1 404"));
     stop_server(s);
 }
 
@@ -804,6 +932,8 @@ int main(void)
         cmocka_unit_test(test_method_table),
         cmocka_unit_test(test_http1_pipelining_and_limits),
         cmocka_unit_test(test_large_gzip_scrape_off_loop),
+        cmocka_unit_test(test_route_table),
+        cmocka_unit_test(test_listener_scope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "server/internal.h"
+#include "server/core/conn.h"
 #include "server/base/log.h"
 
 /* ---- capture: lines go to a temporary file; each test reads what was added ---- */

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "server/internal.h"
+#include "server/core/conn.h"
 
 typedef struct got {
     int n;
@@ -192,25 +192,26 @@ static void test_listener_scope(void **state)
 {
     (void)state;
     static const char *const services[] = {"grpc.health.v1.Health"};
-    static const char *const paths[] = {"/live", "/metrics"};
-    listener_scope_t sc = {.name = "the system port",
-                           .grpc_services = services,
-                           .n_grpc_services = 1,
-                           .http_paths = paths,
-                           .n_http_paths = 2};
-    assert_true(listener_serves_service(&sc, "grpc.health.v1.Health"));
-    assert_false(listener_serves_service(&sc, "inferd.v1.Inference"));
-    assert_false(listener_serves_service(&sc, "grpc.health.v1"));
-    assert_true(listener_serves_path(&sc, "/live"));
-    assert_true(listener_serves_path(&sc, "/metrics?x=1"));
-    assert_true(listener_serves_path(&sc, "/live#frag"));
-    assert_false(listener_serves_path(&sc, "/livex"));
-    assert_false(listener_serves_path(&sc, "/liv"));
-    assert_false(listener_serves_path(&sc, "/v1/models"));
-    assert_false(listener_serves_path(&sc, ""));
-    /* no scope: the main listener serves everything */
-    assert_true(listener_serves_service(NULL, "inferd.v1.Inference"));
-    assert_true(listener_serves_path(NULL, "/anything"));
+    static const char *const routes[] = {"live", "metrics"};
+    server_scope_t sc = {.name = "the system port",
+                         .services = services,
+                         .n_services = 1,
+                         .routes = routes,
+                         .n_routes = 2};
+    assert_true(server_scope_has_service(&sc, "grpc.health.v1.Health"));
+    assert_false(server_scope_has_service(&sc, "inferd.v1.Inference"));
+    assert_false(server_scope_has_service(&sc, "grpc.health.v1"));
+    assert_true(server_scope_has_route(&sc, "live"));
+    assert_true(server_scope_has_route(&sc, "metrics"));
+    assert_false(server_scope_has_route(&sc, "fault"));
+    assert_false(server_scope_has_route(&sc, "liv"));
+    /* a NULL list serves everything of its kind: routes only, services open */
+    server_scope_t routes_only = {.routes = routes, .n_routes = 2};
+    assert_true(server_scope_has_service(&routes_only, "inferd.v1.Inference"));
+    assert_false(server_scope_has_route(&routes_only, "fault"));
+    /* no scope: everything */
+    assert_true(server_scope_has_service(NULL, "inferd.v1.Inference"));
+    assert_true(server_scope_has_route(NULL, "anything"));
 }
 
 int main(void)

@@ -1,14 +1,13 @@
 /* Benchmark: a /metrics scrape of a real inferd server whose registry holds many series.
  * Two figures:
- *   loop  — endpoint_serve() for GET /metrics, i.e. how long one scrape holds the reactor
- *           (collectors + rendering, + gzip for bodies under 256 KiB; larger ones are gzipped
- *           on a helper thread), measured in this thread on the server's registry;
- *   http  — a whole scrape over HTTP/1.1 on 127.0.0.1 as a client sees it (request sent to
- *           last body byte read), the server's loop running in its own thread.
- * The series are shaped like a busy inferd (metrics_bench.c): gRPC counters with 4 labels on
- * grpc_server_handled_total and latency histograms on grpc_server_handling_seconds, added to
- * the server's own registry next to its standard set.
- * Usage: scrape_bench [series=10000] [runs=50] [hist_percent=50] */
+ *   loop  — http_serve() of GET /metrics (the route table's /metrics route), i.e. how long one
+ * scrape holds the reactor (collectors + rendering, + gzip for bodies under 256 KiB; larger ones
+ * are gzipped on a helper thread), measured in this thread on the server's registry; http  — a
+ * whole scrape over HTTP/1.1 on 127.0.0.1 as a client sees it (request sent to last body byte
+ * read), the server's loop running in its own thread. The series are shaped like a busy inferd
+ * (metrics_bench.c): gRPC counters with 4 labels on grpc_server_handled_total and latency
+ * histograms on grpc_server_handling_seconds, added to the server's own registry next to its
+ * standard set. Usage: scrape_bench [series=10000] [runs=50] [hist_percent=50] */
 #include <arpa/inet.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
@@ -24,15 +23,15 @@
 
 #include "metrics/inferd_metrics.h"
 #include "metrics/metrics.h"
-#include "server/internal.h"
+#include "server/base/clock.h"
+#include "server/base/config.h"
 #include "server/base/log.h"
-#include "server/server_run.h"
+#include "server/core/conn.h"
+#include "server/core/server.h"
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)clock_now_ns() / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -85,7 +84,7 @@ static void bench_loop(server_t *s, const char *what, const char *accept, const 
     for (int i = 0; i < runs; i++) {
         http_response_t r;
         double t0 = now_s();
-        endpoint_serve(s, "GET", "/metrics", accept, ae, &r);
+        http_serve(s, &s->listeners[0], "GET", "/metrics", accept, ae, "bench", &r);
         t[i] = (now_s() - t0) * 1e3;
         if (r.status != 200) {
             fprintf(stderr, "status %d\n", r.status);
@@ -170,8 +169,17 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    server_t *s = server_new(&cfg, err, sizeof err);
-    if (!s) {
+    struct event_base *base = event_base_new();
+    metrics_registry_t *reg;
+    inferd_metrics_t m;
+    server_t *s;
+    if (!base || metrics_registry_new(&reg, cfg.metrics_prefix, err, sizeof err) ||
+        inferd_metrics_init(&m, reg)) {
+        fprintf(stderr, "setup: %s\n", err);
+        return 1;
+    }
+    server_options_t so = {.base = base, .cfg = &cfg, .reg = reg, .m = &m};
+    if (server_new(&s, &so, err, sizeof err)) {
         fprintf(stderr, "server_new: %s\n", err);
         return 1;
     }
@@ -180,7 +188,7 @@ int main(int argc, char **argv)
     printf("%d series (%d%% histograms, %ld samples) added in %.1f ms\n", n_series, hist_percent,
            samples, (now_s() - t0) * 1e3);
 
-    /* The loop is idle here (not started): endpoint_serve is exactly what a scrape runs on it. */
+    /* The loop is idle here (not started): http_serve is exactly what a scrape runs on it. */
     bench_loop(s, "loop: text 0.0.4", NULL, NULL, runs);
     bench_loop(s, "loop: text 0.0.4, gzip", NULL, "gzip", runs);
     bench_loop(s, "loop: openmetrics, gzip", "application/openmetrics-text;version=1.0.0", "gzip",
@@ -202,7 +210,7 @@ int main(int argc, char **argv)
     pthread_t th;
     pthread_create(&th, NULL, loop_main, s);
     usleep(100000);
-    int port = s->listeners[0].port;
+    int port = server_port(s, 0);
     bench_http(port, "http/1.1: text 0.0.4", "", runs);
     bench_http(port, "http/1.1: text 0.0.4, gzip", "Accept-Encoding: gzip\r\n", runs);
     bench_http(port, "http/1.1: prometheus' Accept, gzip",
@@ -213,6 +221,9 @@ int main(int argc, char **argv)
     kill(getpid(), SIGTERM);
     pthread_join(th, NULL);
     server_free(s);
+    inferd_metrics_dispose(&m);
+    metrics_registry_free(reg);
+    event_base_free(base);
     log_flush();
     config_dispose(&cfg);
     return 0;

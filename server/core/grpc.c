@@ -6,9 +6,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include "server/core/conn.h"
 #include "server/base/log.h"
-#include "trace.h"
+#include "server/core/trace.h"
 
 static const char *status_names[GRPC_STATUS_COUNT] = {
     "OK",
@@ -129,7 +129,6 @@ static void call_free(grpc_call_t *c)
     grpc_deframer_dispose(&c->deframer);
     if (c->out) evbuffer_free(c->out);
     free(c->status_msg);
-    free(c->http_body);
     arena_dispose(&c->arena);
     free(c);
 }
@@ -421,7 +420,8 @@ void call_stream_closed(grpc_call_t *c, uint32_t error_code)
         if (c->method)
             server_count_handled(c->conn->srv, c);
         else if (!c->http_status && !c->is_http && c->path)
-            access_log_call(c->conn->srv, c, (double)(clock_now_ns() - c->start_ns) / 1e9, c->status);
+            access_log_call(c->conn->srv, c, (double)(clock_now_ns() - c->start_ns) / 1e9,
+                            c->status);
         log_debug("server", "stream %d closed by peer (h2 error %u)", c->stream_id, error_code);
         c->stream_closed = 1;
         notify_cancel(c);
@@ -525,13 +525,10 @@ void call_headers_done(grpc_call_t *c)
     }
     if (!is_grpc_ct && c->http_method &&
         (!strcmp(c->http_method, "GET") || !strcmp(c->http_method, "HEAD"))) {
-        /* /live, /health, /metrics over HTTP/2 */
+        /* the route table over HTTP/2: /live, /health, /metrics */
         http_response_t r;
-        if (listener_serves_path(c->conn->lst->scope, c->path))
-            endpoint_serve(s, c->http_method, c->path, grpc_call_header(c, "accept"),
-                           grpc_call_header(c, "accept-encoding"), &r);
-        else
-            endpoint_not_found(&r);
+        http_serve(s, c->conn->lst, c->http_method, c->path, grpc_call_header(c, "accept"),
+                   grpc_call_header(c, "accept-encoding"), c->conn->peer, &r);
         c->is_http = 1;
         if (r.gzip_later) {
             c->job = offload_gzip(s, &r, http_job_done, c);
@@ -553,8 +550,8 @@ void call_headers_done(grpc_call_t *c)
         return;
     }
     c->method = server_find_method(s, c->path);
-    const listener_scope_t *scope = c->conn->lst->scope;
-    int out_of_scope = c->method && !listener_serves_service(scope, c->method->service);
+    const server_scope_t *scope = c->conn->lst->scope;
+    int out_of_scope = c->method && !server_scope_has_service(scope, c->method->service);
     if (out_of_scope) c->method = NULL; /* as unknown here: neither counted nor dispatched */
     if (c->method) server_count_started(s, c->method);
     if (!c->te || strcmp(c->te, "trailers")) {

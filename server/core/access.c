@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "internal.h"
+#include "server/core/conn.h"
 #include "server/base/log.h"
 
 #define ACCESS_LOG_PER_SEC 100

@@ -1,12 +1,11 @@
-/* Small pieces the server's files share: clock, per-call arena, gzip, gRPC framing. */
+/* Small pieces the core's files share: listener scopes, per-call arena, gzip, gRPC framing. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <zlib.h>
 
-#include "internal.h"
+#include "server/core/conn.h"
 
 int header_list_accepts(const char *list, const char *token)
 {
@@ -28,29 +27,21 @@ int header_list_accepts(const char *list, const char *token)
     return 0;
 }
 
-int listener_serves_service(const listener_scope_t *scope, const char *service)
+static int in_list(const char *const *list, size_t n, const char *name)
 {
-    if (!scope) return 1;
-    for (size_t i = 0; i < scope->n_grpc_services; i++)
-        if (!strcmp(scope->grpc_services[i], service)) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(list[i], name)) return 1;
     return 0;
 }
 
-int listener_serves_path(const listener_scope_t *scope, const char *target)
+int server_scope_has_service(const server_scope_t *scope, const char *service)
 {
-    if (!scope) return 1;
-    size_t pl = strcspn(target, "?#");
-    for (size_t i = 0; i < scope->n_http_paths; i++)
-        if (strlen(scope->http_paths[i]) == pl && !strncmp(scope->http_paths[i], target, pl))
-            return 1;
-    return 0;
+    return !scope || !scope->services || in_list(scope->services, scope->n_services, service);
 }
 
-int64_t now_ns(void)
+int server_scope_has_route(const server_scope_t *scope, const char *name)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return !scope || !scope->routes || in_list(scope->routes, scope->n_routes, name);
 }
 
 /* ---- arena: bump allocation from a chain of blocks, all freed at once ---- */

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "server/core/conn.h"
 #include "server/base/log.h"
 
 static grpc_call_t *stream_call(conn_t *c, int32_t id)

@@ -1,4 +1,4 @@
-#include "trace.h"
+#include "server/core/trace.h"
 
 #include <string.h>
 #include <sys/random.h>

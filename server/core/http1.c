@@ -5,12 +5,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include "server/core/conn.h"
 #include "server/base/log.h"
 
 #define MAX_BODY (64 * 1024)
-
-enum { F_OTHER, F_ACCEPT, F_ACCEPT_ENCODING, F_REQUEST_ID };
 
 static conn_t *conn_of(http_parser *p)
 {
@@ -193,12 +191,8 @@ static int on_complete(http_parser *p)
     h->in_message = 0;
     const char *method = http_method_str((enum http_method)p->method);
     http_response_t r;
-    if (!listener_serves_path(c->lst->scope, h->url))
-        endpoint_not_found(&r);
-    else if (!c->srv->http_hook ||
-             !c->srv->http_hook(c, method, h->url, &r)) /* fault.c, else the endpoints */
-        endpoint_serve(c->srv, method, h->url, h->accept[0] ? h->accept : NULL,
-                       h->accept_encoding[0] ? h->accept_encoding : NULL, &r);
+    http_serve(c->srv, c->lst, method, h->url, h->accept[0] ? h->accept : NULL,
+               h->accept_encoding[0] ? h->accept_encoding : NULL, c->peer, &r);
     int close = !http_should_keep_alive(p) || c->srv->stopping || h->close_after;
     if (r.gzip_later) {
         h->job_head = p->method == HTTP_HEAD;

@@ -1,23 +1,16 @@
-/* The server: listeners, TLS context, method table, metrics glue and the shutdown stages. */
+/* The server: listeners, the method table, metrics glue, shutdown stages and their hooks. */
 #include <errno.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
-#include <openssl/err.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
-#include "health/health.h"
-#include "internal.h"
-#include "server/base/log.h"
 #include "metrics/inferd_metrics.h"
 #include "metrics/metrics.h"
-#include "reflection.h"
-#include "server_run.h"
-
-extern const unsigned char inferd_descriptor_set[];
-extern const size_t inferd_descriptor_set_len;
+#include "server/base/log.h"
+#include "server/core/conn.h"
 
 /* Cached series of one method row (grpc_method_t.metrics). */
 typedef struct method_metrics {
@@ -90,11 +83,6 @@ struct event_base *server_base(const server_t *s)
     return s->base;
 }
 
-struct health *server_health(const server_t *s)
-{
-    return s->health;
-}
-
 struct inferd_metrics *server_metrics(const server_t *s)
 {
     return s->m;
@@ -163,10 +151,40 @@ void server_conn_gauge(server_t *s, int delta_active, int delta_streams, int new
     if (new_conn) metrics_inc(s->m->connections_total_s);
 }
 
-/* ---- shutdown stages ---- */
+/* ---- shutdown stages and their hooks ---- */
+static int hook_add(server_hook_t **hooks, size_t *n, server_hook_fn fn, void *arg)
+{
+    server_hook_t *a = realloc(*hooks, (*n + 1) * sizeof *a);
+    if (!a) return -ENOMEM;
+    a[*n] = (server_hook_t){fn, arg};
+    *hooks = a;
+    (*n)++;
+    return 0;
+}
+
+int server_on_drain(server_t *s, server_hook_fn fn, void *arg)
+{
+    return hook_add(&s->on_drain, &s->n_on_drain, fn, arg);
+}
+
+int server_on_stop(server_t *s, server_hook_fn fn, void *arg)
+{
+    return hook_add(&s->on_stop, &s->n_on_stop, fn, arg);
+}
+
+int server_draining(const server_t *s)
+{
+    return s->draining;
+}
+
+static void run_hooks(const server_hook_t *hooks, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        hooks[i].fn(hooks[i].arg);
+}
+
 static void finish_shutdown(server_t *s)
 {
-    health_set_shutdown(s->health);
     log_info("server", "shutdown complete");
     event_base_loopexit(s->base, NULL);
 }
@@ -200,9 +218,7 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static void stage2(server_t *s)
 {
     s->stopping = 1;
-    /* Liveness goes last, but before the Watch streams end, so its watchers hear it too. */
-    health_set_shutdown(s->health);
-    health_watch_close_all(s->health, GRPC_STATUS_UNAVAILABLE);
+    run_hooks(s->on_stop, s->n_on_stop); /* long-lived streams (Watch) end before the GOAWAY */
     for (conn_t *c = TAILQ_FIRST(&s->conns), *n; c; c = n) {
         n = TAILQ_NEXT(c, link);
         conn_goaway(c, 2);
@@ -244,8 +260,7 @@ static void begin_shutdown(server_t *s, const char *why)
     s->draining = 1;
     log_info("server", "%s: health NOT_SERVING, GOAWAY in %.3fs", why,
              (double)s->cfg->shutdown_delay_ns / 1e9);
-    health_set_draining(s->health);
-    if (s->on_drain_start) s->on_drain_start(s);
+    run_hooks(s->on_drain, s->n_on_drain);
     s->stage = 1;
     struct timeval tv = {(time_t)(s->cfg->shutdown_delay_ns / 1000000000LL),
                          (suseconds_t)(s->cfg->shutdown_delay_ns % 1000000000LL / 1000)};
@@ -258,7 +273,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     begin_shutdown(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* ---- listeners and TLS ---- */
+/* ---- listeners ---- */
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -304,7 +319,7 @@ static int listen_on(server_t *s, const char *host, int port, int role, char *er
      * system listener answers plaintext (kubelet probes and Prometheus do not present client
      * certificates) and serves only its scope. */
     l->require_tls = !role && s->ssl_ctx && !s->cfg->tls_allow_plaintext;
-    l->scope = role ? &s->system_scope : NULL;
+    l->scope = role ? s->system_scope : s->main_scope;
     l->ev =
         evconnlistener_new_bind(s->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
                                 1024, (struct sockaddr *)&ss, sl);
@@ -329,116 +344,38 @@ static int listen_on(server_t *s, const char *host, int port, int role, char *er
     return 0;
 }
 
-static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                       const unsigned char *in, unsigned int inlen, void *arg)
-{
-    (void)ssl;
-    (void)arg;
-    static const unsigned char ours[] = "\x02h2\x08http/1.1";
-    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof ours - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
-        return SSL_TLSEXT_ERR_ALERT_FATAL; /* the client offers neither h2 nor http/1.1 */
-    return SSL_TLSEXT_ERR_OK;
-}
-
-static int tls_setup(server_t *s, char *err, size_t errlen)
-{
-    const config_t *cfg = s->cfg;
-    char ebuf[256];
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (!ctx) goto fail;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
-        ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
-        snprintf(err, errlen, "invalid value '%s' for --tls-cert: %s", cfg->tls_cert, ebuf);
-        goto fail_ctx;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
-        snprintf(err, errlen, "invalid value '%s' for --tls-key: %s", cfg->tls_key, ebuf);
-        goto fail_ctx;
-    }
-    if (cfg->tls_client_ca) {
-        if (SSL_CTX_load_verify_locations(ctx, cfg->tls_client_ca, NULL) != 1) {
-            ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
-            snprintf(err, errlen, "invalid value '%s' for --tls-client-ca: %s", cfg->tls_client_ca,
-                     ebuf);
-            goto fail_ctx;
-        }
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    }
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-    s->ssl_ctx = ctx;
-    return 0;
-fail_ctx:
-    SSL_CTX_free(ctx);
-    return -EINVAL;
-fail:
-    snprintf(err, errlen, "cannot create the TLS context");
-    return -ENOMEM;
-}
-
 /* ---- life cycle ---- */
-server_t *server_new(config_t *cfg, char *err, size_t errlen)
+int server_new(server_t **out, const server_options_t *opt, char *err, size_t errlen)
 {
+    *out = NULL;
+    const config_t *cfg = opt->cfg;
+    int rc = -ENOMEM;
     server_t *s = calloc(1, sizeof *s);
     if (!s) goto oom;
-    s->cfg = cfg;
+    s->cfg = opt->cfg;
+    s->reg = opt->reg;
+    s->m = opt->m;
+    s->main_scope = opt->main_scope;
+    s->system_scope = opt->system_scope;
     s->start_ns = clock_now_ns();
     trace_rng_init(&s->rng);
     TAILQ_INIT(&s->conns);
-    s->base = event_base_new();
-    if (!s->base) goto oom;
-    if (metrics_registry_new(&s->reg, cfg->metrics_prefix, err, errlen)) goto fail;
-    s->m = calloc(1, sizeof *s->m);
-    if (!s->m || inferd_metrics_init(s->m, s->reg)) goto oom;
-    inferd_metrics_set_log_dropped_source(s->m, log_dropped);
-    health_status_t starting;
-    if (health_parse_starting_status(cfg->starting_health_status, &starting)) {
-        snprintf(err, errlen,
-                 "invalid value '%s' for --starting-health-status: expected notready|ready",
-                 cfg->starting_health_status);
-        goto fail;
-    }
-    s->health = health_new(s->base, starting);
-    if (!s->health) goto oom;
-    /* The generate endpoint exists from the start, NOT_SERVING until an engine reports ready. */
-    if (health_endpoint_add(s->health, "generate", "inferd.v1.Inference")) goto oom;
-    size_t n;
-    grpc_method_t *rows = health_grpc_methods(s->health, &n);
-    if (server_register(s, rows, n)) goto oom;
-    s->refl = reflection_new(inferd_descriptor_set, inferd_descriptor_set_len, err, errlen);
-    if (!s->refl) goto fail;
-    rows = reflection_methods(s->refl, &n);
-    if (server_register(s, rows, n)) goto oom;
-    if (cfg->tls_cert && tls_setup(s, err, errlen)) goto fail;
+    s->base = opt->base;
+    if (http_metrics_route_add(s)) goto oom;
+    if (cfg->tls_cert && (rc = tls_context_new(&s->ssl_ctx, cfg, err, errlen))) goto fail;
     if (s->ssl_ctx && cfg->tls_allow_plaintext)
         log_warn("server",
                  "--tls-allow-plaintext: plaintext clients on %s are served without TLS "
                  "or client certificates",
                  cfg->listen);
-    /* The system port is Dynamo's system status server: probes and scrapes, nothing else. */
-    static const char *const system_services[] = {"grpc.health.v1.Health"};
-    s->system_paths[0] = cfg->live_path;
-    s->system_paths[1] = cfg->health_path;
-    s->system_paths[2] = "/metrics";
-    s->system_paths[3] = "/debug/fault";
-    s->system_scope = (listener_scope_t){
-        .name = "the system port",
-        .grpc_services = system_services,
-        .n_grpc_services = sizeof system_services / sizeof system_services[0],
-        .http_paths = s->system_paths,
-        .n_http_paths = sizeof s->system_paths / sizeof s->system_paths[0],
-    };
     char host[128];
     int port;
     config_split_hostport(cfg->listen, host, sizeof host, &port);
-    if (listen_on(s, host, port, 0, err, errlen)) goto fail;
-    if (cfg->system_port >= 0 && listen_on(s, cfg->system_host, cfg->system_port, 1, err, errlen))
+    if ((rc = listen_on(s, host, port, 0, err, errlen))) goto fail;
+    if (cfg->system_port >= 0 &&
+        (rc = listen_on(s, cfg->system_host, cfg->system_port, 1, err, errlen)))
         goto fail;
+    rc = -ENOMEM;
     s->sig_term = evsignal_new(s->base, SIGTERM, signal_cb, s);
     s->sig_int = evsignal_new(s->base, SIGINT, signal_cb, s);
     s->stage_timer = evtimer_new(s->base, stage_cb, s);
@@ -446,18 +383,26 @@ server_t *server_new(config_t *cfg, char *err, size_t errlen)
     if (!s->sig_term || !s->sig_int || !s->stage_timer || !s->drain_timer) goto oom;
     event_add(s->sig_term, NULL);
     event_add(s->sig_int, NULL);
-    return s;
+    *out = s;
+    return 0;
 oom:
     snprintf(err, errlen, "out of memory");
 fail:
     server_free(s);
-    return NULL;
+    return rc;
 }
 
 int server_run(server_t *s)
 {
     event_base_dispatch(s->base);
     return s->exit_code;
+}
+
+int server_port(const server_t *s, int listener)
+{
+    for (int i = 0; i < s->n_listeners; i++)
+        if (s->listeners[i].role == listener) return s->listeners[i].port;
+    return -1;
 }
 
 void server_free(server_t *s)
@@ -474,11 +419,9 @@ void server_free(server_t *s)
     for (size_t i = 0; i < s->n_methods; i++)
         free(s->methods[i]->metrics);
     free(s->methods);
-    reflection_free(s->refl);
-    health_free(s->health);
+    free(s->routes);
+    free(s->on_drain);
+    free(s->on_stop);
     if (s->ssl_ctx) SSL_CTX_free(s->ssl_ctx);
-    metrics_registry_free(s->reg);
-    free(s->m);
-    if (s->base) event_base_free(s->base);
     free(s);
 }

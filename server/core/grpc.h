@@ -8,8 +8,8 @@
  * may die meanwhile (reset, deadline, connection loss), which the handler
  * learns through its on_cancel callback, after which sends fail with -EPIPE.
  */
-#ifndef INFERD_SERVER_GRPC_H
-#define INFERD_SERVER_GRPC_H
+#ifndef INFERD_SERVER_CORE_GRPC_H
+#define INFERD_SERVER_CORE_GRPC_H
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* Request identity for logs: x-request-id and W3C trace context (traceparent). */
-#ifndef INFERD_SERVER_TRACE_H
-#define INFERD_SERVER_TRACE_H
+#ifndef INFERD_SERVER_CORE_TRACE_H
+#define INFERD_SERVER_CORE_TRACE_H
 
 #include <stddef.h>
 #include <stdint.h>

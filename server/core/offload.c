@@ -5,7 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "server/core/conn.h"
 
 struct offload {
     server_t *srv;
