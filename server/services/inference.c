@@ -6,9 +6,11 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "inferd/v1/inference.pb-c.h"
 #include "metrics/inferd_metrics.h"
@@ -681,6 +683,28 @@ int inference_set_canary(inference_t *inf, const Inferd__V1__GenerateRequest *pa
         .request = req, .response = resp, .on_message = fn, __VA_ARGS__                            \
     }
 
+#ifdef INFERD_DEFAULT_MODEL
+/* The built-in model file whose build-tree path is `built`: beside an installed binary first
+ * (PREFIX/bin/inferd -> PREFIX/INFERD_DEFAULT_MODEL_RELDIR/NAME, the layout `cmake --install`
+ * makes), so an installed tree or a container image never depends on the build directory;
+ * else the build tree, so a binary run where it was built needs no install. */
+static const char *default_file(char *buf, size_t n, const char *built)
+{
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    const char *name = strrchr(built, '/');
+    if (len <= 0 || !name) return built;
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return built;
+    *slash = '\0';
+    char path[PATH_MAX];
+    int w = snprintf(path, sizeof path, "%s/%s%s", exe, INFERD_DEFAULT_MODEL_RELDIR, name);
+    if (w < 0 || (size_t)w >= sizeof path || n < PATH_MAX || !realpath(path, buf)) return built;
+    return buf;
+}
+#endif
+
 int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
 {
     *out = NULL;
@@ -693,9 +717,14 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     engine_config_t ec;
     engine_config_init(&ec);
 #ifdef INFERD_DEFAULT_MODEL
-    ec.model_path = cfg->model ? cfg->model : INFERD_DEFAULT_MODEL;
+    char dmodel[PATH_MAX], dtok[PATH_MAX];
+    ec.model_path =
+        cfg->model ? cfg->model : default_file(dmodel, sizeof dmodel, INFERD_DEFAULT_MODEL);
     ec.tokenizer_path =
-        cfg->tokenizer ? cfg->tokenizer : (cfg->model ? NULL : INFERD_DEFAULT_TOKENIZER);
+        cfg->tokenizer
+            ? cfg->tokenizer
+            : (cfg->model ? NULL : default_file(dtok, sizeof dtok, INFERD_DEFAULT_TOKENIZER));
+    if (!cfg->model) log_info("engine", "no --model: serving the built-in model %s", ec.model_path);
 #else
     ec.model_path = cfg->model;
     ec.tokenizer_path = cfg->tokenizer;

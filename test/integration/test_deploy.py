@@ -3,9 +3,15 @@ relies on: gRPC probes on the main port with the right services, the system port
 Prometheus, explicit DYN_* settings, resource requests, and a termination grace period that
 covers the shutdown delay plus the drain timeout. When an inferd binary is at hand, the
 manifest's environment is also fed to `inferd --print-config`, so every variable name and value
-is one the real configuration accepts."""
+is one the real configuration accepts.
+
+The manifest and the Containerfiles agree (no podman needed; test_image.py runs the image): the
+image name is what tools/image.sh tags (inferd:VERSION), the pod's UID/GID is the image's fixed
+non-root user, the container ports are the image's EXPOSE, nothing replaces the ENTRYPOINT,
+and the pod keeps runAsNonRoot and a read-only root filesystem."""
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -149,6 +155,111 @@ class TestKubernetesManifests(unittest.TestCase):
         for name in self.env:
             with self.subTest(var=name):
                 self.assertRegex(out, r"#\s*%s\b" % re.escape(name), "inferd did not take %s:\n%s" % (name, out))
+
+
+def containerfile_stages(path):
+    """[(FROM line, [(INSTRUCTION, args)])] with continuation lines joined, and the ARGs
+    declared before the first FROM."""
+    with open(path) as f:
+        text = re.sub(r"\\\n", " ", f.read())
+    stages, head = [], []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        ins, _, args = line.partition(" ")
+        ins = ins.upper()
+        if ins == "FROM":
+            stages.append((args.strip(), []))
+        elif stages:
+            stages[-1][1].append((ins, args.strip()))
+        else:
+            head.append((ins, args.strip()))
+    return head, stages
+
+
+def arg_default(instructions, name):
+    for ins, args in instructions:
+        if ins == "ARG" and args.startswith(name + "="):
+            return args.split("=", 1)[1].strip('"')
+    return None
+
+
+class TestManifestAndImage(unittest.TestCase):
+    FILES = ("Containerfile", "Containerfile.cuda")
+
+    @classmethod
+    def setUpClass(cls):
+        dep = [d for _, d in load_all() if d["kind"] == "Deployment"][0]
+        cls.pod = dep["spec"]["template"]["spec"]
+        cls.ctr = [c for c in cls.pod["containers"] if c["name"] == "inferd"][0]
+        cls.stages = {f: containerfile_stages(os.path.join(H.REPO, f)) for f in cls.FILES}
+
+    def runtime(self, f):
+        return self.stages[f][1][-1][1]
+
+    def test_two_stages_built_from_the_project_scripts(self):
+        for f in self.FILES:
+            with self.subTest(file=f):
+                head, stages = self.stages[f]
+                self.assertEqual(len(stages), 2)
+                self.assertRegex(stages[0][0], r"\sAS build$")
+                build = " ".join(a for i, a in stages[0][1] if i == "RUN")
+                self.assertIn("tools/deps.sh build", build)
+                self.assertIn("CMAKE_BUILD_TYPE=Release", build)
+                self.assertIn("cmake --install", build)
+                self.assertIn("tools/runtime-packages.sh", build)
+                run = " ".join(a for i, a in self.runtime(f) if i == "RUN")
+                self.assertIn("ldd", run, "the runtime stage must check that every library loads")
+                self.assertNotRegex(run, r"-dev\b|build-essential|gcc")
+        head = self.stages["Containerfile"][0]
+        self.assertEqual(arg_default(head, "BASE_IMAGE"), "debian:bookworm-slim")
+
+    def test_entrypoint_and_no_command(self):
+        for f in self.FILES:
+            with self.subTest(file=f):
+                rt = dict(self.runtime(f))
+                self.assertEqual(json.loads(rt["ENTRYPOINT"]), ["inferd"], "exec form, no shell as PID 1")
+                self.assertNotIn("CMD", rt, "Kubernetes args would replace a CMD; flags go in args")
+                self.assertNotIn("VOLUME", rt)
+        self.assertNotIn("command", self.ctr, "command replaces the image's ENTRYPOINT")
+        args = self.ctr.get("args", [])
+        if args:
+            self.assertTrue(str(args[0]).startswith("--"), "args are inferd flags, not a command: %r" % args)
+
+    def test_user_is_the_pods_non_root_uid(self):
+        sc = self.pod["securityContext"]
+        self.assertTrue(sc["runAsNonRoot"])
+        for f in self.FILES:
+            with self.subTest(file=f):
+                rt = self.runtime(f)
+                uid = arg_default(rt, "INFERD_UID")
+                self.assertIsNotNone(uid)
+                self.assertEqual(dict(rt)["USER"], "${INFERD_UID}:${INFERD_UID}")
+                self.assertNotEqual(int(uid), 0)
+                self.assertEqual((sc["runAsUser"], sc["runAsGroup"]), (int(uid), int(uid)))
+        csc = self.ctr["securityContext"]
+        self.assertTrue(csc["readOnlyRootFilesystem"])
+        self.assertFalse(csc["allowPrivilegeEscalation"])
+
+    def test_ports_are_the_exposed_ones(self):
+        ports = {p["containerPort"] for p in self.ctr["ports"]}
+        for f in self.FILES:
+            with self.subTest(file=f):
+                exposed = {int(p.split("/")[0]) for p in dict(self.runtime(f))["EXPOSE"].split()}
+                self.assertEqual(exposed, ports)
+
+    def test_mounts_have_volumes(self):
+        vols = {v["name"] for v in self.pod.get("volumes", [])}
+        for m in self.ctr.get("volumeMounts", []):
+            self.assertIn(m["name"], vols)
+
+    def test_image_is_what_image_sh_tags(self):
+        binary = H.inferd_bin()  # skips when there is none
+        out = subprocess.run([binary, "--version"], stdout=subprocess.PIPE, timeout=30).stdout.decode()
+        version = out.split()[1]
+        self.assertEqual(self.ctr["image"], "inferd:" + version,
+                         "tools/image.sh tags inferd:$(inferd --version); the manifest runs another name")
 
 
 if __name__ == "__main__":
