@@ -335,7 +335,7 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
     if (!(r->temperature >= 0.0f) || !isfinite(r->temperature)) {
         w = ENGINE_INVALID_TEMPERATURE;
         rc = errorf(msg, msglen, -EINVAL, "temperature %g must be a finite value >= 0",
-                  (double)r->temperature);
+                    (double)r->temperature);
         goto out;
     }
     if (!(r->top_p > 0.0f && r->top_p <= 1.0f)) {
@@ -346,24 +346,24 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
     if (r->n_stop > MAX_STOP_IDS) {
         w = ENGINE_INVALID_STOP_IDS;
         rc = errorf(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed", r->n_stop,
-                  MAX_STOP_IDS);
+                    MAX_STOP_IDS);
         goto out;
     }
     if (r->n_tokens > 0) {
         if (r->n_tokens >= (size_t)c->seq_len) {
             w = ENGINE_INVALID_PROMPT_LONG;
             rc = errorf(msg, msglen, -EINVAL,
-                      "prompt has %zu tokens but the context is %d tokens (at most %d leave "
-                      "room for output)",
-                      r->n_tokens, c->seq_len, c->seq_len - 1);
+                        "prompt has %zu tokens but the context is %d tokens (at most %d leave "
+                        "room for output)",
+                        r->n_tokens, c->seq_len, c->seq_len - 1);
             goto out;
         }
         for (size_t i = 0; i < r->n_tokens; i++) {
             if (r->token_ids[i] >= (uint32_t)c->vocab_size) {
                 w = ENGINE_INVALID_TOKEN;
                 rc = errorf(msg, msglen, -EINVAL,
-                          "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
-                          r->token_ids[i], c->vocab_size);
+                            "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
+                            r->token_ids[i], c->vocab_size);
                 goto out;
             }
         }
@@ -380,17 +380,18 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
             rc = errorf(msg, msglen, -EINVAL, "request has neither token_ids nor a prompt");
             goto out;
         }
-        /* each token covers at most max_token_length bytes: a cheap early bound */
+        /* each token covers at most max_token_len bytes: a cheap early bound */
         size_t len = strlen(r->prompt);
-        if (len / (size_t)e->tok.max_token_length >= (size_t)c->seq_len) {
+        if (len / (size_t)e->tok.max_token_len >= (size_t)c->seq_len) {
             w = ENGINE_INVALID_PROMPT_LONG;
             rc = errorf(msg, msglen, -EINVAL,
-                      "prompt of %zu bytes cannot fit the context of %d tokens", len, c->seq_len);
+                        "prompt of %zu bytes cannot fit the context of %d tokens", len, c->seq_len);
             goto out;
         }
-        t = malloc((len + 3) * sizeof(int));
+        /* at most 3 tokens per byte (an unknown space escapes to 3 byte tokens) */
+        t = malloc((3 * len + 8) * sizeof(int));
         if (!t) return -ENOMEM;
-        n = tokenizer_encode(&e->tok, r->prompt, true, false, t, len + 3);
+        n = tokenizer_encode(&e->tok, r->prompt, len, TOK_ADD_SPECIAL, t, 3 * len + 8);
         if (n < 0) {
             free(t);
             return n;
@@ -400,9 +401,9 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
             t = NULL;
             w = ENGINE_INVALID_PROMPT_LONG;
             rc = errorf(msg, msglen, -EINVAL,
-                      "prompt has %d tokens but the context is %d tokens (at most %d leave "
-                      "room for output)",
-                      n, c->seq_len, c->seq_len - 1);
+                        "prompt has %d tokens but the context is %d tokens (at most %d leave "
+                        "room for output)",
+                        n, c->seq_len, c->seq_len - 1);
             goto out;
         }
         if (!toks) {
@@ -416,8 +417,8 @@ static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_
         t = NULL;
         w = ENGINE_INVALID_MAX_TOKENS;
         rc = errorf(msg, msglen, -EINVAL,
-                  "max_tokens %u exceeds the context: %d prompt tokens leave room for %d",
-                  r->max_tokens, n, room);
+                    "max_tokens %u exceeds the context: %d prompt tokens leave room for %d",
+                    r->max_tokens, n, room);
         goto out;
     }
     if (toks) *toks = t;
@@ -475,7 +476,7 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
         pthread_mutex_unlock(&e->smu);
         req_destroy(q);
         return errorf(msg, msglen, -EAGAIN, "admission queue full (%d requests waiting)",
-                    e->max_queued);
+                      e->max_queued);
     }
     pthread_mutex_lock(&e->lmu);
     q->lnext = e->live;
@@ -500,9 +501,9 @@ int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out
 {
     if (!text) return -EINVAL;
     size_t len = strlen(text);
-    int *t = malloc((len + 3) * sizeof(int));
+    int *t = malloc((3 * len + 8) * sizeof(int));
     if (!t) return -ENOMEM;
-    int n = tokenizer_encode(&e->tok, text, bos, false, t, len + 3);
+    int n = tokenizer_encode(&e->tok, text, len, bos ? TOK_ADD_SPECIAL : 0, t, 3 * len + 8);
     for (int i = 0; i < n && (size_t)i < max; i++)
         out[i] = (uint32_t)t[i];
     free(t);
@@ -554,7 +555,7 @@ static void sample_run(void *arg, int tid, int nth)
 
 static void accept_token(engine_t *e, engine_req_t *r, int tok)
 {
-    if (tok == TOK_EOS && !r->ignore_eos) {
+    if (!r->ignore_eos && tokenizer_is_eog(&e->tok, tok)) {
         finish(e, r, ENGINE_FINISH_EOS);
         return;
     }
@@ -576,8 +577,10 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
     if (r->n_gen >= r->max_gen) {
         /* A stalled stream delivers its chunk and then never completes: a health check that
          * judges only the first chunk passes, one that waits for the finish does not. */
-        if (atomic_load(&e->fault) == ENGINE_FAULT_STALL) r->finish_held = true;
-        else finish(e, r, ENGINE_FINISH_LENGTH);
+        if (atomic_load(&e->fault) == ENGINE_FAULT_STALL)
+            r->finish_held = true;
+        else
+            finish(e, r, ENGINE_FINISH_LENGTH);
         return;
     }
     r->pending = tok;
@@ -813,7 +816,8 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
     const char *dev = cfg->device ? cfg->device : "cpu";
     int idx, kind = device_parse(dev, &idx);
     if (kind < 0)
-        return errorf(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N", dev);
+        return errorf(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N",
+                      dev);
     int bf16 = 0;
     if (cfg->dtype && !strcmp(cfg->dtype, "bf16"))
         bf16 = 1;
@@ -846,7 +850,7 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
     snprintf(why, sizeof why, "inferd was built without CUDA");
     if (kind == DEVICE_CUDA)
         return errorf(err, errlen, -ENODEV,
-                    "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
+                      "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
 #endif
     e->be = &backend_cpu;
     int rc = e->be->load(&e->bctx, &e->model, e->pool, e->max_rows, e->max_batch, err, errlen);
@@ -979,8 +983,8 @@ void engine_model_info(const engine_t *e, engine_model_info_t *out)
     out->device_note = e->device_note;
     out->vocab_size = (uint32_t)c->vocab_size;
     out->max_seq_len = (uint32_t)c->seq_len;
-    out->bos_id = TOK_BOS;
-    out->eos_id = TOK_EOS;
+    out->bos_id = (uint32_t)e->tok.bos;
+    out->eos_id = (uint32_t)e->tok.eos;
     out->dim = (uint32_t)c->dim;
     out->hidden_dim = (uint32_t)c->hidden_dim;
     out->n_layers = (uint32_t)c->n_layers;
