@@ -236,14 +236,45 @@ static size_t make_piece(const tokenizer_t *t, int id, char *o)
     return w;
 }
 
+static void drop_eog(tokenizer_t *t, int id)
+{
+    for (int i = 0; i < t->n_eog; i++) {
+        if (t->eog[i] == id) {
+            t->eog[i] = t->eog[--t->n_eog];
+            return;
+        }
+    }
+}
+
 /* The end-of-generation set and the control-type fix-ups llama.cpp applies by token text. */
 static int build_eog(tokenizer_t *t)
 {
     static const char *const eog_names[] = {
-        "<|eot_id|>",    "<|im_end|>", "<|end|>",         "<|return|>",
-        "<|call|>",      "<|flush|>",  "<|calls|>",       "<end_of_turn>",
-        "<|endoftext|>", "<|eom_id|>", "<EOT>",           "_<EOT>",
-        "[EOT]",         "[EOS]",      "<|end_of_text|>", "<end_of_utterance>",
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<|flush|>",
+        "<|calls|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "</s>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "[EOS]",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+        "<eos>",
+        "<turn|>",
+        "<|tool_response>",
+        "<\xef\xbd\x9c"
+        "end\xe2\x96\x81"
+        "of\xe2\x96\x81"
+        "sentence\xef\xbd\x9c>",
+        "[e~[",
     };
     static const char *const fim_eog_names[] = {
         "<|fim_pad|>",  "<fim-pad>",     "<fim_pad>",  "<PAD>",  "[PAD]",      /* FIM pad */
@@ -282,6 +313,21 @@ static int build_eog(tokenizer_t *t)
         for (int j = 0; j < t->n_eog && !seen; j++)
             seen = t->eog[j] == id;
         if (!seen) t->eog[t->n_eog++] = id;
+    }
+    /* llama.cpp's two exceptions: with <|return|> and <|call|> (or <|calls|> and <|flush|>)
+     * <|end|> is a plain marker, and next to <|tool_response> </s> is ordinary text */
+    int end = tokenizer_lookup(t, "<|end|>", 7), s_end = tokenizer_lookup(t, "</s>", 4);
+    bool ret = tokenizer_lookup(t, "<|return|>", 10) != TOK_NONE;
+    bool call = tokenizer_lookup(t, "<|call|>", 8) != TOK_NONE ||
+                tokenizer_lookup(t, "<|calls|>", 9) != TOK_NONE;
+    bool flush = tokenizer_lookup(t, "<|flush|>", 9) != TOK_NONE;
+    if (end != TOK_NONE && call && (ret || flush)) {
+        drop_eog(t, end);
+        t->type[end] = TOK_TYPE_USER_DEFINED;
+    }
+    if (s_end != TOK_NONE && tokenizer_lookup(t, "<|tool_response>", 16) != TOK_NONE) {
+        drop_eog(t, s_end);
+        t->type[s_end] = TOK_TYPE_NORMAL;
     }
     return 0;
 }
