@@ -41,7 +41,8 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
     int32_t h[7];
     memset(m, 0, sizeof(*m));
     if (size < sizeof(h))
-        return errorf(err, errlen, -EINVAL, "model file truncated: %zu bytes, header needs 28", size);
+        return errorf(err, errlen, -EINVAL, "model file truncated: %zu bytes, header needs 28",
+                      size);
     memcpy(h, buf, sizeof(h));
     model_config_t *c = &m->c;
     c->dim = h[0];
@@ -63,25 +64,25 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
     for (int i = 0; i < 7; i++) {
         if (vals[i] <= 0)
             return errorf(err, errlen, -EINVAL, "model header: %s = %d must be positive", names[i],
-                        h[i]);
+                          h[i]);
         if (vals[i] > caps[i])
             return errorf(err, errlen, -EINVAL, "model header: %s = %d exceeds the limit %d",
-                        names[i], vals[i], caps[i]);
+                          names[i], vals[i], caps[i]);
     }
     if (c->dim % c->n_heads)
         return errorf(err, errlen, -EINVAL, "model header: dim %d not divisible by n_heads %d",
-                    c->dim, c->n_heads);
+                      c->dim, c->n_heads);
     if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
         return errorf(err, errlen, -EINVAL,
-                    "model header: n_heads %d is not a multiple of n_kv_heads %d", c->n_heads,
-                    c->n_kv_heads);
+                      "model header: n_heads %d is not a multiple of n_kv_heads %d", c->n_heads,
+                      c->n_kv_heads);
     int head_size = c->dim / c->n_heads;
     if (head_size % 2)
         return errorf(err, errlen, -EINVAL, "model header: head size %d must be even (RoPE)",
-                    head_size);
+                      head_size);
     if (c->vocab_size < 3)
         return errorf(err, errlen, -EINVAL, "model header: vocab_size %d too small (needs BOS/EOS)",
-                    c->vocab_size);
+                      c->vocab_size);
 
     int ovf = 0;
     uint64_t dim = (uint64_t)c->dim, hid = (uint64_t)c->hidden_dim, L = (uint64_t)c->n_layers;
@@ -118,11 +119,11 @@ int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errl
         return errorf(err, errlen, -EINVAL, "model header: sizes overflow");
     if ((uint64_t)size != bytes)
         return errorf(err, errlen, -EINVAL,
-                    "model file is %zu bytes but its header (dim %d hidden %d layers %d heads "
-                    "%d kv_heads %d vocab %d%s seq_len %d) needs %llu%s",
-                    size, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-                    c->vocab_size, c->shared ? "" : " unshared", c->seq_len,
-                    (unsigned long long)bytes, (uint64_t)size < bytes ? " (truncated)" : "");
+                      "model file is %zu bytes but its header (dim %d hidden %d layers %d heads "
+                      "%d kv_heads %d vocab %d%s seq_len %d) needs %llu%s",
+                      size, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
+                      c->vocab_size, c->shared ? "" : " unshared", c->seq_len,
+                      (unsigned long long)bytes, (uint64_t)size < bytes ? " (truncated)" : "");
 
     const float *f = (const float *)((const char *)buf + 28);
     model_weights_t *w = &m->w;
@@ -160,7 +161,7 @@ int model_load(model_t *m, const char *path, char *err, size_t errlen)
     if (size < 28) {
         close(fd);
         return errorf(err, errlen, -EINVAL, "model %s truncated: %zu bytes, header needs 28", path,
-                    size);
+                      size);
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;

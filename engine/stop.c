@@ -84,9 +84,8 @@ size_t stop_feed(stop_t *s, const char *text, size_t len, char *out, size_t cap)
         return k;
     }
     size_t w = 0;
-    /* The window is held + text; matches are searched in it, the earliest match wins (a
-     * stop string ends the output at its first byte). Text is taken a chunk at a time so the
-     * window stays within held[] + one chunk. */
+    /* The window is held + text; text is taken a chunk at a time so the window stays within
+     * held[] + one chunk. */
     while (len > 0) {
         char win[2 * STOP_MAX_BYTES];
         size_t take = len < STOP_MAX_BYTES ? len : STOP_MAX_BYTES;
@@ -95,10 +94,14 @@ size_t stop_feed(stop_t *s, const char *text, size_t len, char *out, size_t cap)
         memcpy(win + s->nheld, text, take);
         text += take;
         len -= take;
-        size_t first = wn;
+        /* the match that completes first wins (then the one starting first): the result does
+         * not depend on how the text was cut into pieces */
+        size_t first = wn, end = (size_t)-1;
         for (int i = 0; i < s->n; i++) {
             const char *hit = memmem(win, wn, s->strs + s->off[i], s->len[i]);
-            if (hit && (size_t)(hit - win) < first) first = (size_t)(hit - win);
+            if (!hit) continue;
+            size_t at = (size_t)(hit - win), e = at + s->len[i];
+            if (e < end || (e == end && at < first)) first = at, end = e;
         }
         if (first < wn) {
             if (w + first <= cap) memcpy(out + w, win, first);

@@ -156,6 +156,12 @@ size_t detok_push(detok_t *d, const tokenizer_t *t, int token, char *out, size_t
 /** Flush an incomplete character as U+FFFD; returns bytes written (cap >= 4). */
 size_t detok_flush(detok_t *d, char *out, size_t cap);
 
+/** Fuzz entry point (LLVMFuzzerTestOneInput calls it with tokenizers built once): encodes
+ *  size arbitrary bytes with every flag combination and stream-decodes the ids. Returns 0;
+ *  -1 when an invariant breaks (an id outside the vocabulary, more ids than 3 per byte + 8,
+ *  a count that depends on the room given, decoded text that is not valid UTF-8); -ENOMEM. */
+int tokenizer_fuzz_one(const tokenizer_t *t, const uint8_t *data, size_t size);
+
 /* ---- pre-tokenizer (pretok.c) ------------------------------------------------------ */
 
 /** Split text (len bytes) into words the way llama.cpp's unicode_regex_split does for `pre`.
