@@ -1,13 +1,13 @@
 // The reference side of tok_reference.py: llama.cpp (node-llama-cpp, vocabulary-only loads of
 // the GGUF files) and Hugging Face's rules (@lenml/tokenizers on the same tokenizer.json).
-// Usage: node tok_reference.mjs NODE_DIR JOB.json  (prints one JSON object)
+// Usage: node tok_reference.mjs NODE_DIR JOB.json OUT.json
 // JOB: {vocabs: [{name, gguf, lenml, corpus, hf_corpus}], chat: [{vocab, text}],
 //       jinja: [{vocab, template, messages, bos_token, eos_token}]}
 import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
-const [nodeDir, jobPath] = process.argv.slice(2);
+const [nodeDir, jobPath, outPath] = process.argv.slice(2);
 const require = createRequire(nodeDir + "/package.json");
 const load = async (name) => import(pathToFileURL(require.resolve(name)).href);
 const { getLlama } = await load("node-llama-cpp");
@@ -42,5 +42,6 @@ for (const j of job.jinja) {
     });
     out.jinja.push({ text, ids: Array.from(models[j.vocab].tokenize(text, true)) });
 }
-process.stdout.write(JSON.stringify(out));
+// a file, not stdout: exit() below must not cut a pipe short (llama.cpp keeps threads alive)
+writeFileSync(outPath, JSON.stringify(out));
 process.exit(0);

