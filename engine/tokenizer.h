@@ -52,7 +52,7 @@ typedef enum {
  *  allocation). */
 #define TOK_MAX_VOCAB (1u << 22)  /* tokens */
 #define TOK_MAX_MERGES (1u << 23) /* merges */
-#define TOK_MAX_TOKEN_BYTES 4096  /* bytes in one token's text */
+#define TOK_MAX_TOKEN_BYTES 1024  /* bytes in one token's text (an event holds 3x + stop) */
 #define TOK_MAX_BIN_PIECE 128     /* tokenizer.bin's own limit (llama2.c) */
 #define TOK_NONE (-1)             /* "no such token" in ids */
 
