@@ -62,7 +62,7 @@ static void run(engine_t *e, const engine_request_t *r, res_t *res)
                 res->fin = ev[i].finish;
                 res->invalid = ev[i].invalid;
                 res->completion_tokens = ev[i].completion_tokens;
-                if (res->done == 2) snprintf(res->err, sizeof res->err, "%s", ev[i].text);
+                if (res->done == 2) snprintf(res->err, sizeof res->err, "%.500s", ev[i].text);
                 engine_req_free(e, res->req);
             }
         }
