@@ -10,9 +10,6 @@
  */
 #include "engine.h"
 #include "internal.h"
-#ifdef INFERD_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
 
 #include <errno.h>
 #include <math.h>
@@ -372,7 +369,7 @@ static int invalid(engine_invalid_t *why, engine_invalid_t w, int rc)
 static int check_cheap(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
                        char *msg, size_t msglen)
 {
-    const model_config_t *c = &e->model.c;
+    const model_config_t *c = &e->model.v.c;
     input_t in = input_of(r);
     if (!(r->temperature >= 0.0f) || !isfinite(r->temperature))
         return invalid(why, ENGINE_INVALID_TEMPERATURE,
@@ -455,7 +452,7 @@ static int check_cheap(const engine_t *e, const engine_request_t *r, engine_inva
 static int tokenize_input(const engine_t *e, const input_t *in, int **toks, int *ntoks,
                           int *max_gen, engine_invalid_t *why, char *msg, size_t msglen)
 {
-    const model_config_t *c = &e->model.c;
+    const model_config_t *c = &e->model.v.c;
     char *rendered = NULL;
     const char *text = in->prompt;
     unsigned flags = TOK_ADD_SPECIAL | (in->parse_special ? TOK_PARSE_SPECIAL : 0);
@@ -654,7 +651,7 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
     q->user = r->user;
     q->sp.temperature = r->temperature;
     q->sp.top_p = r->top_p;
-    q->sp.top_k = r->top_k > (uint32_t)e->model.c.vocab_size ? 0 : (int)r->top_k;
+    q->sp.top_k = r->top_k > (uint32_t)e->model.v.c.vocab_size ? 0 : (int)r->top_k;
     q->submit_ns = engine_now_ns();
     q->slot = -1;
     q->refs = 2;
@@ -779,7 +776,7 @@ static void sample_run(void *arg, int tid, int nth)
 {
     sample_job_t *j = arg;
     engine_t *e = j->e;
-    int V = e->model.c.vocab_size;
+    int V = e->model.v.c.vocab_size;
     for (int i = tid; i < j->n; i += nth) {
         engine_req_t *r = e->lreq[i];
         e->sampled[i] =
@@ -832,7 +829,7 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
 /* One scheduler step over the current slots. Returns true if a forward ran. */
 static bool step(engine_t *e, int fault)
 {
-    int V = e->model.c.vocab_size;
+    int V = e->model.v.c.vocab_size;
     int nrows = 0, nl = 0, budget = e->prefill_chunk, paused = 0, inflight = 0;
     for (int s = 0; s < e->max_batch; s++) {
         engine_req_t *r = e->slots[s];
@@ -1063,7 +1060,8 @@ int device_parse(const char *s, int *index)
 }
 
 /* Pick and load the backend: cpu, or cuda when asked for (or, under auto, when a GPU is
- * usable); sets e->be, e->bctx, e->device and e->device_note. */
+ * usable and the CUDA backend can run this model); sets e->be, e->bctx, e->device and
+ * e->device_note. */
 static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size_t errlen)
 {
     const char *dev = cfg->device ? cfg->device : "cpu";
@@ -1080,24 +1078,30 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
         return errorf(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
     if (kind == DEVICE_CPU && bf16)
         return errorf(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
-    char why[256] = "";
+    backend_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
+    char why[384] = "";
+    int unsupported = 0;
 #ifdef INFERD_HAVE_CUDA
     if (kind != DEVICE_CPU) {
-        cuda_api_t api;
-        int rc = cuda_api_open(&api, why, sizeof why);
-        if (rc == 0) rc = api.probe(idx, why, sizeof why);
+        const backend_lib_t *lib = NULL;
+        int rc = backend_lib_open(&lib, why, sizeof why);
+        /* what the backend cannot run is known before any device is touched */
+        if (rc == 0 && (rc = lib->check(&e->model.v, &o, why, sizeof why)) < 0) unsupported = 1;
+        if (rc == 0) rc = lib->probe(idx, why, sizeof why);
         if (rc == 0) {
-            cuda_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
-            rc = api.load(&e->bctx, &e->model, &o, e->max_rows, e->max_batch, err, errlen);
+            rc = lib->backend->load(&e->bctx, &e->model.v, &o, NULL, e->max_rows, e->max_batch, err,
+                                    errlen);
             if (rc < 0) return rc;
-            e->be = api.backend;
+            e->be = lib->backend;
             snprintf(e->device, sizeof e->device, "cuda:%d", idx);
             snprintf(e->device_note, sizeof e->device_note,
                      "%s: using %s, %s, %s weights, %d streams", dev, e->device, why,
                      bf16 ? "bf16" : "fp32", cfg->cuda_streams ? cfg->cuda_streams : 4);
             return 0;
         }
-        if (kind == DEVICE_CUDA) return errorf(err, errlen, -ENODEV, "device %s: %s", dev, why);
+        if (kind == DEVICE_CUDA)
+            return errorf(err, errlen, unsupported ? BACKEND_ENOTSUP : -ENODEV, "device %s: %s",
+                          dev, why);
     }
 #else
     snprintf(why, sizeof why, "inferd was built without CUDA");
@@ -1106,10 +1110,14 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
                       "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
 #endif
     e->be = &backend_cpu;
-    int rc = e->be->load(&e->bctx, &e->model, e->pool, e->max_rows, e->max_batch, err, errlen);
+    int rc =
+        e->be->load(&e->bctx, &e->model.v, &o, e->pool, e->max_rows, e->max_batch, err, errlen);
     if (rc < 0) return rc;
     snprintf(e->device, sizeof e->device, "cpu");
-    if (kind == DEVICE_AUTO)
+    if (kind == DEVICE_AUTO && unsupported)
+        snprintf(e->device_note, sizeof e->device_note,
+                 "auto: the CUDA backend cannot run this model (%s); using cpu", why);
+    else if (kind == DEVICE_AUTO)
         snprintf(e->device_note, sizeof e->device_note, "auto: no usable GPU (%s); using cpu%s",
                  why, bf16 ? " with fp32 weights (dtype bf16 applies to the GPU only)" : "");
     else
@@ -1163,7 +1171,7 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     if (!cfg || !cfg->model_path || !cfg->tokenizer_path)
         return errorf(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
-        cfg->prefill_chunk < 0)
+        cfg->prefill_chunk < 0 || cfg->ctx_size < 0)
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
     engine_t *e = calloc(1, sizeof(*e));
     if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
@@ -1181,13 +1189,13 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     pthread_mutex_init(&e->lmu, NULL);
     atomic_store(&e->notify_armed, 1);
 
-    rc = model_load(&e->model, cfg->model_path, err, errlen);
+    rc = model_load(&e->model, cfg->model_path, cfg->ctx_size, err, errlen);
     if (rc < 0) goto fail_model;
-    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.c.vocab_size, err, errlen);
+    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.v.c.vocab_size, err, errlen);
     if (rc < 0) goto fail_tok;
     if ((rc = resolve_template(e, cfg, err, errlen)) < 0) goto fail_alloc;
     e->name = cfg->model_name ? strdup(cfg->model_name) : base_name(cfg->model_path);
-    size_t V = (size_t)e->model.c.vocab_size, B = (size_t)e->max_batch;
+    size_t V = (size_t)e->model.v.c.vocab_size, B = (size_t)e->max_batch;
     e->slots = calloc(B, sizeof(*e->slots));
     e->rows = calloc((size_t)e->max_rows, sizeof(*e->rows));
     e->lreq = calloc(B, sizeof(*e->lreq));
@@ -1272,13 +1280,19 @@ void engine_free(engine_t *e)
 
 void engine_model_info(const engine_t *e, engine_model_info_t *out)
 {
-    const model_config_t *c = &e->model.c;
+    const model_config_t *c = &e->model.v.c;
     memset(out, 0, sizeof(*out));
     out->name = e->name;
     out->device = e->device;
     out->device_note = e->device_note;
     out->vocab_size = (uint32_t)c->vocab_size;
     out->max_seq_len = (uint32_t)c->seq_len;
+    out->context_size = (uint32_t)c->seq_len;
+    out->architecture = e->model.arch_name;
+    out->quantization = e->model.quant;
+    out->train_context = (uint32_t)c->train_ctx;
+    out->kv_cache_bytes = e->be->kv_bytes ? e->be->kv_bytes(e->bctx) : 0;
+    out->kv_sequences = (uint32_t)e->max_batch;
     out->bos_id = (uint32_t)e->tok.bos;
     out->eos_id = (uint32_t)e->tok.eos;
     out->eot_id = e->tok.eot;
@@ -1295,7 +1309,7 @@ void engine_model_info(const engine_t *e, engine_model_info_t *out)
     out->n_layers = (uint32_t)c->n_layers;
     out->n_heads = (uint32_t)c->n_heads;
     out->n_kv_heads = (uint32_t)c->n_kv_heads;
-    out->parameters = e->model.n_params;
+    out->parameters = e->model.v.n_params;
 }
 
 void engine_stats(const engine_t *e, engine_stats_t *out)
@@ -1317,7 +1331,17 @@ void engine_device_stats(const engine_t *e, engine_device_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->device = e->device;
-    if (e->be->stats) e->be->stats(e->bctx, out);
+    if (e->be->stats) {
+        backend_stats_t b = {0};
+        e->be->stats(e->bctx, &b);
+        out->has_memory = b.has_memory;
+        out->mem_used = b.mem_used;
+        out->mem_total = b.mem_total;
+        out->mem_backend = b.mem_backend;
+        out->gpu_steps = b.gpu_steps;
+        out->gpu_step_ns_total = b.gpu_step_ns_total;
+        out->gpu_step_ns_last = b.gpu_step_ns_last;
+    }
 }
 
 int engine_set_fault(engine_t *e, engine_fault_t mode, uint32_t arg)

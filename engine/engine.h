@@ -64,8 +64,8 @@ typedef void (*engine_notify_fn)(void *arg);
 
 /** Engine configuration; zero fields take the documented defaults. */
 typedef struct {
-    const char *model_path;     /* llama2.c checkpoint (required) */
-    const char *tokenizer_path; /* llama2.c tokenizer.bin (required) */
+    const char *model_path;     /* GGUF file or llama2.c checkpoint (required; the magic decides) */
+    const char *tokenizer_path; /* llama2.c tokenizer.bin (llama2.c checkpoints only) */
     const char *model_name;     /* reported name; default: model file basename w/o ext */
     int threads;                /* worker threads; 0 = online cores */
     int max_batch;              /* sequences decoding together; 0 = 16 */
@@ -75,9 +75,10 @@ typedef struct {
     int manual_ack;             /* 1: reactor calls engine_req_consumed() (see top) */
     engine_notify_fn notify;    /* may be NULL (then poll on a timer) */
     void *notify_arg;
-    const char *device;        /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
-    int cuda_streams;          /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
-    const char *dtype;         /* CUDA backend weights: "fp32" (NULL) or "bf16" */
+    const char *device; /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
+    int cuda_streams;   /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
+    const char *dtype;  /* CUDA backend weights: "fp32" (NULL) or "bf16" */
+    int ctx_size;       /* KV positions per sequence; 0 = the model's context, at most 4096 */
     const char *chat_template; /* a template name (--chat-template) overriding the model's own
                                   tokenizer.chat_template; NULL: the model's, if recognized */
     int tokenize_in_engine;    /* 1: engine_submit only checks cheap bounds and copies the
@@ -191,6 +192,12 @@ typedef struct {
     uint32_t vocab_size, max_seq_len, bos_id, eos_id;
     uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
     uint64_t parameters;
+    const char *architecture; /* "llama", "qwen2", "qwen3" */
+    const char *quantization; /* the weights' type: "F32", "Q4_K_M", "mixed Q4_K/Q6_K", ... */
+    uint32_t context_size;    /* KV positions per sequence in use (== max_seq_len) */
+    uint32_t train_context;   /* the model's own context length */
+    uint64_t kv_cache_bytes;  /* KV cache allocated at start-up (all sequences) */
+    uint32_t kv_sequences;    /* sequences it holds (max_batch) */
     const char *tokenizer;          /* "llama" (SentencePiece-style) or "gpt2" (byte-level BPE) */
     const char *chat_template;      /* the template name chat requests use, or NULL (none) */
     const char *chat_template_note; /* why there is none, for the log and for errors */

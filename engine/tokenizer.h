@@ -126,6 +126,15 @@ int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, 
 /** Release everything; the struct is zeroed (disposing twice is safe). */
 void tokenizer_dispose(tokenizer_t *t);
 
+struct gguf;
+/** Build from a GGUF file's tokenizer.ggml.* keys (model, tokens, scores, token_type, merges,
+ *  pre, the special ids, add_bos/add_eos/add_space_prefix); *chat_template (may be NULL)
+ *  gets a malloc'd copy of tokenizer.chat_template or NULL. Returns 0; -ENOENT (a required key
+ *  is missing) or -EINVAL (wrong type, an array shorter than the token list, a bad id, an
+ *  unknown tokenizer or pre-tokenizer) with a message naming the file and the key; -ENOMEM. */
+int tokenizer_from_gguf(tokenizer_t *t, const struct gguf *g, char **chat_template, char *err,
+                        size_t errlen);
+
 /** Id of the token whose text is exactly s[0..len), or TOK_NONE. */
 int tokenizer_lookup(const tokenizer_t *t, const char *s, size_t len);
 /** Name of a pre-tokenizer ("llama-bpe", ...) or of the kind ("llama"/"gpt2"). */
