@@ -59,8 +59,8 @@ int tokenizer_from_gguf(tokenizer_t *t, const gguf_t *g, char **chat_template, c
                       (unsigned long long)toks.n, TOK_MAX_VOCAB);
     size_t n = (size_t)toks.n;
     if (gguf_find_key(g, "tokenizer.ggml.scores") >= 0) {
-        if ((rc = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_TYPE_COUNT, &scores, err,
-                               errlen)) < 0)
+        if ((rc = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_TYPE_COUNT, &scores, err, errlen)) <
+            0)
             return rc;
         if (scores.type != GGUF_FLOAT32 && scores.type != GGUF_INT32)
             return errorf(err, errlen, -EINVAL,
@@ -68,12 +68,12 @@ int tokenizer_from_gguf(tokenizer_t *t, const gguf_t *g, char **chat_template, c
                           gguf_type_name(scores.type));
         if (scores.n < n)
             return errorf(err, errlen, -EINVAL,
-                          "%s: tokenizer.ggml.scores has %llu entries for %zu tokens",
-                          gguf_name(g), (unsigned long long)scores.n, n);
+                          "%s: tokenizer.ggml.scores has %llu entries for %zu tokens", gguf_name(g),
+                          (unsigned long long)scores.n, n);
     }
     if (gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
-        if ((rc = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_INT32, &types, err,
-                               errlen)) < 0)
+        if ((rc = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_INT32, &types, err, errlen)) <
+            0)
             return rc;
         if (types.n < n)
             return errorf(err, errlen, -EINVAL,
@@ -103,8 +103,7 @@ int tokenizer_from_gguf(tokenizer_t *t, const gguf_t *g, char **chat_template, c
         (rc = id_key(g, "tokenizer.ggml.padding_token_id", &v.pad, err, errlen)) < 0 ||
         (rc = flag_key(g, "tokenizer.ggml.add_bos_token", &v.add_bos, err, errlen)) < 0 ||
         (rc = flag_key(g, "tokenizer.ggml.add_eos_token", &v.add_eos, err, errlen)) < 0 ||
-        (rc = flag_key(g, "tokenizer.ggml.add_space_prefix", &v.add_space_prefix, err, errlen)) <
-            0)
+        (rc = flag_key(g, "tokenizer.ggml.add_space_prefix", &v.add_space_prefix, err, errlen)) < 0)
         return rc;
     if (gguf_find_key(g, "tokenizer.chat_template") >= 0 &&
         (rc = gguf_get_str(g, "tokenizer.chat_template", &tmpl, err, errlen)) < 0)

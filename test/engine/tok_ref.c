@@ -1,6 +1,8 @@
 /*
  * tok_ref - the tokenizer side of the reference tests (tok_reference.py drives it).
  *   tok_ref keys DIR                 tokenizer.ggml.* values imported from DIR (JSON)
+ *   tok_ref gguf FILE CORPUS.json    the same as encode, with the vocabulary read from a GGUF
+ *                                    file (tokenizer_from_gguf)
  *   tok_ref encode DIR CORPUS.json   ids of every corpus string: raw (no special tokens),
  *                                    special (control tokens matched), add (BOS/EOS added),
  *                                    and the streamed decode of the raw ids
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "tools/mkmodel/vocab_import.h"
 
@@ -62,6 +65,38 @@ static json_t *decode_of(const tokenizer_t *t, json_t *ids)
     json_t *s = json_stringn(out, w);
     free(out);
     return s;
+}
+
+static json_t *opt_int(int64_t v);
+
+static json_t *encode_all(const tokenizer_t *t, json_t *corpus)
+{
+    json_t *out = json_object();
+    json_t *res = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(corpus, i, s)
+    {
+        const char *txt = json_string_value(s);
+        size_t n = json_string_length(s);
+        json_t *e = json_object();
+        json_t *raw = ids_of(t, txt, n, 0);
+        json_object_set_new(e, "special", ids_of(t, txt, n, TOK_PARSE_SPECIAL));
+        json_object_set_new(e, "add", ids_of(t, txt, n, TOK_ADD_SPECIAL));
+        json_object_set_new(e, "chat", ids_of(t, txt, n, TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL));
+        json_object_set_new(e, "decode", decode_of(t, raw));
+        json_object_set_new(e, "raw", raw);
+        json_array_append_new(res, e);
+    }
+    json_object_set_new(out, "results", res);
+    json_t *eog = json_array();
+    for (int k = 0; k < t->n_eog; k++)
+        json_array_append_new(eog, json_integer(t->eog[k]));
+    json_object_set_new(out, "eog", eog);
+    json_object_set_new(out, "bos", opt_int(t->bos));
+    json_object_set_new(out, "eos", opt_int(t->eos));
+    json_object_set_new(out, "add_bos", json_boolean(t->add_bos));
+    return out;
 }
 
 static chat_msg_t *load_conv(const char *path, json_t **root, size_t *n)
@@ -133,39 +168,25 @@ int main(int argc, char **argv)
                             vi.add_eos < 0 ? json_null() : json_boolean(vi.add_eos));
         json_object_set_new(out, "chat_template",
                             vi.chat_template ? json_string(vi.chat_template) : json_null());
-    } else if (!strcmp(cmd, "encode") && argc == 4) {
-        if (build(argv[2], &vi, &t) < 0) return 1;
+    } else if ((!strcmp(cmd, "encode") || !strcmp(cmd, "gguf")) && argc == 4) {
+        if (!strcmp(cmd, "gguf")) {
+            gguf_t *g;
+            if (gguf_open(&g, argv[2], err, sizeof err) < 0 ||
+                tokenizer_from_gguf(&t, g, NULL, err, sizeof err) < 0) {
+                fprintf(stderr, "tok_ref: %s\n", err);
+                return 1;
+            }
+            gguf_free(g);
+        } else if (build(argv[2], &vi, &t) < 0) {
+            return 1;
+        }
         json_error_t je;
         json_t *corpus = json_load_file(argv[3], 0, &je);
         if (!corpus) {
             fprintf(stderr, "tok_ref: %s: %s\n", argv[3], je.text);
             return 1;
         }
-        out = json_object();
-        json_t *res = json_array();
-        size_t i;
-        json_t *s;
-        json_array_foreach(corpus, i, s)
-        {
-            const char *txt = json_string_value(s);
-            size_t n = json_string_length(s);
-            json_t *e = json_object();
-            json_t *raw = ids_of(&t, txt, n, 0);
-            json_object_set_new(e, "special", ids_of(&t, txt, n, TOK_PARSE_SPECIAL));
-            json_object_set_new(e, "add", ids_of(&t, txt, n, TOK_ADD_SPECIAL));
-            json_object_set_new(e, "chat", ids_of(&t, txt, n, TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL));
-            json_object_set_new(e, "decode", decode_of(&t, raw));
-            json_object_set_new(e, "raw", raw);
-            json_array_append_new(res, e);
-        }
-        json_object_set_new(out, "results", res);
-        json_t *eog = json_array();
-        for (int k = 0; k < t.n_eog; k++)
-            json_array_append_new(eog, json_integer(t.eog[k]));
-        json_object_set_new(out, "eog", eog);
-        json_object_set_new(out, "bos", opt_int(t.bos));
-        json_object_set_new(out, "eos", opt_int(t.eos));
-        json_object_set_new(out, "add_bos", json_boolean(t.add_bos));
+        out = encode_all(&t, corpus);
         json_decref(corpus);
     } else if (!strcmp(cmd, "chat") && argc == 5) {
         if (build(argv[2], &vi, &t) < 0) return 1;

