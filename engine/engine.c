@@ -9,6 +9,7 @@
  * completion ring; lmu guards the list of live requests (leaf lock).
  */
 #include "engine.h"
+#include "gguf.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -1125,6 +1126,40 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
     return 0;
 }
 
+/* The tokenizer: from a GGUF file's metadata (the tokenizer path, or else the model itself
+ * when it is a GGUF file), or llama2.c's tokenizer.bin. The file's magic decides. A GGUF
+ * vocabulary brings its chat template. */
+static int open_tokenizer(engine_t *e, const engine_config_t *cfg, char *err, size_t errlen)
+{
+    const char *path = cfg->tokenizer_path ? cfg->tokenizer_path : cfg->model_path;
+    int vocab = e->model.v.c.vocab_size;
+    unsigned char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    if (!gguf_is_gguf(magic, got)) {
+        if (!cfg->tokenizer_path)
+            return errorf(err, errlen, -EINVAL,
+                          "model %s is a llama2.c checkpoint: it needs a tokenizer (--tokenizer)",
+                          path);
+        return tokenizer_load(&e->tok, path, vocab, err, errlen);
+    }
+    gguf_t *g;
+    int rc = gguf_open(&g, path, err, errlen);
+    if (rc < 0) return rc;
+    rc = tokenizer_from_gguf(&e->tok, g, &e->chat_text, err, errlen);
+    gguf_free(g);
+    if (rc == 0 && e->tok.n_vocab != vocab) {
+        rc = errorf(err, errlen, -EINVAL,
+                    "%s: tokenizer.ggml.tokens has %d tokens but the model's vocabulary is %d",
+                    path, e->tok.n_vocab, vocab);
+        tokenizer_dispose(&e->tok);
+        free(e->chat_text);
+        e->chat_text = NULL;
+    }
+    return rc;
+}
+
 /* The template chat requests render with: --chat-template's name, else the model's own
  * tokenizer.chat_template when llama.cpp's detection recognizes a format inferd renders. A bad
  * override is a start-up error; a model without a usable template only makes chat requests
@@ -1168,8 +1203,7 @@ static int resolve_template(engine_t *e, const engine_config_t *cfg, char *err, 
 int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t errlen)
 {
     int rc;
-    if (!cfg || !cfg->model_path || !cfg->tokenizer_path)
-        return errorf(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
+    if (!cfg || !cfg->model_path) return errorf(err, errlen, -EINVAL, "engine needs a model path");
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
         cfg->prefill_chunk < 0 || cfg->ctx_size < 0)
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
@@ -1191,7 +1225,7 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
 
     rc = model_load(&e->model, cfg->model_path, cfg->ctx_size, err, errlen);
     if (rc < 0) goto fail_model;
-    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.v.c.vocab_size, err, errlen);
+    rc = open_tokenizer(e, cfg, err, errlen);
     if (rc < 0) goto fail_tok;
     if ((rc = resolve_template(e, cfg, err, errlen)) < 0) goto fail_alloc;
     e->name = cfg->model_name ? strdup(cfg->model_name) : base_name(cfg->model_path);

@@ -65,7 +65,9 @@ typedef void (*engine_notify_fn)(void *arg);
 /** Engine configuration; zero fields take the documented defaults. */
 typedef struct {
     const char *model_path;     /* GGUF file or llama2.c checkpoint (required; the magic decides) */
-    const char *tokenizer_path; /* llama2.c tokenizer.bin (llama2.c checkpoints only) */
+    const char *tokenizer_path; /* llama2.c tokenizer.bin, or a GGUF file whose tokenizer.ggml.*
+                                   keys (and chat template) to use; NULL: the model's own
+                                   (GGUF models); the file's magic decides */
     const char *model_name;     /* reported name; default: model file basename w/o ext */
     int threads;                /* worker threads; 0 = online cores */
     int max_batch;              /* sequences decoding together; 0 = 16 */
@@ -192,12 +194,12 @@ typedef struct {
     uint32_t vocab_size, max_seq_len, bos_id, eos_id;
     uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
     uint64_t parameters;
-    const char *architecture; /* "llama", "qwen2", "qwen3" */
-    const char *quantization; /* the weights' type: "F32", "Q4_K_M", "mixed Q4_K/Q6_K", ... */
-    uint32_t context_size;    /* KV positions per sequence in use (== max_seq_len) */
-    uint32_t train_context;   /* the model's own context length */
-    uint64_t kv_cache_bytes;  /* KV cache allocated at start-up (all sequences) */
-    uint32_t kv_sequences;    /* sequences it holds (max_batch) */
+    const char *architecture;       /* "llama", "qwen2", "qwen3" */
+    const char *quantization;       /* the weights' type: "F32", "Q4_K_M", "mixed Q4_K/Q6_K", ... */
+    uint32_t context_size;          /* KV positions per sequence in use (== max_seq_len) */
+    uint32_t train_context;         /* the model's own context length */
+    uint64_t kv_cache_bytes;        /* KV cache allocated at start-up (all sequences) */
+    uint32_t kv_sequences;          /* sequences it holds (max_batch) */
     const char *tokenizer;          /* "llama" (SentencePiece-style) or "gpt2" (byte-level BPE) */
     const char *chat_template;      /* the template name chat requests use, or NULL (none) */
     const char *chat_template_note; /* why there is none, for the log and for errors */

@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include "engine.h"
+#include "internal.h"
+#include "tools/mkmodel/gguf_write.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -270,12 +272,114 @@ static void test_deferred(void **state)
     engine_free(e);
 }
 
+/* The tiny model's tokenizer.bin rewritten as GGUF metadata (spaces as U+2581, as a GGUF
+ * SentencePiece vocabulary has them), with a chat template and add_space_prefix. */
+static void write_vocab_gguf(const char *path, const char *tmpl, int n_drop)
+{
+    tokenizer_t t;
+    char err[256];
+    assert_int_equal(tokenizer_load(&t, TINY_TOKENIZER, 512, err, sizeof err), 0);
+    int n = t.n_vocab - n_drop;
+    const char **toks = calloc((size_t)n, sizeof(*toks));
+    size_t *lens = calloc((size_t)n, sizeof(*lens));
+    int32_t *types = calloc((size_t)n, sizeof(*types));
+    char **own = calloc((size_t)n, sizeof(*own));
+    for (int i = 0; i < n; i++) {
+        size_t len = t.len[i], k = 0;
+        own[i] = malloc(3 * len + 1);
+        for (size_t j = 0; j < len; j++) {
+            char c = t.text[t.off[i] + j];
+            if (c == ' ' && t.type[i] == TOK_TYPE_NORMAL) {
+                memcpy(own[i] + k, "\xe2\x96\x81", 3);
+                k += 3;
+            } else {
+                own[i][k++] = c;
+            }
+        }
+        toks[i] = own[i];
+        lens[i] = k;
+        types[i] = t.type[i];
+    }
+    gguf_writer_t *w;
+    assert_int_equal(gguf_writer_new(&w, 3, 32), 0);
+    gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_set_arr_strn(w, "tokenizer.ggml.tokens", toks, lens, (size_t)n);
+    gguf_writer_set_arr_f32(w, "tokenizer.ggml.scores", t.score, (size_t)n);
+    gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)n);
+    if (tmpl) gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
+    assert_int_equal(gguf_writer_write(w, path, err, sizeof err), 0);
+    gguf_writer_free(w);
+    for (int i = 0; i < n; i++)
+        free(own[i]);
+    free(own);
+    free(toks);
+    free(lens);
+    free(types);
+    tokenizer_dispose(&t);
+}
+
+static void test_gguf_vocabulary(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/inferd-test-vocab-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    /* a Llama 3 style template in the file: detected, chat works without an override */
+    write_vocab_gguf(path, "{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}", 0);
+    engine_config_t cfg;
+    engine_config_init(&cfg);
+    cfg.model_path = TINY_MODEL;
+    cfg.tokenizer_path = path;
+    cfg.threads = 2;
+    char err[512];
+    engine_t *g = NULL;
+    assert_int_equal(engine_new(&g, &cfg, err, sizeof err), 0);
+    engine_model_info_t mi;
+    engine_model_info(g, &mi);
+    assert_string_equal(mi.chat_template, "llama3");
+    /* the same vocabulary tokenizes prompts exactly as its tokenizer.bin form */
+    engine_t *b = mk(NULL, 0);
+    const char *texts[] = {"Once upon a time, there was a little girl.", "  two  spaces\tand tab",
+                           "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"};
+    for (size_t i = 0; i < 3; i++) {
+        uint32_t x[256], y[256];
+        int nx = engine_tokenize(g, texts[i], true, x, 256);
+        int ny = engine_tokenize(b, texts[i], true, y, 256);
+        assert_int_equal(nx, ny);
+        assert_memory_equal(x, y, (size_t)nx * sizeof(*x));
+    }
+    /* and decodes the same text */
+    engine_request_t r;
+    greedy(&r, "The bird said", 16);
+    res_t rg, rb;
+    run(g, &r, &rg);
+    run(b, &r, &rb);
+    assert_int_equal(rg.tlen, rb.tlen);
+    assert_memory_equal(rg.text, rb.text, rb.tlen);
+    engine_request_init(&r);
+    static const engine_chat_msg_t hi[] = {{"user", "Hi"}}; /* the markers are byte tokens here */
+    r.messages = hi;
+    r.n_messages = 1;
+    r.max_tokens = 2;
+    run(g, &r, &rg);
+    assert_int_equal(rg.done, 1);
+    engine_free(g);
+    engine_free(b);
+    /* a vocabulary of another size than the model's is a start-up error naming both */
+    write_vocab_gguf(path, NULL, 1);
+    assert_int_equal(engine_new(&g, &cfg, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "511 tokens but the model's vocabulary is 512"));
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_messages),
         cmocka_unit_test(test_deferred),
+        cmocka_unit_test(test_gguf_vocabulary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
