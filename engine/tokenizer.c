@@ -124,6 +124,7 @@ void tokenizer_dispose(tokenizer_t *t)
     free(t->special);
     free(t->merge);
     free(t->eog);
+    free(t->rstrip);
     memset(t, 0, sizeof(*t));
 }
 
@@ -347,6 +348,28 @@ static int cmp_special(const void *a, const void *b, void *arg)
     return x < y ? -1 : x > y;
 }
 
+/* llama.cpp sets per-token attributes by model name (not stored in GGUF): for Phi-3 every
+ * special token and </s> drop the whitespace after them, except <unk>, <s>, <|endoftext|>. */
+static int name_attributes(tokenizer_t *t, const char *name)
+{
+    char low[128];
+    size_t n = 0;
+    for (; name && name[n] && n < sizeof low - 1; n++)
+        low[n] = (char)(name[n] >= 'A' && name[n] <= 'Z' ? name[n] + 32 : name[n]);
+    low[n] = 0;
+    if (!strstr(low, "phi-3") && !strstr(low, "phi3")) return 0;
+    t->rstrip = calloc((size_t)t->n_vocab, 1);
+    if (!t->rstrip) return -ENOMEM;
+    for (int i = 0; i < t->n_special; i++)
+        t->rstrip[t->special[i]] = 1;
+    static const char *const on[] = {"</s>"}, *const off[] = {"<unk>", "<s>", "<|endoftext|>"};
+    int id = tokenizer_lookup(t, on[0], strlen(on[0]));
+    if (id != TOK_NONE) t->rstrip[id] = 1;
+    for (size_t k = 0; k < sizeof off / sizeof *off; k++)
+        if ((id = tokenizer_lookup(t, off[k], strlen(off[k]))) != TOK_NONE) t->rstrip[id] = 0;
+    return 0;
+}
+
 static int id_key(const tokenizer_t *t, const tok_vocab_t *v, int64_t id, const char *key,
                   int32_t dflt, int32_t *out, char *err, size_t errlen)
 {
@@ -532,6 +555,7 @@ int tokenizer_build(tokenizer_t *t, const tok_vocab_t *v, char *err, size_t errl
             t->special[t->n_special++] = i;
     }
     qsort_r(t->special, (size_t)t->n_special, sizeof(int32_t), cmp_special, t);
+    if ((rc = name_attributes(t, v->model_name)) < 0) goto fail;
 
     /* every token's decoded bytes, once */
     size_t psize = 0;
@@ -965,6 +989,12 @@ static int partition(const tokenizer_t *t, const char *text, size_t len, bool pa
             if (!hit) continue;
             size_t pre = (size_t)(hit - base), rest = f->v[i].len - pre - tl;
             size_t roff = f->v[i].off + pre + tl;
+            if (t->rstrip && t->rstrip[id]) { /* llama.cpp: isspace() on each byte */
+                while (rest && (text[roff] == ' ' || (text[roff] >= '\t' && text[roff] <= '\r'))) {
+                    roff++;
+                    rest--;
+                }
+            }
             /* [text before][token][text after]; the text after is searched next */
             if (pre) {
                 f->v[i].len = pre;

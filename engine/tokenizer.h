@@ -75,8 +75,10 @@ typedef struct {
     const tok_str_t *merges;
     int64_t bos, eos, eot, eom, unk, pad; /* tokenizer.ggml.*_token_id */
     int add_bos, add_eos, add_space_prefix;
-    bool escape_spaces; /* SPM: text spaces become U+2581 before matching (GGUF); false for
-                           tokenizer.bin, whose pieces hold plain spaces */
+    const char *model_name; /* general.name, or NULL: llama.cpp strips the whitespace after
+                               special tokens of models named Phi-3 (its per-name attributes) */
+    bool escape_spaces;     /* SPM: text spaces become U+2581 before matching (GGUF); false for
+                               tokenizer.bin, whose pieces hold plain spaces */
 } tok_vocab_t;
 
 typedef struct tok_merge_slot tok_merge_slot_t;
@@ -105,6 +107,7 @@ typedef struct {
     int32_t bos, eos, eot, eom, unk, pad;
     int32_t *eog; /* (n_eog) ids that end generation, ascending */
     int n_eog;
+    uint8_t *rstrip; /* (n_vocab) 1: whitespace after this special token is dropped */
     bool add_bos, add_eos, add_space_prefix, escape_spaces, ignore_merges;
 } tokenizer_t;
 

@@ -105,6 +105,15 @@ int tokenizer_from_gguf(tokenizer_t *t, const gguf_t *g, char **chat_template, c
         (rc = flag_key(g, "tokenizer.ggml.add_eos_token", &v.add_eos, err, errlen)) < 0 ||
         (rc = flag_key(g, "tokenizer.ggml.add_space_prefix", &v.add_space_prefix, err, errlen)) < 0)
         return rc;
+    gguf_str_t gname = {0};
+    char namebuf[128] = "";
+    if (gguf_find_key(g, "general.name") >= 0 &&
+        gguf_get_str(g, "general.name", &gname, NULL, 0) == 0) {
+        size_t k = gname.len < sizeof namebuf - 1 ? (size_t)gname.len : sizeof namebuf - 1;
+        memcpy(namebuf, gname.ptr, k);
+        namebuf[k] = 0;
+        v.model_name = namebuf;
+    }
     if (gguf_find_key(g, "tokenizer.chat_template") >= 0 &&
         (rc = gguf_get_str(g, "tokenizer.chat_template", &tmpl, err, errlen)) < 0)
         return rc;

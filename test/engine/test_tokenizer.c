@@ -360,6 +360,15 @@ static void test_special_tokens(void **state)
     assert_int_equal(ids[1], 269);
     assert_int_equal(ids[2], 'b');
     assert_int_equal(ids[3], 270);
+    /* llama.cpp's Phi-3 attribute: whitespace after a special token is dropped, for files
+     * whose general.name says Phi-3 only */
+    assert_true(enc(&t, "a<|eot_id|> \n b", TOK_PARSE_SPECIAL, ids, 64) > 3);
+    tokenizer_dispose(&t);
+    tv.model_name = "Phi-3-mini-4k-instruct";
+    assert_int_equal(tokenizer_build(&t, &tv, err, sizeof err), 0);
+    assert_int_equal(enc(&t, "a<|eot_id|> \n b", TOK_PARSE_SPECIAL, ids, 64), 3);
+    assert_int_equal(ids[1], 269);
+    assert_int_equal(ids[2], 'b');
     /* a NORMAL token named <|im_end|> becomes control-type and ends generation */
     assert_int_equal(enc(&t, "<|im_end|>", TOK_PARSE_SPECIAL, ids, 64), 1);
     assert_int_equal(ids[0], 272);
