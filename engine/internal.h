@@ -84,54 +84,9 @@ void model_count(model_t *m);
 /** mmap a whole file read-only: 0 or negative errno with the reason. */
 int model_map(const char *path, void **map, size_t *size, char *err, size_t errlen);
 
-/* ---- tokenizer (tokenizer.c) -------------------------------------------- */
+/* ---- tokenizer, chat templates, stop strings: tokenizer.h ------------------- */
 
-#define TOK_MAX_PIECE 128 /* longest accepted vocab entry in bytes */
-#define TOK_BOS 1
-#define TOK_EOS 2
-
-typedef struct {
-    int vocab_size;
-    int max_token_length;
-    char **vocab;           /* (vocab) NUL-terminated pieces as in the file */
-    int *vocab_len;         /* (vocab) byte length of each piece */
-    float *scores;          /* (vocab) merge scores */
-    unsigned char *bytes;   /* (vocab) decoded byte for <0xXX> tokens */
-    unsigned char *is_byte; /* (vocab) 1 when the token is a <0xXX> byte token */
-    int *hash_next;         /* (vocab) chaining for the piece hash table */
-    int *hash_head;         /* (hash_size) */
-    int hash_size;          /* power of two */
-    int byte_tok[256];      /* token id of each byte value, -1 if absent */
-} tokenizer_t;
-
-int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, size_t errlen);
-int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size, char *err,
-                    size_t errlen);
-void tokenizer_dispose(tokenizer_t *t);
-/** INTERIM (gguf_vocab.c, replaced by the tokenizer work): a GGUF's SentencePiece
- *  vocabulary with BOS 1 / EOS 2 as a tokenizer_t; anything else is -EINVAL, named. */
-int tokenizer_from_gguf(tokenizer_t *t, const gguf_t *g, int vocab_size, char *err, size_t errlen);
-/** Id of an exact piece or -1. */
-int tokenizer_lookup(const tokenizer_t *t, const char *s, size_t len);
-/** Encode text (BOS if bos, dummy-prefix space, BPE). Returns count (writes min(count,max)). */
-int tokenizer_encode(const tokenizer_t *t, const char *text, bool bos, bool eos, int *out,
-                     size_t max);
-/** Raw bytes of a token as decoded after `prev`; sets *len. Pointer valid while t lives. */
-const char *tokenizer_piece(const tokenizer_t *t, int prev, int token, size_t *len, char tmp[2]);
-
-/** Incremental UTF-8 safe detokenizer state (per request). */
-typedef struct {
-    unsigned char pend[4]; /* bytes of an incomplete character */
-    int npend;
-    int need; /* total length of the pending character */
-    int prev; /* previous token (for the space after BOS) */
-} detok_t;
-
-void detok_init(detok_t *d, int prev);
-/** Append token; writes valid UTF-8 into out (cap >= 3*(piece+4)); returns bytes written. */
-size_t detok_push(detok_t *d, const tokenizer_t *t, int token, char *out, size_t cap);
-/** Flush an incomplete character as U+FFFD; returns bytes written. */
-size_t detok_flush(detok_t *d, char *out, size_t cap);
+#include "tokenizer.h"
 
 /* ---- sampler (sampler.c) ------------------------------------------------ */
 

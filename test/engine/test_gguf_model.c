@@ -57,7 +57,7 @@ static gguf_writer_t *model(const mkgguf_opts_t *o)
         else if (i < 259)
             snprintf(b, sizeof b, "<0x%02X>", i - 3);
         else
-            snprintf(b, sizeof b, "%c%c", 'a' + (i - 259) % 26, 'a' + (i - 259) / 26);
+            snprintf(b, sizeof b, "w%d", i - 259); /* unique: the tokenizer refuses repeats */
         pieces[i] = strdup(b);
         scores[i] = -(float)i;
     }
@@ -298,7 +298,8 @@ static void test_engine_errors(void **state)
     path = save(w, "gpt2.gguf");
     cfg.model_path = path;
     assert_int_equal(engine_new(&e, &cfg, err, sizeof err), -EINVAL);
-    assert_non_null(strstr(err, "tokenizer.ggml.model 'gpt2'"));
+    /* a byte-level BPE vocabulary without its merges is a start-up error naming the key */
+    assert_non_null(strstr(err, "gpt2.gguf: tokenizer.ggml.merges is missing"));
     /* a llama2.c checkpoint still needs its tokenizer */
     cfg.model_path = TINY_MODEL;
     assert_int_equal(engine_new(&e, &cfg, err, sizeof err), -EINVAL);

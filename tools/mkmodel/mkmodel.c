@@ -11,6 +11,7 @@
  * (Irwin-Hall normals), so the same options always give the same bytes.
  */
 #include "mkgguf.h"
+#include "vocab_import.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -347,7 +348,52 @@ static void usage(FILE *o)
                "  --rope-base F    (10000)    --rms-eps F    (1e-5)\n"
                "  --rope-scaling none|linear|llama3  --rope-factor F\n"
                "  --llama3-keys    llama3 scaling as keys, not rope_freqs.weight\n"
-               "  --name S         general.name\n");
+               "  --name S         general.name\n"
+               "  --vocab-from DIR import DIR/tokenizer.json + tokenizer_config.json as the\n"
+               "                   tokenizer.ggml.* keys convert_hf_to_gguf.py would write\n"
+               "                   (instead of the built-in vocabulary; --vocab is ignored)\n"
+               "  --vocab-size N   pad the imported vocabulary to N tokens ([PADn], unused)\n"
+               "  --vocab-only     with --vocab-from: a vocabulary-only GGUF (no tensors;\n"
+               "                   the shape options as llama hyper-parameters)\n");
+}
+
+/* A GGUF holding the imported vocabulary and the hyper-parameters llama.cpp reads even for a
+ * vocabulary-only load; no tensors. */
+static int write_vocab_gguf(const char *dir, long n_vocab, long dim, long hidden, long layers,
+                            long heads, long kv_heads, long seq, const char *out)
+{
+    vocab_import_t v;
+    char err[512];
+    if (vocab_import(&v, dir, (uint32_t)(n_vocab > 0 ? n_vocab : 0), err, sizeof err) < 0) {
+        fprintf(stderr, "mkmodel: %s\n", err);
+        return 1;
+    }
+    gguf_writer_t *w = NULL;
+    int rc = gguf_writer_new(&w, 3, 32);
+    if (rc == 0) {
+        rc |= gguf_writer_set_str(w, "general.architecture", "llama");
+        rc |= gguf_writer_set_str(w, "general.name", "inferd vocabulary");
+        rc |= gguf_writer_set_u32(w, "llama.context_length", (uint32_t)seq);
+        rc |= gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)dim);
+        rc |= gguf_writer_set_u32(w, "llama.block_count", (uint32_t)layers);
+        rc |= gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)hidden);
+        rc |= gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)heads);
+        rc |= gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)kv_heads);
+        rc |= gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        rc |= gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)v.n_tokens);
+        rc |= vocab_import_write(&v, w);
+    }
+    if (rc == 0)
+        rc = gguf_writer_write(w, out, err, sizeof err);
+    else
+        snprintf(err, sizeof err, "out of memory");
+    gguf_writer_free(w);
+    vocab_import_free(&v);
+    if (rc < 0) {
+        fprintf(stderr, "mkmodel: cannot write %s: %s\n", out, err);
+        return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -358,7 +404,9 @@ int main(int argc, char **argv)
     const char *out = "model.bin", *tok_out = "tokenizer.bin", *format = NULL;
     mkgguf_opts_t g = {0};
     const char *overrides[65] = {0};
-    int n_over = 0;
+    int n_over = 0, vocab_only = 0;
+    long vocab_size = 0;
+    const char *vocab_from = NULL;
     static const struct option opts[] = {{"dim", required_argument, 0, 'd'},
                                          {"hidden-dim", required_argument, 0, 'h'},
                                          {"layers", required_argument, 0, 'l'},
@@ -382,6 +430,9 @@ int main(int argc, char **argv)
                                          {"llama3-keys", no_argument, 0, 'K'},
                                          {"rms-eps", required_argument, 0, 'E'},
                                          {"name", required_argument, 0, 'N'},
+                                         {"vocab-from", required_argument, 0, 'V'},
+                                         {"vocab-size", required_argument, 0, 'Z'},
+                                         {"vocab-only", no_argument, 0, 'O'},
                                          {"help", no_argument, 0, '?'},
                                          {0, 0, 0, 0}};
     int c;
@@ -460,12 +511,29 @@ int main(int argc, char **argv)
         case 'N':
             g.name = optarg;
             break;
+        case 'V':
+            vocab_from = optarg;
+            break;
+        case 'Z':
+            vocab_size = strtol(optarg, NULL, 10);
+            break;
+        case 'O':
+            vocab_only = 1;
+            break;
         default:
             usage(c == '?' && optopt == 0 ? stdout : stderr);
             return c == '?' ? 0 : 2;
         }
     }
     if (kv_heads < 0) kv_heads = heads;
+    if (vocab_size < 0 || vocab_size > 4000000 || (vocab_only && !vocab_from)) {
+        fprintf(stderr,
+                "mkmodel: --vocab-only needs --vocab-from DIR; --vocab-size is 0..4000000\n");
+        return 2;
+    }
+    if (vocab_only)
+        return write_vocab_gguf(vocab_from, vocab_size, dim, hidden, layers, heads, kv_heads, seq,
+                                out);
     if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kv_heads <= 0 || seq <= 0 ||
         dim > 65536 || hidden > 262144 || layers > 1024 || vocab > 4000000 || seq > 1000000 ||
         heads % kv_heads || (!g.head_dim && (dim % heads || (dim / heads) % 2))) {
@@ -485,6 +553,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "mkmodel: --format %s is not gguf or llama2c\n", format);
         return 2;
     }
+    if (vocab_from && !gguf) {
+        fprintf(stderr, "mkmodel: --vocab-from writes GGUF (--out x.gguf or --format gguf)\n");
+        return 2;
+    }
     if (gguf) {
         g.dim = (int)dim;
         g.hidden = (int)hidden;
@@ -497,11 +569,19 @@ int main(int argc, char **argv)
         g.seed = seed;
         g.overrides = n_over ? overrides : NULL;
         gguf_writer_t *w = NULL;
-        char err[300] = "out of memory";
-        int rc = gguf_writer_new(&w, 3, 32);
+        char err[512] = "out of memory";
+        vocab_import_t iv = {0};
+        int rc = 0;
+        if (vocab_from) {
+            rc = vocab_import(&iv, vocab_from, (uint32_t)vocab_size, err, sizeof err);
+            g.vocab = (int)iv.n_tokens;
+        }
+        if (rc == 0) rc = gguf_writer_new(&w, 3, 32);
         if (rc == 0) rc = mkgguf_model(w, &g, err, sizeof err);
-        if (rc == 0 && (rc = mkgguf_vocab_spm(w, v.piece, v.score, v.n)) < 0)
+        if (rc == 0 && (rc = vocab_from ? vocab_import_write(&iv, w)
+                                        : mkgguf_vocab_spm(w, v.piece, v.score, v.n)) < 0)
             snprintf(err, sizeof err, "out of memory");
+        vocab_import_free(&iv);
         if (rc == 0) rc = gguf_writer_write(w, out, err, sizeof err);
         gguf_writer_free(w);
         for (int i = 0; i < v.n; i++)
