@@ -2,6 +2,8 @@
  * cuda_backend.cu - the CUDA backend: device weights, lanes (stream + cuBLAS + scratch +
  * KV cache + decode graphs) under the stream pool, and the backend table.
  *
+ * It runs the llama block on F32 weights (cuda_check refuses anything else before a
+ * device is touched, so the engine can fall back to the CPU).
  * Layout on the device (row-major, like the checkpoint):
  *   emb      (vocab, dim) fp32            token lookups
  *   wqkv     (layer, dim + 2 kvd, dim)    wq, wk, wv fused: one GEMM per layer
@@ -18,7 +20,6 @@
 extern "C" {
 #include "cuda/cuda_backend.h"
 #include "cuda/stream_pool.h"
-#include "engine/engine.h"
 }
 #include "kernels.cuh"
 
@@ -50,6 +51,7 @@ typedef struct cmodel {
     bool graphs; /* capture pure-decode steps (INFERD_CUDA_GRAPHS=0 turns it off) */
     spool_t *pool;
     std::atomic<uint64_t> bytes; /* device bytes allocated by this backend */
+    uint64_t kv_bytes;           /* of which the KV cache */
     std::atomic<uint64_t> mem_free, mem_total, mem_sampled_ns;
     std::atomic<uint64_t> gpu_steps, gpu_ns_total, gpu_ns_last;
 } cmodel_t;
@@ -199,17 +201,69 @@ extern "C" int cuda_probe(int device, char *info, size_t infolen)
                 (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
 }
 
-extern "C" uint64_t cuda_budget_bytes(const model_config_t *c, const cuda_opts_t *o, int max_rows,
-                                      int max_slots, uint64_t *weights, uint64_t *kv,
-                                      uint64_t *scratch)
+/* ---- what the kernels implement -------------------------------------------------------- */
+
+typedef struct {
+    char *why;
+    size_t whylen;
+    int rc;
+} check_t;
+
+static void check_f32(const tensor_t *t, void *arg)
 {
+    check_t *c = (check_t *)arg;
+    if (c->rc == 0 && t->type != DTYPE_F32)
+        c->rc = errorf(c->why, c->whylen, BACKEND_ENOTSUP,
+                       "tensor %s is %s; the CUDA backend runs F32 weights only", t->name,
+                       dtype_name(t->type));
+}
+
+extern "C" int cuda_check(const model_view_t *m, const backend_opts_t *o, char *why,
+                          size_t whylen)
+{
+    const model_config_t *c = &m->c;
+    (void)o;
+    if (c->arch != ARCH_LLAMA || c->qkv_bias || c->qk_norm)
+        return errorf(why, whylen, BACKEND_ENOTSUP,
+                      "the CUDA backend runs the llama architecture only (no q/k/v biases, no "
+                      "q/k norms)");
+    if (c->rope_mode != ROPE_NORM || c->rope_dim != c->head_dim)
+        return errorf(why, whylen, BACKEND_ENOTSUP,
+                      "the CUDA backend rotates whole heads in adjacent pairs (RoPE dimension %d, "
+                      "head size %d)",
+                      c->rope_dim, c->head_dim);
+    if (c->head_dim * c->n_heads != c->dim)
+        return errorf(why, whylen, BACKEND_ENOTSUP,
+                      "the CUDA backend needs heads x head size = width (%d x %d != %d)",
+                      c->n_heads, c->head_dim, c->dim);
+    if (c->rms_eps != 1e-5f)
+        return errorf(why, whylen, BACKEND_ENOTSUP,
+                      "RMS epsilon %g: the CUDA kernels use 1e-5", (double)c->rms_eps);
+    check_t k = {why, whylen, 0};
+    model_view_each(m, check_f32, &k);
+    return k.rc;
+}
+
+extern "C" uint64_t cuda_budget_bytes(const model_view_t *m, const backend_opts_t *o,
+                                      int max_rows, int max_slots, uint64_t *weights,
+                                      uint64_t *kv, uint64_t *scratch)
+{
+    const model_config_t *c = &m->c;
     uint64_t dim = (uint64_t)c->dim, hid = (uint64_t)c->hidden_dim, L = (uint64_t)c->n_layers;
     uint64_t V = (uint64_t)c->vocab_size, S = (uint64_t)c->seq_len;
-    uint64_t kvd = dim * (uint64_t)c->n_kv_heads / (uint64_t)c->n_heads;
-    uint64_t hs = dim / (uint64_t)c->n_heads;
+    uint64_t kvd = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim;
     uint64_t es = o->bf16 ? 2 : 4;
-    uint64_t mats = L * ((dim + 2 * kvd) * dim + dim * dim + 2 * hid * dim + dim * hid);
-    uint64_t w = mats * es + V * dim * 4 + (2 * L * dim + dim + hs / 2) * 4;
+    /* the view's matrices (per layer) at es bytes an element, its vectors at 4 */
+    uint64_t mats = 0, vecs = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const model_layer_t *y = &m->layers[l];
+        const tensor_t *mt[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_down, &y->w_up};
+        for (size_t i = 0; i < sizeof mt / sizeof mt[0]; i++)
+            mats += (uint64_t)mt[i]->ne[0] * (uint64_t)mt[i]->ne[1];
+        vecs += (uint64_t)y->attn_norm.ne[0] + (uint64_t)y->ffn_norm.ne[0];
+    }
+    vecs += (uint64_t)m->output_norm.ne[0] + (uint64_t)c->rope_dim / 2;
+    uint64_t w = mats * es + V * dim * 4 + vecs * 4;
     if (!c->shared || o->bf16) w += V * dim * es; /* a separate classifier */
     int lanes = o->streams > 0 ? o->streams : 4;
     if (lanes > max_slots) lanes = max_slots;
@@ -604,18 +658,20 @@ static int malloc_dev(cmodel_t *M, void **p, size_t bytes, char *err, size_t err
     return 0;
 }
 
-extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t *o, int max_rows,
-                                 int max_slots, char *err, size_t errlen)
+static int be_load(void **ctx, const model_view_t *m, const backend_opts_t *o, pool_t *pool,
+                   int max_rows, int max_slots, char *err, size_t errlen)
 {
     const model_config_t *c = &m->c;
-    const model_weights_t *w = &m->w;
+    (void)pool;
     if (!o || o->streams < 0 || o->streams > SPOOL_MAX_LANES || max_rows < 1 || max_slots < 1)
         return errorf(err, errlen, -EINVAL, "cuda backend: bad options");
     char info[256];
-    int rc = cuda_probe(o->device, info, sizeof info);
+    int rc = cuda_check(m, o, err, errlen);
+    if (rc < 0) return rc;
+    rc = cuda_probe(o->device, info, sizeof info);
     if (rc < 0) return errorf(err, errlen, rc, "cuda:%d: %s", o->device, info);
     uint64_t wb, kvb, scb;
-    uint64_t need = cuda_budget_bytes(c, o, max_rows, max_slots, &wb, &kvb, &scb);
+    uint64_t need = cuda_budget_bytes(m, o, max_rows, max_slots, &wb, &kvb, &scb);
     size_t fr = 0, tot = 0;
     cudaError_t e0 = cudaMemGetInfo(&fr, &tot);
     if (e0 != cudaSuccess) return cuda_err(err, errlen, e0, "cudaMemGetInfo", __FILE__, __LINE__);
@@ -635,8 +691,9 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
     M->bf16 = o->bf16;
     M->streams = o->streams > 0 ? o->streams : 4;
     M->c = *c;
-    M->hs = c->dim / c->n_heads;
-    M->kvd = c->dim * c->n_kv_heads / c->n_heads;
+    M->hs = c->head_dim;
+    M->kvd = c->n_kv_heads * c->head_dim;
+    M->kv_bytes = kvb;
     M->qkvs = c->dim + 2 * M->kvd;
     const char *g = getenv("INFERD_CUDA_GRAPHS");
     M->graphs = !(g && !strcmp(g, "0"));
@@ -644,14 +701,12 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
     size_t V = (size_t)c->vocab_size, kvd = (size_t)M->kvd, es = o->bf16 ? 2 : 4;
     size_t stage_n = 1u << 20;
     uint16_t *stage = o->bf16 ? (uint16_t *)malloc(stage_n * 2) : NULL;
-    float *freq = (float *)malloc((size_t)M->hs / 2 * sizeof(float) + 4);
+    const float *freq = m->rope_freq; /* (head_dim / 2): cuda_check ensured rope_dim == hs */
     rc = 0;
-    if ((o->bf16 && !stage) || !freq) {
+    if (o->bf16 && !stage) {
         rc = errorf(err, errlen, -ENOMEM, "out of memory");
         goto out;
     }
-    for (int i = 0; i < M->hs / 2; i++)
-        freq[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)M->hs);
     CK(cudaSetDevice(o->device));
     if ((rc = malloc_dev(M, (void **)&M->emb, V * dim * 4, err, errlen)) < 0) goto out;
     if ((rc = malloc_dev(M, (void **)&M->rms_att, L * dim * 4, err, errlen)) < 0) goto out;
@@ -662,31 +717,37 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
     if ((rc = malloc_dev(M, &M->wo, L * dim * dim * es, err, errlen)) < 0) goto out;
     if ((rc = malloc_dev(M, &M->w13, L * 2 * hid * dim * es, err, errlen)) < 0) goto out;
     if ((rc = malloc_dev(M, &M->w2, L * dim * hid * es, err, errlen)) < 0) goto out;
-    CK(cudaMemcpy(M->emb, w->token_embedding, V * dim * 4, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(M->rms_att, w->rms_att, L * dim * 4, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(M->rms_ffn, w->rms_ffn, L * dim * 4, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(M->rms_final, w->rms_final, dim * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(M->emb, m->tok_embd.data, V * dim * 4, cudaMemcpyHostToDevice));
+    for (size_t l = 0; l < L; l++) {
+        const model_layer_t *y = &m->layers[l];
+        CK(cudaMemcpy(M->rms_att + l * dim, y->attn_norm.data, dim * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(M->rms_ffn + l * dim, y->ffn_norm.data, dim * 4, cudaMemcpyHostToDevice));
+    }
+    CK(cudaMemcpy(M->rms_final, m->output_norm.data, dim * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(M->freq, freq, (size_t)M->hs / 2 * 4, cudaMemcpyHostToDevice));
     for (size_t l = 0; l < L; l++) {
+        const model_layer_t *y = &m->layers[l];
         size_t q0 = l * (dim + 2 * kvd) * dim;
-        CK(upload(M->wqkv, q0, w->wq + l * dim * dim, dim * dim, o->bf16, stage, stage_n));
-        CK(upload(M->wqkv, q0 + dim * dim, w->wk + l * kvd * dim, kvd * dim, o->bf16, stage,
+        CK(upload(M->wqkv, q0, (const float *)y->wq.data, dim * dim, o->bf16, stage, stage_n));
+        CK(upload(M->wqkv, q0 + dim * dim, (const float *)y->wk.data, kvd * dim, o->bf16, stage,
                   stage_n));
-        CK(upload(M->wqkv, q0 + (dim + kvd) * dim, w->wv + l * kvd * dim, kvd * dim, o->bf16, stage,
-                  stage_n));
-        CK(upload(M->wo, l * dim * dim, w->wo + l * dim * dim, dim * dim, o->bf16, stage, stage_n));
-        CK(upload(M->w13, l * 2 * hid * dim, w->w1 + l * hid * dim, hid * dim, o->bf16, stage,
-                  stage_n));
-        CK(upload(M->w13, l * 2 * hid * dim + hid * dim, w->w3 + l * hid * dim, hid * dim, o->bf16,
+        CK(upload(M->wqkv, q0 + (dim + kvd) * dim, (const float *)y->wv.data, kvd * dim, o->bf16,
                   stage, stage_n));
-        CK(upload(M->w2, l * dim * hid, w->w2 + l * dim * hid, dim * hid, o->bf16, stage, stage_n));
+        CK(upload(M->wo, l * dim * dim, (const float *)y->wo.data, dim * dim, o->bf16, stage,
+                  stage_n));
+        CK(upload(M->w13, l * 2 * hid * dim, (const float *)y->w_gate.data, hid * dim, o->bf16,
+                  stage, stage_n));
+        CK(upload(M->w13, l * 2 * hid * dim + hid * dim, (const float *)y->w_up.data, hid * dim,
+                  o->bf16, stage, stage_n));
+        CK(upload(M->w2, l * dim * hid, (const float *)y->w_down.data, dim * hid, o->bf16, stage,
+                  stage_n));
     }
     if (c->shared && !o->bf16) {
         M->wcls = M->emb;
     } else {
         if ((rc = malloc_dev(M, &M->wcls, V * dim * es, err, errlen)) < 0) goto out;
         M->wcls_owned = true;
-        CK(upload(M->wcls, 0, w->wcls, V * dim, o->bf16, stage, stage_n));
+        CK(upload(M->wcls, 0, (const float *)m->output.data, V * dim, o->bf16, stage, stage_n));
     }
     CK(k_attention_prepare(c->seq_len, M->hs));
     rc = spool_new(&M->pool, &lane_ops, M, M->streams, max_rows, max_slots, c->vocab_size, err,
@@ -695,7 +756,6 @@ extern "C" int cuda_backend_load(void **ctx, const model_t *m, const cuda_opts_t
     sample_mem(M);
 out:
     free(stage);
-    free(freq);
     if (rc < 0) {
         cudaGetLastError();
         model_free(M);
@@ -707,14 +767,6 @@ out:
 
 /* ---- the backend table ------------------------------------------------------------------------
  */
-
-static int be_load(void **ctx, const model_t *m, pool_t *pool, int max_rows, int max_slots,
-                   char *err, size_t errlen)
-{
-    (void)pool;
-    cuda_opts_t o = {0, 4, 0};
-    return cuda_backend_load(ctx, m, &o, max_rows, max_slots, err, errlen);
-}
 
 static int be_seq_alloc(void *ctx, int slot, int cap)
 {
@@ -736,7 +788,7 @@ static void be_free(void *ctx)
     model_free((cmodel_t *)ctx);
 }
 
-static void be_stats(void *ctx, struct engine_device_stats *out)
+static void be_stats(void *ctx, backend_stats_t *out)
 {
     cmodel_t *M = (cmodel_t *)ctx;
     uint64_t fr = M->mem_free.load(std::memory_order_relaxed);
@@ -755,6 +807,11 @@ static const char *be_error(void *ctx)
     return spool_error(((cmodel_t *)ctx)->pool);
 }
 
+static uint64_t be_kv_bytes(void *ctx)
+{
+    return ((cmodel_t *)ctx)->kv_bytes;
+}
+
 extern "C" const backend_t backend_cuda = {
     .name = "cuda",
     .device = "cuda",
@@ -765,6 +822,14 @@ extern "C" const backend_t backend_cuda = {
     .free = be_free,
     .stats = be_stats,
     .error = be_error,
+    .kv_bytes = be_kv_bytes,
+};
+
+extern "C" const backend_lib_t inferd_backend_entry = {
+    BACKEND_ABI_VERSION,
+    cuda_probe,
+    cuda_check,
+    &backend_cuda,
 };
 
 /* ---- benchmark helper -------------------------------------------------------------------------

@@ -22,7 +22,7 @@
 #ifndef INFERD_CUDA_STREAM_POOL_H
 #define INFERD_CUDA_STREAM_POOL_H
 
-#include "engine/internal.h"
+#include "engine/backend.h"
 
 #include <stdint.h>
 

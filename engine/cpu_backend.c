@@ -1,11 +1,17 @@
 /*
- * cpu_backend.c - the CPU implementation of the backend table: a batched llama2
- * forward pass over n rows (one row = one token of one sequence at one position).
- * Every weight matrix is streamed once per step for all rows (matmul_rows), the
- * threads split the output features, and each row's arithmetic is independent of
- * the other rows: batch invariance by construction.
+ * cpu_backend.c - the CPU implementation of the backend table: a batched forward pass
+ * over n rows (one row = one token of one sequence at one position) for the llama,
+ * qwen2 and qwen3 blocks. Every weight matrix is streamed once per step for all rows
+ * (kernels_matmul on its blocks in place), the threads split the output features, and
+ * each row's arithmetic is independent of the other rows: batch invariance by
+ * construction. The KV cache of every slot is allocated once, at load.
+ *
+ * The numerics follow llama.cpp's CPU graph where it matters for agreeing token for
+ * token: RMSNorm sums squares in double, softmax sums in double, activations are put in
+ * the weight type's dot format before each product (kernels.h).
  */
 #include "internal.h"
+#include "kernels.h"
 
 #include <errno.h>
 #include <math.h>
@@ -14,40 +20,38 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    float *key;   /* (layer, cap, kv_dim) */
-    float *value; /* (layer, cap, kv_dim) */
-    int cap;      /* positions allocated; 0 = slot unused */
-} kv_t;
+#define MAX_SEGS 3
 
 typedef struct {
-    const model_t *m;
+    const model_view_t *m;
     pool_t *pool;
-    int max_rows, max_slots;
-    int kv_dim, head_size;
-    float *x;    /* (max_rows, dim) residual stream */
-    float *xb;   /* (max_rows, dim) normed input / attention output */
-    float *xb2;  /* (max_rows, dim) */
-    float *hb;   /* (max_rows, hidden) */
-    float *hb2;  /* (max_rows, hidden) */
-    float *q;    /* (max_rows, dim) */
-    float *k;    /* (max_rows, kv_dim) */
-    float *v;    /* (max_rows, kv_dim) */
-    float *att;  /* (max_rows, n_heads, seq_len) */
-    float *lx;   /* (max_rows, dim) final-normed rows that need logits */
-    float *freq; /* (head_size / 2) RoPE inverse frequencies */
-    kv_t *kv;    /* (max_slots) */
+    int max_rows, max_slots, ctx;
+    int q_dim, kv_dim, hs, wide; /* wide: max(dim, hidden, q_dim) */
+    float *x;                    /* (max_rows, dim) residual stream */
+    float *xb;                   /* (max_rows, wide) normed input / attention output */
+    float *xb2;                  /* (max_rows, dim) */
+    float *hb;                   /* (max_rows, hidden) */
+    float *hb2;                  /* (max_rows, hidden) */
+    float *q;                    /* (max_rows, q_dim) */
+    float *k;                    /* (max_rows, kv_dim) */
+    float *v;                    /* (max_rows, kv_dim) */
+    float *att;                  /* (max_rows, n_heads, ctx) */
+    float *lx;                   /* (max_rows, dim) final-normed rows that need logits */
+    void *xq[MAX_SEGS];          /* (max_rows, act bytes of wide) activations in a vec format */
+    size_t xq_bytes;             /* bytes of each xq buffer */
+    float *key;                  /* (max_slots, layer, ctx, kv_dim) */
+    float *value;                /* (max_slots, layer, ctx, kv_dim) */
+    int *cap;                    /* (max_slots) positions reserved, 0 = slot unused */
+    uint64_t kv_bytes;
 } cpu_t;
 
 static void cpu_free(void *ctx)
 {
     cpu_t *s = ctx;
     if (!s) return;
-    for (int i = 0; s->kv && i < s->max_slots; i++) {
-        free(s->kv[i].key);
-        free(s->kv[i].value);
-    }
-    free(s->kv);
+    free(s->key);
+    free(s->value);
+    free(s->cap);
     free(s->x);
     free(s->xb);
     free(s->xb2);
@@ -58,7 +62,8 @@ static void cpu_free(void *ctx)
     free(s->v);
     free(s->att);
     free(s->lx);
-    free(s->freq);
+    for (int i = 0; i < MAX_SEGS; i++)
+        free(s->xq[i]);
     free(s);
 }
 
@@ -67,38 +72,80 @@ static float *falloc(size_t n)
     return malloc((n ? n : 1) * sizeof(float));
 }
 
-static int cpu_load(void **ctx, const model_t *m, pool_t *pool, int max_rows, int max_slots,
-                    char *err, size_t errlen)
+/* Every tensor must have CPU kernels; a matrix's rows must be whole blocks. */
+typedef struct {
+    char *err;
+    size_t errlen;
+    int rc;
+} check_t;
+
+static void check_one(const tensor_t *t, void *arg)
 {
+    check_t *c = arg;
+    if (c->rc < 0) return;
+    if (!kernels_for(t->type))
+        c->rc = errorf(c->err, c->errlen, BACKEND_ENOTSUP,
+                       "tensor %s has type %s, which inferd cannot run (supported: F32, F16, BF16, "
+                       "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K)",
+                       t->name, dtype_name(t->type));
+}
+
+static int cpu_load(void **ctx, const model_view_t *m, const backend_opts_t *o, pool_t *pool,
+                    int max_rows, int max_slots, char *err, size_t errlen)
+{
+    (void)o;
     const model_config_t *c = &m->c;
+    check_t chk = {err, errlen, 0};
+    model_view_each(m, check_one, &chk);
+    if (chk.rc < 0) return chk.rc;
     cpu_t *s = calloc(1, sizeof(*s));
     if (!s) return errorf(err, errlen, -ENOMEM, "out of memory");
     s->m = m;
     s->pool = pool;
     s->max_rows = max_rows;
     s->max_slots = max_slots;
-    s->head_size = c->dim / c->n_heads;
-    s->kv_dim = c->dim * c->n_kv_heads / c->n_heads;
+    s->ctx = c->seq_len;
+    s->hs = c->head_dim;
+    s->q_dim = c->n_heads * c->head_dim;
+    s->kv_dim = c->n_kv_heads * c->head_dim;
+    s->wide = c->dim;
+    if (c->hidden_dim > s->wide) s->wide = c->hidden_dim;
+    if (s->q_dim > s->wide) s->wide = s->q_dim;
     size_t R = (size_t)max_rows;
     s->x = falloc(R * c->dim);
-    s->xb = falloc(R * c->dim);
+    s->xb = falloc(R * s->wide);
     s->xb2 = falloc(R * c->dim);
     s->hb = falloc(R * c->hidden_dim);
     s->hb2 = falloc(R * c->hidden_dim);
-    s->q = falloc(R * c->dim);
+    s->q = falloc(R * s->q_dim);
     s->k = falloc(R * s->kv_dim);
     s->v = falloc(R * s->kv_dim);
-    s->att = falloc(R * c->n_heads * (size_t)c->seq_len);
+    s->att = falloc(R * c->n_heads * (size_t)s->ctx);
     s->lx = falloc(R * c->dim);
-    s->freq = falloc((size_t)s->head_size / 2);
-    s->kv = calloc((size_t)max_slots, sizeof(kv_t));
+    /* the widest activation format is f32 */
+    s->xq_bytes = R * kernels_act_row_bytes(DTYPE_F32, s->wide);
+    for (int i = 0; i < MAX_SEGS; i++)
+        s->xq[i] = malloc(s->xq_bytes);
+    s->cap = calloc((size_t)max_slots, sizeof(int));
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att ||
-        !s->lx || !s->freq || !s->kv) {
+        !s->lx || !s->xq[0] || !s->xq[1] || !s->xq[2] || !s->cap) {
         cpu_free(s);
         return errorf(err, errlen, -ENOMEM, "out of memory for %d batch rows", max_rows);
     }
-    for (int i = 0; i < s->head_size / 2; i++)
-        s->freq[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)s->head_size);
+    /* the whole cache, once: slots x layers x context x kv_dim, for K and for V */
+    uint64_t per =
+        (uint64_t)max_slots * (uint64_t)c->n_layers * (uint64_t)s->ctx * (uint64_t)s->kv_dim;
+    s->kv_bytes = per * 2 * sizeof(float);
+    s->key = per * sizeof(float) <= SIZE_MAX ? calloc((size_t)per, sizeof(float)) : NULL;
+    s->value = s->key ? calloc((size_t)per, sizeof(float)) : NULL;
+    if (!s->key || !s->value) {
+        uint64_t kvb = s->kv_bytes;
+        cpu_free(s);
+        return errorf(err, errlen, -ENOMEM,
+                      "out of memory for the KV cache: %.1f MiB for %d sequences x %d positions "
+                      "(lower --max-batch or --ctx-size)",
+                      (double)kvb / (1024.0 * 1024.0), max_slots, c->seq_len);
+    }
     *ctx = s;
     return 0;
 }
@@ -106,30 +153,27 @@ static int cpu_load(void **ctx, const model_t *m, pool_t *pool, int max_rows, in
 static int cpu_seq_alloc(void *ctx, int slot, int cap)
 {
     cpu_t *s = ctx;
-    if (slot < 0 || slot >= s->max_slots || cap <= 0 || cap > s->m->c.seq_len) return -EINVAL;
-    kv_t *kv = &s->kv[slot];
-    free(kv->key);
-    free(kv->value);
-    size_t n = (size_t)s->m->c.n_layers * (size_t)cap * (size_t)s->kv_dim;
-    kv->key = falloc(n);
-    kv->value = falloc(n);
-    kv->cap = cap;
-    if (!kv->key || !kv->value) {
-        free(kv->key);
-        free(kv->value);
-        memset(kv, 0, sizeof(*kv));
-        return -ENOMEM;
-    }
+    if (slot < 0 || slot >= s->max_slots || cap <= 0 || cap > s->ctx) return -EINVAL;
+    s->cap[slot] = cap; /* the cache was reserved at load */
     return 0;
 }
 
 static void cpu_seq_free(void *ctx, int slot)
 {
     cpu_t *s = ctx;
-    if (slot < 0 || slot >= s->max_slots) return;
-    free(s->kv[slot].key);
-    free(s->kv[slot].value);
-    memset(&s->kv[slot], 0, sizeof(kv_t));
+    if (slot >= 0 && slot < s->max_slots) s->cap[slot] = 0;
+}
+
+static uint64_t cpu_kv_bytes(void *ctx)
+{
+    return ((cpu_t *)ctx)->kv_bytes;
+}
+
+/* K (or V) of `slot`, layer l, position 0: (ctx, kv_dim) */
+static float *kv_at(const cpu_t *s, float *base, int slot, int l)
+{
+    return base + (((size_t)slot * (size_t)s->m->c.n_layers + (size_t)l) * (size_t)s->ctx) *
+                      (size_t)s->kv_dim;
 }
 
 /* ---- parallel jobs ------------------------------------------------------------ */
@@ -137,14 +181,14 @@ static void cpu_seq_free(void *ctx, int slot)
 typedef struct {
     float *out; /* (nrows, ostride) */
     int ostride;
-    const float *w; /* (nout, n) */
-    int nout;
+    const tensor_t *w; /* (nout, n) */
+    const void *x;     /* (nrows, xstride bytes) activations in w's vec format */
+    size_t xstride;
 } mm_seg_t;
 
 typedef struct {
-    const float *x; /* (nrows, n) */
-    int nrows, n;
-    mm_seg_t seg[3];
+    int nrows;
+    mm_seg_t seg[MAX_SEGS];
     int nseg;
 } mm_job_t;
 
@@ -164,22 +208,43 @@ static void mm_run(void *arg, int tid, int nth)
     mm_job_t *j = arg;
     int total = 0;
     for (int s = 0; s < j->nseg; s++)
-        total += j->seg[s].nout;
+        total += (int)j->seg[s].w->ne[1];
     int a, b;
     chunk(total, tid, nth, &a, &b);
     int base = 0;
     for (int s = 0; s < j->nseg; s++) {
         const mm_seg_t *g = &j->seg[s];
+        int nout = (int)g->w->ne[1];
         int lo = a > base ? a - base : 0;
-        int hi = b - base < g->nout ? b - base : g->nout;
-        if (lo < hi) matmul_rows(g->out, g->ostride, j->x, j->nrows, g->w, j->n, lo, hi);
-        base += g->nout;
+        int hi = b - base < nout ? b - base : nout;
+        if (lo < hi) kernels_matmul(g->out, g->ostride, g->x, g->xstride, j->nrows, g->w, lo, hi);
+        base += nout;
     }
 }
 
-static void mm(cpu_t *s, mm_job_t *j)
+/* out_k = x W_k^T for the k segments sharing input x (nrows, n): x is put in each weight's
+ * dot format once per format, then the threads split the outputs of all segments. */
+static void mm(cpu_t *s, const float *x, int nrows, int nseg, float *const *outs,
+               const int *ostrides, const tensor_t *const *ws)
 {
-    pool_run(s->pool, mm_run, j);
+    mm_job_t j = {.nrows = nrows, .nseg = nseg};
+    int n = (int)ws[0]->ne[0];
+    for (int g = 0; g < nseg; g++) {
+        const kernel_type_t *kt = kernels_for(ws[g]->type);
+        size_t stride = kernels_act_row_bytes(kt->vec_type, n);
+        const void *xq = NULL;
+        for (int p = 0; p < g && !xq; p++)
+            if (kernels_for(ws[p]->type)->vec_type == kt->vec_type) xq = j.seg[p].x;
+        if (!xq && kt->vec_type == DTYPE_F32) xq = x;
+        if (!xq) {
+            for (int r = 0; r < nrows; r++)
+                kernels_quantize_row(kt->vec_type, (char *)s->xq[g] + (size_t)r * stride,
+                                     x + (size_t)r * n, n);
+            xq = s->xq[g];
+        }
+        j.seg[g] = (mm_seg_t){outs[g], ostrides[g], ws[g], xq, stride};
+    }
+    pool_run(s->pool, mm_run, &j);
 }
 
 typedef struct {
@@ -193,7 +258,7 @@ static void att_run(void *arg, int tid, int nth)
     att_job_t *j = arg;
     cpu_t *s = j->s;
     const model_config_t *c = &s->m->c;
-    int hs = s->head_size, kvd = s->kv_dim, kv_mul = c->n_heads / c->n_kv_heads;
+    int hs = s->hs, kvd = s->kv_dim, kv_mul = c->n_heads / c->n_kv_heads;
     int total = j->n * c->n_heads;
     int per = total / nth, extra = total % nth;
     int a = tid * per + (tid < extra ? tid : extra);
@@ -202,28 +267,26 @@ static void att_run(void *arg, int tid, int nth)
     for (int t = a; t < b; t++) {
         int r = t / c->n_heads, h = t % c->n_heads;
         const fwd_row_t *row = &j->rows[r];
-        const kv_t *kv = &s->kv[row->slot];
-        size_t loff = (size_t)j->layer * (size_t)kv->cap * (size_t)kvd;
-        const float *q = s->q + (size_t)r * c->dim + (size_t)h * hs;
-        float *att = s->att + ((size_t)r * c->n_heads + h) * (size_t)c->seq_len;
+        const float *kc = kv_at(s, s->key, row->slot, j->layer);
+        const float *vc = kv_at(s, s->value, row->slot, j->layer);
+        const float *q = s->q + (size_t)r * s->q_dim + (size_t)h * hs;
+        float *att = s->att + ((size_t)r * c->n_heads + h) * (size_t)s->ctx;
         int kvh = h / kv_mul;
-        for (int p = 0; p <= row->pos; p++) {
-            const float *k = kv->key + loff + (size_t)p * kvd + (size_t)kvh * hs;
-            att[p] = dot_fixed(q, k, hs) * scale;
-        }
+        for (int p = 0; p <= row->pos; p++)
+            att[p] = dot_fixed(q, kc + (size_t)p * kvd + (size_t)kvh * hs, hs) * scale;
         float maxv = att[0];
         for (int p = 1; p <= row->pos; p++)
             if (att[p] > maxv) maxv = att[p];
-        float sum = 0.0f;
+        double sum = 0.0;
         for (int p = 0; p <= row->pos; p++) {
             att[p] = expf(att[p] - maxv);
-            sum += att[p];
+            sum += (double)att[p];
         }
-        float inv = 1.0f / sum;
-        float *out = s->xb + (size_t)r * c->dim + (size_t)h * hs;
+        float inv = (float)(1.0 / sum);
+        float *out = s->xb + (size_t)r * s->q_dim + (size_t)h * hs;
         memset(out, 0, (size_t)hs * sizeof(float));
         for (int p = 0; p <= row->pos; p++) {
-            const float *v = kv->value + loff + (size_t)p * kvd + (size_t)kvh * hs;
+            const float *v = vc + (size_t)p * kvd + (size_t)kvh * hs;
             float a_p = att[p] * inv;
             for (int i = 0; i < hs; i++)
                 out[i] += a_p * v[i];
@@ -233,79 +296,115 @@ static void att_run(void *arg, int tid, int nth)
 
 /* ---- serial per-row kernels (output first) ------------------------------------ */
 
-static void rmsnorm(float *o, const float *x, const float *w, int n)
+/* o = x / rms(x) * w; the sum of squares in double, as ggml's rms_norm */
+static void rmsnorm(float *o, const float *x, const float *w, int n, float eps)
 {
-    float ss = dot_fixed(x, x, n);
-    ss = 1.0f / sqrtf(ss / (float)n + 1e-5f);
+    double ss = 0.0;
     for (int i = 0; i < n; i++)
-        o[i] = w[i] * (ss * x[i]);
+        ss += (double)(x[i] * x[i]);
+    float mean = (float)(ss / n);
+    float scale = 1.0f / sqrtf(mean + eps);
+    for (int i = 0; i < n; i++)
+        o[i] = (x[i] * scale) * w[i];
 }
 
-static void rope(float *vec, int n, int hs, const float *freq, int pos)
+/* Rotate every head of vec (n_heads heads of hs) at position pos: adjacent pairs (NORM)
+ * or halves (NEOX) of the first rope_dim dims; the rest pass through. */
+static void rope(float *vec, int n_heads, int hs, const model_config_t *c, const float *freq,
+                 int pos)
 {
-    for (int i = 0; i < n; i += 2) {
-        float val = (float)pos * freq[(i % hs) / 2];
-        float fcr = cosf(val), fci = sinf(val);
-        float v0 = vec[i], v1 = vec[i + 1];
-        vec[i] = v0 * fcr - v1 * fci;
-        vec[i + 1] = v0 * fci + v1 * fcr;
+    int half = c->rope_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * hs;
+        for (int i = 0; i < half; i++) {
+            float theta = (float)pos * freq[i];
+            float fcr = cosf(theta), fci = sinf(theta);
+            int i0 = c->rope_mode == ROPE_NEOX ? i : 2 * i;
+            int i1 = c->rope_mode == ROPE_NEOX ? i + half : 2 * i + 1;
+            float v0 = v[i0], v1 = v[i1];
+            v[i0] = v0 * fcr - v1 * fci;
+            v[i1] = v0 * fci + v1 * fcr;
+        }
     }
+}
+
+static void add_bias(float *x, const tensor_t *b, int nrows, int n)
+{
+    if (!b->data) return;
+    const float *bv = b->data;
+    for (int r = 0; r < nrows; r++)
+        for (int i = 0; i < n; i++)
+            x[(size_t)r * n + i] += bv[i];
+}
+
+/* 1-D weights (norms, biases) are F32 in every file llama.cpp writes; the loader checks. */
+static const float *f32(const tensor_t *t)
+{
+    return (const float *)t->data;
 }
 
 static int cpu_forward(void *ctx, const fwd_row_t *rows, int n, float *logits)
 {
     cpu_t *s = ctx;
-    const model_t *m = s->m;
+    const model_view_t *m = s->m;
     const model_config_t *c = &m->c;
-    const model_weights_t *w = &m->w;
-    int dim = c->dim, hid = c->hidden_dim, kvd = s->kv_dim, hs = s->head_size;
+    int dim = c->dim, hid = c->hidden_dim, kvd = s->kv_dim, hs = s->hs, qd = s->q_dim;
     if (n <= 0 || n > s->max_rows) return -EINVAL;
+    const kernel_type_t *ke = kernels_for(m->tok_embd.type);
     for (int r = 0; r < n; r++) {
         const fwd_row_t *row = &rows[r];
         if (row->slot < 0 || row->slot >= s->max_slots || row->pos < 0 ||
-            row->pos >= s->kv[row->slot].cap || row->token < 0 || row->token >= c->vocab_size)
+            row->pos >= s->cap[row->slot] || row->token < 0 || row->token >= c->vocab_size)
             return -EINVAL;
-        memcpy(s->x + (size_t)r * dim, w->token_embedding + (size_t)row->token * dim,
-               (size_t)dim * sizeof(float));
+        ke->dequant(s->x + (size_t)r * dim,
+                    (const char *)m->tok_embd.data + (size_t)row->token * m->tok_embd.row_bytes,
+                    dim);
     }
     for (int l = 0; l < c->n_layers; l++) {
-        size_t ld = (size_t)l * dim;
+        const model_layer_t *L = &m->layers[l];
         for (int r = 0; r < n; r++)
-            rmsnorm(s->xb + (size_t)r * dim, s->x + (size_t)r * dim, w->rms_att + ld, dim);
-        mm_job_t j = {.x = s->xb, .nrows = n, .n = dim, .nseg = 3};
-        j.seg[0] = (mm_seg_t){s->q, dim, w->wq + ld * dim, dim};
-        j.seg[1] = (mm_seg_t){s->k, kvd, w->wk + (size_t)l * kvd * dim, kvd};
-        j.seg[2] = (mm_seg_t){s->v, kvd, w->wv + (size_t)l * kvd * dim, kvd};
-        mm(s, &j);
+            rmsnorm(s->xb + (size_t)r * dim, s->x + (size_t)r * dim, f32(&L->attn_norm), dim,
+                    c->rms_eps);
+        mm(s, s->xb, n, 3, (float *const[]){s->q, s->k, s->v}, (const int[]){qd, kvd, kvd},
+           (const tensor_t *const[]){&L->wq, &L->wk, &L->wv});
+        add_bias(s->q, &L->bq, n, qd);
+        add_bias(s->k, &L->bk, n, kvd);
+        add_bias(s->v, &L->bv, n, kvd);
         for (int r = 0; r < n; r++) {
             const fwd_row_t *row = &rows[r];
-            kv_t *kv = &s->kv[row->slot];
-            rope(s->q + (size_t)r * dim, dim, hs, s->freq, row->pos);
-            rope(s->k + (size_t)r * kvd, kvd, hs, s->freq, row->pos);
-            size_t off = ((size_t)l * kv->cap + (size_t)row->pos) * kvd;
-            memcpy(kv->key + off, s->k + (size_t)r * kvd, (size_t)kvd * sizeof(float));
-            memcpy(kv->value + off, s->v + (size_t)r * kvd, (size_t)kvd * sizeof(float));
+            float *q = s->q + (size_t)r * qd, *k = s->k + (size_t)r * kvd;
+            if (c->qk_norm) {
+                for (int h = 0; h < c->n_heads; h++)
+                    rmsnorm(q + (size_t)h * hs, q + (size_t)h * hs, f32(&L->q_norm), hs,
+                            c->rms_eps);
+                for (int h = 0; h < c->n_kv_heads; h++)
+                    rmsnorm(k + (size_t)h * hs, k + (size_t)h * hs, f32(&L->k_norm), hs,
+                            c->rms_eps);
+            }
+            rope(q, c->n_heads, hs, c, m->rope_freq, row->pos);
+            rope(k, c->n_kv_heads, hs, c, m->rope_freq, row->pos);
+            size_t off = (size_t)row->pos * kvd;
+            memcpy(kv_at(s, s->key, row->slot, l) + off, k, (size_t)kvd * sizeof(float));
+            memcpy(kv_at(s, s->value, row->slot, l) + off, s->v + (size_t)r * kvd,
+                   (size_t)kvd * sizeof(float));
         }
         att_job_t aj = {s, rows, n, l};
         pool_run(s->pool, att_run, &aj);
-        j = (mm_job_t){.x = s->xb, .nrows = n, .n = dim, .nseg = 1};
-        j.seg[0] = (mm_seg_t){s->xb2, dim, w->wo + ld * dim, dim};
-        mm(s, &j);
+        mm(s, s->xb, n, 1, (float *const[]){s->xb2}, (const int[]){dim},
+           (const tensor_t *const[]){&L->wo});
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb2[i];
         for (int r = 0; r < n; r++)
-            rmsnorm(s->xb + (size_t)r * dim, s->x + (size_t)r * dim, w->rms_ffn + ld, dim);
-        j = (mm_job_t){.x = s->xb, .nrows = n, .n = dim, .nseg = 2};
-        j.seg[0] = (mm_seg_t){s->hb, hid, w->w1 + (size_t)l * hid * dim, hid};
-        j.seg[1] = (mm_seg_t){s->hb2, hid, w->w3 + (size_t)l * hid * dim, hid};
-        mm(s, &j);
+            rmsnorm(s->xb + (size_t)r * dim, s->x + (size_t)r * dim, f32(&L->ffn_norm), dim,
+                    c->rms_eps);
+        mm(s, s->xb, n, 2, (float *const[]){s->hb, s->hb2}, (const int[]){hid, hid},
+           (const tensor_t *const[]){&L->w_gate, &L->w_up});
         for (size_t i = 0; i < (size_t)n * hid; i++) {
             float v = s->hb[i];
-            s->hb[i] = v * (1.0f / (1.0f + expf(-v))) * s->hb2[i];
+            s->hb[i] = v / (1.0f + expf(-v)) * s->hb2[i];
         }
-        j = (mm_job_t){.x = s->hb, .nrows = n, .n = hid, .nseg = 1};
-        j.seg[0] = (mm_seg_t){s->xb, dim, w->w2 + (size_t)l * dim * hid, dim};
-        mm(s, &j);
+        mm(s, s->hb, n, 1, (float *const[]){s->xb}, (const int[]){dim},
+           (const tensor_t *const[]){&L->w_down});
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb[i];
     }
@@ -314,14 +413,13 @@ static int cpu_forward(void *ctx, const fwd_row_t *rows, int n, float *logits)
         int lr = rows[r].logits_row;
         if (lr < 0) continue;
         if (lr >= s->max_rows) return -EINVAL;
-        rmsnorm(s->lx + (size_t)lr * dim, s->x + (size_t)r * dim, w->rms_final, dim);
+        rmsnorm(s->lx + (size_t)lr * dim, s->x + (size_t)r * dim, f32(&m->output_norm), dim,
+                c->rms_eps);
         if (lr + 1 > nl) nl = lr + 1;
     }
-    if (nl > 0) {
-        mm_job_t j = {.x = s->lx, .nrows = nl, .n = dim, .nseg = 1};
-        j.seg[0] = (mm_seg_t){logits, c->vocab_size, w->wcls, c->vocab_size};
-        mm(s, &j);
-    }
+    if (nl > 0)
+        mm(s, s->lx, nl, 1, (float *const[]){logits}, (const int[]){c->vocab_size},
+           (const tensor_t *const[]){&m->output});
     return 0;
 }
 
@@ -333,4 +431,5 @@ const backend_t backend_cpu = {
     .seq_free = cpu_seq_free,
     .forward = cpu_forward,
     .free = cpu_free,
+    .kv_bytes = cpu_kv_bytes,
 };

@@ -9,10 +9,8 @@
  * completion ring; lmu guards the list of live requests (leaf lock).
  */
 #include "engine.h"
+#include "gguf.h"
 #include "internal.h"
-#ifdef INFERD_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
 
 #include <errno.h>
 #include <math.h>
@@ -40,6 +38,8 @@ struct engine_req {
     void *user;
     sample_params_t sp;
     uint64_t submit_ns;
+    struct deferred *deferred; /* tokenize_in_engine: the input the driver tokenizes */
+    engine_invalid_t invalid;  /* why a deferred input was rejected (its ERROR event) */
     /* shared between threads */
     atomic_bool cancel;
     atomic_uint produced; /* TOKEN events made (driver) */
@@ -48,9 +48,10 @@ struct engine_req {
     /* driver only */
     rng_t rng;
     detok_t dt;
-    int slot;    /* -1 while queued */
-    int pos;     /* positions already in the KV cache */
-    int pending; /* sampled token to feed next */
+    stop_t stops; /* stop strings and the text they hold back */
+    int slot;     /* -1 while queued */
+    int pos;      /* positions already in the KV cache */
+    int pending;  /* sampled token to feed next */
     int n_gen;
     bool finish_held; /* STALL fault: the last token went out, the finish is withheld */
     /* reactor only */
@@ -63,6 +64,9 @@ struct engine_req {
 struct engine {
     engine_config_t cfg;
     char *name;
+    const char *chat_name; /* the template chat requests render with, or NULL */
+    char chat_note[320];   /* why there is none (the error chat requests get) */
+    char *chat_text;       /* the model's tokenizer.chat_template, when it has one */
     model_t model;
     tokenizer_t tok;
     const backend_t *be;
@@ -145,6 +149,12 @@ const char *engine_invalid_name(engine_invalid_t w)
         return "max_tokens_too_large";
     case ENGINE_INVALID_STOP_IDS:
         return "too_many_stop_ids";
+    case ENGINE_INVALID_STOP_STRINGS:
+        return "bad_stop_strings";
+    case ENGINE_INVALID_INPUT:
+        return "bad_input";
+    case ENGINE_INVALID_NO_TEMPLATE:
+        return "no_chat_template";
     default:
         return "none";
     }
@@ -168,9 +178,13 @@ void *engine_req_user(const engine_req_t *req)
 
 /* ---- request lifetime ------------------------------------------------------- */
 
+static void deferred_free(struct deferred *d);
+
 static void req_destroy(engine_req_t *r)
 {
     free(r->prompt);
+    deferred_free(r->deferred);
+    stop_dispose(&r->stops);
     free(r);
 }
 
@@ -267,6 +281,7 @@ static void emit(engine_t *e, engine_req_t *r, engine_ev_type_t type, uint32_t t
             ev->user = r->user;
             ev->token = token;
             ev->finish = fin;
+            ev->invalid = type == ENGINE_EV_ERROR ? r->invalid : ENGINE_INVALID_NONE;
             ev->prompt_tokens = (uint32_t)r->n_prompt;
             ev->completion_tokens = (uint32_t)r->n_gen;
             ev->t_ns = now;
@@ -323,108 +338,191 @@ int engine_poll(engine_t *e, engine_event_t *out, int max)
 
 /* ---- validation and submission ---------------------------------------------------- */
 
-/* Validate r; on success *toks (malloc'd, may be NULL when want_tokens is false) */
+/* A request's input, from the caller's request (synchronous) or the engine's copy (deferred). */
+typedef struct {
+    const uint32_t *ids;
+    size_t n_ids;
+    const char *prompt;
+    bool parse_special;
+    const engine_chat_msg_t *msgs;
+    size_t n_msgs;
+    uint32_t max_tokens;
+} input_t;
+
+static input_t input_of(const engine_request_t *r)
+{
+    input_t in = {r->token_ids, r->n_tokens,   r->prompt,    r->parse_special,
+                  r->messages,  r->n_messages, r->max_tokens};
+    if (!in.ids) in.n_ids = 0;
+    if (!in.msgs) in.n_msgs = 0;
+    return in;
+}
+
+static int invalid(engine_invalid_t *why, engine_invalid_t w, int rc)
+{
+    if (why) *why = w;
+    return rc;
+}
+
+/* Everything that needs no tokenizing: sampling values, stop ids and strings, which input is
+ * given, token ids, and the early bound (a token covers at most max_token_len bytes, so a text
+ * of more than context x that many bytes cannot fit). */
+static int check_cheap(const engine_t *e, const engine_request_t *r, engine_invalid_t *why,
+                       char *msg, size_t msglen)
+{
+    const model_config_t *c = &e->model.v.c;
+    input_t in = input_of(r);
+    if (!(r->temperature >= 0.0f) || !isfinite(r->temperature))
+        return invalid(why, ENGINE_INVALID_TEMPERATURE,
+                       errorf(msg, msglen, -EINVAL, "temperature %g must be a finite value >= 0",
+                              (double)r->temperature));
+    if (!(r->top_p > 0.0f && r->top_p <= 1.0f))
+        return invalid(
+            why, ENGINE_INVALID_TOP_P,
+            errorf(msg, msglen, -EINVAL, "top_p %g must be in (0, 1]", (double)r->top_p));
+    if (r->n_stop > MAX_STOP_IDS)
+        return invalid(why, ENGINE_INVALID_STOP_IDS,
+                       errorf(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed",
+                              r->n_stop, MAX_STOP_IDS));
+    if (r->n_stop_strs &&
+        (!r->stop_strs || stop_validate(r->stop_strs, r->n_stop_strs, msg, msglen) < 0)) {
+        if (!r->stop_strs) errorf(msg, msglen, -EINVAL, "stop strings missing");
+        return invalid(why, ENGINE_INVALID_STOP_STRINGS, -EINVAL);
+    }
+    bool has_prompt = in.prompt && in.prompt[0];
+    int given = (in.n_ids > 0) + has_prompt + (in.n_msgs > 0);
+    if (given == 0)
+        return invalid(
+            why, ENGINE_INVALID_EMPTY,
+            errorf(msg, msglen, -EINVAL, "request has no token_ids, no prompt and no messages"));
+    if (given > 1)
+        return invalid(
+            why, ENGINE_INVALID_INPUT,
+            errorf(msg, msglen, -EINVAL, "give exactly one of token_ids, prompt and messages"));
+    size_t bytes = 0;
+    if (in.n_ids > 0) {
+        if (in.n_ids >= (size_t)c->seq_len)
+            return invalid(why, ENGINE_INVALID_PROMPT_LONG,
+                           errorf(msg, msglen, -EINVAL,
+                                  "prompt has %zu tokens but the context is %d tokens (at most %d "
+                                  "leave room for output)",
+                                  in.n_ids, c->seq_len, c->seq_len - 1));
+        for (size_t i = 0; i < in.n_ids; i++) {
+            if (in.ids[i] >= (uint32_t)c->vocab_size)
+                return invalid(why, ENGINE_INVALID_TOKEN,
+                               errorf(msg, msglen, -EINVAL,
+                                      "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
+                                      in.ids[i], c->vocab_size));
+        }
+        if (r->max_tokens > (uint32_t)(c->seq_len - (int)in.n_ids))
+            return invalid(why, ENGINE_INVALID_MAX_TOKENS,
+                           errorf(msg, msglen, -EINVAL,
+                                  "max_tokens %u exceeds the context: %zu prompt tokens leave room "
+                                  "for %d",
+                                  r->max_tokens, in.n_ids, c->seq_len - (int)in.n_ids));
+        return 0;
+    }
+    if (has_prompt) {
+        bytes = strlen(in.prompt);
+    } else {
+        if (in.n_msgs > ENGINE_MAX_MESSAGES)
+            return invalid(why, ENGINE_INVALID_INPUT,
+                           errorf(msg, msglen, -EINVAL, "%zu messages given, at most %d allowed",
+                                  in.n_msgs, ENGINE_MAX_MESSAGES));
+        for (size_t i = 0; i < in.n_msgs; i++) {
+            if (!in.msgs[i].role || !in.msgs[i].role[0] || !in.msgs[i].content)
+                return invalid(why, ENGINE_INVALID_INPUT,
+                               errorf(msg, msglen, -EINVAL, "messages[%zu] has no %s", i,
+                                      in.msgs[i].role && in.msgs[i].role[0] ? "content" : "role"));
+            bytes += strlen(in.msgs[i].content);
+        }
+        if (!e->chat_name)
+            return invalid(why, ENGINE_INVALID_NO_TEMPLATE,
+                           errorf(msg, msglen, -EINVAL, "%s", e->chat_note));
+    }
+    if (bytes / (size_t)e->tok.max_token_len >= (size_t)c->seq_len)
+        return invalid(why, ENGINE_INVALID_PROMPT_LONG,
+                       errorf(msg, msglen, -EINVAL,
+                              "prompt of %zu bytes cannot fit the context of %d tokens (a token "
+                              "covers at most %d bytes)",
+                              bytes, c->seq_len, e->tok.max_token_len));
+    return 0;
+}
+
+/* Render and tokenize a text input, then the length checks. On success *toks is malloc'd. */
+static int tokenize_input(const engine_t *e, const input_t *in, int **toks, int *ntoks,
+                          int *max_gen, engine_invalid_t *why, char *msg, size_t msglen)
+{
+    const model_config_t *c = &e->model.v.c;
+    char *rendered = NULL;
+    const char *text = in->prompt;
+    unsigned flags = TOK_ADD_SPECIAL | (in->parse_special ? TOK_PARSE_SPECIAL : 0);
+    int *t = NULL, n = 0;
+    if (in->n_ids > 0) {
+        n = (int)in->n_ids;
+        t = malloc((size_t)n * sizeof(int));
+        if (!t) return errorf(msg, msglen, -ENOMEM, "out of memory");
+        for (int i = 0; i < n; i++)
+            t[i] = (int)in->ids[i];
+    } else {
+        if (in->n_msgs > 0) {
+            int rc = engine_render_chat(e, in->msgs, in->n_msgs, &rendered, why, msg, msglen);
+            if (rc < 0) return rc;
+            text = rendered;
+            flags = TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL; /* the template's markers are tokens */
+        }
+        size_t len = strlen(text);
+        /* at most 3 tokens per byte (an unknown space escapes to 3 byte tokens) */
+        t = malloc((3 * len + 8) * sizeof(int));
+        if (!t) {
+            free(rendered);
+            return errorf(msg, msglen, -ENOMEM, "out of memory");
+        }
+        n = tokenizer_encode(&e->tok, text, len, flags, t, 3 * len + 8);
+        free(rendered);
+        if (n < 0) {
+            free(t);
+            return errorf(msg, msglen, n, "out of memory tokenizing the prompt");
+        }
+        if (n == 0) {
+            free(t);
+            return invalid(why, ENGINE_INVALID_EMPTY,
+                           errorf(msg, msglen, -EINVAL, "the prompt tokenizes to nothing"));
+        }
+    }
+    if (n >= c->seq_len) {
+        free(t);
+        return invalid(why, ENGINE_INVALID_PROMPT_LONG,
+                       errorf(msg, msglen, -EINVAL,
+                              "prompt has %d tokens but the context is %d tokens (at most %d "
+                              "leave room for output)",
+                              n, c->seq_len, c->seq_len - 1));
+    }
+    int room = c->seq_len - n;
+    if (in->max_tokens > (uint32_t)room) {
+        free(t);
+        return invalid(why, ENGINE_INVALID_MAX_TOKENS,
+                       errorf(msg, msglen, -EINVAL,
+                              "max_tokens %u exceeds the context: %d prompt tokens leave room "
+                              "for %d",
+                              in->max_tokens, n, room));
+    }
+    *toks = t;
+    *ntoks = n;
+    *max_gen = in->max_tokens ? (int)in->max_tokens : room;
+    return 0;
+}
+
+/* Validate r; on success *toks (malloc'd) holds the prompt ids. */
 static int prepare(const engine_t *e, const engine_request_t *r, engine_invalid_t *why, char *msg,
                    size_t msglen, int **toks, int *ntoks, int *max_gen)
 {
-    const model_config_t *c = &e->model.c;
-    engine_invalid_t w = ENGINE_INVALID_NONE;
-    int rc = 0, n = 0;
-    int *t = NULL;
     if (why) *why = ENGINE_INVALID_NONE;
-    if (!(r->temperature >= 0.0f) || !isfinite(r->temperature)) {
-        w = ENGINE_INVALID_TEMPERATURE;
-        rc = errorf(msg, msglen, -EINVAL, "temperature %g must be a finite value >= 0",
-                  (double)r->temperature);
-        goto out;
+    int rc = check_cheap(e, r, why, msg, msglen);
+    if (rc == 0) {
+        input_t in = input_of(r);
+        rc = tokenize_input(e, &in, toks, ntoks, max_gen, why, msg, msglen);
     }
-    if (!(r->top_p > 0.0f && r->top_p <= 1.0f)) {
-        w = ENGINE_INVALID_TOP_P;
-        rc = errorf(msg, msglen, -EINVAL, "top_p %g must be in (0, 1]", (double)r->top_p);
-        goto out;
-    }
-    if (r->n_stop > MAX_STOP_IDS) {
-        w = ENGINE_INVALID_STOP_IDS;
-        rc = errorf(msg, msglen, -EINVAL, "%zu stop_token_ids given, at most %d allowed", r->n_stop,
-                  MAX_STOP_IDS);
-        goto out;
-    }
-    if (r->n_tokens > 0) {
-        if (r->n_tokens >= (size_t)c->seq_len) {
-            w = ENGINE_INVALID_PROMPT_LONG;
-            rc = errorf(msg, msglen, -EINVAL,
-                      "prompt has %zu tokens but the context is %d tokens (at most %d leave "
-                      "room for output)",
-                      r->n_tokens, c->seq_len, c->seq_len - 1);
-            goto out;
-        }
-        for (size_t i = 0; i < r->n_tokens; i++) {
-            if (r->token_ids[i] >= (uint32_t)c->vocab_size) {
-                w = ENGINE_INVALID_TOKEN;
-                rc = errorf(msg, msglen, -EINVAL,
-                          "token_ids[%zu] = %u is outside the vocabulary (size %d)", i,
-                          r->token_ids[i], c->vocab_size);
-                goto out;
-            }
-        }
-        n = (int)r->n_tokens;
-        if (toks) {
-            t = malloc((size_t)n * sizeof(int));
-            if (!t) return -ENOMEM;
-            for (int i = 0; i < n; i++)
-                t[i] = (int)r->token_ids[i];
-        }
-    } else {
-        if (!r->prompt || !r->prompt[0]) {
-            w = ENGINE_INVALID_EMPTY;
-            rc = errorf(msg, msglen, -EINVAL, "request has neither token_ids nor a prompt");
-            goto out;
-        }
-        /* each token covers at most max_token_length bytes: a cheap early bound */
-        size_t len = strlen(r->prompt);
-        if (len / (size_t)e->tok.max_token_length >= (size_t)c->seq_len) {
-            w = ENGINE_INVALID_PROMPT_LONG;
-            rc = errorf(msg, msglen, -EINVAL,
-                      "prompt of %zu bytes cannot fit the context of %d tokens", len, c->seq_len);
-            goto out;
-        }
-        t = malloc((len + 3) * sizeof(int));
-        if (!t) return -ENOMEM;
-        n = tokenizer_encode(&e->tok, r->prompt, true, false, t, len + 3);
-        if (n < 0) {
-            free(t);
-            return n;
-        }
-        if (n >= c->seq_len) {
-            free(t);
-            t = NULL;
-            w = ENGINE_INVALID_PROMPT_LONG;
-            rc = errorf(msg, msglen, -EINVAL,
-                      "prompt has %d tokens but the context is %d tokens (at most %d leave "
-                      "room for output)",
-                      n, c->seq_len, c->seq_len - 1);
-            goto out;
-        }
-        if (!toks) {
-            free(t);
-            t = NULL;
-        }
-    }
-    int room = c->seq_len - n;
-    if (r->max_tokens > (uint32_t)room) {
-        free(t);
-        t = NULL;
-        w = ENGINE_INVALID_MAX_TOKENS;
-        rc = errorf(msg, msglen, -EINVAL,
-                  "max_tokens %u exceeds the context: %d prompt tokens leave room for %d",
-                  r->max_tokens, n, room);
-        goto out;
-    }
-    if (toks) *toks = t;
-    if (ntoks) *ntoks = n;
-    if (max_gen) *max_gen = r->max_tokens ? (int)r->max_tokens : room;
-out:
-    if (why) *why = w;
     if (rc == 0 && msg && msglen) msg[0] = 0;
     return rc;
 }
@@ -432,24 +530,120 @@ out:
 int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid_t *why, char *msg,
                     size_t msglen)
 {
-    return prepare(e, r, why, msg, msglen, NULL, NULL, NULL);
+    int *toks = NULL, n, max_gen;
+    int rc = prepare(e, r, why, msg, msglen, &toks, &n, &max_gen);
+    free(toks);
+    return rc;
+}
+
+int engine_render_chat(const engine_t *e, const engine_chat_msg_t *msgs, size_t n, char **out,
+                       engine_invalid_t *why, char *msg, size_t msglen)
+{
+    *out = NULL;
+    if (!e->chat_name)
+        return invalid(why, ENGINE_INVALID_NO_TEMPLATE,
+                       errorf(msg, msglen, -EINVAL, "%s", e->chat_note));
+    int rc = chat_render(e->chat_name, (const chat_msg_t *)msgs, n, true, out, msg, msglen);
+    if (rc == -EINVAL) return invalid(why, ENGINE_INVALID_INPUT, rc);
+    return rc;
+}
+
+int engine_tokenize_request(const engine_t *e, const engine_request_t *r, uint32_t **out, size_t *n,
+                            engine_invalid_t *why, char *msg, size_t msglen)
+{
+    *out = NULL;
+    *n = 0;
+    int *toks = NULL, k = 0, max_gen;
+    int rc = prepare(e, r, why, msg, msglen, &toks, &k, &max_gen);
+    if (rc < 0) return rc;
+    uint32_t *ids = malloc((size_t)k * sizeof(*ids));
+    if (!ids) {
+        free(toks);
+        return errorf(msg, msglen, -ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < k; i++)
+        ids[i] = (uint32_t)toks[i];
+    free(toks);
+    *out = ids;
+    *n = (size_t)k;
+    return 0;
+}
+
+/* The deferred input a tokenize_in_engine request carries to the driver. */
+typedef struct deferred {
+    char *prompt;
+    bool parse_special;
+    engine_chat_msg_t *msgs; /* (n_msgs) role and content strdup'ed */
+    size_t n_msgs;
+    uint32_t max_tokens;
+} deferred_t;
+
+static void deferred_free(deferred_t *d)
+{
+    if (!d) return;
+    free(d->prompt);
+    for (size_t i = 0; i < d->n_msgs; i++) {
+        free((char *)d->msgs[i].role);
+        free((char *)d->msgs[i].content);
+    }
+    free(d->msgs);
+    free(d);
+}
+
+static deferred_t *deferred_copy(const engine_request_t *r)
+{
+    deferred_t *d = calloc(1, sizeof(*d));
+    if (!d) return NULL;
+    d->parse_special = r->parse_special;
+    d->max_tokens = r->max_tokens;
+    if (r->prompt && r->prompt[0]) {
+        if (!(d->prompt = strdup(r->prompt))) goto fail;
+        return d;
+    }
+    d->msgs = calloc(r->n_messages, sizeof(*d->msgs));
+    if (!d->msgs) goto fail;
+    for (size_t i = 0; i < r->n_messages; i++, d->n_msgs++) {
+        d->msgs[i].role = strdup(r->messages[i].role);
+        d->msgs[i].content = strdup(r->messages[i].content);
+        if (!d->msgs[i].role || !d->msgs[i].content) {
+            d->n_msgs++;
+            goto fail;
+        }
+    }
+    return d;
+fail:
+    deferred_free(d);
+    return NULL;
 }
 
 int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, engine_invalid_t *why,
                   char *msg, size_t msglen)
 {
-    int *toks = NULL, n = 0, max_gen = 0;
-    int rc = prepare(e, r, why, msg, msglen, &toks, &n, &max_gen);
+    int *toks = NULL, n = 0, max_gen = 0, rc;
+    deferred_t *def = NULL;
+    bool defer = e->cfg.tokenize_in_engine && r->n_tokens == 0;
+    if (defer) {
+        if (why) *why = ENGINE_INVALID_NONE;
+        rc = check_cheap(e, r, why, msg, msglen);
+        if (rc == 0 && !(def = deferred_copy(r)))
+            rc = errorf(msg, msglen, -ENOMEM, "out of memory");
+    } else {
+        rc = prepare(e, r, why, msg, msglen, &toks, &n, &max_gen);
+    }
     if (rc < 0) return rc;
     engine_req_t *q = calloc(1, sizeof(*q));
-    if (!q) {
+    char err[128];
+    if (!q || stop_init(&q->stops, r->stop_strs, r->n_stop_strs, err, sizeof err) < 0) {
         free(toks);
+        deferred_free(def);
+        free(q);
         return errorf(msg, msglen, -ENOMEM, "out of memory");
     }
     q->e = e;
     q->prompt = toks;
     q->n_prompt = n;
     q->max_gen = max_gen;
+    q->deferred = def;
     q->n_stop = (int)r->n_stop;
     for (size_t i = 0; i < r->n_stop; i++)
         q->stop[i] = (int)r->stop_ids[i];
@@ -458,12 +652,12 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
     q->user = r->user;
     q->sp.temperature = r->temperature;
     q->sp.top_p = r->top_p;
-    q->sp.top_k = r->top_k > (uint32_t)e->model.c.vocab_size ? 0 : (int)r->top_k;
+    q->sp.top_k = r->top_k > (uint32_t)e->model.v.c.vocab_size ? 0 : (int)r->top_k;
     q->submit_ns = engine_now_ns();
     q->slot = -1;
     q->refs = 2;
     rng_seed(&q->rng, r->seed);
-    detok_init(&q->dt, toks[n - 1]);
+    if (!def) detok_init(&q->dt, toks[n - 1]);
 
     pthread_mutex_lock(&e->smu);
     if (e->stop) {
@@ -475,7 +669,7 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
         pthread_mutex_unlock(&e->smu);
         req_destroy(q);
         return errorf(msg, msglen, -EAGAIN, "admission queue full (%d requests waiting)",
-                    e->max_queued);
+                      e->max_queued);
     }
     pthread_mutex_lock(&e->lmu);
     q->lnext = e->live;
@@ -496,13 +690,36 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
     return 0;
 }
 
+/* Driver: tokenize a deferred request before it takes its slot. Returns 0, or fails the request
+ * (ERROR event with `invalid` set) and returns -1. */
+static void fail_req(engine_t *e, engine_req_t *r, const char *msg);
+
+static int admit_tokenize(engine_t *e, engine_req_t *q)
+{
+    deferred_t *d = q->deferred;
+    if (!d) return 0;
+    input_t in = {NULL, 0, d->prompt, d->parse_special, d->msgs, d->n_msgs, d->max_tokens};
+    char msg[ENGINE_TEXT_MAX];
+    engine_invalid_t w = ENGINE_INVALID_NONE;
+    int rc = tokenize_input(e, &in, &q->prompt, &q->n_prompt, &q->max_gen, &w, msg, sizeof msg);
+    q->deferred = NULL;
+    deferred_free(d);
+    if (rc < 0) {
+        q->invalid = w;
+        fail_req(e, q, msg);
+        return -1;
+    }
+    detok_init(&q->dt, q->prompt[q->n_prompt - 1]);
+    return 0;
+}
+
 int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out, size_t max)
 {
     if (!text) return -EINVAL;
     size_t len = strlen(text);
-    int *t = malloc((len + 3) * sizeof(int));
+    int *t = malloc((3 * len + 8) * sizeof(int));
     if (!t) return -ENOMEM;
-    int n = tokenizer_encode(&e->tok, text, bos, false, t, len + 3);
+    int n = tokenizer_encode(&e->tok, text, len, bos ? TOK_ADD_SPECIAL : 0, t, 3 * len + 8);
     for (int i = 0; i < n && (size_t)i < max; i++)
         out[i] = (uint32_t)t[i];
     free(t);
@@ -511,27 +728,43 @@ int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out
 
 /* ---- the driver ------------------------------------------------------------------ */
 
-static void finish(engine_t *e, engine_req_t *r, engine_finish_t why)
+/* A request's last step: its slot and KV cache go back, it counts as done. */
+static void end_req(engine_t *e, engine_req_t *r)
 {
-    char buf[16];
-    size_t n = detok_flush(&r->dt, buf, sizeof(buf));
     if (r->slot >= 0) {
         e->be->seq_free(e->bctx, r->slot);
         e->slots[r->slot] = NULL;
         r->slot = -1;
     }
     atomic_fetch_add(&e->st_requests, 1);
+}
+
+static void finish(engine_t *e, engine_req_t *r, engine_finish_t why)
+{
+    /* the end of the text: an unfinished character (as U+FFFD) and what stop strings held */
+    char tail[8], buf[2 * STOP_MAX_BYTES + 16];
+    size_t k = detok_flush(&r->dt, tail, sizeof(tail)), n = 0;
+    if (!r->stops.hit) {
+        n = stop_feed(&r->stops, tail, k, buf, sizeof buf);
+        if (r->stops.hit)
+            why = ENGINE_FINISH_STOP;
+        else
+            n += stop_flush(&r->stops, buf + n, sizeof buf - n);
+    }
+    end_req(e, r);
     emit(e, r, ENGINE_EV_FINISHED, 0, why, buf, n);
+}
+
+/* FINISHED(STOP) carrying the text that preceded a stop string. */
+static void emit_finish_text(engine_t *e, engine_req_t *r, const char *text, size_t len)
+{
+    end_req(e, r);
+    emit(e, r, ENGINE_EV_FINISHED, 0, ENGINE_FINISH_STOP, text, len);
 }
 
 static void fail_req(engine_t *e, engine_req_t *r, const char *msg)
 {
-    if (r->slot >= 0) {
-        e->be->seq_free(e->bctx, r->slot);
-        e->slots[r->slot] = NULL;
-        r->slot = -1;
-    }
-    atomic_fetch_add(&e->st_requests, 1);
+    end_req(e, r);
     emit(e, r, ENGINE_EV_ERROR, 0, ENGINE_FINISH_NONE, msg, strlen(msg));
 }
 
@@ -544,7 +777,7 @@ static void sample_run(void *arg, int tid, int nth)
 {
     sample_job_t *j = arg;
     engine_t *e = j->e;
-    int V = e->model.c.vocab_size;
+    int V = e->model.v.c.vocab_size;
     for (int i = tid; i < j->n; i += nth) {
         engine_req_t *r = e->lreq[i];
         e->sampled[i] =
@@ -554,7 +787,7 @@ static void sample_run(void *arg, int tid, int nth)
 
 static void accept_token(engine_t *e, engine_req_t *r, int tok)
 {
-    if (tok == TOK_EOS && !r->ignore_eos) {
+    if (!r->ignore_eos && tokenizer_is_eog(&e->tok, tok)) {
         finish(e, r, ENGINE_FINISH_EOS);
         return;
     }
@@ -567,8 +800,17 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
     uint64_t now = engine_now_ns();
     r->n_gen++;
     if (r->n_gen == 1) atomic_store(&r->first_ns, now);
-    char text[ENGINE_TEXT_MAX];
-    size_t len = detok_push(&r->dt, &e->tok, tok, text, sizeof(text));
+    char piece[ENGINE_TEXT_MAX - STOP_MAX_BYTES - 8], text[ENGINE_TEXT_MAX];
+    size_t plen = detok_push(&r->dt, &e->tok, tok, piece, sizeof(piece));
+    size_t len = stop_feed(&r->stops, piece, plen, text, sizeof(text));
+    if (r->stops.hit) {
+        /* the text before the stop string ends the response; the token is not emitted */
+        r->n_gen--;
+        if (r->n_gen == 0) atomic_store(&r->first_ns, 0);
+        atomic_store(&e->st_last_token, now);
+        emit_finish_text(e, r, text, len);
+        return;
+    }
     atomic_fetch_add(&r->produced, 1);
     emit(e, r, ENGINE_EV_TOKEN, (uint32_t)tok, ENGINE_FINISH_NONE, text, len);
     atomic_fetch_add(&e->st_tokens, 1);
@@ -576,8 +818,10 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
     if (r->n_gen >= r->max_gen) {
         /* A stalled stream delivers its chunk and then never completes: a health check that
          * judges only the first chunk passes, one that waits for the finish does not. */
-        if (atomic_load(&e->fault) == ENGINE_FAULT_STALL) r->finish_held = true;
-        else finish(e, r, ENGINE_FINISH_LENGTH);
+        if (atomic_load(&e->fault) == ENGINE_FAULT_STALL)
+            r->finish_held = true;
+        else
+            finish(e, r, ENGINE_FINISH_LENGTH);
         return;
     }
     r->pending = tok;
@@ -586,7 +830,7 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
 /* One scheduler step over the current slots. Returns true if a forward ran. */
 static bool step(engine_t *e, int fault)
 {
-    int V = e->model.c.vocab_size;
+    int V = e->model.v.c.vocab_size;
     int nrows = 0, nl = 0, budget = e->prefill_chunk, paused = 0, inflight = 0;
     for (int s = 0; s < e->max_batch; s++) {
         engine_req_t *r = e->slots[s];
@@ -757,6 +1001,16 @@ static void *driver_main(void *arg)
         while (admitted) {
             engine_req_t *q = admitted;
             admitted = q->qnext;
+            if (q->deferred) {
+                /* tokenized here, off the caller's (reactor's) thread; the slot is only
+                 * reserved so far, so a rejected input gives it back without a KV free */
+                int s = q->slot;
+                e->slots[s] = NULL;
+                q->slot = -1;
+                if (admit_tokenize(e, q) < 0) continue;
+                q->slot = s;
+                e->slots[s] = q;
+            }
             int cap = q->n_prompt + q->max_gen - 1;
             if (e->be->seq_alloc(e->bctx, q->slot, cap) < 0) {
                 e->slots[q->slot] = NULL;
@@ -807,13 +1061,15 @@ int device_parse(const char *s, int *index)
 }
 
 /* Pick and load the backend: cpu, or cuda when asked for (or, under auto, when a GPU is
- * usable); sets e->be, e->bctx, e->device and e->device_note. */
+ * usable and the CUDA backend can run this model); sets e->be, e->bctx, e->device and
+ * e->device_note. */
 static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size_t errlen)
 {
     const char *dev = cfg->device ? cfg->device : "cpu";
     int idx, kind = device_parse(dev, &idx);
     if (kind < 0)
-        return errorf(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N", dev);
+        return errorf(err, errlen, -EINVAL, "device '%s' is not one of auto, cpu, cuda, cuda:N",
+                      dev);
     int bf16 = 0;
     if (cfg->dtype && !strcmp(cfg->dtype, "bf16"))
         bf16 = 1;
@@ -823,36 +1079,46 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
         return errorf(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
     if (kind == DEVICE_CPU && bf16)
         return errorf(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
-    char why[256] = "";
+    backend_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
+    char why[384] = "";
+    int unsupported = 0;
 #ifdef INFERD_HAVE_CUDA
     if (kind != DEVICE_CPU) {
-        cuda_api_t api;
-        int rc = cuda_api_open(&api, why, sizeof why);
-        if (rc == 0) rc = api.probe(idx, why, sizeof why);
+        const backend_lib_t *lib = NULL;
+        int rc = backend_lib_open(&lib, why, sizeof why);
+        /* what the backend cannot run is known before any device is touched */
+        if (rc == 0 && (rc = lib->check(&e->model.v, &o, why, sizeof why)) < 0) unsupported = 1;
+        if (rc == 0) rc = lib->probe(idx, why, sizeof why);
         if (rc == 0) {
-            cuda_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
-            rc = api.load(&e->bctx, &e->model, &o, e->max_rows, e->max_batch, err, errlen);
+            rc = lib->backend->load(&e->bctx, &e->model.v, &o, NULL, e->max_rows, e->max_batch, err,
+                                    errlen);
             if (rc < 0) return rc;
-            e->be = api.backend;
+            e->be = lib->backend;
             snprintf(e->device, sizeof e->device, "cuda:%d", idx);
             snprintf(e->device_note, sizeof e->device_note,
                      "%s: using %s, %s, %s weights, %d streams", dev, e->device, why,
                      bf16 ? "bf16" : "fp32", cfg->cuda_streams ? cfg->cuda_streams : 4);
             return 0;
         }
-        if (kind == DEVICE_CUDA) return errorf(err, errlen, -ENODEV, "device %s: %s", dev, why);
+        if (kind == DEVICE_CUDA)
+            return errorf(err, errlen, unsupported ? BACKEND_ENOTSUP : -ENODEV, "device %s: %s",
+                          dev, why);
     }
 #else
     snprintf(why, sizeof why, "inferd was built without CUDA");
     if (kind == DEVICE_CUDA)
         return errorf(err, errlen, -ENODEV,
-                    "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
+                      "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
 #endif
     e->be = &backend_cpu;
-    int rc = e->be->load(&e->bctx, &e->model, e->pool, e->max_rows, e->max_batch, err, errlen);
+    int rc =
+        e->be->load(&e->bctx, &e->model.v, &o, e->pool, e->max_rows, e->max_batch, err, errlen);
     if (rc < 0) return rc;
     snprintf(e->device, sizeof e->device, "cpu");
-    if (kind == DEVICE_AUTO)
+    if (kind == DEVICE_AUTO && unsupported)
+        snprintf(e->device_note, sizeof e->device_note,
+                 "auto: the CUDA backend cannot run this model (%s); using cpu", why);
+    else if (kind == DEVICE_AUTO)
         snprintf(e->device_note, sizeof e->device_note, "auto: no usable GPU (%s); using cpu%s",
                  why, bf16 ? " with fp32 weights (dtype bf16 applies to the GPU only)" : "");
     else
@@ -860,13 +1126,86 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
     return 0;
 }
 
+/* The tokenizer: from a GGUF file's metadata (the tokenizer path, or else the model itself
+ * when it is a GGUF file), or llama2.c's tokenizer.bin. The file's magic decides. A GGUF
+ * vocabulary brings its chat template. */
+static int open_tokenizer(engine_t *e, const engine_config_t *cfg, char *err, size_t errlen)
+{
+    const char *path = cfg->tokenizer_path ? cfg->tokenizer_path : cfg->model_path;
+    int vocab = e->model.v.c.vocab_size;
+    unsigned char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    if (!gguf_is_gguf(magic, got)) {
+        if (!cfg->tokenizer_path)
+            return errorf(err, errlen, -EINVAL,
+                          "model %s is a llama2.c checkpoint: it needs a tokenizer (--tokenizer)",
+                          path);
+        return tokenizer_load(&e->tok, path, vocab, err, errlen);
+    }
+    gguf_t *g;
+    int rc = gguf_open(&g, path, err, errlen);
+    if (rc < 0) return rc;
+    rc = tokenizer_from_gguf(&e->tok, g, &e->chat_text, err, errlen);
+    gguf_free(g);
+    if (rc == 0 && e->tok.n_vocab != vocab) {
+        rc = errorf(err, errlen, -EINVAL,
+                    "%s: tokenizer.ggml.tokens has %d tokens but the model's vocabulary is %d",
+                    path, e->tok.n_vocab, vocab);
+        tokenizer_dispose(&e->tok);
+        free(e->chat_text);
+        e->chat_text = NULL;
+    }
+    return rc;
+}
+
+/* The template chat requests render with: --chat-template's name, else the model's own
+ * tokenizer.chat_template when llama.cpp's detection recognizes a format inferd renders. A bad
+ * override is a start-up error; a model without a usable template only makes chat requests
+ * fail (with e->chat_note as the reason). */
+static int resolve_template(engine_t *e, const engine_config_t *cfg, char *err, size_t errlen)
+{
+    if (cfg->chat_template) {
+        if (!chat_supported(cfg->chat_template))
+            return errorf(err, errlen, -EINVAL,
+                          "chat template '%s' (--chat-template) is not one inferd renders "
+                          "(supported: %s)",
+                          cfg->chat_template, chat_supported_list());
+        e->chat_name = chat_detect(cfg->chat_template); /* the table's own string */
+        return 0;
+    }
+    if (!e->chat_text) {
+        snprintf(e->chat_note, sizeof e->chat_note,
+                 "the model has no chat template (tokenizer.chat_template); start inferd with "
+                 "--chat-template NAME (one of: %s)",
+                 chat_supported_list());
+        return 0;
+    }
+    const char *name = chat_detect(e->chat_text);
+    if (name && chat_supported(name)) {
+        e->chat_name = name;
+        return 0;
+    }
+    if (name)
+        snprintf(e->chat_note, sizeof e->chat_note,
+                 "the model's chat template is %s, which inferd does not render; start inferd "
+                 "with --chat-template NAME (one of: %s)",
+                 name, chat_supported_list());
+    else
+        snprintf(e->chat_note, sizeof e->chat_note,
+                 "the model's chat template is not one inferd recognizes; start inferd with "
+                 "--chat-template NAME (one of: %s)",
+                 chat_supported_list());
+    return 0;
+}
+
 int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t errlen)
 {
     int rc;
-    if (!cfg || !cfg->model_path || !cfg->tokenizer_path)
-        return errorf(err, errlen, -EINVAL, "engine needs a model path and a tokenizer path");
+    if (!cfg || !cfg->model_path) return errorf(err, errlen, -EINVAL, "engine needs a model path");
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
-        cfg->prefill_chunk < 0)
+        cfg->prefill_chunk < 0 || cfg->ctx_size < 0)
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
     engine_t *e = calloc(1, sizeof(*e));
     if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
@@ -884,12 +1223,13 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     pthread_mutex_init(&e->lmu, NULL);
     atomic_store(&e->notify_armed, 1);
 
-    rc = model_load(&e->model, cfg->model_path, err, errlen);
+    rc = model_load(&e->model, cfg->model_path, cfg->ctx_size, err, errlen);
     if (rc < 0) goto fail_model;
-    rc = tokenizer_load(&e->tok, cfg->tokenizer_path, e->model.c.vocab_size, err, errlen);
+    rc = open_tokenizer(e, cfg, err, errlen);
     if (rc < 0) goto fail_tok;
+    if ((rc = resolve_template(e, cfg, err, errlen)) < 0) goto fail_alloc;
     e->name = cfg->model_name ? strdup(cfg->model_name) : base_name(cfg->model_path);
-    size_t V = (size_t)e->model.c.vocab_size, B = (size_t)e->max_batch;
+    size_t V = (size_t)e->model.v.c.vocab_size, B = (size_t)e->max_batch;
     e->slots = calloc(B, sizeof(*e->slots));
     e->rows = calloc((size_t)e->max_rows, sizeof(*e->rows));
     e->lreq = calloc(B, sizeof(*e->lreq));
@@ -921,6 +1261,7 @@ fail_backend:
     pool_free(e->pool);
 fail_alloc:
     free(e->name);
+    free(e->chat_text);
     free(e->slots);
     free(e->rows);
     free(e->lreq);
@@ -955,6 +1296,7 @@ void engine_free(engine_t *e)
     pool_free(e->pool);
     free(e->ev);
     free(e->name);
+    free(e->chat_text);
     free(e->slots);
     free(e->rows);
     free(e->lreq);
@@ -972,21 +1314,36 @@ void engine_free(engine_t *e)
 
 void engine_model_info(const engine_t *e, engine_model_info_t *out)
 {
-    const model_config_t *c = &e->model.c;
+    const model_config_t *c = &e->model.v.c;
     memset(out, 0, sizeof(*out));
     out->name = e->name;
     out->device = e->device;
     out->device_note = e->device_note;
     out->vocab_size = (uint32_t)c->vocab_size;
     out->max_seq_len = (uint32_t)c->seq_len;
-    out->bos_id = TOK_BOS;
-    out->eos_id = TOK_EOS;
+    out->context_size = (uint32_t)c->seq_len;
+    out->architecture = e->model.arch_name;
+    out->quantization = e->model.quant;
+    out->train_context = (uint32_t)c->train_ctx;
+    out->kv_cache_bytes = e->be->kv_bytes ? e->be->kv_bytes(e->bctx) : 0;
+    out->kv_sequences = (uint32_t)e->max_batch;
+    out->bos_id = (uint32_t)e->tok.bos;
+    out->eos_id = (uint32_t)e->tok.eos;
+    out->eot_id = e->tok.eot;
+    out->unk_id = e->tok.unk;
+    out->pad_id = e->tok.pad;
+    out->eog_ids = (const uint32_t *)e->tok.eog;
+    out->n_eog = (uint32_t)e->tok.n_eog;
+    out->max_token_bytes = (uint32_t)e->tok.max_token_len;
+    out->tokenizer = e->tok.kind == TOK_SPM ? "llama" : "gpt2";
+    out->chat_template = e->chat_name;
+    out->chat_template_note = e->chat_name ? "" : e->chat_note;
     out->dim = (uint32_t)c->dim;
     out->hidden_dim = (uint32_t)c->hidden_dim;
     out->n_layers = (uint32_t)c->n_layers;
     out->n_heads = (uint32_t)c->n_heads;
     out->n_kv_heads = (uint32_t)c->n_kv_heads;
-    out->parameters = e->model.n_params;
+    out->parameters = e->model.v.n_params;
 }
 
 void engine_stats(const engine_t *e, engine_stats_t *out)
@@ -1008,7 +1365,17 @@ void engine_device_stats(const engine_t *e, engine_device_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->device = e->device;
-    if (e->be->stats) e->be->stats(e->bctx, out);
+    if (e->be->stats) {
+        backend_stats_t b = {0};
+        e->be->stats(e->bctx, &b);
+        out->has_memory = b.has_memory;
+        out->mem_used = b.mem_used;
+        out->mem_total = b.mem_total;
+        out->mem_backend = b.mem_backend;
+        out->gpu_steps = b.gpu_steps;
+        out->gpu_step_ns_total = b.gpu_step_ns_total;
+        out->gpu_step_ns_last = b.gpu_step_ns_last;
+    }
 }
 
 int engine_set_fault(engine_t *e, engine_fault_t mode, uint32_t arg)

@@ -53,8 +53,10 @@ extern "C" {
 typedef struct engine engine_t;
 typedef struct engine_req engine_req_t;
 
-/** Longest text piece carried by one event (bytes, not NUL-terminated in `len`). */
-#define ENGINE_TEXT_MAX 512
+/** Longest text piece carried by one event (bytes, not NUL-terminated in `len`): one token's
+ *  decoded text (at most 1024 bytes, 3x that when invalid UTF-8 becomes U+FFFD) plus text a
+ *  stop string held back (at most 255 bytes). */
+#define ENGINE_TEXT_MAX 4096
 
 /** Called from a worker thread after events were queued; at most once per step and
  *  not again until engine_poll() has run. Must be cheap and thread-safe (event_active). */
@@ -62,8 +64,10 @@ typedef void (*engine_notify_fn)(void *arg);
 
 /** Engine configuration; zero fields take the documented defaults. */
 typedef struct {
-    const char *model_path;     /* llama2.c checkpoint (required) */
-    const char *tokenizer_path; /* llama2.c tokenizer.bin (required) */
+    const char *model_path;     /* GGUF file or llama2.c checkpoint (required; the magic decides) */
+    const char *tokenizer_path; /* llama2.c tokenizer.bin, or a GGUF file whose tokenizer.ggml.*
+                                   keys (and chat template) to use; NULL: the model's own
+                                   (GGUF models); the file's magic decides */
     const char *model_name;     /* reported name; default: model file basename w/o ext */
     int threads;                /* worker threads; 0 = online cores */
     int max_batch;              /* sequences decoding together; 0 = 16 */
@@ -76,6 +80,14 @@ typedef struct {
     const char *device; /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
     int cuda_streams;   /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
     const char *dtype;  /* CUDA backend weights: "fp32" (NULL) or "bf16" */
+    int ctx_size;       /* KV positions per sequence; 0 = the model's context, at most 4096 */
+    const char *chat_template; /* a template name (--chat-template) overriding the model's own
+                                  tokenizer.chat_template; NULL: the model's, if recognized */
+    int tokenize_in_engine;    /* 1: engine_submit only checks cheap bounds and copies the
+                                  input; the driver renders and tokenizes it, and an input that
+                                  then proves invalid ends with an ERROR event whose `invalid`
+                                  says why (the reactor never tokenizes). 0: engine_submit
+                                  tokenizes on the caller's thread (O(n log n), bounded) */
 } engine_config_t;
 
 /** Request flags. */
@@ -83,11 +95,31 @@ enum {
     ENGINE_REQ_CANARY = 1 << 0 /* canary/internal: kept for the server, scheduled like any other */
 };
 
-/** A generation request; the engine copies everything it needs in engine_submit(). */
+/** One chat message of a request. */
+typedef struct {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} engine_chat_msg_t;
+
+/** Most messages in one request, and most bytes in one stop string / stop strings. */
+#define ENGINE_MAX_MESSAGES 1024
+#define ENGINE_MAX_STOP_STRINGS 16
+#define ENGINE_MAX_STOP_BYTES 256
+
+/** A generation request; the engine copies everything it needs in engine_submit(). Exactly
+ *  one input: token_ids (n_tokens > 0), prompt, or messages (n_messages > 0). */
 typedef struct {
     const uint32_t *token_ids; /* used as-is when n_tokens > 0 */
     size_t n_tokens;
-    const char *prompt;  /* used when n_tokens == 0: tokenized with BOS prepended */
+    const char *prompt; /* tokenized as the model says (BOS/EOS per add_bos/add_eos); special
+                           tokens' texts are plain text unless parse_special */
+    bool parse_special; /* prompt: match control tokens' texts (<|eot_id|>, ...) in it */
+    const engine_chat_msg_t *messages; /* rendered with the chat template, then tokenized with
+                                          special tokens matched */
+    size_t n_messages;
+    const char *const *stop_strs; /* generation stops when the output text contains one; that
+                                     text is not returned; finish reason STOP */
+    size_t n_stop_strs;
     float temperature;   /* 0 = greedy; must be >= 0 */
     float top_p;         /* in (0, 1]; 1 = off (proto3 "unset" 0 must be mapped to 1) */
     uint32_t top_k;      /* 0 = off */
@@ -103,21 +135,28 @@ typedef struct {
 /** Why engine_validate() rejected a request (for error_type labels). */
 typedef enum {
     ENGINE_INVALID_NONE = 0,
-    ENGINE_INVALID_EMPTY,       /* no token ids and no (or empty) prompt */
-    ENGINE_INVALID_TOKEN,       /* token id >= vocab size */
-    ENGINE_INVALID_PROMPT_LONG, /* prompt does not leave room for one token */
-    ENGINE_INVALID_TEMPERATURE, /* temperature < 0 or not finite */
-    ENGINE_INVALID_TOP_P,       /* top_p outside (0, 1] */
-    ENGINE_INVALID_MAX_TOKENS,  /* prompt + max_tokens beyond the context */
-    ENGINE_INVALID_STOP_IDS,    /* too many stop ids (> 64) */
+    ENGINE_INVALID_EMPTY,        /* no token ids and no (or empty) prompt */
+    ENGINE_INVALID_TOKEN,        /* token id >= vocab size */
+    ENGINE_INVALID_PROMPT_LONG,  /* prompt does not leave room for one token */
+    ENGINE_INVALID_TEMPERATURE,  /* temperature < 0 or not finite */
+    ENGINE_INVALID_TOP_P,        /* top_p outside (0, 1] */
+    ENGINE_INVALID_MAX_TOKENS,   /* prompt + max_tokens beyond the context */
+    ENGINE_INVALID_STOP_IDS,     /* too many stop ids (> 64) */
+    ENGINE_INVALID_STOP_STRINGS, /* too many, empty or too long stop strings */
+    ENGINE_INVALID_INPUT,        /* more than one of token_ids, prompt, messages; a message
+                                    without role or content; too many messages */
+    ENGINE_INVALID_NO_TEMPLATE,  /* messages, but no chat template to render them with (the
+                                    server answers FAILED_PRECONDITION) */
 } engine_invalid_t;
 
 /** Finish reasons; values equal inferd.v1.FinishReason. */
 typedef enum {
     ENGINE_FINISH_NONE = 0,
     ENGINE_FINISH_LENGTH = 1, /* max_tokens or context length reached */
-    ENGINE_FINISH_EOS = 2,    /* model produced EOS (not emitted as a token) */
-    ENGINE_FINISH_STOP = 3,   /* a stop_token_id was produced (not emitted) */
+    ENGINE_FINISH_EOS = 2,    /* model produced an end-of-generation token (EOS, EOT,
+                                 <|eot_id|>, <|im_end|>, ...; not emitted) */
+    ENGINE_FINISH_STOP = 3,   /* a stop_token_id was produced, or the text reached a stop
+                                 string (neither is emitted; text before a stop string is) */
     ENGINE_FINISH_CANCELLED = 4,
 } engine_finish_t;
 
@@ -134,6 +173,9 @@ typedef struct {
     void *user;                 /* engine_request_t.user */
     uint32_t token;             /* TOKEN: token id */
     engine_finish_t finish;     /* FINISHED */
+    engine_invalid_t invalid;   /* ERROR from a request the engine tokenized itself
+                                   (tokenize_in_engine): why the input was rejected; NONE for
+                                   engine failures */
     uint32_t prompt_tokens;     /* FINISHED */
     uint32_t completion_tokens; /* FINISHED (EOS/stop tokens not counted) */
     uint64_t t_ns;              /* CLOCK_MONOTONIC ns when the event was made */
@@ -152,6 +194,19 @@ typedef struct {
     uint32_t vocab_size, max_seq_len, bos_id, eos_id;
     uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
     uint64_t parameters;
+    const char *architecture;       /* "llama", "qwen2", "qwen3" */
+    const char *quantization;       /* the weights' type: "F32", "Q4_K_M", "mixed Q4_K/Q6_K", ... */
+    uint32_t context_size;          /* KV positions per sequence in use (== max_seq_len) */
+    uint32_t train_context;         /* the model's own context length */
+    uint64_t kv_cache_bytes;        /* KV cache allocated at start-up (all sequences) */
+    uint32_t kv_sequences;          /* sequences it holds (max_batch) */
+    const char *tokenizer;          /* "llama" (SentencePiece-style) or "gpt2" (byte-level BPE) */
+    const char *chat_template;      /* the template name chat requests use, or NULL (none) */
+    const char *chat_template_note; /* why there is none, for the log and for errors */
+    int32_t eot_id, unk_id, pad_id; /* -1 when the vocabulary has none */
+    const uint32_t *eog_ids;        /* ids that end generation (ascending order not promised) */
+    uint32_t n_eog;
+    uint32_t max_token_bytes; /* the vocabulary's longest token (the early prompt bound) */
 } engine_model_info_t;
 
 /** Counters for metrics/health; read with relaxed atomics, approximately consistent. */
@@ -239,6 +294,19 @@ int engine_poll(engine_t *e, engine_event_t *out, int max);
 /** Tokenize text like a prompt (BOS prepended if bos). Returns the token count (may be
  *  larger than max: then only max were written), or -EINVAL (text NULL) / -ENOMEM. */
 int engine_tokenize(const engine_t *e, const char *text, bool bos, uint32_t *out, size_t max);
+
+/** The ids a request's input starts from, exactly as engine_submit would tokenize it (the
+ *  Tokenize RPC): token_ids as given, the prompt, or the rendered messages. Returns 0 and a
+ *  malloc'd array in *out (*n ids; free() it), or -EINVAL with *why and msg (as
+ *  engine_validate), -ENOMEM. Runs on the caller's thread (bounded by the early bound). */
+int engine_tokenize_request(const engine_t *e, const engine_request_t *r, uint32_t **out, size_t *n,
+                            engine_invalid_t *why, char *msg, size_t msglen);
+
+/** Render messages with the engine's chat template (generation prompt appended). Returns 0 and
+ *  a malloc'd string, -EINVAL (ENGINE_INVALID_NO_TEMPLATE or a bad message; msg says which),
+ *  -ENOMEM. */
+int engine_render_chat(const engine_t *e, const engine_chat_msg_t *msgs, size_t n, char **out,
+                       engine_invalid_t *why, char *msg, size_t msglen);
 
 /** Read the counters. */
 void engine_stats(const engine_t *e, engine_stats_t *out);

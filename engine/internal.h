@@ -5,116 +5,78 @@
 #ifndef INFERD_ENGINE_INTERNAL_H
 #define INFERD_ENGINE_INTERNAL_H
 
+#include "engine/backend.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdbool.h>
-#include <stdarg.h>
 #include <stdio.h>
-
-/* Formats a reason into err (may be NULL) and returns rc: the one way every loader and
- * backend reports an error. Inline so the separately loaded CUDA library shares it too. */
-static inline int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static inline int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 /* ---- model (model.c) ---------------------------------------------------- */
 
-/** The 7-int32 llama2.c header, validated. */
-typedef struct {
-    int dim;        /* transformer width */
-    int hidden_dim; /* FFN width */
-    int n_layers;
-    int n_heads;    /* query heads */
-    int n_kv_heads; /* key/value heads (GQA when < n_heads) */
-    int vocab_size; /* always positive here; `shared` says whether wcls = embedding */
-    int seq_len;    /* max context */
-    int shared;     /* 1: classifier shares the token embedding */
-} model_config_t;
+/** File formats (the file's magic decides). */
+typedef enum { MODEL_LLAMA2C = 1, MODEL_GGUF = 2 } model_format_t;
 
-/** Pointers into the mmapped checkpoint (read-only). */
+/** A loaded model: the view backends read, and what the loader keeps to release it. */
 typedef struct {
-    const float *token_embedding; /* (vocab, dim) */
-    const float *rms_att;         /* (layer, dim) */
-    const float *wq;              /* (layer, dim, dim)  [out][in] */
-    const float *wk;              /* (layer, kv_dim, dim) */
-    const float *wv;              /* (layer, kv_dim, dim) */
-    const float *wo;              /* (layer, dim, dim) */
-    const float *rms_ffn;         /* (layer, dim) */
-    const float *w1;              /* (layer, hidden, dim) */
-    const float *w2;              /* (layer, dim, hidden) */
-    const float *w3;              /* (layer, hidden, dim) */
-    const float *rms_final;       /* (dim) */
-    const float *wcls;            /* (vocab, dim) */
-} model_weights_t;
-
-typedef struct {
-    model_config_t c;
-    model_weights_t w;
-    void *map;       /* mmap base */
-    size_t map_size; /* file size */
-    uint64_t n_params;
+    model_view_t v;
+    model_format_t format;
+    void *map;             /* mmap base (llama2.c) */
+    size_t map_size;       /* file size */
+    model_layer_t *layers; /* (n_layers) storage behind v.layers */
+    float *rope_freq;      /* (rope_dim / 2) storage behind v.rope_freq */
+    char arch_name[16];    /* "llama", "qwen2", "qwen3" */
+    char quant[64];        /* weight type(s) for the model info ("F32", "Q4_K_M") */
 } model_t;
 
-/** Map and validate a checkpoint. 0, or negative errno with a message in err. */
-int model_load(model_t *m, const char *path, char *err, size_t errlen);
-/** Validate a checkpoint held in memory (size bytes); sets m->w into buf. */
-int model_parse(model_t *m, const void *buf, size_t size, char *err, size_t errlen);
+/** Map and validate a checkpoint; ctx_size = KV positions per sequence (0: the model's
+ *  context capped at MODEL_DEFAULT_CTX). 0, or negative errno with a message in err. */
+int model_load(model_t *m, const char *path, int ctx_size, char *err, size_t errlen);
+/** Validate a llama2.c checkpoint held in memory (size bytes); views point into buf. */
+int model_parse(model_t *m, const void *buf, size_t size, int ctx_size, char *err, size_t errlen);
 void model_dispose(model_t *m);
 
-/* ---- tokenizer (tokenizer.c) -------------------------------------------- */
+/** Default context when --ctx-size is not given: the model's, capped at this. */
+#define MODEL_DEFAULT_CTX 4096
 
-#define TOK_MAX_PIECE 128 /* longest accepted vocab entry in bytes */
-#define TOK_BOS 1
-#define TOK_EOS 2
-
+/** One row of the tensor table (model.c): every weight's GGUF name ("blk.%d." prefix when
+ *  per layer), where it lives in the view, its shape in units of the hyper-parameters
+ *  and which models have it. The llama2.c reader, the GGUF reader and mkmodel's tests all
+ *  go through this one table. */
 typedef struct {
-    int vocab_size;
-    int max_token_length;
-    char **vocab;           /* (vocab) NUL-terminated pieces as in the file */
-    int *vocab_len;         /* (vocab) byte length of each piece */
-    float *scores;          /* (vocab) merge scores */
-    unsigned char *bytes;   /* (vocab) decoded byte for <0xXX> tokens */
-    unsigned char *is_byte; /* (vocab) 1 when the token is a <0xXX> byte token */
-    int *hash_next;         /* (vocab) chaining for the piece hash table */
-    int *hash_head;         /* (hash_size) */
-    int hash_size;          /* power of two */
-    int byte_tok[256];      /* token id of each byte value, -1 if absent */
-} tokenizer_t;
+    const char *name;
+    size_t off;     /* offsetof in model_layer_t (per_layer) or model_view_t */
+    int per_layer;  /* 1: one per block */
+    int cols, rows; /* ne[0], ne[1] as D_* units (model_spec_dim) */
+    int need;       /* NEED_* (model.c) */
+} model_tensor_spec_t;
 
-int tokenizer_load(tokenizer_t *t, const char *path, int vocab_size, char *err, size_t errlen);
-int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size, char *err,
+/** The table and its length. */
+const model_tensor_spec_t *model_tensor_specs(size_t *n);
+/** Elements of a D_* dimension for config c. */
+int64_t model_spec_dim(const model_config_t *c, int d);
+/** Whether a model with config c must have the tensor. */
+bool model_spec_wanted(const model_config_t *c, const model_tensor_spec_t *s);
+/** Where the tensor of `layer` goes in m. */
+tensor_t *model_spec_slot(model_t *m, const model_tensor_spec_t *s, int layer);
+/** The tensor's name for `layer` ("blk.3.attn_q.weight"). */
+void model_spec_name(const model_tensor_spec_t *s, int layer, char *out, size_t len);
+/** Hyper-parameter sanity (positive, capped, heads divide, RoPE fits): 0 or -EINVAL. */
+int model_check_config(const model_config_t *c, char *err, size_t errlen);
+/** Set c.seq_len from --ctx-size (0: the model's, capped at MODEL_DEFAULT_CTX): 0 or -EINVAL. */
+int model_set_context(model_t *m, int ctx_size, char *err, size_t errlen);
+/** Fill the RoPE angles per position: base, linear freq_scale, per-pair factors (or NULL). */
+int model_rope_init(model_t *m, float base, float freq_scale, const float *factors, char *err,
                     size_t errlen);
-void tokenizer_dispose(tokenizer_t *t);
-/** Id of an exact piece or -1. */
-int tokenizer_lookup(const tokenizer_t *t, const char *s, size_t len);
-/** Encode text (BOS if bos, dummy-prefix space, BPE). Returns count (writes min(count,max)). */
-int tokenizer_encode(const tokenizer_t *t, const char *text, bool bos, bool eos, int *out,
-                     size_t max);
-/** Raw bytes of a token as decoded after `prev`; sets *len. Pointer valid while t lives. */
-const char *tokenizer_piece(const tokenizer_t *t, int prev, int token, size_t *len, char tmp[2]);
+/** Sum n_params and weight_bytes over the view. */
+void model_count(model_t *m);
+/** mmap a whole file read-only: 0 or negative errno with the reason. */
+int model_map(const char *path, void **map, size_t *size, char *err, size_t errlen);
 
-/** Incremental UTF-8 safe detokenizer state (per request). */
-typedef struct {
-    unsigned char pend[4]; /* bytes of an incomplete character */
-    int npend;
-    int need; /* total length of the pending character */
-    int prev; /* previous token (for the space after BOS) */
-} detok_t;
+/* ---- tokenizer, chat templates, stop strings: tokenizer.h ------------------- */
 
-void detok_init(detok_t *d, int prev);
-/** Append token; writes valid UTF-8 into out (cap >= 3*(piece+4)); returns bytes written. */
-size_t detok_push(detok_t *d, const tokenizer_t *t, int token, char *out, size_t cap);
-/** Flush an incomplete character as U+FFFD; returns bytes written. */
-size_t detok_flush(detok_t *d, char *out, size_t cap);
+#include "tokenizer.h"
 
 /* ---- sampler (sampler.c) ------------------------------------------------ */
 
@@ -153,39 +115,15 @@ int pool_size(const pool_t *p);
 /** Run fn on every thread (tid 0 = the caller) and wait for all. */
 void pool_run(pool_t *p, pool_fn fn, void *arg);
 
-/* ---- backend seam ------------------------------------------------------- */
+/* ---- backends ------------------------------------------------------------ */
 
-struct engine_device_stats; /* engine.h */
+extern const backend_t backend_cpu; /* cpu_backend.c */
 
-/** One row of a batched forward: feed `token` at `pos` of sequence `slot`. */
-typedef struct {
-    int slot;
-    int pos;
-    int token;
-    int logits_row; /* index into the logits output, or -1 when not needed */
-} fwd_row_t;
-
-typedef struct backend backend_t;
-struct backend {
-    const char *name;   /* "cpu" */
-    const char *device; /* reported device */
-    /** Prepare weights and state for up to max_rows rows and max_slots sequences. */
-    int (*load)(void **ctx, const model_t *m, pool_t *pool, int max_rows, int max_slots, char *err,
-                size_t errlen);
-    /** Allocate the KV cache of `slot` for positions [0, cap). 0 or -ENOMEM. */
-    int (*seq_alloc)(void *ctx, int slot, int cap);
-    void (*seq_free)(void *ctx, int slot);
-    /** Forward n rows; rows of one slot must be in increasing pos order and every
-     *  earlier pos must already be in the cache or in this batch. logits: (n_logits, vocab). */
-    int (*forward)(void *ctx, const fwd_row_t *rows, int n, float *logits);
-    void (*free)(void *ctx);
-    /** Optional: fill device figures from cached values (never touches the device). */
-    void (*stats)(void *ctx, struct engine_device_stats *out);
-    /** Optional: why the last forward failed (driver thread), or NULL. */
-    const char *(*error)(void *ctx);
-};
-
-extern const backend_t backend_cpu;
+/** Check the CUDA driver (libcuda.so.1, cuInit, a device count > 0), then dlopen the
+ *  backend library ($INFERD_CUDA_LIB, else the path it was built at, else
+ *  libinferd_cuda.so on the library path) and check its ABI version. 0 and *out, or
+ *  -ENODEV with the reason in why (backend_lib.c). */
+int backend_lib_open(const backend_lib_t **out, char *why, size_t whylen);
 
 /* ---- device selection (engine.c) ----------------------------------------- */
 
@@ -194,14 +132,5 @@ typedef enum { DEVICE_AUTO = 1, DEVICE_CPU, DEVICE_CUDA } device_kind_t;
 /** Parse "auto" | "cpu" | "cuda" | "cuda:N" (N decimal, 0..255). Returns the kind and sets
  *  *index (0 unless cuda:N), or -EINVAL. */
 int device_parse(const char *s, int *index);
-
-/* ---- kernels (kernels.c), exposed for tests ----------------------------- */
-
-/** out[r][i] = sum_j w[i][j] * x[r][j] for r < nrows, i in [i0, i1). Fixed reduction
- *  order per element, independent of nrows. x: (nrows, n), out: (nrows, ostride). */
-void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n, int i0,
-                 int i1);
-/** Dot product with the same reduction order as matmul_rows. */
-float dot_fixed(const float *a, const float *b, int n);
 
 #endif

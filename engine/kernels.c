@@ -1,24 +1,462 @@
 /*
- * kernels.c - the dot-product kernels under every matmul. Each output element is
- * reduced in a fixed order that depends only on n (one 8-lane accumulator, a fixed
- * horizontal sum, then a scalar tail), never on how many rows are in the batch or
- * which thread computes it: that is what makes decoding batch invariant.
- * AVX2+FMA is used when the CPU has it (checked at run time); the generic path has
- * the same structure without FMA (so it differs from AVX2 in the last bits), so results are
- * deterministic on each machine.
+ * kernels.c - dequantization, activation formats and dot products for every weight type
+ * inferd runs, generic and AVX2+FMA+F16C, chosen once per process (see kernels.h).
+ *
+ * Block layouts are ggml's (ggml-common.h): little-endian, packed, fp16 scales.
+ * Quantized dots: each block's integer sum is exact (AVX2 or scalar alike) and the
+ * blocks are combined in one scalar float order shared by both ISAs; float dots keep
+ * one 8-lane accumulator, a fixed horizontal sum and a scalar tail.
  */
-#include "internal.h"
+#include "kernels.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
 
-/* ---- generic ---------------------------------------------------------------- */
+#define QK 32          /* elements per block of the 32-blocks */
+#define QKK DTYPE_QK_K /* elements per super-block of the k-quants */
 
-/* Reduction order for every dot product of length n (both paths): one 8-lane
- * accumulator over the 8-float blocks in order, a fixed pairwise horizontal sum, then
- * the scalar tail in order. */
+/* ---- half precision ------------------------------------------------------------------------ */
+
+float fp16_to_fp32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (!man) {
+            bits = sign;
+        } else { /* subnormal: normalize the mantissa */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400u));
+            bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t fp32_to_fp16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf stays inf, NaN stays a (quiet) NaN */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax >> 13) & 0x3ffu) : 0));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (ax < 0x38800000u) { /* below 2^-14: a subnormal half, round(value * 2^24) */
+        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)e;
+        if (shift > 24) return (uint16_t)sign;
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    /* normal: rebias, round to nearest even on the 13 dropped bits (a carry moves into
+     * the exponent, which is right) */
+    uint32_t r = ax - (112u << 23);
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+float bf16_to_fp32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t fp32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64); /* quiet NaN */
+    return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+}
+
+static inline float h2f(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return fp16_to_fp32(h);
+}
+
+/* ---- block layouts ----------------------------------------------------------------------- */
+
+typedef struct {
+    uint16_t d;
+    uint8_t qs[QK / 2];
+} bq4_0_t;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qs[QK / 2];
+} bq4_1_t;
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+} bq5_0_t;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+} bq5_1_t;
+typedef struct {
+    uint16_t d;
+    int8_t qs[QK];
+} bq8_0_t;
+typedef struct {
+    uint16_t d, s; /* s = d * sum(qs) */
+    int8_t qs[QK];
+} bq8_1_t;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[QKK / 2];
+} bq4_k_t;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[QKK / 8];
+    uint8_t qs[QKK / 2];
+} bq5_k_t;
+typedef struct {
+    uint8_t ql[QKK / 2];
+    uint8_t qh[QKK / 4];
+    int8_t scales[QKK / 16];
+    uint16_t d;
+} bq6_k_t;
+typedef struct {
+    float d;
+    int8_t qs[QKK];
+    int16_t bsums[QKK / 16];
+} bq8_k_t;
+
+_Static_assert(sizeof(bq4_0_t) == 18, "q4_0");
+_Static_assert(sizeof(bq4_1_t) == 20, "q4_1");
+_Static_assert(sizeof(bq5_0_t) == 22, "q5_0");
+_Static_assert(sizeof(bq5_1_t) == 24, "q5_1");
+_Static_assert(sizeof(bq8_0_t) == 34, "q8_0");
+_Static_assert(sizeof(bq8_1_t) == 36, "q8_1");
+_Static_assert(sizeof(bq4_k_t) == 144, "q4_k");
+_Static_assert(sizeof(bq5_k_t) == 176, "q5_k");
+_Static_assert(sizeof(bq6_k_t) == 210, "q6_k");
+_Static_assert(sizeof(bq8_k_t) == 292, "q8_k");
+
+static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                        1,    13,   25,  38,  53,  69,  89,  113};
+
+/* The 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block. */
+static inline void kscale(const uint8_t *s, int j, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* ---- dequantization (bit-exact to gguf-py/gguf/quants.py) ---------------------------------- */
+
+static void dq_f32(float *out, const void *row, int64_t n)
+{
+    memcpy(out, row, (size_t)n * sizeof(float));
+}
+
+static void dq_f16(float *out, const void *row, int64_t n)
+{
+    const uint8_t *p = row;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = h2f(p + 2 * i);
+}
+
+static void dq_bf16(float *out, const void *row, int64_t n)
+{
+    const uint8_t *p = row;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        out[i] = bf16_to_fp32(h);
+    }
+}
+
+static void dq_q4_0(float *out, const void *row, int64_t n)
+{
+    const bq4_0_t *b = row;
+    for (int64_t i = 0; i < n / QK; i++, out += QK) {
+        float d = fp16_to_fp32(b[i].d);
+        for (int j = 0; j < QK / 2; j++) {
+            out[j] = d * (float)((b[i].qs[j] & 0x0f) - 8);
+            out[j + QK / 2] = d * (float)((b[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+static void dq_q4_1(float *out, const void *row, int64_t n)
+{
+    const bq4_1_t *b = row;
+    for (int64_t i = 0; i < n / QK; i++, out += QK) {
+        float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+        for (int j = 0; j < QK / 2; j++) {
+            out[j] = d * (float)(b[i].qs[j] & 0x0f) + m;
+            out[j + QK / 2] = d * (float)(b[i].qs[j] >> 4) + m;
+        }
+    }
+}
+
+/* the 5-bit value j (0..31) of a Q5_0/Q5_1 block */
+static inline int q5(const uint8_t qh[4], const uint8_t qs[16], int j)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    int lo = j < 16 ? qs[j] & 0x0f : qs[j - 16] >> 4;
+    return lo | (int)(((h >> j) & 1u) << 4);
+}
+
+static void dq_q5_0(float *out, const void *row, int64_t n)
+{
+    const bq5_0_t *b = row;
+    for (int64_t i = 0; i < n / QK; i++, out += QK) {
+        float d = fp16_to_fp32(b[i].d);
+        for (int j = 0; j < QK; j++)
+            out[j] = d * (float)(q5(b[i].qh, b[i].qs, j) - 16);
+    }
+}
+
+static void dq_q5_1(float *out, const void *row, int64_t n)
+{
+    const bq5_1_t *b = row;
+    for (int64_t i = 0; i < n / QK; i++, out += QK) {
+        float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+        for (int j = 0; j < QK; j++)
+            out[j] = d * (float)q5(b[i].qh, b[i].qs, j) + m;
+    }
+}
+
+static void dq_q8_0(float *out, const void *row, int64_t n)
+{
+    const bq8_0_t *b = row;
+    for (int64_t i = 0; i < n / QK; i++, out += QK) {
+        float d = fp16_to_fp32(b[i].d);
+        for (int j = 0; j < QK; j++)
+            out[j] = (float)b[i].qs[j] * d;
+    }
+}
+
+static void dq_iq4_nl(float *out, const void *row, int64_t n)
+{
+    const bq4_0_t *b = row; /* same layout: fp16 d, 16 bytes of nibbles */
+    for (int64_t i = 0; i < n / QK; i++, out += QK) {
+        float d = fp16_to_fp32(b[i].d);
+        for (int j = 0; j < QK / 2; j++) {
+            out[j] = d * (float)iq4nl_values[b[i].qs[j] & 0x0f];
+            out[j + QK / 2] = d * (float)iq4nl_values[b[i].qs[j] >> 4];
+        }
+    }
+}
+
+static void dq_q4_k(float *out, const void *row, int64_t n)
+{
+    const bq4_k_t *b = row;
+    for (int64_t i = 0; i < n / QKK; i++) {
+        float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
+        for (int j = 0; j < 8; j++, out += 32) {
+            int sc, m;
+            kscale(b[i].scales, j, &sc, &m);
+            float d1 = d * (float)sc, m1 = dmin * (float)m;
+            const uint8_t *q = b[i].qs + 32 * (j / 2);
+            for (int l = 0; l < 32; l++)
+                out[l] = d1 * (float)((j & 1) ? q[l] >> 4 : q[l] & 0x0f) - m1;
+        }
+    }
+}
+
+static void dq_q5_k(float *out, const void *row, int64_t n)
+{
+    const bq5_k_t *b = row;
+    for (int64_t i = 0; i < n / QKK; i++) {
+        float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
+        for (int j = 0; j < 8; j++, out += 32) {
+            int sc, m;
+            kscale(b[i].scales, j, &sc, &m);
+            float d1 = d * (float)sc, m1 = dmin * (float)m;
+            const uint8_t *q = b[i].qs + 32 * (j / 2);
+            for (int l = 0; l < 32; l++) {
+                int v = ((j & 1) ? q[l] >> 4 : q[l] & 0x0f) | (((b[i].qh[l] >> j) & 1) << 4);
+                out[l] = d1 * (float)v - m1;
+            }
+        }
+    }
+}
+
+/* the 6-bit value (0..63) of element e (0..255) of a Q6_K super-block */
+static inline int q6(const bq6_k_t *b, int e)
+{
+    int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+    int lo = (k & 1) ? ql[l + 32] : ql[l];
+    lo = k < 2 ? lo & 0x0f : lo >> 4;
+    return lo | (((qh[l] >> (2 * k)) & 3) << 4);
+}
+
+static void dq_q6_k(float *out, const void *row, int64_t n)
+{
+    const bq6_k_t *b = row;
+    for (int64_t i = 0; i < n / QKK; i++, out += QKK) {
+        float d = fp16_to_fp32(b[i].d);
+        for (int e = 0; e < QKK; e++)
+            out[e] = d * (float)b[i].scales[e / 16] * (float)(q6(&b[i], e) - 32);
+    }
+}
+
+/* ---- activation formats -------------------------------------------------------------------- */
+
+/* round half to even, as ggml's nearest_int (valid for |f| <= 4194303) */
+static inline int nearest_int(float f)
+{
+    float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static int8_t clamp127(int v)
+{
+    return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+}
+
+/* ggml's quantize_row_q8_0_ref */
+static void quant_q8_0(void *dst, const float *x, int64_t n)
+{
+    bq8_0_t *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK; j++)
+            y[i].qs[j] = clamp127((int)roundf(x[j] * id));
+    }
+}
+
+/* ggml's quantize_row_q8_1_ref: s = d * sum(qs) */
+static void quant_q8_1(void *dst, const float *x, int64_t n)
+{
+    bq8_1_t *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            y[i].qs[j] = clamp127((int)roundf(x[j] * id));
+            sum += y[i].qs[j];
+        }
+        y[i].s = fp32_to_fp16((float)sum * d);
+    }
+}
+
+/* ggml's quantize_row_q8_K_ref: the scale comes from the signed value of largest
+ * magnitude, which maps to -127 */
+static void quant_q8_k(void *dst, const float *x, int64_t n)
+{
+    bq8_k_t *y = dst;
+    for (int64_t i = 0; i < n / QKK; i++, x += QKK) {
+        float max = 0.0f, amax = 0.0f;
+        for (int j = 0; j < QKK; j++) {
+            float ax = fabsf(x[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = x[j];
+            }
+        }
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        float iscale = -127.0f / max;
+        for (int j = 0; j < QKK; j++)
+            y[i].qs[j] = clamp127(nearest_int(iscale * x[j]));
+        for (int g = 0; g < QKK / 16; g++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += y[i].qs[16 * g + l];
+            y[i].bsums[g] = (int16_t)s;
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+size_t kernels_act_row_bytes(uint32_t vec_type, int64_t n)
+{
+    switch (vec_type) {
+    case DTYPE_F32:
+        return (size_t)n * 4;
+    case DTYPE_F16:
+    case DTYPE_BF16:
+        return (size_t)n * 2;
+    case DTYPE_Q8_0:
+        return (size_t)(n / QK) * sizeof(bq8_0_t);
+    case DTYPE_Q8_1:
+        return (size_t)(n / QK) * sizeof(bq8_1_t);
+    case DTYPE_Q8_K:
+        return (size_t)(n / QKK) * sizeof(bq8_k_t);
+    default:
+        return 0;
+    }
+}
+
+void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t n)
+{
+    switch (vec_type) {
+    case DTYPE_F32:
+        memcpy(dst, x, (size_t)n * 4);
+        break;
+    case DTYPE_F16:
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = fp32_to_fp16(x[i]);
+        break;
+    case DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = fp32_to_bf16(x[i]);
+        break;
+    case DTYPE_Q8_0:
+        quant_q8_0(dst, x, n);
+        break;
+    case DTYPE_Q8_1:
+        quant_q8_1(dst, x, n);
+        break;
+    case DTYPE_Q8_K:
+        quant_q8_k(dst, x, n);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- generic dots ----------------------------------------------------------------------- */
+
+/* Reduction order of every float dot (both ISAs): one 8-lane accumulator over the
+ * 8-element blocks in order, a fixed pairwise horizontal sum, then the tail in order. */
 static inline float hsum8(const float *v)
 {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
@@ -37,20 +475,212 @@ static float dot_generic(const float *a, const float *b, int n)
     return s;
 }
 
-static void matmul_generic(float *out, int ostride, const float *x, int nrows, const float *w,
-                           int n, int i0, int i1)
+static float g_dot_f32(int n, const void *w, const void *x)
 {
+    return dot_generic(w, x, n);
+}
+
+/* h: the type's 16-bit to f32 converter */
+static inline float dot16_generic(const uint16_t *a, const uint16_t *b, int n, float (*h)(uint16_t))
+{
+    float acc[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += h(a[j + l]) * h(b[j + l]);
+    float s = hsum8(acc);
+    for (; j < n; j++)
+        s += h(a[j]) * h(b[j]);
+    return s;
+}
+
+static float g_dot_f16(int n, const void *w, const void *x)
+{
+    return dot16_generic(w, x, n, fp16_to_fp32);
+}
+
+static float g_dot_bf16(int n, const void *w, const void *x)
+{
+    return dot16_generic(w, x, n, bf16_to_fp32);
+}
+
+/* Per-block integer sums, then one scalar float order shared by both ISAs. Each
+ * `isum_*` returns the exact integer dot of one block. */
+
+static int isum_q4_0(const bq4_0_t *b, const int8_t *y)
+{
+    int s = 0;
+    for (int j = 0; j < 16; j++)
+        s += ((b->qs[j] & 0x0f) - 8) * y[j] + ((b->qs[j] >> 4) - 8) * y[j + 16];
+    return s;
+}
+
+static int isum_q4_1(const bq4_1_t *b, const int8_t *y)
+{
+    int s = 0;
+    for (int j = 0; j < 16; j++)
+        s += (b->qs[j] & 0x0f) * y[j] + (b->qs[j] >> 4) * y[j + 16];
+    return s;
+}
+
+static int isum_q5_0(const bq5_0_t *b, const int8_t *y)
+{
+    int s = 0;
+    for (int j = 0; j < 32; j++)
+        s += (q5(b->qh, b->qs, j) - 16) * y[j];
+    return s;
+}
+
+static int isum_q5_1(const bq5_1_t *b, const int8_t *y)
+{
+    int s = 0;
+    for (int j = 0; j < 32; j++)
+        s += q5(b->qh, b->qs, j) * y[j];
+    return s;
+}
+
+static int isum_q8_0(const bq8_0_t *b, const int8_t *y)
+{
+    int s = 0;
+    for (int j = 0; j < 32; j++)
+        s += b->qs[j] * y[j];
+    return s;
+}
+
+static int isum_iq4_nl(const bq4_0_t *b, const int8_t *y)
+{
+    int s = 0;
+    for (int j = 0; j < 16; j++)
+        s += iq4nl_values[b->qs[j] & 0x0f] * y[j] + iq4nl_values[b->qs[j] >> 4] * y[j + 16];
+    return s;
+}
+
+/* sub-block j (32 values) of a Q4_K / Q5_K super-block against 32 activations */
+static int isum_q4_k_sub(const bq4_k_t *b, int j, const int8_t *y)
+{
+    const uint8_t *q = b->qs + 32 * (j / 2);
+    int s = 0;
+    for (int l = 0; l < 32; l++)
+        s += ((j & 1) ? q[l] >> 4 : q[l] & 0x0f) * y[l];
+    return s;
+}
+
+static int isum_q5_k_sub(const bq5_k_t *b, int j, const int8_t *y)
+{
+    const uint8_t *q = b->qs + 32 * (j / 2);
+    int s = 0;
+    for (int l = 0; l < 32; l++)
+        s += (((j & 1) ? q[l] >> 4 : q[l] & 0x0f) | (((b->qh[l] >> j) & 1) << 4)) * y[l];
+    return s;
+}
+
+/* group g (16 values, unsigned 0..63) of a Q6_K super-block against 16 activations */
+static int isum_q6_k_group(const bq6_k_t *b, int g, const int8_t *y)
+{
+    int s = 0;
+    for (int l = 0; l < 16; l++)
+        s += q6(b, 16 * g + l) * y[l];
+    return s;
+}
+
+/* The float combination of every quantized type, parameterized by the block integer
+ * sums (generic or AVX2), so the two ISAs share it verbatim. */
+#define DOT_32(attr, name, btype, ytype, isum, combine)                                            \
+    attr static float name(int n, const void *w, const void *x)                                    \
+    {                                                                                              \
+        const btype *b = w;                                                                        \
+        const ytype *y = x;                                                                        \
+        float acc = 0.0f;                                                                          \
+        for (int i = 0; i < n / QK; i++) {                                                         \
+            int is = isum(&b[i], y[i].qs);                                                         \
+            acc += combine;                                                                        \
+        }                                                                                          \
+        return acc;                                                                                \
+    }
+
+#define C_SYM (fp16_to_fp32(b[i].d) * fp16_to_fp32(y[i].d)) * (float)is
+#define C_MIN C_SYM + fp16_to_fp32(b[i].m) * fp16_to_fp32(y[i].s)
+
+#define DOT_K(attr, name, btype, sub)                                                              \
+    attr static float name(int n, const void *w, const void *x)                                    \
+    {                                                                                              \
+        const btype *b = w;                                                                        \
+        const bq8_k_t *y = x;                                                                      \
+        float acc = 0.0f;                                                                          \
+        for (int i = 0; i < n / QKK; i++) {                                                        \
+            int isum = 0, msum = 0;                                                                \
+            for (int j = 0; j < 8; j++) {                                                          \
+                int sc, m;                                                                         \
+                kscale(b[i].scales, j, &sc, &m);                                                   \
+                isum += sc * sub(&b[i], j, y[i].qs + 32 * j);                                      \
+                msum += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);                           \
+            }                                                                                      \
+            float d = y[i].d * fp16_to_fp32(b[i].d), dmin = y[i].d * fp16_to_fp32(b[i].dmin);      \
+            acc += d * (float)isum - dmin * (float)msum;                                           \
+        }                                                                                          \
+        return acc;                                                                                \
+    }
+
+#define DOT_Q6K(attr, name, group)                                                                 \
+    attr static float name(int n, const void *w, const void *x)                                    \
+    {                                                                                              \
+        const bq6_k_t *b = w;                                                                      \
+        const bq8_k_t *y = x;                                                                      \
+        float acc = 0.0f;                                                                          \
+        for (int i = 0; i < n / QKK; i++) {                                                        \
+            int isum = 0;                                                                          \
+            for (int g = 0; g < 16; g++)                                                           \
+                isum += b[i].scales[g] * (group(&b[i], g, y[i].qs + 16 * g) - 32 * y[i].bsums[g]); \
+            acc += (y[i].d * fp16_to_fp32(b[i].d)) * (float)isum;                                  \
+        }                                                                                          \
+        return acc;                                                                                \
+    }
+
+DOT_32(, g_dot_q4_0, bq4_0_t, bq8_0_t, isum_q4_0, C_SYM)
+DOT_32(, g_dot_q4_1, bq4_1_t, bq8_1_t, isum_q4_1, C_MIN)
+DOT_32(, g_dot_q5_0, bq5_0_t, bq8_0_t, isum_q5_0, C_SYM)
+DOT_32(, g_dot_q5_1, bq5_1_t, bq8_1_t, isum_q5_1, C_MIN)
+DOT_32(, g_dot_q8_0, bq8_0_t, bq8_0_t, isum_q8_0, C_SYM)
+DOT_32(, g_dot_iq4_nl, bq4_0_t, bq8_0_t, isum_iq4_nl, C_SYM)
+DOT_K(, g_dot_q4_k, bq4_k_t, isum_q4_k_sub)
+DOT_K(, g_dot_q5_k, bq5_k_t, isum_q5_k_sub)
+DOT_Q6K(, g_dot_q6_k, isum_q6_k_group)
+
+static void generic_mm(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                       const tensor_t *w, int i0, int i1);
+
+static const kernel_type_t generic_table[] = {
+    {DTYPE_F32, DTYPE_F32, dq_f32, g_dot_f32, NULL},
+    {DTYPE_F16, DTYPE_F16, dq_f16, g_dot_f16, NULL},
+    {DTYPE_BF16, DTYPE_BF16, dq_bf16, g_dot_bf16, NULL},
+    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, g_dot_q4_0, NULL},
+    {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, g_dot_q4_1, NULL},
+    {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, g_dot_q5_0, NULL},
+    {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, g_dot_q5_1, NULL},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, g_dot_q8_0, NULL},
+    {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, g_dot_iq4_nl, NULL},
+    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, g_dot_q4_k, NULL},
+    {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, g_dot_q5_k, NULL},
+    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, g_dot_q6_k, NULL},
+};
+#define N_TYPES (sizeof generic_table / sizeof generic_table[0])
+
+static void generic_mm(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                       const tensor_t *w, int i0, int i1)
+{
+    const kernel_type_t *kt = kernels_for(w->type);
+    int n = (int)w->ne[0];
     for (int i = i0; i < i1; i++) {
-        const float *wi = w + (size_t)i * (size_t)n;
+        const void *wi = (const char *)w->data + (size_t)i * w->row_bytes;
         for (int r = 0; r < nrows; r++)
-            out[(size_t)r * (size_t)ostride + (size_t)i] = dot_generic(wi, x + (size_t)r * n, n);
+            out[(size_t)r * ostride + i] = kt->dot(n, wi, (const char *)x + (size_t)r * xstride);
     }
 }
 
-/* ---- AVX2 + FMA --------------------------------------------------------------- */
+/* ---- AVX2 + FMA + F16C -------------------------------------------------------------------- */
 
 #ifdef HAVE_X86
-#define AVX __attribute__((target("avx2,fma")))
+#define AVX __attribute__((target("avx2,fma,f16c")))
 
 AVX static inline float hsum_avx(__m256 v)
 {
@@ -74,8 +704,178 @@ AVX static float dot_avx(const float *a, const float *b, int n)
     return s;
 }
 
-/* WR weight rows x XR activation rows per tile; every (row, output) pair runs exactly
- * dot_avx's operation sequence, so the tiling never changes a result. */
+AVX static float a_dot_f32(int n, const void *w, const void *x)
+{
+    return dot_avx(w, x, n);
+}
+
+AVX static float a_dot_f16(int n, const void *w, const void *x)
+{
+    const uint16_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 va = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + j)));
+        __m256 vb = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j)));
+        acc = _mm256_fmadd_ps(va, vb, acc);
+    }
+    float s = hsum_avx(acc);
+    for (; j < n; j++)
+        s += fp16_to_fp32(a[j]) * fp16_to_fp32(b[j]);
+    return s;
+}
+
+AVX static inline __m256 bf16x8(const uint16_t *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+AVX static float a_dot_bf16(int n, const void *w, const void *x)
+{
+    const uint16_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        acc = _mm256_fmadd_ps(bf16x8(a + j), bf16x8(b + j), acc);
+    float s = hsum_avx(acc);
+    for (; j < n; j++)
+        s += bf16_to_fp32(a[j]) * bf16_to_fp32(b[j]);
+    return s;
+}
+
+AVX static inline int hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* sum of 32 products of unsigned bytes u (<= 128) and signed bytes y (|y| <= 127): the
+ * pairwise 16-bit sums stay below 2^15, so nothing saturates */
+AVX static inline int dot_u8s8(__m256i u, __m256i y)
+{
+    __m256i p = _mm256_maddubs_epi16(u, y);
+    return hsum_i32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+/* signed x signed: |x| as unsigned, the sign moved onto y */
+AVX static inline int dot_s8s8(__m256i x, __m256i y)
+{
+    return dot_u8s8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+/* 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles */
+AVX static inline __m256i nibbles(const uint8_t *qs)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)qs), m = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+    return _mm256_set_m128i(hi, lo);
+}
+
+/* the 32 high bits of a Q5 block as 0x10 bytes */
+AVX static inline __m256i q5_high(const uint8_t qh[4])
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    /* byte j takes bit j: spread the four bytes over the 32 lanes, select one bit each */
+    __m256i v = _mm256_set1_epi32((int)h);
+    __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101,
+                                     0x0000000000000000);
+    v = _mm256_shuffle_epi8(v, shuf);
+    __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201ull);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+AVX static inline __m256i load32(const int8_t *y)
+{
+    return _mm256_loadu_si256((const __m256i *)y);
+}
+
+AVX static int a_isum_q4_0(const bq4_0_t *b, const int8_t *y)
+{
+    return dot_s8s8(_mm256_sub_epi8(nibbles(b->qs), _mm256_set1_epi8(8)), load32(y));
+}
+
+AVX static int a_isum_q4_1(const bq4_1_t *b, const int8_t *y)
+{
+    return dot_u8s8(nibbles(b->qs), load32(y));
+}
+
+AVX static int a_isum_q5_0(const bq5_0_t *b, const int8_t *y)
+{
+    __m256i q = _mm256_or_si256(nibbles(b->qs), q5_high(b->qh));
+    return dot_s8s8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), load32(y));
+}
+
+AVX static int a_isum_q5_1(const bq5_1_t *b, const int8_t *y)
+{
+    return dot_u8s8(_mm256_or_si256(nibbles(b->qs), q5_high(b->qh)), load32(y));
+}
+
+AVX static int a_isum_q8_0(const bq8_0_t *b, const int8_t *y)
+{
+    return dot_s8s8(load32(b->qs), load32(y));
+}
+
+AVX static int a_isum_iq4_nl(const bq4_0_t *b, const int8_t *y)
+{
+    __m128i tbl = _mm_loadu_si128((const __m128i *)iq4nl_values);
+    __m256i t2 = _mm256_set_m128i(tbl, tbl);
+    return dot_s8s8(_mm256_shuffle_epi8(t2, nibbles(b->qs)), load32(y));
+}
+
+AVX static int a_isum_q4_k_sub(const bq4_k_t *b, int j, const int8_t *y)
+{
+    __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (j / 2)));
+    v = (j & 1) ? _mm256_srli_epi16(v, 4) : v;
+    return dot_u8s8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), load32(y));
+}
+
+AVX static int a_isum_q5_k_sub(const bq5_k_t *b, int j, const int8_t *y)
+{
+    __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (j / 2)));
+    v = (j & 1) ? _mm256_srli_epi16(v, 4) : v;
+    v = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+    __m256i h = _mm256_loadu_si256((const __m256i *)b->qh);
+    h = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+    return dot_u8s8(_mm256_or_si256(v, _mm256_slli_epi16(h, 4)), load32(y));
+}
+
+/* two groups (32 values) of one 32-value run k of half h: groups 8h + 2k and 8h + 2k + 1 */
+AVX static int a_isum_q6_k_group(const bq6_k_t *b, int g, const int8_t *y)
+{
+    int h = g / 8, k = (g % 8) / 2, half = g % 2;
+    const uint8_t *ql = b->ql + 64 * h + ((k & 1) ? 32 : 0) + 16 * half;
+    const uint8_t *qh = b->qh + 32 * h + 16 * half;
+    __m128i lo = _mm_loadu_si128((const __m128i *)ql);
+    lo = k < 2 ? lo : _mm_srli_epi16(lo, 4);
+    lo = _mm_and_si128(lo, _mm_set1_epi8(0x0f));
+    __m128i hi = _mm_srl_epi16(_mm_loadu_si128((const __m128i *)qh), _mm_cvtsi32_si128(2 * k));
+    hi = _mm_slli_epi16(_mm_and_si128(hi, _mm_set1_epi8(3)), 4);
+    __m128i q = _mm_or_si128(lo, hi);
+    __m128i p = _mm_maddubs_epi16(q, _mm_loadu_si128((const __m128i *)y));
+    p = _mm_madd_epi16(p, _mm_set1_epi16(1));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4e));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xb1));
+    return _mm_cvtsi128_si32(p);
+}
+
+/* the same float combinations as the generic dots, with AVX2 block sums */
+DOT_32(AVX, a_dot_q4_0, bq4_0_t, bq8_0_t, a_isum_q4_0, C_SYM)
+DOT_32(AVX, a_dot_q4_1, bq4_1_t, bq8_1_t, a_isum_q4_1, C_MIN)
+DOT_32(AVX, a_dot_q5_0, bq5_0_t, bq8_0_t, a_isum_q5_0, C_SYM)
+DOT_32(AVX, a_dot_q5_1, bq5_1_t, bq8_1_t, a_isum_q5_1, C_MIN)
+DOT_32(AVX, a_dot_q8_0, bq8_0_t, bq8_0_t, a_isum_q8_0, C_SYM)
+DOT_32(AVX, a_dot_iq4_nl, bq4_0_t, bq8_0_t, a_isum_iq4_nl, C_SYM)
+DOT_K(AVX, a_dot_q4_k, bq4_k_t, a_isum_q4_k_sub)
+DOT_K(AVX, a_dot_q5_k, bq5_k_t, a_isum_q5_k_sub)
+DOT_Q6K(AVX, a_dot_q6_k, a_isum_q6_k_group)
+
+/* F32 product in tiles: WR weight rows x XR activation rows; every (row, output) pair runs
+ * exactly dot_avx's operation sequence, so the tiling never changes a result. */
 #define TILE(WR, XR)                                                                               \
     AVX static void tile_##WR##_##XR(float *out, int ostride, const float *x, const float *w,      \
                                      int n, int i, int r)                                          \
@@ -136,16 +936,95 @@ AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, c
     }
 }
 
+AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                         const tensor_t *w, int i0, int i1)
+{
+    (void)xstride; /* f32 rows are packed: xstride == 4 * ne[0] */
+    matmul_avx(out, ostride, x, nrows, w->data, (int)w->ne[0], i0, i1);
+}
+
+static const kernel_type_t avx2_table[] = {
+    {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
+    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, NULL},
+    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, NULL},
+    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, NULL},
+    {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
+    {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, NULL},
+    {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, NULL},
+    {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, NULL},
+    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, NULL},
+    {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, NULL},
+    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, NULL},
+};
+_Static_assert(sizeof avx2_table == sizeof generic_table, "one row per type in both tables");
+
 static int have_avx2(void)
 {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
 }
 #endif
+
+/* ---- selection --------------------------------------------------------------------------- */
+
+/* Chosen once (or forced by a test before any product): read-mostly process state, like
+ * the CPU features it mirrors. -1 = not chosen yet. */
+static atomic_int isa_in_use = -1;
+
+kernel_isa_t kernels_isa(void)
+{
+    int v = atomic_load_explicit(&isa_in_use, memory_order_relaxed);
+    if (v < 0) {
+        v = KERNEL_GENERIC;
+#ifdef HAVE_X86
+        if (have_avx2()) v = KERNEL_AVX2;
+#endif
+        atomic_store_explicit(&isa_in_use, v, memory_order_relaxed);
+    }
+    return (kernel_isa_t)v;
+}
+
+int kernels_force(kernel_isa_t isa)
+{
+    if (isa == KERNEL_AVX2) {
+#ifdef HAVE_X86
+        if (!have_avx2()) return -ENOTSUP;
+#else
+        return -ENOTSUP;
+#endif
+    } else if (isa != KERNEL_GENERIC) {
+        return -ENOTSUP;
+    }
+    atomic_store(&isa_in_use, (int)isa);
+    return 0;
+}
+
+const kernel_type_t *kernels_for(uint32_t t)
+{
+    const kernel_type_t *tab = generic_table;
+#ifdef HAVE_X86
+    if (kernels_isa() == KERNEL_AVX2) tab = avx2_table;
+#endif
+    for (size_t i = 0; i < N_TYPES; i++)
+        if (tab[i].type == t) return &tab[i];
+    return NULL;
+}
+
+void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                    const tensor_t *w, int i0, int i1)
+{
+    const kernel_type_t *kt = kernels_for(w->type);
+    if (kt->mm)
+        kt->mm(out, ostride, x, xstride, nrows, w, i0, i1);
+    else
+        generic_mm(out, ostride, x, xstride, nrows, w, i0, i1);
+}
 
 float dot_fixed(const float *a, const float *b, int n)
 {
 #ifdef HAVE_X86
-    if (have_avx2()) return dot_avx(a, b, n);
+    if (kernels_isa() == KERNEL_AVX2) return dot_avx(a, b, n);
 #endif
     return dot_generic(a, b, n);
 }
@@ -154,10 +1033,12 @@ void matmul_rows(float *out, int ostride, const float *x, int nrows, const float
                  int i1)
 {
 #ifdef HAVE_X86
-    if (have_avx2()) {
+    if (kernels_isa() == KERNEL_AVX2) {
         matmul_avx(out, ostride, x, nrows, w, n, i0, i1);
         return;
     }
 #endif
-    matmul_generic(out, ostride, x, nrows, w, n, i0, i1);
+    for (int i = i0; i < i1; i++)
+        for (int r = 0; r < nrows; r++)
+            out[(size_t)r * ostride + i] = dot_generic(w + (size_t)i * n, x + (size_t)r * n, n);
 }

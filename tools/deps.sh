@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages inferd needs, only those missing. Usage: tools/deps.sh build|test|bench
 set -euo pipefail
 build=(build-essential cmake pkg-config libnghttp2-dev libevent-dev libprotobuf-c-dev protobuf-c-compiler
-       protobuf-compiler libprotobuf-dev libssl-dev zlib1g-dev libjansson-dev libhttp-parser-dev libcmocka-dev)
+       protobuf-compiler libprotobuf-dev libssl-dev zlib1g-dev libjansson-dev libhttp-parser-dev libcmocka-dev
+       libutf8proc-dev)
 test=(python3 python3-grpcio python3-protobuf python3-numpy python3-h2 python3-yaml nghttp2-client curl openssl
       golang-go golang-google-grpc-dev golang-google-protobuf-dev prometheus procps
       podman runc debootstrap) # the container image test (tools/image.sh)

@@ -5,7 +5,6 @@
  *        -> "logits <pos> <v0> ..." per position (see dump_logits for the two shapes)
  *   cuda_dump MODEL TOKENIZER DTYPE greedy N ID,...   -> "greedy <t1> ..." via the engine API
  */
-#include "cuda/cuda_backend.h"
 #include "engine/engine.h"
 #include "engine/internal.h"
 
@@ -30,27 +29,27 @@ static int parse_ids(const char *s, int *out, int max)
 static int dump_logits(const char *path, int bf16, int batched, const char *ids)
 {
     char err[512];
-    cuda_api_t api;
-    if (cuda_api_open(&api, err, sizeof err) < 0 || api.probe(0, err, sizeof err) < 0) {
+    const backend_lib_t *lib;
+    if (backend_lib_open(&lib, err, sizeof err) < 0 || lib->probe(0, err, sizeof err) < 0) {
         printf("SKIP: %s\n", err);
         return 77;
     }
     model_t m;
-    if (model_load(&m, path, err, sizeof err) < 0) {
+    if (model_load(&m, path, 0, err, sizeof err) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     int toks[1024];
     int n = parse_ids(ids, toks, 1024);
     int nrows = batched ? n * (n + 1) / 2 : 1, nslots = batched ? n : 1;
-    cuda_opts_t o = {.device = 0, .streams = batched ? 4 : 1, .bf16 = bf16};
+    backend_opts_t o = {.device = 0, .streams = batched ? 4 : 1, .bf16 = bf16};
     void *ctx;
-    if (api.load(&ctx, &m, &o, nrows, nslots, err, sizeof err) < 0) {
+    const backend_t *be = lib->backend;
+    if (be->load(&ctx, &m.v, &o, NULL, nrows, nslots, err, sizeof err) < 0) {
         fprintf(stderr, "cuda backend: %s\n", err);
         return 1;
     }
-    const backend_t *be = api.backend;
-    size_t V = (size_t)m.c.vocab_size;
+    size_t V = (size_t)m.v.c.vocab_size;
     fwd_row_t *rows = calloc((size_t)nrows, sizeof(*rows));
     float *logits = malloc((size_t)n * V * sizeof(float));
     int rc = 0;

@@ -48,7 +48,8 @@ static int cl_new(void **lane, void *shared, int idx, int max_rows, int max_slot
     L->idx = idx;
     if (pthread_equal(L->owner, S->caller)) S->wrong_thread++;
     int rc = pool_new(&L->pool, 1);
-    if (rc == 0) rc = backend_cpu.load(&L->ctx, S->m, L->pool, max_rows, max_slots, err, errlen);
+    if (rc == 0)
+        rc = backend_cpu.load(&L->ctx, &S->m->v, NULL, L->pool, max_rows, max_slots, err, errlen);
     if (rc < 0) {
         pool_free(L->pool);
         free(L);
@@ -106,7 +107,7 @@ static int setup(void **state)
 {
     (void)state;
     char err[256];
-    if (model_load(&g_model, TINY_MODEL, err, sizeof err) < 0) {
+    if (model_load(&g_model, TINY_MODEL, 0, err, sizeof err) < 0) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
@@ -137,7 +138,7 @@ typedef struct {
 
 static void run_scenario(int lanes, int slots, int steps, unsigned seed)
 {
-    const int V = g_model.c.vocab_size, max_rows = slots + 32;
+    const int V = g_model.v.c.vocab_size, max_rows = slots + 32;
     cpu_shared_t S;
     shared_init(&S);
     spool_t *p;
@@ -146,7 +147,8 @@ static void run_scenario(int lanes, int slots, int steps, unsigned seed)
     pool_t *rpool;
     void *ref;
     assert_int_equal(pool_new(&rpool, 1), 0);
-    assert_int_equal(backend_cpu.load(&ref, &g_model, rpool, max_rows, slots, err, sizeof err), 0);
+    assert_int_equal(
+        backend_cpu.load(&ref, &g_model.v, NULL, rpool, max_rows, slots, err, sizeof err), 0);
 
     seq_t *seqs = calloc((size_t)slots, sizeof(seq_t));
     fwd_row_t *rows = calloc((size_t)max_rows, sizeof(fwd_row_t));
@@ -239,7 +241,7 @@ static void test_mapping(void **state)
     shared_init(&S);
     spool_t *p;
     char err[256];
-    assert_int_equal(spool_new(&p, &cpu_ops, &S, 4, 8, 14, g_model.c.vocab_size, err, sizeof err),
+    assert_int_equal(spool_new(&p, &cpu_ops, &S, 4, 8, 14, g_model.v.c.vocab_size, err, sizeof err),
                      0);
     assert_int_equal(spool_lanes(p), 4);
     assert_int_equal(spool_slots_per_lane(p), 4); /* ceil(14 / 4) */
@@ -268,7 +270,7 @@ static void test_invalid_rows(void **state)
     shared_init(&S);
     spool_t *p;
     char err[256];
-    int V = g_model.c.vocab_size;
+    int V = g_model.v.c.vocab_size;
     assert_int_equal(spool_new(&p, &cpu_ops, &S, 2, 4, 4, V, err, sizeof err), 0);
     float *lg = malloc((size_t)4 * V * sizeof(float));
     assert_int_equal(spool_seq_alloc(p, 0, 8), 0);

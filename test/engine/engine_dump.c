@@ -28,7 +28,7 @@ static int dump_logits(const char *model_path, const char *ids)
 {
     model_t m;
     char err[512];
-    if (model_load(&m, model_path, err, sizeof(err)) < 0) {
+    if (model_load(&m, model_path, 0, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -37,20 +37,20 @@ static int dump_logits(const char *model_path, const char *ids)
     pool_t *pool;
     pool_new(&pool, 2);
     void *ctx;
-    if (backend_cpu.load(&ctx, &m, pool, n, 1, err, sizeof(err)) < 0 ||
+    if (backend_cpu.load(&ctx, &m.v, NULL, pool, n, 1, err, sizeof(err)) < 0 ||
         backend_cpu.seq_alloc(ctx, 0, n) < 0) {
         fprintf(stderr, "backend: %s\n", err);
         return 1;
     }
     fwd_row_t *rows = calloc((size_t)n, sizeof(*rows));
-    float *logits = malloc((size_t)n * m.c.vocab_size * sizeof(float));
+    float *logits = malloc((size_t)n * m.v.c.vocab_size * sizeof(float));
     for (int i = 0; i < n; i++)
         rows[i] = (fwd_row_t){0, i, toks[i], i};
     if (backend_cpu.forward(ctx, rows, n, logits) < 0) return 1;
     for (int i = 0; i < n; i++) {
         printf("logits %d", i);
-        for (int v = 0; v < m.c.vocab_size; v++)
-            printf(" %.9g", (double)logits[(size_t)i * m.c.vocab_size + v]);
+        for (int v = 0; v < m.v.c.vocab_size; v++)
+            printf(" %.9g", (double)logits[(size_t)i * m.v.c.vocab_size + v]);
         printf("\n");
     }
     free(rows);

@@ -34,7 +34,8 @@ static int parse_hdr(const char *buf, size_t size, const int32_t hdr[7], char *e
     memcpy(copy, buf, size);
     if (size >= 28) memcpy(copy, hdr, 28);
     model_t m;
-    int rc = model_parse(&m, copy, size, err, 256);
+    int rc = model_parse(&m, copy, size, 0, err, 256);
+    if (rc == 0) model_dispose(&m);
     free(copy);
     return rc;
 }
@@ -44,18 +45,37 @@ static void test_model_valid(void **state)
     (void)state;
     model_t m;
     char err[256];
-    assert_int_equal(model_load(&m, TINY_MODEL, err, sizeof(err)), 0);
-    assert_int_equal(m.c.dim, 64);
-    assert_int_equal(m.c.n_kv_heads, 2);
-    assert_true(m.c.shared);
-    assert_ptr_equal(m.w.wcls, m.w.token_embedding);
+    assert_int_equal(model_load(&m, TINY_MODEL, 0, err, sizeof(err)), 0);
+    assert_int_equal(m.v.c.dim, 64);
+    assert_int_equal(m.v.c.n_kv_heads, 2);
+    assert_int_equal(m.v.c.head_dim, 16);
+    assert_int_equal(m.v.c.seq_len, 128); /* the model's context (below the 4096 cap) */
+    assert_true(m.v.c.shared);
+    assert_ptr_equal(m.v.output.data, m.v.tok_embd.data);
+    /* the table's names and shapes: ne = {cols, rows} */
+    assert_string_equal(m.v.layers[1].wk.name, "blk.1.attn_k.weight");
+    assert_int_equal(m.v.layers[1].wk.ne[0], 64);
+    assert_int_equal(m.v.layers[1].wk.ne[1], 32);
+    assert_int_equal(m.v.layers[0].w_down.ne[0], 172);
+    assert_int_equal(m.v.layers[0].w_down.ne[1], 64);
+    assert_null(m.v.layers[0].bq.data);
+    /* the second layer's wq follows the first one's in the file */
+    assert_ptr_equal((const char *)m.v.layers[1].wq.data,
+                     (const char *)m.v.layers[0].wq.data + 64 * 64 * 4);
     model_dispose(&m);
-    assert_int_equal(model_load(&m, TINY_UNSHARED_MODEL, err, sizeof(err)), 0);
-    assert_false(m.c.shared);
-    assert_ptr_not_equal(m.w.wcls, m.w.token_embedding);
-    assert_true(m.w.wcls + (size_t)m.c.vocab_size * m.c.dim ==
-                (const float *)((const char *)m.map + m.map_size));
+    assert_int_equal(model_load(&m, TINY_UNSHARED_MODEL, 0, err, sizeof(err)), 0);
+    assert_false(m.v.c.shared);
+    assert_ptr_not_equal(m.v.output.data, m.v.tok_embd.data);
+    assert_true((const char *)m.v.output.data + (size_t)m.v.c.vocab_size * m.v.c.dim * 4 ==
+                (const char *)m.map + m.map_size);
     model_dispose(&m);
+    /* --ctx-size: smaller is fine, larger than the model's context is refused */
+    assert_int_equal(model_load(&m, TINY_MODEL, 40, err, sizeof(err)), 0);
+    assert_int_equal(m.v.c.seq_len, 40);
+    assert_int_equal(m.v.c.train_ctx, 128);
+    model_dispose(&m);
+    assert_int_equal(model_load(&m, TINY_MODEL, 129, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "exceeds the model's context length 128"));
 }
 
 static void test_model_rejects(void **state)
@@ -112,9 +132,9 @@ static void test_model_rejects(void **state)
     assert_int_equal(parse_hdr(buf, n, hmax, err), -EINVAL);
     free(buf);
     model_t m;
-    assert_int_equal(model_load(&m, "/nonexistent/model.bin", err, sizeof(err)), -ENOENT);
+    assert_int_equal(model_load(&m, "/nonexistent/model.bin", 0, err, sizeof(err)), -ENOENT);
     assert_non_null(strstr(err, "cannot open"));
-    assert_int_equal(model_load(&m, "/tmp", err, sizeof(err)), -EINVAL);
+    assert_int_equal(model_load(&m, "/tmp", 0, err, sizeof(err)), -EINVAL);
 }
 
 static void test_tokenizer_rejects(void **state)

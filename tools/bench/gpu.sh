@@ -35,7 +35,7 @@ mk stories15M-shape --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6
   --vocab 32000 --seq-len 256 --seed 15
 mk stories110M-shape --dim 768 --hidden-dim 2048 --layers 12 --heads 12 --kv-heads 12 \
   --vocab 32000 --seq-len 1024 --seed 110
-bench="$build/cuda/gpu_bench"
+bench="$build/tools/gpu_bench"
 echo "gpu.sh: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi unavailable')"
 echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
 status=0

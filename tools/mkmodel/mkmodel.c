@@ -10,6 +10,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+
+#include "gguf_write.h"
+#include "vocab_import.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,15 +335,60 @@ static void usage(FILE *o)
                "  --seq-len N      (256)      --unshared     (separate classifier)\n"
                "  --seed N         (1)\n"
                "  --out PATH       (model.bin)\n"
-               "  --tokenizer-out PATH (tokenizer.bin)\n");
+               "  --tokenizer-out PATH (tokenizer.bin)\n"
+               "  --vocab-from DIR  import DIR/tokenizer.json + tokenizer_config.json as the\n"
+               "                    tokenizer.ggml.* keys convert_hf_to_gguf.py would write\n"
+               "  --vocab-size N    pad the imported vocabulary to N tokens ([PADn], unused)\n"
+               "  --vocab-only      with --vocab-from: write --out as a vocabulary-only GGUF\n"
+               "                    (architecture llama, the shape options as hyper-parameters)\n");
+}
+
+/* A GGUF holding the imported vocabulary and the hyper-parameters llama.cpp reads even for a
+ * vocabulary-only load; no tensors. */
+static int write_vocab_gguf(const char *dir, long n_vocab, long dim, long hidden, long layers,
+                            long heads, long kv_heads, long seq, const char *out)
+{
+    vocab_import_t v;
+    char err[512];
+    if (vocab_import(&v, dir, (uint32_t)(n_vocab > 0 ? n_vocab : 0), err, sizeof err) < 0) {
+        fprintf(stderr, "mkmodel: %s\n", err);
+        return 1;
+    }
+    gguf_writer_t *w = NULL;
+    int rc = gguf_writer_new(&w, 3, 32);
+    if (rc == 0) {
+        rc |= gguf_writer_set_str(w, "general.architecture", "llama");
+        rc |= gguf_writer_set_str(w, "general.name", "inferd vocabulary");
+        rc |= gguf_writer_set_u32(w, "llama.context_length", (uint32_t)seq);
+        rc |= gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)dim);
+        rc |= gguf_writer_set_u32(w, "llama.block_count", (uint32_t)layers);
+        rc |= gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)hidden);
+        rc |= gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)heads);
+        rc |= gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)kv_heads);
+        rc |= gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        rc |= gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)v.n_tokens);
+        rc |= vocab_import_write(&v, w);
+    }
+    if (rc == 0)
+        rc = gguf_writer_write(w, out, err, sizeof err);
+    else
+        snprintf(err, sizeof err, "out of memory");
+    gguf_writer_free(w);
+    vocab_import_free(&v);
+    if (rc < 0) {
+        fprintf(stderr, "mkmodel: cannot write %s: %s\n", out, err);
+        return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     long dim = 288, hidden = 768, layers = 6, heads = 6, kv_heads = -1, vocab = 512, seq = 256;
     unsigned long long seed = 1;
-    int unshared = 0;
-    const char *out = "model.bin", *tok_out = "tokenizer.bin";
+    int unshared = 0, vocab_only = 0;
+    long vocab_size = 0;
+    const char *out = "model.bin", *tok_out = "tokenizer.bin", *vocab_from = NULL;
     static const struct option opts[] = {{"dim", required_argument, 0, 'd'},
                                          {"hidden-dim", required_argument, 0, 'h'},
                                          {"layers", required_argument, 0, 'l'},
@@ -352,6 +400,9 @@ int main(int argc, char **argv)
                                          {"seed", required_argument, 0, 'S'},
                                          {"out", required_argument, 0, 'o'},
                                          {"tokenizer-out", required_argument, 0, 't'},
+                                         {"vocab-from", required_argument, 0, 'V'},
+                                         {"vocab-size", required_argument, 0, 'N'},
+                                         {"vocab-only", no_argument, 0, 'O'},
                                          {"help", no_argument, 0, '?'},
                                          {0, 0, 0, 0}};
     int c;
@@ -390,12 +441,30 @@ int main(int argc, char **argv)
         case 't':
             tok_out = optarg;
             break;
+        case 'V':
+            vocab_from = optarg;
+            break;
+        case 'N':
+            vocab_size = strtol(optarg, NULL, 10);
+            break;
+        case 'O':
+            vocab_only = 1;
+            break;
         default:
             usage(c == '?' && optopt == 0 ? stdout : stderr);
             return c == '?' ? 0 : 2;
         }
     }
     if (kv_heads < 0) kv_heads = heads;
+    if (vocab_from || vocab_only) {
+        if (!vocab_from || !vocab_only || vocab_size < 0 || vocab_size > 4000000) {
+            fprintf(stderr, "mkmodel: --vocab-from DIR goes with --vocab-only (GGUF models with "
+                            "weights come with the GGUF writer's model mode)\n");
+            return 2;
+        }
+        return write_vocab_gguf(vocab_from, vocab_size, dim, hidden, layers, heads, kv_heads, seq,
+                                out);
+    }
     if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kv_heads <= 0 || seq <= 0 ||
         dim > 65536 || hidden > 262144 || layers > 1024 || vocab > 4000000 || seq > 1000000 ||
         dim % heads || heads % kv_heads || (dim / heads) % 2) {

@@ -1,9 +1,15 @@
 /*
- * loader.c - find the CUDA driver and a device, then dlopen the CUDA backend library.
- * See cuda_backend.h. The driver API is called through dlsym'ed pointers (no cuda.h
- * needed): CUresult is an int and 0 is CUDA_SUCCESS.
+ * backend_lib.c - find the CUDA driver and a device, then dlopen the CUDA backend library
+ * (libinferd_cuda.so) and take its entry point (backend.h: backend_lib_t).
+ *
+ * The engine never links that library: cuBLAS alone costs ~0.3 s and ~300 MB of mappings
+ * per process, so it is opened only after the driver (libcuda.so.1, itself dlopen'ed)
+ * reports a device, and a machine without a GPU loads nothing CUDA at all. The driver
+ * API is called through dlsym'ed pointers (no cuda.h needed): CUresult is an int and 0
+ * is CUDA_SUCCESS. The library stays loaded for the life of the process (a CUDA runtime
+ * does not unload cleanly).
  */
-#include "cuda_backend.h"
+#include "internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -19,7 +25,11 @@ typedef int (*cu_count_fn)(int *count);
 
 static int driver_check(char *why, size_t whylen)
 {
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    /* INFERD_CUDA_DRIVER names another driver library: the host-side tests use a stand-in
+     * that reports one device, to reach the backend's own checks without a GPU */
+    const char *env = getenv("INFERD_CUDA_DRIVER");
+    const char *path = env && *env ? env : "libcuda.so.1";
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
         snprintf(why, whylen, "no CUDA driver (%s)", e ? e : "libcuda.so.1 not found");
@@ -29,7 +39,7 @@ static int driver_check(char *why, size_t whylen)
     cu_count_fn count = (cu_count_fn)(uintptr_t)dlsym(h, "cuDeviceGetCount");
     int n = 0, rc = -ENODEV;
     if (!init || !count) {
-        snprintf(why, whylen, "libcuda.so.1 lacks cuInit/cuDeviceGetCount");
+        snprintf(why, whylen, "%s lacks cuInit/cuDeviceGetCount", path);
     } else if ((rc = init(0)) != 0) {
         snprintf(why, whylen, "cuInit failed (CUresult %d%s)", rc,
                  rc == 100 ? ": no CUDA-capable device" : "");
@@ -44,7 +54,7 @@ static int driver_check(char *why, size_t whylen)
     return rc;
 }
 
-int cuda_api_open(cuda_api_t *api, char *why, size_t whylen)
+int backend_lib_open(const backend_lib_t **out, char *why, size_t whylen)
 {
     int rc = driver_check(why, whylen);
     if (rc < 0) return rc;
@@ -61,13 +71,18 @@ int cuda_api_open(cuda_api_t *api, char *why, size_t whylen)
         snprintf(why, whylen, "cannot load the CUDA backend library (%s)", last ? last : "?");
         return -ENODEV;
     }
-    api->probe = (int (*)(int, char *, size_t))(uintptr_t)dlsym(h, "cuda_probe");
-    api->load = (int (*)(void **, const model_t *, const cuda_opts_t *, int, int, char *, size_t))(
-        uintptr_t)dlsym(h, "cuda_backend_load");
-    api->backend = (const backend_t *)dlsym(h, "backend_cuda");
-    if (!api->probe || !api->load || !api->backend) {
-        snprintf(why, whylen, "the CUDA backend library lacks its entry points");
-        return -ENODEV; /* never dlclose'd: a CUDA runtime does not unload cleanly */
+    const backend_lib_t *lib = (const backend_lib_t *)dlsym(h, "inferd_backend_entry");
+    if (!lib || !lib->probe || !lib->check || !lib->backend) {
+        snprintf(why, whylen, "the CUDA backend library lacks its entry point");
+        return -ENODEV;
     }
+    if (lib->abi != BACKEND_ABI_VERSION) {
+        snprintf(why, whylen,
+                 "the CUDA backend library was built for backend ABI %u, this inferd needs %u "
+                 "(rebuild both from one tree)",
+                 lib->abi, BACKEND_ABI_VERSION);
+        return -ENODEV;
+    }
+    *out = lib;
     return 0;
 }

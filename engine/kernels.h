@@ -1,0 +1,79 @@
+/*
+ * kernels.h - the arithmetic under every matrix product, per weight type and per ISA.
+ *
+ * A product out = W x runs on W's blocks in place. The activations x are first put in
+ * the format the weight type's dot product consumes, as ggml does: F32 weights take f32
+ * rows, F16 and BF16 weights f16 and bf16 rows, Q4_0/Q5_0/Q8_0/IQ4_NL weights Q8_0 blocks,
+ * Q4_1/Q5_1 weights Q8_1 blocks, the k-quants Q8_K blocks. Each output element is one
+ * call of the type's dot on one weight row and one activation row: its reduction order
+ * depends on n alone, never on how many rows the batch has or which thread runs it
+ * (batch invariance). The quantized dots sum integer products exactly and combine the
+ * blocks in a fixed scalar order, so their AVX2 and generic versions agree bit for bit;
+ * the float dots (F32, F16, BF16) use 8 lanes with FMA on AVX2 and without FMA in the
+ * generic version, so those two differ in the last bits.
+ *
+ * Dequantization (dequant) is bit-for-bit llama.cpp's reference (gguf-py/gguf/quants.py):
+ * it feeds embedding lookups and the tests.
+ *
+ * To specialize: a type's table row may carry `mm` (a matrix-matrix tile over many
+ * rows at once) besides `dot`; kernels_isa() picks the ISA once per process.
+ */
+#ifndef INFERD_ENGINE_KERNELS_H
+#define INFERD_ENGINE_KERNELS_H
+
+#include "engine/backend.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** Instruction sets a kernel table is built for. */
+typedef enum { KERNEL_GENERIC = 0, KERNEL_AVX2 = 1 } kernel_isa_t;
+
+/** Product of weight rows [i0, i1) with nrows activation rows (already in vec_type):
+ *  out[r * ostride + i] for every r < nrows. */
+typedef void (*kernel_mm_fn)(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                             const tensor_t *w, int i0, int i1);
+
+/** What one weight type needs. */
+typedef struct {
+    uint32_t type;     /* the weight's dtype_t */
+    uint32_t vec_type; /* the activation format its dot consumes */
+    /** out[0..n) = the row's values; n a multiple of the block. */
+    void (*dequant)(float *out, const void *row, int64_t n);
+    /** Dot of n elements of weight row w and activation row x. */
+    float (*dot)(int n, const void *w, const void *x);
+    kernel_mm_fn mm; /* optional tiled product with dot's exact per-element arithmetic */
+} kernel_type_t;
+
+/** The ISA in use (chosen once from the CPU, or forced). */
+kernel_isa_t kernels_isa(void);
+/** Force an ISA for the whole process (tests compare the paths): 0, or -ENOTSUP when this
+ *  CPU lacks it. Call before any product runs. */
+int kernels_force(kernel_isa_t isa);
+/** The kernels of weight type t under the ISA in use, or NULL when inferd cannot run t. */
+const kernel_type_t *kernels_for(uint32_t t);
+/** Bytes of one activation row of n elements in vec_type (n a multiple of its block). */
+size_t kernels_act_row_bytes(uint32_t vec_type, int64_t n);
+/** Convert an f32 row of n elements into vec_type (as ggml's quantize_row_* / converters). */
+void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t n);
+/** out[r][i] = W[i] . x[r] for r < nrows, i in [i0, i1): through the type's mm or dot.
+ *  x: (nrows, xstride bytes) in the weight's vec_type. */
+void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                    const tensor_t *w, int i0, int i1);
+
+/** IEEE half and bfloat16 conversions as ggml does them (round to nearest even). */
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f);
+float bf16_to_fp32(uint16_t h);
+uint16_t fp32_to_bf16(float f);
+
+/* ---- the f32 kernels the rest of the engine uses ------------------------------------------ */
+
+/** out[r][i] = sum_j w[i][j] * x[r][j] for r < nrows, i in [i0, i1). Fixed reduction
+ *  order per element, independent of nrows. x: (nrows, n), out: (nrows, ostride). */
+void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n, int i0,
+                 int i1);
+/** Dot product with the same reduction order as matmul_rows. */
+float dot_fixed(const float *a, const float *b, int n);
+
+#endif

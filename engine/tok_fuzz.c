@@ -1,0 +1,84 @@
+/*
+ * tok_fuzz.c - the libFuzzer-ready entry point for "encode arbitrary bytes": the fuzz
+ * harness (issue 13) calls tokenizer_fuzz_one() from LLVMFuzzerTestOneInput with tokenizers
+ * it built once; the unit tests call it with random inputs.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2, cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3, cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n) return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+int tokenizer_fuzz_one(const tokenizer_t *t, const uint8_t *data, size_t size)
+{
+    static const unsigned flags[4] = {0, TOK_ADD_SPECIAL, TOK_PARSE_SPECIAL,
+                                      TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL};
+    size_t cap = 3 * size + 8;
+    int32_t *ids = malloc(cap * sizeof(*ids));
+    size_t ocap = 3 * ((size_t)t->max_token_len + 4) + 8;
+    char *out = malloc(ocap);
+    int rc = -ENOMEM;
+    if (!ids || !out) goto done;
+    rc = 0;
+    for (int f = 0; f < 4 && rc == 0; f++) {
+        int n = tokenizer_encode(t, (const char *)data, size, flags[f], ids, cap);
+        if (n < 0 || (size_t)n > cap) {
+            rc = -1; /* an error on valid memory, or more ids than the documented bound */
+            break;
+        }
+        /* the count must not depend on the room given */
+        if (n > 0 && tokenizer_encode(t, (const char *)data, size, flags[f], ids, 1) != n) {
+            rc = -1;
+            break;
+        }
+        n = tokenizer_encode(t, (const char *)data, size, flags[f], ids, cap);
+        detok_t d;
+        detok_init(&d, -1);
+        for (int i = 0; i < n && rc == 0; i++) {
+            if (ids[i] < 0 || ids[i] >= t->n_vocab) {
+                rc = -1;
+                break;
+            }
+            size_t k = detok_push(&d, t, ids[i], out, ocap);
+            if (!utf8_valid((const unsigned char *)out, k)) rc = -1;
+        }
+        size_t k = detok_flush(&d, out, ocap);
+        if (rc == 0 && !utf8_valid((const unsigned char *)out, k)) rc = -1;
+    }
+done:
+    free(ids);
+    free(out);
+    return rc;
+}
