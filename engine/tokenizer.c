@@ -454,9 +454,8 @@ int tokenizer_build(tokenizer_t *t, const tok_vocab_t *v, char *err, size_t errl
         if ((int)t->len[i] > t->max_token_len) t->max_token_len = (int)t->len[i];
         int dup = tokenizer_lookup(t, t->text + t->off[i], t->len[i]);
         if (dup != TOK_NONE) {
-            rc =
-                errorf(err, errlen, -EINVAL, "tokenizer.ggml.tokens[%d] repeats token %d ('%.40s')",
-                       i, dup, t->text + t->off[i]);
+            rc = errorf(err, errlen, -EINVAL, "tokenizer.ggml.tokens[%d] repeats token %d ('%.*s')",
+                        i, dup, (int)(t->len[i] < 40 ? t->len[i] : 40), t->text + t->off[i]);
             goto fail;
         }
         uint32_t h = hash_bytes(t->text + t->off[i], t->len[i]) & (hs - 1);
@@ -521,9 +520,9 @@ int tokenizer_build(tokenizer_t *t, const tok_vocab_t *v, char *err, size_t errl
             const char *sp = m->n > 1 && m->s ? memchr(m->s + 1, ' ', m->n - 1) : NULL;
             if (!sp) {
                 rc = errorf(err, errlen, -EINVAL,
-                            "tokenizer.ggml.merges[%zu] '%.40s' is not two tokens separated by "
+                            "tokenizer.ggml.merges[%zu] '%.*s' is not two tokens separated by "
                             "a space",
-                            r, m->s ? m->s : "");
+                            r, m->s ? (int)(m->n < 40 ? m->n : 40) : 0, m->s ? m->s : "");
                 goto fail;
             }
             size_t ln = (size_t)(sp - m->s), rn = m->n - ln - 1;

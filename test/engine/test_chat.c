@@ -57,6 +57,8 @@ static void test_render(void **state)
         "<|system|>\nS<|endoftext|>\n<|user|>\nU<|endoftext|>\n<|assistant|>\nA<|endoftext|>\n"
         "<|user|>\nU2<|endoftext|>\n<|assistant|>\n");
     render_is("llama2-sys", 4, "[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST]A</s>[INST] U2 [/INST]");
+    render_is("mistral-v7-tekken", 4,
+              "[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][INST]U[/INST]A</s>[INST]U2[/INST]");
     render_is("llama3", 0, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     render_is("gemma", 2, "<start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\n");
     char *out, err[256];

@@ -25,7 +25,8 @@ typedef struct {
     uint32_t completion_tokens;
     char text[8192];
     size_t tlen;
-    size_t seen[256]; /* text length after each TOKEN event */
+    size_t seen[256];  /* text length after each TOKEN event */
+    uint32_t first_id; /* the first TOKEN event's id */
     char err[512];
 } res_t;
 
@@ -58,6 +59,7 @@ static void run(engine_t *e, const engine_request_t *r, res_t *res)
             memcpy(res->text + res->tlen, ev[i].text, ev[i].len);
             res->tlen += ev[i].len;
             if (ev[i].type == ENGINE_EV_TOKEN) {
+                if (res->ntok == 0) res->first_id = ev[i].token;
                 res->seen[res->ntok++] = res->tlen;
             } else {
                 res->done = ev[i].type == ENGINE_EV_FINISHED ? 1 : 2;
@@ -274,7 +276,8 @@ static void test_deferred(void **state)
 
 /* The tiny model's tokenizer.bin rewritten as GGUF metadata (spaces as U+2581, as a GGUF
  * SentencePiece vocabulary has them), with a chat template and add_space_prefix. */
-static void write_vocab_gguf(const char *path, const char *tmpl, int n_drop)
+static void write_vocab_gguf(const char *path, const char *tmpl, int n_drop, int rename,
+                             const char *as)
 {
     tokenizer_t t;
     char err[256];
@@ -295,6 +298,11 @@ static void write_vocab_gguf(const char *path, const char *tmpl, int n_drop)
             } else {
                 own[i][k++] = c;
             }
+        }
+        if (i == rename) {
+            free(own[i]);
+            own[i] = strdup(as);
+            k = strlen(as);
         }
         toks[i] = own[i];
         lens[i] = k;
@@ -326,7 +334,7 @@ static void test_gguf_vocabulary(void **state)
     assert_true(fd >= 0);
     close(fd);
     /* a Llama 3 style template in the file: detected, chat works without an override */
-    write_vocab_gguf(path, "{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}", 0);
+    write_vocab_gguf(path, "{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}", 0, -1, NULL);
     engine_config_t cfg;
     engine_config_init(&cfg);
     cfg.model_path = TINY_MODEL;
@@ -367,19 +375,70 @@ static void test_gguf_vocabulary(void **state)
     engine_free(g);
     engine_free(b);
     /* a vocabulary of another size than the model's is a start-up error naming both */
-    write_vocab_gguf(path, NULL, 1);
+    write_vocab_gguf(path, NULL, 1, -1, NULL);
     assert_int_equal(engine_new(&g, &cfg, err, sizeof err), -EINVAL);
     assert_non_null(strstr(err, "511 tokens but the model's vocabulary is 512"));
+    unlink(path);
+}
+
+/* A token named <|im_end|> ends generation even though it is not the EOS id: the token the
+ * tiny model produces first is renamed so in a GGUF copy of its vocabulary. */
+static void test_eog_by_name(void **state)
+{
+    (void)state;
+    engine_t *b = mk(NULL, 0);
+    engine_request_t r;
+    greedy(&r, "Lily", 4);
+    res_t base;
+    run(b, &r, &base);
+    assert_true(base.ntok >= 1);
+    uint32_t ids[64], first = base.first_id;
+    /* a prompt that already holds that token would change too: nothing to test then */
+    int np = engine_tokenize(b, "Lily", true, ids, 64);
+    assert_true(np > 0);
+    for (int i = 0; i < np; i++)
+        if (ids[i] == first) skip();
+    engine_free(b);
+    char path[] = "/tmp/inferd-test-eog-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_vocab_gguf(path, NULL, 0, (int)first, "<|im_end|>");
+    engine_config_t cfg;
+    engine_config_init(&cfg);
+    cfg.model_path = TINY_MODEL;
+    cfg.tokenizer_path = path;
+    cfg.threads = 2;
+    char err[512];
+    engine_t *g = NULL;
+    assert_int_equal(engine_new(&g, &cfg, err, sizeof err), 0);
+    engine_model_info_t mi;
+    engine_model_info(g, &mi);
+    bool listed = false;
+    for (uint32_t i = 0; i < mi.n_eog; i++)
+        listed |= mi.eog_ids[i] == first;
+    assert_true(listed);
+    assert_int_equal(mi.eot_id, (int32_t)first);
+    r.ignore_eos = false;
+    res_t e;
+    run(g, &r, &e);
+    assert_int_equal(e.done, 1);
+    assert_int_equal(e.fin, ENGINE_FINISH_EOS);
+    assert_int_equal(e.ntok, 0);
+    /* ignore_eos lets it through */
+    r.ignore_eos = true;
+    run(g, &r, &e);
+    assert_int_equal(e.fin, ENGINE_FINISH_LENGTH);
+    engine_free(g);
     unlink(path);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stop_strings),
-        cmocka_unit_test(test_messages),
-        cmocka_unit_test(test_deferred),
-        cmocka_unit_test(test_gguf_vocabulary),
+        cmocka_unit_test(test_stop_strings), cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_deferred),     cmocka_unit_test(test_gguf_vocabulary),
+        cmocka_unit_test(test_eog_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
