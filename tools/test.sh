@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: installs missing Debian packages, builds with
-# AddressSanitizer and UndefinedBehaviorSanitizer, runs every test with ctest.
+# AddressSanitizer and UndefinedBehaviorSanitizer, runs every test with ctest, then replays the
+# fuzz harnesses' seed corpora and kept regression inputs (build-fuzz/, clang-14: test/fuzz).
+# Arguments go to both ctest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh test
 cmake -S . -B build-test -DINFERD_SANITIZE=ON -DINFERD_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-test -j"$(nproc)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-cd build-test
-ctest --output-on-failure -j"$(nproc)" --timeout 300 "$@"
+rc=0
+(cd build-test && ctest --output-on-failure -j"$(nproc)" --timeout 300 "$@") || rc=$?
+CC=clang-14 cmake -S . -B build-fuzz -DINFERD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target fuzz
+(cd build-fuzz && ctest --output-on-failure -j"$(nproc)" --timeout 300 "$@") || rc=$?
+exit $rc
