@@ -14,7 +14,7 @@
 #include <errno.h>
 
 #include "inferd/v1/inference.pb-c.h"
-#include "server/prober.h"
+#include "server/services/canary.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *spec = fuzz_cstr(data, size);
     Inferd__V1__GenerateRequest *m = NULL;
     char err[512] = "";
-    int rc = prober_parse_payload(spec, &m, err, sizeof err);
+    int rc = canary_payload_parse(spec, &m, err, sizeof err);
     if (rc == 0) {
         FUZZ_CHECK(m != NULL, "accepted without a message");
         FUZZ_CHECK(protobuf_c_message_check(&m->base), "the payload built an invalid message");
@@ -33,8 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(buf);
         protobuf_c_message_free_unpacked(&m->base, NULL);
     } else {
-        FUZZ_CHECK(rc == -EINVAL || rc == -ENOMEM, "prober_parse_payload returned %d", rc);
-        FUZZ_CHECK(err[0], "prober_parse_payload returned %d without a message", rc);
+        FUZZ_CHECK(rc == -EINVAL || rc == -ENOMEM, "canary_payload_parse returned %d", rc);
+        FUZZ_CHECK(err[0], "canary_payload_parse returned %d without a message", rc);
     }
     free(spec);
     return 0;
