@@ -569,7 +569,7 @@ static Grpc__Reflection__V1__ServerReflectionRequest refl_list, refl_sym, refl_f
     refl_exts;
 static Grpc__Reflection__V1__ExtensionRequest ext_req;
 static Grpc__Reflection__V1alpha__ServerReflectionRequest refla_list, refla_sym;
-static uint32_t ids[] = {1, 450, 4996};
+static uint32_t ids[] = {1, 45, 300}; /* inside the tiny test model's vocabulary */
 static uint32_t stop_ids[] = {2};
 
 static size_t requests(request_t *r)
@@ -897,13 +897,15 @@ static void h2_drain(h2c_t *c, buf_t *b)
         put(b, out, (size_t)n);
 }
 
-/* The session's bytes less the preface, with the first HEADERS frame's block split across
- * CONTINUATION frames when split is set (as a client with big headers sends them). */
-static void h2_seed(h2c_t *c, buf_t *raw, const char *name, int split)
+/* The listener byte (0: the main port, 1: the system port), then the session's bytes less the
+ * preface, with the first HEADERS frame's block split across CONTINUATION frames when split is
+ * set (as a client with big headers sends them). */
+static void h2_seed(h2c_t *c, buf_t *raw, const char *name, int split, int listener)
 {
     h2_drain(c, raw);
     nghttp2_session_del(c->s);
     buf_t b = {0};
+    put_u8(&b, (unsigned)listener);
     size_t off = 24; /* the client preface: the harness sends it */
     while (off + 9 <= raw->n) {
         const uint8_t *h = raw->p + off;
@@ -951,7 +953,12 @@ static void h2_seeds(const request_t *r, size_t n)
         h2_open(&c);
         h2_request(&c, "POST", r[i].path, "application/grpc", body.p, body.n, 1, grpc_hdrs);
         snprintf(name, sizeof name, "%s", r[i].name);
-        h2_seed(&c, &raw, name, 0);
+        h2_seed(&c, &raw, name, 0, 0);
+        /* the same on the system port, whose scope serves health only */
+        h2_open(&c);
+        h2_request(&c, "POST", r[i].path, "application/grpc", body.p, body.n, 1, grpc_hdrs);
+        snprintf(name, sizeof name, "%s-system-port", r[i].name);
+        h2_seed(&c, &raw, name, 0, 1);
         /* gzip, a deadline, metadata, headers over CONTINUATION */
         body.n = 0;
         frame_msg(&body, r[i].msg, 1);
@@ -963,7 +970,7 @@ static void h2_seeds(const request_t *r, size_t n)
                                          "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                                          NULL});
         snprintf(name, sizeof name, "%s-gzip-continuation", r[i].name);
-        h2_seed(&c, &raw, name, 1);
+        h2_seed(&c, &raw, name, 1, 0);
         body.n = 0;
     }
     /* two streams on one connection, a bidi stream left open then reset, a PING */
@@ -978,7 +985,7 @@ static void h2_seeds(const request_t *r, size_t n)
     nghttp2_submit_rst_stream(c.s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
     nghttp2_submit_ping(c.s, NGHTTP2_FLAG_NONE, (const uint8_t *)"fuzzping");
     nghttp2_submit_window_update(c.s, NGHTTP2_FLAG_NONE, 0, 1 << 16);
-    h2_seed(&c, &raw, "two-streams-reset-ping", 0);
+    h2_seed(&c, &raw, "two-streams-reset-ping", 0, 0);
     body.n = 0;
     /* the HTTP routes over h2, and requests the gRPC layer refuses */
     static const struct {
@@ -998,13 +1005,13 @@ static void h2_seeds(const request_t *r, size_t n)
         h2_request(&c, h[i].method, h[i].path, h[i].ctype, NULL, 0, 1,
                    (const char *const[]){"accept-encoding", "gzip", "accept",
                                          "application/openmetrics-text", NULL});
-        h2_seed(&c, &raw, h[i].name, 0);
+        h2_seed(&c, &raw, h[i].name, 0, (int)(i % 2));
     }
     free(raw.p);
     free(body.p);
 }
 
-/* ---- http1: a connection's bytes ---- */
+/* ---- http1: the listener byte, then a connection's bytes ---- */
 static void http1_seeds(void)
 {
     static const struct {
@@ -1037,8 +1044,16 @@ static void http1_seeds(void)
         {"big-body", "POST /live HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"},
         {"lf-only", "GET /live HTTP/1.1\nHost: x\n\n"},
     };
+    buf_t b = {0};
+    char name[64];
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
-        seed("http1", s[i].name, s[i].req, strlen(s[i].req));
+        for (unsigned listener = 0; listener < 2; listener++) {
+            put_u8(&b, listener);
+            put_str(&b, s[i].req);
+            snprintf(name, sizeof name, "%s%s", s[i].name, listener ? "-system-port" : "");
+            seed_buf("http1", name, &b);
+        }
+    free(b.p);
 }
 
 /* ---- tiny Hugging Face vocabularies for mkmodel --vocab-from ---- */
