@@ -36,15 +36,16 @@ run() { # harness
 
 summary() { # harness
   local h=$1 log=$fz/logs/$1.log
-  local done execs cov ft corp found
+  local done execs cov total ft corp found
   done=$(grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -1 || true)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$done")
+  total=$(sed -n 's/.*(\([0-9]*\) inline 8-bit counters).*/\1/p' "$log" | head -1)
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$done")
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<<"$done")
   found=$(find "$fz/artifacts/$h" -type f -newer "$fz/logs/$h.start" | wc -l)
-  printf '%-14s %8ss %12s %8s %8s %14s %9s\n' "$h" "$secs" "${execs:-?}" "${cov:-?}" "${ft:-?}" \
-    "${corp:-?}" "$found"
+  printf '%-14s %8ss %12s %14s %8s %14s %9s\n' "$h" "$secs" "${execs:-?}" \
+    "${cov:-?}/${total:-?}" "${ft:-?}" "${corp:-?}" "$found"
   [[ $found == 0 ]] && ! grep -qE 'ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|runtime error' "$log"
 }
 
@@ -59,7 +60,7 @@ for h in $harnesses; do
   fi
 done
 wait
-printf '%-14s %9s %12s %8s %8s %14s %9s\n' harness time executions edges features corpus findings
+printf '%-14s %9s %12s %14s %8s %14s %9s\n' harness time executions edges/instrum. features corpus findings
 rc=0
 for h in $harnesses; do
   summary "$h" || rc=1
