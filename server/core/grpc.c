@@ -740,6 +740,13 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
         fail(c, GRPC_STATUS_UNIMPLEMENTED, "more than one request message for a unary request");
         return -1;
     }
+    char bad[320];
+    int invalid = grpc_check_strings(c->method->request, data, len, bad, sizeof bad) == -EINVAL;
+    if (invalid && !(streaming_in && c->method->on_invalid)) {
+        free(plain);
+        fail(c, GRPC_STATUS_INVALID_ARGUMENT, bad);
+        return -1;
+    }
     /* Streaming requests can be long: decode each into the heap and free it after the
      * handler returns, so the arena does not grow with the stream. */
     ProtobufCMessage *msg = protobuf_c_message_unpack(
@@ -756,7 +763,10 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
     c->dispatched = 1;
     grpc_call_ref(c);
     log_set_context(c->request_id, c->trace_id, c->span_id);
-    c->method->on_message(c, msg);
+    if (invalid)
+        c->method->on_invalid(c, msg, bad);
+    else
+        c->method->on_message(c, msg);
     log_set_context(NULL, NULL, NULL);
     protobuf_c_message_free_unpacked(msg, NULL);
     int gone = c->finished;

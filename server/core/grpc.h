@@ -66,6 +66,10 @@ typedef void (*grpc_on_drain_fn)(grpc_call_t *call);
  * carrying units (tokens) in all: the producer's flow control. Runs inside the connection's
  * flush: it must not send, finish or free the call. */
 typedef void (*grpc_on_taken_fn)(grpc_call_t *call, uint64_t tag, uint32_t units);
+/** Streaming requests: a message decoded, but a string in it is not valid UTF-8 or holds a NUL
+ * (why names the field and the byte): the handler answers it (in its stream) instead of
+ * on_message, and the call goes on. msg is freed after the callback returns. */
+typedef void (*grpc_on_invalid_fn)(grpc_call_t *call, ProtobufCMessage *msg, const char *why);
 
 /** Per-row counters, owned by the reactor. */
 typedef struct grpc_method_stats {
@@ -88,6 +92,7 @@ struct grpc_method {
     grpc_on_cancel_fn on_cancel;         /* may be NULL */
     grpc_on_drain_fn on_drain;           /* may be NULL */
     grpc_on_taken_fn on_taken;           /* may be NULL */
+    grpc_on_invalid_fn on_invalid;       /* may be NULL: a bad string fails the call instead */
     void *arg;                           /* handler context, see grpc_call_arg() */
     unsigned flags;
     grpc_method_stats_t stats;
@@ -145,6 +150,13 @@ const char *grpc_status_name(grpc_status_t status);
 /** Parses a grpc-timeout value ("1S", "100m", "5H", ...) into nanoseconds.
  * Returns 0 or -EINVAL (more than 8 digits, unknown unit, empty). */
 int grpc_timeout_parse(const char *value, int64_t *out_ns);
+/** Checks every string field of a serialized message of type desc, nested messages included:
+ * valid UTF-8 (proto3 requires it) and no NUL (a C string would end there, cutting the value
+ * short unseen). Returns 0; -EINVAL with msg naming the field and the byte ("field
+ * 'messages[1].content' is not valid UTF-8 at byte 7 (of 12)"); -EBADMSG for a malformed wire
+ * format or nesting deeper than 32 (msg empty: the unpack that follows fails on it). */
+int grpc_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                       char *msg, size_t msglen);
 /** Percent-encodes a grpc-message (bytes outside 0x20-0x7E and '%' become %XX).
  * Writes at most cap-1 bytes plus NUL; returns the length needed (like snprintf). */
 size_t grpc_percent_encode(const char *in, char *out, size_t cap);

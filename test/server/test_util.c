@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "inferd/v1/inference.pb-c.h"
 #include "server/core/conn.h"
 
 typedef struct got {
@@ -214,6 +215,77 @@ static void test_listener_scope(void **state)
     assert_true(server_scope_has_route(NULL, "anything"));
 }
 
+/* A GenerateRequest with a prompt and two chat messages, packed. */
+static size_t pack_request(uint8_t *buf, size_t cap, const char *prompt, const char *content1)
+{
+    Inferd__V1__ChatMessage m0 = INFERD__V1__CHAT_MESSAGE__INIT,
+                            m1 = INFERD__V1__CHAT_MESSAGE__INIT;
+    Inferd__V1__ChatMessage *ms[] = {&m0, &m1};
+    Inferd__V1__GenerateRequest r = INFERD__V1__GENERATE_REQUEST__INIT;
+    m0.role = "system";
+    m0.content = "be brief";
+    m1.role = "user";
+    m1.content = (char *)content1;
+    r.prompt = (char *)prompt;
+    r.messages = ms;
+    r.n_messages = 2;
+    size_t n = protobuf_c_message_get_packed_size(&r.base);
+    assert_true(n <= cap);
+    return protobuf_c_message_pack(&r.base, buf);
+}
+
+/* Replaces the first occurrence of the bytes of what in buf (same length) with with. */
+static void poke(uint8_t *buf, size_t n, const char *what, const uint8_t *with)
+{
+    size_t wl = strlen(what);
+    for (size_t i = 0; i + wl <= n; i++)
+        if (!memcmp(buf + i, what, wl)) {
+            memcpy(buf + i, with, wl);
+            return;
+        }
+    fail_msg("%s not found", what);
+}
+
+static void test_check_strings(void **state)
+{
+    (void)state;
+    const ProtobufCMessageDescriptor *d = &inferd__v1__generate_request__descriptor;
+    uint8_t buf[512];
+    char msg[320];
+    size_t n = pack_request(buf, sizeof buf, "caf\xc3\xa9 \xf0\x9f\x98\x80 ok", "hello");
+    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), 0);
+    assert_string_equal(msg, "");
+    /* a NUL inside the prompt: C would cut the string there */
+    n = pack_request(buf, sizeof buf, "abcdefXgh", "hello");
+    poke(buf, n, "Xgh", (const uint8_t *)"\0gh");
+    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
+    assert_string_equal(msg, "field 'prompt' contains a NUL character at byte 6 (of 9)");
+    /* invalid UTF-8 in a nested, repeated field: named with its index */
+    n = pack_request(buf, sizeof buf, "fine", "helXo");
+    poke(buf, n, "Xo", (const uint8_t *)"\xffo");
+    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
+    assert_string_equal(msg, "field 'messages[1].content' is not valid UTF-8 at byte 3 (of 5)");
+    /* overlong, surrogate, beyond U+10FFFF, truncated, lone continuation */
+    const char *bad[] = {"\xc0\xafxx", "\xed\xa0\x80x", "\xf4\x90\x80\x80", "abc\xe2\x82",
+                         "\x80"
+                         "bcd"};
+    const size_t at[] = {0, 0, 0, 3, 0};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        n = pack_request(buf, sizeof buf, bad[i], "hello");
+        assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
+        char want[120];
+        snprintf(want, sizeof want, "field 'prompt' is not valid UTF-8 at byte %zu (of %zu)", at[i],
+                 strlen(bad[i]));
+        assert_string_equal(msg, want);
+    }
+    /* a malformed wire format is left to the unpack */
+    n = pack_request(buf, sizeof buf, "fine", "hello");
+    assert_int_equal(grpc_check_strings(d, buf, n - 2, msg, sizeof msg), -EBADMSG);
+    /* unknown fields and bytes are not strings: not checked */
+    const uint8_t unknown[] = {0xfa, 0x01, 0x02, 0xff, 0x00}; /* field 31, LEN 2 */
+    assert_int_equal(grpc_check_strings(d, unknown, sizeof unknown, msg, sizeof msg), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_gzip_roundtrip_and_limit),
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_listener_scope),
+        cmocka_unit_test(test_check_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
