@@ -171,6 +171,12 @@ void engine_request_init(engine_request_t *r)
     r->top_p = 1.0f;
 }
 
+const uint32_t *engine_req_prompt(const engine_req_t *req, size_t *n)
+{
+    *n = req->prompt ? (size_t)req->n_prompt : 0;
+    return (const uint32_t *)req->prompt; /* ids are never negative */
+}
+
 void *engine_req_user(const engine_req_t *req)
 {
     return req->user;
@@ -943,7 +949,7 @@ static void *driver_main(void *arg)
         bool free_slot = false;
         for (int s = 0; s < e->max_batch && !free_slot; s++)
             free_slot = !e->slots[s];
-        engine_req_t *admitted = NULL, *cancelled = NULL, **atail = &admitted;
+        engine_req_t *admitted = NULL, *cancelled = NULL, *tokenize = NULL, **atail = &admitted;
 
         pthread_mutex_lock(&e->smu);
         while (!e->stop && !e->kick && !runnable &&
@@ -975,6 +981,18 @@ static void *driver_main(void *arg)
                 pp = &q->qnext;
             }
         }
+        /* tokenize-only requests take no slot: they go ahead of the batch */
+        for (engine_req_t **pp = &e->qhead; *pp;) {
+            engine_req_t *q = *pp;
+            if (q->flags & ENGINE_REQ_TOKENIZE) {
+                *pp = q->qnext;
+                q->qnext = tokenize;
+                tokenize = q;
+                e->nqueued--;
+            } else {
+                pp = &q->qnext;
+            }
+        }
         e->qtail = NULL;
         for (engine_req_t *q = e->qhead; q; q = q->qnext)
             e->qtail = q;
@@ -999,6 +1017,13 @@ static void *driver_main(void *arg)
             engine_req_t *q = cancelled;
             cancelled = q->qnext;
             finish(e, q, ENGINE_FINISH_CANCELLED);
+        }
+        while (tokenize) {
+            engine_req_t *q = tokenize;
+            tokenize = q->qnext;
+            if (admit_tokenize(e, q) < 0) continue; /* failed with its ERROR event */
+            end_req(e, q);
+            emit(e, q, ENGINE_EV_FINISHED, 0, ENGINE_FINISH_NONE, "", 0);
         }
         while (admitted) {
             engine_req_t *q = admitted;

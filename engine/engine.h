@@ -92,7 +92,11 @@ typedef struct {
 
 /** Request flags. */
 enum {
-    ENGINE_REQ_CANARY = 1 << 0 /* canary/internal: kept for the server, scheduled like any other */
+    ENGINE_REQ_CANARY = 1 << 0, /* canary/internal: kept for the server, scheduled like any other */
+    ENGINE_REQ_TOKENIZE = 1 << 1 /* tokenize only (the Tokenize RPC): the driver renders and
+                                    tokenizes the input ahead of the batch, never takes a slot,
+                                    and ends it with FINISHED (prompt_tokens = the count; the
+                                    ids from engine_req_prompt) or ERROR as a Generate would */
 };
 
 /** One chat message of a request. */
@@ -283,6 +287,10 @@ void engine_req_free(engine_t *e, engine_req_t *req);
 
 /** manual_ack mode: the reactor delivered n more tokens of `req` to its client. */
 void engine_req_consumed(engine_t *e, engine_req_t *req, uint32_t n);
+
+/** The prompt ids a request starts from (*n of them), valid until engine_req_free; NULL until
+ *  they are known: read them after the request's final event (ENGINE_REQ_TOKENIZE). */
+const uint32_t *engine_req_prompt(const engine_req_t *req, size_t *n);
 
 /** The user tag of a request. */
 void *engine_req_user(const engine_req_t *req);

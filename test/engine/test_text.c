@@ -274,6 +274,108 @@ static void test_deferred(void **state)
     engine_free(e);
 }
 
+/* ENGINE_REQ_TOKENIZE: the ids engine_tokenize_request gives, from the driver, without a batch
+ * slot (the only slot is busy), and the errors a Generate of the same input would get. */
+static void tokenize_only(engine_t *e, const engine_request_t *r, res_t *res, uint32_t *ids,
+                          size_t *n)
+{
+    memset(res, 0, sizeof(*res));
+    engine_request_t q = *r;
+    q.user = res;
+    q.flags |= ENGINE_REQ_TOKENIZE;
+    int rc = engine_submit(e, &q, &res->req, NULL, res->err, sizeof res->err);
+    if (rc < 0) fail_msg("submit: %d %s", rc, res->err);
+    *n = 0;
+    for (int spins = 0; !res->done && spins < 20000; spins++) {
+        engine_event_t ev[16];
+        int k = engine_poll(e, ev, 16);
+        for (int i = 0; i < k; i++) {
+            if (ev[i].user != res) continue; /* the request holding the slot */
+            assert_int_not_equal(ev[i].type, ENGINE_EV_TOKEN);
+            res->done = ev[i].type == ENGINE_EV_FINISHED ? 1 : 2;
+            res->invalid = ev[i].invalid;
+            if (res->done == 1) {
+                size_t m;
+                const uint32_t *p = engine_req_prompt(res->req, &m);
+                assert_int_equal(m, ev[i].prompt_tokens);
+                memcpy(ids, p, m * sizeof *ids);
+                *n = m;
+            } else {
+                snprintf(res->err, sizeof res->err, "%.500s", ev[i].text);
+            }
+            engine_req_free(e, res->req);
+        }
+        if (!k) usleep(1000);
+    }
+    assert_true(res->done);
+}
+
+static void test_tokenize_only(void **state)
+{
+    (void)state;
+    for (int defer = 0; defer <= 1; defer++) {
+        engine_config_t cfg;
+        engine_config_init(&cfg);
+        cfg.model_path = TINY_MODEL;
+        cfg.tokenizer_path = TINY_TOKENIZER;
+        cfg.threads = 2;
+        cfg.max_batch = 1;
+        cfg.chat_template = "llama2";
+        cfg.tokenize_in_engine = defer;
+        cfg.manual_ack = 1; /* the busy request pauses at its backlog, keeping its slot */
+        char err[512];
+        engine_t *e = NULL;
+        if (engine_new(&e, &cfg, err, sizeof(err)) < 0) fail_msg("engine_new: %s", err);
+        engine_request_t busy;
+        greedy(&busy, "Hold the slot", 0);
+        engine_req_t *bq;
+        assert_int_equal(engine_submit(e, &busy, &bq, NULL, err, sizeof err), 0);
+        engine_request_t r;
+        greedy(&r, "The bird said hello", 0);
+        uint32_t ids[512], *want;
+        size_t n, nwant;
+        res_t t;
+        tokenize_only(e, &r, &t, ids, &n);
+        assert_int_equal(t.done, 1);
+        assert_int_equal(engine_tokenize_request(e, &r, &want, &nwant, NULL, err, sizeof err), 0);
+        assert_int_equal(n, nwant);
+        assert_memory_equal(ids, want, n * sizeof *ids);
+        free(want);
+        engine_request_init(&r);
+        r.messages = chat;
+        r.n_messages = 2;
+        tokenize_only(e, &r, &t, ids, &n);
+        assert_int_equal(t.done, 1);
+        assert_int_equal(engine_tokenize_request(e, &r, &want, &nwant, NULL, err, sizeof err), 0);
+        assert_int_equal(n, nwant);
+        assert_memory_equal(ids, want, n * sizeof *ids);
+        free(want);
+        /* a prompt over the context in tokens fails as a Generate would */
+        engine_model_info_t mi;
+        engine_model_info(e, &mi);
+        size_t len = (size_t)mi.max_seq_len * 3;
+        char *big = malloc(len + 1);
+        for (size_t i = 0; i < len; i++)
+            big[i] = (char)('a' + (i * 7) % 26);
+        big[len] = 0;
+        greedy(&r, big, 0);
+        if (defer) {
+            tokenize_only(e, &r, &t, ids, &n);
+            assert_int_equal(t.done, 2);
+            assert_int_equal(t.invalid, ENGINE_INVALID_PROMPT_LONG);
+        } else {
+            engine_req_t *q;
+            engine_invalid_t why;
+            r.flags = ENGINE_REQ_TOKENIZE;
+            assert_int_equal(engine_submit(e, &r, &q, &why, err, sizeof err), -EINVAL);
+            assert_int_equal(why, ENGINE_INVALID_PROMPT_LONG);
+        }
+        free(big);
+        engine_req_free(e, bq);
+        engine_free(e);
+    }
+}
+
 /* The tiny model's tokenizer.bin rewritten as GGUF metadata (spaces as U+2581, as a GGUF
  * SentencePiece vocabulary has them), with a chat template and add_space_prefix. */
 static void write_vocab_gguf(const char *path, const char *tmpl, int n_drop, int rename,
@@ -438,7 +540,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_strings), cmocka_unit_test(test_messages),
         cmocka_unit_test(test_deferred),     cmocka_unit_test(test_gguf_vocabulary),
-        cmocka_unit_test(test_eog_by_name),
+        cmocka_unit_test(test_eog_by_name),  cmocka_unit_test(test_tokenize_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
