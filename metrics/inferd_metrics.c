@@ -57,8 +57,9 @@ int inferd_metrics_init(inferd_metrics_t *m, metrics_registry_t *r)
     static const char *const grpc4[] = {"grpc_service", "grpc_method", "grpc_type", "grpc_code",
                                         NULL};
     static const char *const mb[] = {"model", "backend", NULL};
-    static const char *const req[] = {"model", "backend", "status", "error_type", NULL};
-    static const char *const model[] = {"model", NULL};
+    static const char *const mba[] = {"model", "backend", "api", NULL};
+    static const char *const req[] = {"model", "backend", "api", "status", "error_type", NULL};
+    static const char *const model_api[] = {"model", "api", NULL};
     static const char *const ep[] = {"endpoint", NULL};
     static const char *const ep_res[] = {"endpoint", "result", NULL};
     const unsigned np = METRICS_NO_PREFIX;
@@ -90,26 +91,27 @@ int inferd_metrics_init(inferd_metrics_t *m, metrics_registry_t *r)
       grpc3, NULL, 0, np);
 
     C(requests, "requests_total",
-      "Inference requests finished, by model, backend, status and error type.", req, 0);
+      "Inference requests finished, by model, backend, API (grpc, openai), status and error type.",
+      req, 0);
     G(inflight, "inflight_requests", "Inference requests currently being processed.", mb, 0);
     G(queued, "queued_requests", "Inference requests waiting for a slot in the engine.", mb, 0);
     H(request_duration, "request_duration_seconds",
-      "Time from receiving an inference request to its last response, in seconds.", mb,
+      "Time from receiving an inference request to its last response, in seconds.", mba,
       request_buckets, nreq, 0);
     H(ttft, "time_to_first_token_seconds",
-      "Time from receiving an inference request to its first generated token, in seconds.", mb,
+      "Time from receiving an inference request to its first generated token, in seconds.", mba,
       NULL, 0, 0);
     H(itl, "inter_token_latency_seconds", "Time between consecutive generated tokens, in seconds.",
-      mb, NULL, 0, 0);
-    H(input_tokens, "input_sequence_tokens", "Prompt length of inference requests, in tokens.", mb,
+      mba, NULL, 0, 0);
+    H(input_tokens, "input_sequence_tokens", "Prompt length of inference requests, in tokens.", mba,
       tok, ntok, 0);
     H(output_tokens, "output_sequence_tokens",
-      "Generated length of finished inference requests, in tokens.", mb, tok, ntok, 0);
-    C(output_tokens_total, "output_tokens_total", "Tokens generated.", mb, 0);
-    C(request_bytes, "request_bytes_total", "Bytes of inference request messages received.", model,
-      0);
-    C(response_bytes, "response_bytes_total", "Bytes of inference response messages sent.", model,
-      0);
+      "Generated length of finished inference requests, in tokens.", mba, tok, ntok, 0);
+    C(output_tokens_total, "output_tokens_total", "Tokens generated.", mba, 0);
+    C(request_bytes, "request_bytes_total", "Bytes of inference request messages received.",
+      model_api, 0);
+    C(response_bytes, "response_bytes_total", "Bytes of inference response messages sent.",
+      model_api, 0);
     G(uptime, "uptime_seconds", "Seconds since the server started.", NULL, 0);
 
     G(health_status, "health_status",

@@ -30,21 +30,23 @@ typedef struct inferd_metrics {
     metrics_family_t *grpc_handling;     /* histogram seconds {grpc_service,grpc_method,
                                             grpc_type} */
 
-    /* Inference, prefixed. model: the model name served; backend: "cpu" or "cuda". */
-    metrics_family_t *requests;            /* counter requests_total {model,backend,status,
-                                              error_type}; error_type "" on success */
-    metrics_family_t *inflight;            /* gauge inflight_requests {model,backend} */
-    metrics_family_t *queued;              /* gauge queued_requests {model,backend} */
-    metrics_family_t *request_duration;    /* histogram request_duration_seconds {model,backend} */
-    metrics_family_t *ttft;                /* histogram time_to_first_token_seconds
-                                              {model,backend} */
-    metrics_family_t *itl;                 /* histogram inter_token_latency_seconds
-                                              {model,backend} */
-    metrics_family_t *input_tokens;        /* histogram input_sequence_tokens {model,backend} */
-    metrics_family_t *output_tokens;       /* histogram output_sequence_tokens {model,backend} */
-    metrics_family_t *output_tokens_total; /* counter output_tokens_total {model,backend} */
-    metrics_family_t *request_bytes;       /* counter request_bytes_total {model} */
-    metrics_family_t *response_bytes;      /* counter response_bytes_total {model} */
+    /* Inference, prefixed. model: the model name served; backend: "cpu" or "cuda"; api: the API
+     * the request came through, "grpc" (inferd.v1.Inference) or "openai" (the HTTP API). */
+    metrics_family_t *requests;         /* counter requests_total {model,backend,api,status,
+                                           error_type}; error_type "" on success */
+    metrics_family_t *inflight;         /* gauge inflight_requests {model,backend} */
+    metrics_family_t *queued;           /* gauge queued_requests {model,backend} */
+    metrics_family_t *request_duration; /* histogram request_duration_seconds {model,backend,api} */
+    metrics_family_t *ttft;             /* histogram time_to_first_token_seconds
+                                           {model,backend,api} */
+    metrics_family_t *itl;              /* histogram inter_token_latency_seconds
+                                           {model,backend,api} */
+    metrics_family_t *input_tokens;     /* histogram input_sequence_tokens {model,backend,api} */
+    metrics_family_t *output_tokens;    /* histogram output_sequence_tokens
+                                           {model,backend,api} */
+    metrics_family_t *output_tokens_total; /* counter output_tokens_total {model,backend,api} */
+    metrics_family_t *request_bytes;       /* counter request_bytes_total {model,api} */
+    metrics_family_t *response_bytes;      /* counter response_bytes_total {model,api} */
     metrics_family_t *uptime;              /* gauge uptime_seconds (collector) */
 
     /* Health, prefixed. endpoint: "generate", ...; result: "success", "failure", "timeout". */

@@ -16,6 +16,7 @@ typedef struct config {
     int tls_allow_plaintext; /* plaintext beside TLS on the main listener (opt-in risk) */
     int64_t max_concurrent_streams;
     int64_t max_recv_message_size;
+    int64_t max_request_body; /* HTTP request bodies (the OpenAI API) */
     int64_t max_header_list_size;
     int64_t initial_window_size;
     int64_t max_connections;
@@ -34,6 +35,8 @@ typedef struct config {
     char *metrics_prefix;
     /* engine */
     char *model, *tokenizer;
+    char *model_name;    /* served name; NULL: the file's */
+    char *chat_template; /* template name overriding the model's; NULL: the model's */
     int64_t threads, max_batch, max_queued;
     int64_t ctx_size;     /* KV positions per sequence; 0 = the model's context, at most 4096 */
     char *device;         /* "auto" | "cpu" | "cuda" | "cuda:N" */

@@ -1,7 +1,8 @@
-/* inferd.v1.Inference: requests go to the engine's submission queue; the engine's completion
- * queue is drained here on the loop (woken with event_active from a worker), tokens are
- * coalesced per request per drain and streamed to the call, with flow control fed back to
- * the engine (a request whose client does not read is paused by the engine, alone). */
+/* inferd.v1.Inference, and the jobs every API shares: requests go to the engine's submission
+ * queue; the engine's completion queue is drained here on the loop (woken with event_active from
+ * a worker), tokens are coalesced per job per drain and handed to the job's sink (a gRPC call
+ * here, an HTTP stream in services/openai.c), with flow control fed back to the engine (a
+ * request whose client does not read is paused by the engine, alone). */
 #include "server/services/inference.h"
 
 #include <errno.h>
@@ -20,19 +21,18 @@
 
 #define POLL_BATCH 64
 
-typedef struct gstream gstream_t;
-typedef struct gen gen_t;
+static const char *const api_names[INFERENCE_API_COUNT] = {"grpc", "openai"};
 
-struct gen {
+struct inference_job {
     inference_t *inf;
-    grpc_call_t *call; /* NULL for internal requests */
-    gstream_t *gs;     /* the GenerateStream it belongs to, or NULL */
+    inference_api_t api;
+    const inference_sink_t *sink; /* NULL: a canary */
+    void *sink_arg;
     engine_req_t *req;
-    char *request_id;
+    int tokenize; /* a Tokenize: no tokens, no metrics, not in flight */
     uint64_t last_token_ns;
-    uint64_t serial; /* tags its messages: the tokens are acked when HTTP/2 has taken them */
     uint32_t ntok;
-    /* tokens of this drain, sent as one message */
+    /* tokens of this drain, delivered together */
     uint32_t *pend_ids;
     size_t pend_n, pend_cap;
     char *pend_text;
@@ -41,21 +41,13 @@ struct gen {
     /* canary */
     health_canary_done_fn done;
     void *done_arg;
-    gen_t *next, *prev; /* in gs->gens */
+    inference_job_t *next, *prev; /* in inf->canaries */
 };
 
-/* A canary: a gen without a call, on inf->canaries until it ends or is cancelled. */
-typedef struct canary {
-    gen_t g;
-    struct canary *next, *prev;
-} canary_t;
-
-struct gstream {
-    grpc_call_t *call;
-    gen_t *gens;
-    int half_closed;
-    unsigned seq;
-};
+/* The inference metric series of one API. */
+typedef struct api_series {
+    metrics_series_t *duration, *ttft, *itl, *in_tok, *out_tok, *out_total, *req_bytes, *resp_bytes;
+} api_series_t;
 
 struct inference {
     server_t *srv;
@@ -63,24 +55,29 @@ struct inference {
     engine_model_info_t info;
     struct event *wake;
     inferd_metrics_t *m;
-    metrics_series_t *inflight_s, *queued_s, *duration_s, *ttft_s, *itl_s, *in_tok_s, *out_tok_s,
-        *out_total_s, *req_bytes_s, *resp_bytes_s;
+    metrics_series_t *inflight_s, *queued_s;
+    api_series_t api[INFERENCE_API_COUNT];
     /* what the prober reads (CLOCK_MONOTONIC ns, the engine's event times) */
     int64_t last_success_ns; /* last request, real or canary, finished with a finish reason */
     int64_t last_token_ns;   /* last token produced for any request */
-    uint32_t inflight;       /* submitted and not yet finished, real and canaries */
+    uint32_t inflight;       /* generations submitted and not yet finished, real and canaries */
     uint32_t canaries_inflight;
     inference_observer_t obs;
     int have_obs;
     const Inferd__V1__GenerateRequest *canary_payload; /* NULL: BOS, 1 token, greedy */
     uint64_t next_serial;
-    canary_t *canaries;    /* in flight; cancelled with the engine if still running */
-    grpc_method_t rows[3]; /* inferd.v1.Inference, registered with the server */
+    inference_job_t *canaries; /* in flight; cancelled with the engine if still running */
+    grpc_method_t rows[4];     /* inferd.v1.Inference, registered with the server */
 };
 
 engine_t *inference_engine(inference_t *inf)
 {
     return inf->engine;
+}
+
+const engine_model_info_t *inference_model(const inference_t *inf)
+{
+    return &inf->info;
 }
 
 void inference_set_observer(inference_t *inf, const inference_observer_t *obs)
@@ -90,9 +87,10 @@ void inference_set_observer(inference_t *inf, const inference_observer_t *obs)
 }
 
 /* ---- metrics ---- */
-static void count_request(inference_t *inf, const char *status, const char *error_type)
+static void count_request(inference_t *inf, inference_api_t api, const char *status,
+                          const char *error_type)
 {
-    const char *lv[] = {inf->info.name, inf->info.device, status, error_type};
+    const char *lv[] = {inf->info.name, inf->info.device, api_names[api], status, error_type};
     metrics_inc(metrics_series(inf->m->requests, lv));
 }
 
@@ -105,228 +103,194 @@ static void collect(void *arg)
     metrics_set(inf->inflight_s, (double)(inf->inflight - inf->canaries_inflight));
 }
 
-/* ---- gens ---- */
-static gen_t *gen_new(inference_t *inf, grpc_call_t *call, gstream_t *gs, const char *request_id)
+/* ---- jobs ---- */
+static void job_free(inference_job_t *j)
 {
-    gen_t *g = calloc(1, sizeof *g);
-    if (!g) return NULL;
-    g->inf = inf;
-    g->call = call;
-    g->gs = gs;
-    g->serial = ++inf->next_serial;
-    g->request_id = strdup(request_id ? request_id : "");
-    if (!g->request_id) {
-        free(g);
-        return NULL;
+    inference_t *inf = j->inf;
+    if (j->req) {
+        engine_req_free(inf->engine, j->req); /* cancels it if still running */
+        j->req = NULL;
+        if (!j->tokenize) inf->inflight--;
+        if (!j->sink && !j->tokenize) inf->canaries_inflight--;
     }
-    return g;
-}
-
-static void gen_dispose(gen_t *g)
-{
-    inference_t *inf = g->inf;
-    if (g->req) {
-        engine_req_free(inf->engine, g->req); /* cancels it if still running */
-        g->req = NULL;
-        inf->inflight--;
-        if (!g->call) inf->canaries_inflight--;
+    if (!j->sink) { /* a canary: off the list */
+        if (j->prev)
+            j->prev->next = j->next;
+        else if (inf->canaries == j)
+            inf->canaries = j->next;
+        if (j->next) j->next->prev = j->prev;
     }
-    if (g->gs) {
-        if (g->prev)
-            g->prev->next = g->next;
-        else
-            g->gs->gens = g->next;
-        if (g->next) g->next->prev = g->prev;
-    }
-    free(g->request_id);
-    free(g->pend_ids);
-    free(g->pend_text);
+    free(j->pend_ids);
+    free(j->pend_text);
+    free(j);
 }
 
-static void canary_unlink(inference_t *inf, canary_t *h)
+static int pend_text_add(inference_job_t *j, const char *text, size_t len)
 {
-    if (h->prev)
-        h->prev->next = h->next;
-    else
-        inf->canaries = h->next;
-    if (h->next) h->next->prev = h->prev;
-}
-
-static void gen_free(gen_t *g)
-{
-    gen_dispose(g);
-    free(g);
-}
-
-static int pend_add(gen_t *g, uint32_t tok, const char *text, size_t len)
-{
-    if (g->pend_n == g->pend_cap) {
-        size_t cap = g->pend_cap ? g->pend_cap * 2 : 8;
-        uint32_t *n = realloc(g->pend_ids, cap * sizeof *n);
+    if (j->pend_len + len + 1 > j->pend_text_cap) {
+        size_t cap = (j->pend_len + len + 1) * 2;
+        char *n = realloc(j->pend_text, cap);
         if (!n) return -ENOMEM;
-        g->pend_ids = n;
-        g->pend_cap = cap;
+        j->pend_text = n;
+        j->pend_text_cap = cap;
     }
-    g->pend_ids[g->pend_n++] = tok;
-    if (g->pend_len + len + 1 > g->pend_text_cap) {
-        size_t cap = (g->pend_len + len + 1) * 2;
-        char *n = realloc(g->pend_text, cap);
-        if (!n) return -ENOMEM;
-        g->pend_text = n;
-        g->pend_text_cap = cap;
-    }
-    memcpy(g->pend_text + g->pend_len, text, len);
-    g->pend_len += len;
-    g->pend_text[g->pend_len] = 0;
+    memcpy(j->pend_text + j->pend_len, text, len);
+    j->pend_len += len;
+    j->pend_text[j->pend_len] = 0;
     return 0;
 }
 
-/* Sends what is pending for g, plus the final fields when ev is FINISHED/ERROR. */
-static void gen_send(gen_t *g, const engine_event_t *fin)
+static int pend_add(inference_job_t *j, uint32_t tok, const char *text, size_t len)
 {
-    inference_t *inf = g->inf;
-    Inferd__V1__GenerateResponse r = INFERD__V1__GENERATE_RESPONSE__INIT;
-    Inferd__V1__Usage usage = INFERD__V1__USAGE__INIT;
-    Inferd__V1__Error err = INFERD__V1__ERROR__INIT;
-    r.request_id = g->request_id;
-    r.n_token_ids = g->pend_n;
-    r.token_ids = g->pend_ids;
-    if (fin && fin->type == ENGINE_EV_FINISHED && fin->len) {
-        /* text the detokenizer held back until the end */
-        if (g->pend_len + fin->len + 1 > g->pend_text_cap) {
-            char *n = realloc(g->pend_text, g->pend_len + fin->len + 1);
-            if (n) {
-                g->pend_text = n;
-                g->pend_text_cap = g->pend_len + fin->len + 1;
-            }
-        }
-        if (g->pend_len + fin->len + 1 <= g->pend_text_cap) {
-            memcpy(g->pend_text + g->pend_len, fin->text, fin->len);
-            g->pend_len += fin->len;
-            g->pend_text[g->pend_len] = 0;
-        }
+    if (j->pend_n == j->pend_cap) {
+        size_t cap = j->pend_cap ? j->pend_cap * 2 : 8;
+        uint32_t *n = realloc(j->pend_ids, cap * sizeof *n);
+        if (!n) return -ENOMEM;
+        j->pend_ids = n;
+        j->pend_cap = cap;
     }
-    r.text = g->pend_text ? g->pend_text : (char *)"";
-    if (fin && fin->type == ENGINE_EV_FINISHED) {
-        r.finish_reason = (Inferd__V1__FinishReason)fin->finish;
-        usage.prompt_tokens = fin->prompt_tokens;
-        usage.completion_tokens = fin->completion_tokens;
-        r.usage = &usage;
-    } else if (fin) {
-        err.code = GRPC_STATUS_INTERNAL;
-        err.message = (char *)fin->text;
-        r.error = &err;
-    }
-    uint32_t n = (uint32_t)g->pend_n;
-    /* Flow control (engine.h, manual_ack): a token counts as delivered when HTTP/2 has taken
-     * the message carrying it (on_taken below), so a client that stops reading pauses its own
-     * request in the engine. A canary has no client: its tokens are delivered at once. */
-    int counted = 0;
-    if (g->call && grpc_call_active(g->call)) {
-        size_t packed;
-        if (grpc_call_send_counted(g->call, &r.base, g->serial, fin ? 0 : n, &packed) == 0) {
-            metrics_add(inf->resp_bytes_s, (double)packed);
-            counted = 1;
-        }
-    }
-    if (n && g->req && !fin && !counted) engine_req_consumed(inf->engine, g->req, n);
-    g->pend_n = 0;
-    g->pend_len = 0;
-    if (g->pend_text) g->pend_text[0] = 0;
-    g->dirty = 0;
+    j->pend_ids[j->pend_n++] = tok;
+    return pend_text_add(j, text, len);
 }
 
-static void stream_free(grpc_call_t *call, gstream_t *gs);
-
-static void finish_call_ok(gen_t *g)
+/* Hands what is pending for j to its sink; fin (FINISHED) makes it the final delivery. */
+static void job_deliver(inference_job_t *j, const engine_event_t *fin)
 {
-    if (g->gs) {
-        gstream_t *gs = g->gs;
-        gen_free(g);
-        if (gs->half_closed && !gs->gens) {
-            grpc_call_t *call = gs->call;
-            grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-            stream_free(call,
-                        gs); /* drops the stream's call reference (on_cancel never comes now) */
-        }
-        return;
+    inference_t *inf = j->inf;
+    if (fin && fin->len) pend_text_add(j, fin->text, fin->len); /* text held back to the end */
+    inference_out_t o = {.ids = j->pend_ids,
+                         .n_ids = j->pend_n,
+                         .text = j->pend_text ? j->pend_text : "",
+                         .len = j->pend_len};
+    if (fin) {
+        o.final = 1;
+        o.finish = fin->finish;
+        o.prompt_tokens = fin->prompt_tokens;
+        o.completion_tokens = fin->completion_tokens;
     }
-    grpc_call_t *call = g->call;
-    grpc_call_set_data(call, NULL);
-    gen_free(g);
-    grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-    grpc_call_unref(call);
+    uint32_t n = (uint32_t)j->pend_n;
+    size_t bytes = 0;
+    /* Flow control (engine.h, manual_ack): a token counts as delivered when the transport has
+     * taken the bytes carrying it (the sink reports it: inference_job_consumed), so a client
+     * that stops reading pauses its own request in the engine. */
+    int counted = j->sink->deliver(j->sink_arg, &o, &bytes);
+    if (fin) return; /* the sink let go of j; the caller frees it */
+    if (bytes) metrics_add(inf->api[j->api].resp_bytes, (double)bytes);
+    if (n && j->req && !counted) engine_req_consumed(inf->engine, j->req, n);
+    j->pend_n = 0;
+    j->pend_len = 0;
+    if (j->pend_text) j->pend_text[0] = 0;
+    j->dirty = 0;
 }
 
-static void on_event(inference_t *inf, const engine_event_t *ev, gen_t **dirty, int *ndirty)
+void inference_job_consumed(inference_job_t *j, uint32_t n)
 {
-    gen_t *g = ev->user;
-    if (!g) return;
-    int real = g->call != NULL;
-    if (ev->type == ENGINE_EV_TOKEN) {
-        if (real) {
-            if (g->ntok == 0)
-                metrics_observe(inf->ttft_s, (double)(ev->t_ns - ev->submit_ns) / 1e9);
-            else
-                metrics_observe(inf->itl_s, (double)(ev->t_ns - g->last_token_ns) / 1e9);
-            metrics_inc(inf->out_total_s);
-        }
-        g->ntok++;
-        g->last_token_ns = ev->t_ns;
-        inf->last_token_ns = (int64_t)ev->t_ns;
-        pend_add(g, ev->token, ev->text, ev->len);
-        if (!g->dirty) {
-            g->dirty = 1;
-            dirty[(*ndirty)++] = g;
-        }
-        return;
-    }
-    /* final event */
+    if (j && j->req && n) engine_req_consumed(j->inf->engine, j->req, n);
+}
+
+void inference_job_cancel(inference_job_t *j, int deadline)
+{
+    if (!j) return;
+    if (j->req && !j->tokenize) /* the engine's own CANCELLED event is dropped once freed */
+        count_request(j->inf, j->api, deadline ? INFERD_STATUS_ERROR : INFERD_STATUS_CANCELLED,
+                      deadline ? "deadline" : "");
+    job_free(j); /* engine_req_free cancels: the slot is freed at the next step */
+}
+
+/* The status a request the engine rejected gets, from why. */
+static grpc_status_t invalid_status(engine_invalid_t why)
+{
+    return why == ENGINE_INVALID_NO_TEMPLATE ? GRPC_STATUS_FAILED_PRECONDITION
+                                             : GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+static void on_final(inference_t *inf, inference_job_t *j, const engine_event_t *ev)
+{
     int ok = ev->type == ENGINE_EV_FINISHED && ev->finish != ENGINE_FINISH_CANCELLED;
-    if (ok) inf->last_success_ns = (int64_t)ev->t_ns;
-    if (g->dirty) { /* this gen leaves the dirty list: its pending tokens go out with the final */
-        for (int i = 0; i < *ndirty; i++)
-            if (dirty[i] == g) dirty[i] = NULL;
-    }
-    if (!real) {
-        health_canary_done_fn done = g->done;
-        void *arg = g->done_arg;
+    if (ok && !j->tokenize) inf->last_success_ns = (int64_t)ev->t_ns;
+    if (!j->sink) { /* a canary */
+        health_canary_done_fn done = j->done;
+        void *arg = j->done_arg;
         char detail[ENGINE_TEXT_MAX];
         snprintf(detail, sizeof detail, "%s",
                  ok                            ? engine_finish_name(ev->finish)
                  : ev->type == ENGINE_EV_ERROR ? ev->text
                                                : "cancelled");
-        canary_t *h = (canary_t *)g;
-        canary_unlink(inf, h);
-        gen_dispose(g);
-        free(h);
+        job_free(j);
         done(arg, ok, detail);
         return;
     }
-    if (ok) {
-        count_request(inf, INFERD_STATUS_SUCCESS, "");
-        metrics_observe(inf->duration_s, (double)(ev->t_ns - ev->submit_ns) / 1e9);
-        metrics_observe(inf->in_tok_s, ev->prompt_tokens);
-        metrics_observe(inf->out_tok_s, ev->completion_tokens);
-        if (inf->have_obs && inf->obs.on_success) inf->obs.on_success(inf->obs.arg);
-    } else if (ev->type == ENGINE_EV_ERROR) {
-        count_request(inf, INFERD_STATUS_ERROR, "engine");
-    } else {
-        count_request(inf, INFERD_STATUS_CANCELLED, "");
-    }
-    if (ev->type == ENGINE_EV_ERROR && !g->gs) {
-        grpc_call_t *call = g->call;
-        char msg[ENGINE_TEXT_MAX + 32];
-        snprintf(msg, sizeof msg, "generation failed: %s", ev->text);
-        if (g->pend_n) gen_send(g, NULL);
-        grpc_call_set_data(call, NULL);
-        gen_free(g);
-        grpc_call_finish(call, GRPC_STATUS_INTERNAL, msg);
-        grpc_call_unref(call);
+    api_series_t *as = &inf->api[j->api];
+    if (j->tokenize) {
+        if (ok) {
+            size_t n;
+            const uint32_t *ids = engine_req_prompt(j->req, &n);
+            inference_out_t o = {
+                .ids = ids, .n_ids = n, .text = "", .final = 1, .prompt_tokens = (uint32_t)n};
+            size_t bytes;
+            j->sink->deliver(j->sink_arg, &o, &bytes);
+        } else {
+            j->sink->fail(j->sink_arg,
+                          ev->type == ENGINE_EV_ERROR ? invalid_status(ev->invalid)
+                                                      : GRPC_STATUS_CANCELLED,
+                          ev->type == ENGINE_EV_ERROR ? ev->text : "cancelled");
+        }
+        job_free(j);
         return;
     }
-    gen_send(g, ev);
-    finish_call_ok(g);
+    if (ok) {
+        count_request(inf, j->api, INFERD_STATUS_SUCCESS, "");
+        metrics_observe(as->duration, (double)(ev->t_ns - ev->submit_ns) / 1e9);
+        metrics_observe(as->in_tok, ev->prompt_tokens);
+        metrics_observe(as->out_tok, ev->completion_tokens);
+        if (inf->have_obs && inf->obs.on_success) inf->obs.on_success(inf->obs.arg);
+        job_deliver(j, ev);
+    } else if (ev->type == ENGINE_EV_ERROR && ev->invalid != ENGINE_INVALID_NONE) {
+        /* an input the driver rendered and tokenized proved invalid (tokenize_in_engine) */
+        count_request(inf, j->api, INFERD_STATUS_ERROR, engine_invalid_name(ev->invalid));
+        j->sink->fail(j->sink_arg, invalid_status(ev->invalid), ev->text);
+    } else if (ev->type == ENGINE_EV_ERROR) {
+        count_request(inf, j->api, INFERD_STATUS_ERROR, "engine");
+        if (j->pend_n) job_deliver(j, NULL);
+        char msg[ENGINE_TEXT_MAX + 32];
+        snprintf(msg, sizeof msg, "generation failed: %s", ev->text);
+        j->sink->fail(j->sink_arg, GRPC_STATUS_INTERNAL, msg);
+    } else { /* cancelled in the engine while still held: the finish reason says so */
+        count_request(inf, j->api, INFERD_STATUS_CANCELLED, "");
+        job_deliver(j, ev);
+    }
+    job_free(j);
+}
+
+static void on_event(inference_t *inf, const engine_event_t *ev, inference_job_t **dirty,
+                     int *ndirty)
+{
+    inference_job_t *j = ev->user;
+    if (!j) return;
+    if (ev->type == ENGINE_EV_TOKEN) {
+        if (j->sink) {
+            api_series_t *as = &inf->api[j->api];
+            if (j->ntok == 0)
+                metrics_observe(as->ttft, (double)(ev->t_ns - ev->submit_ns) / 1e9);
+            else
+                metrics_observe(as->itl, (double)(ev->t_ns - j->last_token_ns) / 1e9);
+            metrics_inc(as->out_total);
+        }
+        j->ntok++;
+        j->last_token_ns = ev->t_ns;
+        inf->last_token_ns = (int64_t)ev->t_ns;
+        pend_add(j, ev->token, ev->text, ev->len);
+        if (!j->dirty) {
+            j->dirty = 1;
+            dirty[(*ndirty)++] = j;
+        }
+        return;
+    }
+    if (j->dirty) { /* j leaves the dirty list: its pending tokens go out with the final */
+        for (int i = 0; i < *ndirty; i++)
+            if (dirty[i] == j) dirty[i] = NULL;
+    }
+    on_final(inf, j, ev);
 }
 
 static void drain(evutil_socket_t fd, short what, void *arg)
@@ -335,7 +299,7 @@ static void drain(evutil_socket_t fd, short what, void *arg)
     (void)what;
     inference_t *inf = arg;
     engine_event_t ev[POLL_BATCH];
-    gen_t *dirty[POLL_BATCH];
+    inference_job_t *dirty[POLL_BATCH];
     int n;
     server_flush_begin(inf->srv); /* each connection is written once, after every stream */
     do {
@@ -344,7 +308,15 @@ static void drain(evutil_socket_t fd, short what, void *arg)
         for (int i = 0; i < n; i++)
             on_event(inf, &ev[i], dirty, &nd);
         for (int i = 0; i < nd; i++)
-            if (dirty[i]) gen_send(dirty[i], NULL);
+            if (dirty[i]) {
+                if (dirty[i]->sink)
+                    job_deliver(dirty[i], NULL);
+                else { /* a canary has no client: its tokens are delivered at once */
+                    engine_req_consumed(inf->engine, dirty[i]->req, (uint32_t)dirty[i]->pend_n);
+                    dirty[i]->pend_n = dirty[i]->pend_len = 0;
+                    dirty[i]->dirty = 0;
+                }
+            }
     } while (n == POLL_BATCH);
     server_flush_end(inf->srv);
 }
@@ -355,16 +327,53 @@ static void notify(void *arg)
     event_active(inf->wake, EV_READ, 0); /* from a worker thread: libevent is thread-enabled */
 }
 
-/* ---- requests ---- */
+/* ---- the one request mapping ---- */
+static int model_check(const inference_t *inf, const char *model, char *msg, size_t msglen)
+{
+    if (model && *model && strcmp(model, inf->info.name)) {
+        snprintf(msg, msglen, "model '%.200s' is not served here (this server serves '%s')", model,
+                 inf->info.name);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+/* Chat messages as the engine takes them (*out malloc'd), roles checked. */
+static int map_messages(Inferd__V1__ChatMessage *const *ms, size_t n, engine_request_t *r,
+                        char *msg, size_t msglen)
+{
+    if (!n) return 0;
+    if (n > ENGINE_MAX_MESSAGES) {
+        snprintf(msg, msglen, "%zu messages given, at most %d allowed", n, ENGINE_MAX_MESSAGES);
+        return -EINVAL;
+    }
+    engine_chat_msg_t *out = calloc(n, sizeof *out);
+    if (!out) {
+        snprintf(msg, msglen, "out of memory");
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *role = ms[i]->role ? ms[i]->role : "";
+        if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")) {
+            snprintf(msg, msglen, "messages[%zu].role '%.*s' is not one of system, user, assistant",
+                     i, INFERENCE_MAX_ROLE, role);
+            free(out);
+            return -EINVAL;
+        }
+        out[i].role = role;
+        out[i].content = ms[i]->content ? ms[i]->content : "";
+    }
+    r->messages = out;
+    r->n_messages = n;
+    return 0;
+}
+
 int inference_request_from_proto(const inference_t *inf, const Inferd__V1__GenerateRequest *m,
                                  engine_request_t *r, char *msg, size_t msglen)
 {
     engine_request_init(r);
-    if (m->model && *m->model && strcmp(m->model, inf->info.name)) {
-        snprintf(msg, msglen, "model '%.200s' is not served here (this server serves '%s')",
-                 m->model, inf->info.name);
-        return -ENOENT;
-    }
+    int rc = model_check(inf, m->model, msg, msglen);
+    if (rc) return rc;
     r->token_ids = m->token_ids;
     r->n_tokens = m->n_token_ids;
     r->prompt = m->prompt && *m->prompt ? m->prompt : NULL;
@@ -379,56 +388,264 @@ int inference_request_from_proto(const inference_t *inf, const Inferd__V1__Gener
         r->stop_ids = m->stop->stop_token_ids;
         r->n_stop = m->stop->n_stop_token_ids;
         r->ignore_eos = m->stop->ignore_eos;
+        r->stop_strs = (const char *const *)m->stop->stop;
+        r->n_stop_strs = m->stop->n_stop;
     }
-    return 0;
+    return map_messages(m->messages, m->n_messages, r, msg, msglen);
 }
 
-/* Validates and submits; on failure fills status and msg (and counts the request). */
-static grpc_status_t submit(inference_t *inf, gen_t *g, const Inferd__V1__GenerateRequest *m,
-                            char *msg, size_t msglen)
+void inference_request_dispose(engine_request_t *r)
 {
-    engine_request_t r;
-    if (inference_request_from_proto(inf, m, &r, msg, msglen)) {
-        count_request(inf, INFERD_STATUS_ERROR, "model_not_found");
-        return GRPC_STATUS_NOT_FOUND;
-    }
-    r.user = g;
+    free((void *)r->messages);
+    r->messages = NULL;
+    r->n_messages = 0;
+}
+
+static const char *mapping_error_type(int rc)
+{
+    return rc == -ENOENT ? "model_not_found" : rc == -EINVAL ? "bad_input" : "unavailable";
+}
+
+static grpc_status_t mapping_status(int rc)
+{
+    return rc == -ENOENT   ? GRPC_STATUS_NOT_FOUND
+           : rc == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT
+                           : GRPC_STATUS_RESOURCE_EXHAUSTED;
+}
+
+static inference_job_t *job_new(inference_t *inf, inference_api_t api, const inference_sink_t *sink,
+                                void *sink_arg)
+{
+    inference_job_t *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->inf = inf;
+    j->api = api;
+    j->sink = sink;
+    j->sink_arg = sink_arg;
+    return j;
+}
+
+/* Submits r for j; on failure the status, with msg. */
+static grpc_status_t submit(inference_t *inf, inference_job_t *j, engine_request_t *r, char *msg,
+                            size_t msglen, const char **error_type)
+{
+    r->user = j;
     engine_invalid_t why = ENGINE_INVALID_NONE;
-    int rc = engine_submit(inf->engine, &r, &g->req, &why, msg, msglen);
-    if (rc == 0) {
-        inf->inflight++;
-        metrics_add(inf->req_bytes_s, (double)protobuf_c_message_get_packed_size(&m->base));
-        return GRPC_STATUS_OK;
-    }
-    g->req = NULL;
+    int rc = engine_submit(inf->engine, r, &j->req, &why, msg, msglen);
+    if (rc == 0) return GRPC_STATUS_OK;
+    j->req = NULL;
     if (rc == -EINVAL) {
-        count_request(inf, INFERD_STATUS_ERROR, engine_invalid_name(why));
-        return GRPC_STATUS_INVALID_ARGUMENT;
+        *error_type = engine_invalid_name(why);
+        return invalid_status(why);
     }
     if (rc == -EAGAIN) {
         snprintf(msg, msglen, "admission queue full (--max-queued): try again later");
-        count_request(inf, INFERD_STATUS_ERROR, "queue_full");
+        *error_type = "queue_full";
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
     snprintf(msg, msglen, "engine unavailable: %s", strerror(-rc));
-    count_request(inf, INFERD_STATUS_ERROR, "unavailable");
+    *error_type = "unavailable";
     return GRPC_STATUS_UNAVAILABLE;
 }
+
+grpc_status_t inference_job_start(inference_t *inf, inference_api_t api,
+                                  const Inferd__V1__GenerateRequest *m, size_t request_bytes,
+                                  const inference_sink_t *sink, void *sink_arg,
+                                  inference_job_t **out, char *msg, size_t msglen)
+{
+    *out = NULL;
+    engine_request_t r;
+    int rc = inference_request_from_proto(inf, m, &r, msg, msglen);
+    if (rc) {
+        count_request(inf, api, INFERD_STATUS_ERROR, mapping_error_type(rc));
+        return mapping_status(rc);
+    }
+    inference_job_t *j = job_new(inf, api, sink, sink_arg);
+    const char *error_type = "unavailable";
+    grpc_status_t st = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    if (!j)
+        snprintf(msg, msglen, "out of memory");
+    else
+        st = submit(inf, j, &r, msg, msglen, &error_type);
+    inference_request_dispose(&r); /* the engine copied what it needs */
+    if (st) {
+        count_request(inf, api, INFERD_STATUS_ERROR, error_type);
+        free(j);
+        return st;
+    }
+    inf->inflight++;
+    metrics_add(inf->api[api].req_bytes, (double)request_bytes);
+    *out = j;
+    return GRPC_STATUS_OK;
+}
+
+grpc_status_t inference_tokenize_start(inference_t *inf, const Inferd__V1__TokenizeRequest *m,
+                                       const inference_sink_t *sink, void *sink_arg,
+                                       inference_job_t **out, char *msg, size_t msglen)
+{
+    *out = NULL;
+    engine_request_t r;
+    engine_request_init(&r);
+    int rc = model_check(inf, m->model, msg, msglen);
+    if (!rc) rc = map_messages(m->messages, m->n_messages, &r, msg, msglen);
+    if (rc) return mapping_status(rc);
+    r.prompt = m->prompt && *m->prompt ? m->prompt : NULL;
+    r.flags = ENGINE_REQ_TOKENIZE;
+    inference_job_t *j = job_new(inf, INFERENCE_API_GRPC, sink, sink_arg);
+    const char *error_type;
+    grpc_status_t st = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    if (!j)
+        snprintf(msg, msglen, "out of memory");
+    else {
+        j->tokenize = 1;
+        st = submit(inf, j, &r, msg, msglen, &error_type);
+    }
+    inference_request_dispose(&r);
+    if (st) {
+        free(j);
+        return st;
+    }
+    *out = j;
+    return GRPC_STATUS_OK;
+}
+
+/* ---- gRPC: Generate and GenerateStream ---- */
+typedef struct gstream gstream_t;
+
+/* One Generate call, or one request of a GenerateStream: the job's sink. */
+typedef struct ggen {
+    grpc_call_t *call;
+    gstream_t *gs; /* the GenerateStream it belongs to, or NULL */
+    inference_job_t *job;
+    char *request_id;
+    uint64_t serial; /* tags its messages: the tokens are acked when HTTP/2 has taken them */
+    struct ggen *next, *prev; /* in gs->gens */
+} ggen_t;
+
+struct gstream {
+    grpc_call_t *call;
+    ggen_t *gens;
+    int half_closed;
+    unsigned seq;
+};
+
+static ggen_t *ggen_new(inference_t *inf, grpc_call_t *call, gstream_t *gs, const char *rid)
+{
+    ggen_t *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->call = call;
+    g->gs = gs;
+    g->serial = ++inf->next_serial;
+    g->request_id = strdup(rid ? rid : "");
+    if (!g->request_id) {
+        free(g);
+        return NULL;
+    }
+    if (gs) {
+        g->next = gs->gens;
+        if (gs->gens) gs->gens->prev = g;
+        gs->gens = g;
+    }
+    return g;
+}
+
+/* Frees g; a job still running is cancelled (counted as the client going away). */
+static void ggen_free(ggen_t *g, int deadline)
+{
+    if (g->job) inference_job_cancel(g->job, deadline);
+    if (g->gs) {
+        if (g->prev)
+            g->prev->next = g->next;
+        else
+            g->gs->gens = g->next;
+        if (g->next) g->next->prev = g->prev;
+    }
+    free(g->request_id);
+    free(g);
+}
+
+static void stream_free(grpc_call_t *call, gstream_t *gs);
+
+/* g's request is over (its job already gone): the call ends when nothing else runs on it. */
+static void ggen_done(ggen_t *g, grpc_status_t st, const char *msg)
+{
+    g->job = NULL;
+    grpc_call_t *call = g->call;
+    gstream_t *gs = g->gs;
+    ggen_free(g, 0);
+    if (gs) {
+        if (gs->half_closed && !gs->gens) {
+            grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+            stream_free(call, gs); /* drops the stream's call reference */
+        }
+        return;
+    }
+    grpc_call_set_data(call, NULL);
+    grpc_call_finish(call, st, msg);
+    grpc_call_unref(call);
+}
+
+static int ggen_deliver(void *arg, const inference_out_t *o, size_t *bytes)
+{
+    ggen_t *g = arg;
+    Inferd__V1__GenerateResponse r = INFERD__V1__GENERATE_RESPONSE__INIT;
+    Inferd__V1__Usage usage = INFERD__V1__USAGE__INIT;
+    r.request_id = g->request_id;
+    r.n_token_ids = o->n_ids;
+    r.token_ids = (uint32_t *)o->ids;
+    r.text = (char *)o->text;
+    if (o->final) {
+        r.finish_reason = (Inferd__V1__FinishReason)o->finish;
+        usage.prompt_tokens = o->prompt_tokens;
+        usage.completion_tokens = o->completion_tokens;
+        r.usage = &usage;
+    }
+    int counted = 0;
+    if (grpc_call_active(g->call) &&
+        grpc_call_send_counted(g->call, &r.base, g->serial, o->final ? 0 : (uint32_t)o->n_ids,
+                               bytes) == 0)
+        counted = 1;
+    if (o->final) ggen_done(g, GRPC_STATUS_OK, NULL);
+    return counted;
+}
+
+/* A GenerateStream request's failure is its own last response; the stream goes on. */
+static void stream_error(grpc_call_t *call, const char *rid, grpc_status_t st, const char *msg)
+{
+    Inferd__V1__GenerateResponse r = INFERD__V1__GENERATE_RESPONSE__INIT;
+    Inferd__V1__Error err = INFERD__V1__ERROR__INIT;
+    r.request_id = (char *)rid;
+    err.code = (int32_t)st;
+    err.message = (char *)msg;
+    r.error = &err;
+    grpc_call_send(call, &r.base);
+}
+
+static void ggen_fail(void *arg, grpc_status_t st, const char *msg)
+{
+    ggen_t *g = arg;
+    if (g->gs) stream_error(g->call, g->request_id, st, msg);
+    ggen_done(g, st, msg);
+}
+
+static const inference_sink_t ggen_sink = {.deliver = ggen_deliver, .fail = ggen_fail};
 
 static void generate(grpc_call_t *call, ProtobufCMessage *msg)
 {
     inference_t *inf = grpc_call_arg(call);
     Inferd__V1__GenerateRequest *m = (Inferd__V1__GenerateRequest *)msg;
     const char *rid = m->request_id && *m->request_id ? m->request_id : grpc_call_request_id(call);
-    gen_t *g = gen_new(inf, call, NULL, rid);
+    ggen_t *g = ggen_new(inf, call, NULL, rid);
     if (!g) {
         grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     char err[512] = "";
-    grpc_status_t st = submit(inf, g, m, err, sizeof err);
+    grpc_status_t st =
+        inference_job_start(inf, INFERENCE_API_GRPC, m, protobuf_c_message_get_packed_size(msg),
+                            &ggen_sink, g, &g->job, err, sizeof err);
     if (st) {
-        gen_free(g);
+        ggen_free(g, 0);
         grpc_call_finish(call, st, err);
         return;
     }
@@ -436,35 +653,28 @@ static void generate(grpc_call_t *call, ProtobufCMessage *msg)
     grpc_call_set_data(call, g);
 }
 
-/* The client reset the stream or its deadline passed while g was in the engine: count it
- * (the engine's own CANCELLED event is dropped once the reactor lets go of the request). */
-static void count_gone(gen_t *g)
+/* Whether a call that went away passed its deadline (a client resets the stream at its own
+ * deadline, which runs a little ahead of ours) or was cancelled. */
+static int past_deadline(grpc_call_t *call)
 {
-    if (!g->req || !g->call) return;
-    int64_t dl = grpc_call_deadline(g->call);
-    /* a client resets the stream at its own deadline, which runs a little ahead of ours */
-    if (dl && clock_now_ns() >= dl - 100000000)
-        count_request(g->inf, INFERD_STATUS_ERROR, "deadline");
-    else
-        count_request(g->inf, INFERD_STATUS_CANCELLED, "");
+    int64_t dl = grpc_call_deadline(call);
+    return dl && clock_now_ns() >= dl - 100000000;
 }
 
 static void generate_cancel(grpc_call_t *call)
 {
-    gen_t *g = grpc_call_data(call);
+    ggen_t *g = grpc_call_data(call);
     if (!g) return;
-    count_gone(g);
     grpc_call_set_data(call, NULL);
-    gen_free(g); /* engine_req_free cancels: the slot is freed at the next step */
+    ggen_free(g, past_deadline(call));
     grpc_call_unref(call);
 }
 
-/* HTTP/2 took the messages of request tag: their tokens are delivered (engine_req_consumed). */
+/* HTTP/2 took the messages of request tag: their tokens are delivered. */
 static void generate_taken(grpc_call_t *call, uint64_t tag, uint32_t units)
 {
-    gen_t *g = grpc_call_data(call);
-    if (g && g->serial == tag && g->req && units)
-        engine_req_consumed(g->inf->engine, g->req, units);
+    ggen_t *g = grpc_call_data(call);
+    if (g && g->serial == tag) inference_job_consumed(g->job, units);
 }
 
 /* GenerateStream: many requests on one call, each answered under its request_id. */
@@ -480,15 +690,13 @@ static gstream_t *gstream_of(grpc_call_t *call)
     return gs;
 }
 
-static void stream_error(grpc_call_t *call, const char *rid, grpc_status_t st, const char *msg)
+/* The request id a GenerateStream request is answered under. */
+static void stream_rid(grpc_call_t *call, gstream_t *gs, const char *given, char *rid, size_t n)
 {
-    Inferd__V1__GenerateResponse r = INFERD__V1__GENERATE_RESPONSE__INIT;
-    Inferd__V1__Error err = INFERD__V1__ERROR__INIT;
-    r.request_id = (char *)rid;
-    err.code = (int32_t)st;
-    err.message = (char *)msg;
-    r.error = &err;
-    grpc_call_send(call, &r.base);
+    if (given && *given)
+        snprintf(rid, n, "%s", given);
+    else
+        snprintf(rid, n, "%.40s-%u", grpc_call_request_id(call), ++gs->seq);
 }
 
 static void generate_stream(grpc_call_t *call, ProtobufCMessage *msg)
@@ -501,30 +709,49 @@ static void generate_stream(grpc_call_t *call, ProtobufCMessage *msg)
         return;
     }
     char rid[64];
-    if (m->request_id && *m->request_id)
-        snprintf(rid, sizeof rid, "%.63s", m->request_id);
-    else
-        snprintf(rid, sizeof rid, "%.40s-%u", grpc_call_request_id(call), ++gs->seq);
-    gen_t *g = gen_new(inf, call, gs, m->request_id && *m->request_id ? m->request_id : rid);
+    stream_rid(call, gs, NULL, rid, sizeof rid);
+    ggen_t *g = ggen_new(inf, call, gs, m->request_id && *m->request_id ? m->request_id : rid);
     if (!g) {
         stream_error(call, rid, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    g->next = gs->gens;
-    if (gs->gens) gs->gens->prev = g;
-    gs->gens = g;
     char err[512] = "";
-    grpc_status_t st = submit(inf, g, m, err, sizeof err);
+    grpc_status_t st =
+        inference_job_start(inf, INFERENCE_API_GRPC, m, protobuf_c_message_get_packed_size(msg),
+                            &ggen_sink, g, &g->job, err, sizeof err);
     if (st) {
         stream_error(call, g->request_id, st, err);
-        gen_free(g);
+        ggen_free(g, 0);
+    }
+}
+
+/* A request of the stream whose strings are not valid UTF-8 (or hold a NUL): its own error. */
+static void generate_stream_invalid(grpc_call_t *call, ProtobufCMessage *msg, const char *why)
+{
+    Inferd__V1__GenerateRequest *m = (Inferd__V1__GenerateRequest *)msg;
+    gstream_t *gs = gstream_of(call);
+    if (!gs) {
+        grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    inference_t *inf = grpc_call_arg(call);
+    count_request(inf, INFERENCE_API_GRPC, INFERD_STATUS_ERROR, "bad_input");
+    /* the id itself may be what is invalid: then a generated one */
+    char rid[64];
+    int id_bad = strstr(why, "'request_id'") != NULL;
+    stream_rid(call, gs, id_bad ? NULL : m->request_id, rid, sizeof rid);
+    stream_error(call, rid, GRPC_STATUS_INVALID_ARGUMENT, why);
+    if (gs->half_closed && !gs->gens) {
+        grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+        stream_free(call, gs);
     }
 }
 
 static void stream_free(grpc_call_t *call, gstream_t *gs)
 {
+    int deadline = past_deadline(call);
     while (gs->gens)
-        gen_free(gs->gens);
+        ggen_free(gs->gens, deadline);
     grpc_call_set_data(call, NULL);
     free(gs);
     grpc_call_unref(call);
@@ -547,20 +774,66 @@ static void generate_stream_half_close(grpc_call_t *call)
 static void generate_stream_cancel(grpc_call_t *call)
 {
     gstream_t *gs = grpc_call_data(call);
-    if (!gs) return;
-    for (gen_t *g = gs->gens; g; g = g->next)
-        count_gone(g);
-    stream_free(call, gs);
+    if (gs) stream_free(call, gs);
 }
 
 static void generate_stream_taken(grpc_call_t *call, uint64_t tag, uint32_t units)
 {
     gstream_t *gs = grpc_call_data(call);
-    for (gen_t *g = gs ? gs->gens : NULL; g; g = g->next)
+    for (ggen_t *g = gs ? gs->gens : NULL; g; g = g->next)
         if (g->serial == tag) {
-            if (g->req && units) engine_req_consumed(g->inf->engine, g->req, units);
+            inference_job_consumed(g->job, units);
             return;
         }
+}
+
+/* ---- gRPC: Tokenize and GetModelInfo ---- */
+static int tokenize_deliver(void *arg, const inference_out_t *o, size_t *bytes)
+{
+    grpc_call_t *call = arg;
+    Inferd__V1__TokenizeResponse r = INFERD__V1__TOKENIZE_RESPONSE__INIT;
+    r.n_token_ids = o->n_ids;
+    r.token_ids = (uint32_t *)o->ids;
+    *bytes = 0;
+    grpc_call_set_data(call, NULL);
+    grpc_call_send(call, &r.base);
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+    grpc_call_unref(call);
+    return 0;
+}
+
+static void tokenize_fail(void *arg, grpc_status_t st, const char *msg)
+{
+    grpc_call_t *call = arg;
+    grpc_call_set_data(call, NULL);
+    grpc_call_finish(call, st, msg);
+    grpc_call_unref(call);
+}
+
+static const inference_sink_t tokenize_sink = {.deliver = tokenize_deliver, .fail = tokenize_fail};
+
+static void tokenize(grpc_call_t *call, ProtobufCMessage *msg)
+{
+    inference_t *inf = grpc_call_arg(call);
+    inference_job_t *j;
+    char err[512] = "";
+    grpc_status_t st = inference_tokenize_start(inf, (Inferd__V1__TokenizeRequest *)msg,
+                                                &tokenize_sink, call, &j, err, sizeof err);
+    if (st) {
+        grpc_call_finish(call, st, err);
+        return;
+    }
+    grpc_call_ref(call);
+    grpc_call_set_data(call, j);
+}
+
+static void tokenize_cancel(grpc_call_t *call)
+{
+    inference_job_t *j = grpc_call_data(call);
+    if (!j) return;
+    grpc_call_set_data(call, NULL);
+    inference_job_cancel(j, 0);
+    grpc_call_unref(call);
 }
 
 static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
@@ -573,14 +846,25 @@ static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
         grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, err);
         return;
     }
+    const engine_model_info_t *in = &inf->info;
     Inferd__V1__ModelInfo r = INFERD__V1__MODEL_INFO__INIT;
-    r.name = (char *)inf->info.name;
-    r.vocab_size = inf->info.vocab_size;
-    r.max_seq_len = inf->info.max_seq_len;
-    r.bos_token_id = inf->info.bos_id;
-    r.eos_token_id = inf->info.eos_id;
-    r.device = (char *)inf->info.device;
-    r.parameters = inf->info.parameters;
+    r.name = (char *)in->name;
+    r.vocab_size = in->vocab_size;
+    r.max_seq_len = in->max_seq_len;
+    r.bos_token_id = in->bos_id;
+    r.eos_token_id = in->eos_id;
+    r.device = (char *)in->device;
+    r.parameters = in->parameters;
+    r.architecture = (char *)(in->architecture ? in->architecture : "");
+    r.quantization = (char *)(in->quantization ? in->quantization : "");
+    r.chat_template = (char *)(in->chat_template ? in->chat_template : "");
+    r.context_size = in->context_size;
+    r.n_eog_token_ids = in->n_eog;
+    r.eog_token_ids = (uint32_t *)in->eog_ids;
+    r.eot_token_id = in->eot_id;
+    r.unk_token_id = in->unk_id;
+    r.pad_token_id = in->pad_id;
+    r.tokenizer = (char *)(in->tokenizer ? in->tokenizer : "");
     grpc_call_send(call, &r.base);
     grpc_call_finish(call, GRPC_STATUS_OK, NULL);
 }
@@ -604,39 +888,37 @@ static int canary_submit(void *impl, health_canary_done_fn done, void *arg, void
         m = &def;
     }
     engine_request_t r;
-    if (inference_request_from_proto(inf, m, &r, err, errlen)) return -ENOENT;
-    canary_t *h = calloc(1, sizeof *h);
-    if (!h) return -ENOMEM;
-    gen_t *g = &h->g;
-    g->inf = inf;
-    g->request_id = strdup("canary");
-    g->done = done;
-    g->done_arg = arg;
+    int rc = inference_request_from_proto(inf, m, &r, err, errlen);
+    if (rc) return rc;
+    inference_job_t *j = job_new(inf, INFERENCE_API_GRPC, NULL, NULL);
+    if (!j) {
+        inference_request_dispose(&r);
+        return -ENOMEM;
+    }
+    j->done = done;
+    j->done_arg = arg;
     r.flags |= ENGINE_REQ_CANARY;
-    r.user = g;
-    int rc = g->request_id ? engine_submit(inf->engine, &r, &g->req, NULL, err, errlen) : -ENOMEM;
+    r.user = j;
+    rc = engine_submit(inf->engine, &r, &j->req, NULL, err, errlen);
+    inference_request_dispose(&r);
     if (rc) {
-        g->req = NULL;
-        gen_dispose(g);
-        free(h);
+        free(j);
         if (rc == -EAGAIN) snprintf(err, errlen, "admission queue full");
         return rc;
     }
     inf->inflight++;
     inf->canaries_inflight++;
-    h->next = inf->canaries;
-    if (h->next) h->next->prev = h;
-    inf->canaries = h;
-    *out = h;
+    j->next = inf->canaries;
+    if (j->next) j->next->prev = j;
+    inf->canaries = j;
+    *out = j;
     return 0;
 }
 
 static void canary_cancel(void *impl, void *canary)
 {
-    canary_t *h = canary;
-    canary_unlink(impl, h);
-    gen_dispose(&h->g); /* engine_req_free cancels: the slot is freed at the next step */
-    free(h);
+    (void)impl;
+    job_free(canary); /* engine_req_free cancels: the slot is freed at the next step */
 }
 
 static void probe_progress(void *impl, health_progress_t *out)
@@ -668,7 +950,9 @@ int inference_set_canary(inference_t *inf, const Inferd__V1__GenerateRequest *pa
             return -EINVAL;
         }
         engine_invalid_t why;
-        if (engine_validate(inf->engine, &r, &why, msg, sizeof msg)) {
+        int rc = engine_validate(inf->engine, &r, &why, msg, sizeof msg);
+        inference_request_dispose(&r);
+        if (rc) {
             snprintf(err, errlen, "the model rejects it (%s): %s", engine_invalid_name(why), msg);
             return -EINVAL;
         }
@@ -735,18 +1019,23 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
         goto fail;
     }
     if (!cfg->model) ec.model_name = "inferd-default";
+    if (cfg->model_name && *cfg->model_name) ec.model_name = cfg->model_name;
     ec.threads = (int)cfg->threads;
     ec.max_batch = (int)cfg->max_batch;
     ec.ctx_size = (int)cfg->ctx_size;
     ec.max_queued = (int)cfg->max_queued;
     ec.device = cfg->device, ec.cuda_streams = (int)cfg->cuda_streams, ec.dtype = cfg->dtype;
+    ec.chat_template = cfg->chat_template && *cfg->chat_template ? cfg->chat_template : NULL;
     ec.manual_ack = 1;
+    /* Prompts are rendered and tokenized on the engine's driver, never on the loop (issue 13
+     * item 6): submit only checks the cheap bounds and copies the text. */
+    ec.tokenize_in_engine = 1;
     ec.notify = notify;
     ec.notify_arg = inf;
     inf->wake = event_new(server_base(s), -1, 0, drain, inf);
     rc = -ENOMEM;
     if (!inf->wake) goto oom;
-    char eerr[400];
+    char eerr[600];
     if ((rc = engine_new(&inf->engine, &ec, eerr, sizeof eerr))) {
         snprintf(err, errlen, "cannot start the engine for model %s: %s", ec.model_path, eerr);
         goto fail;
@@ -756,28 +1045,36 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     const char *lv[] = {inf->info.name, inf->info.device};
     inf->inflight_s = metrics_series(inf->m->inflight, lv);
     inf->queued_s = metrics_series(inf->m->queued, lv);
-    inf->duration_s = metrics_series(inf->m->request_duration, lv);
-    inf->ttft_s = metrics_series(inf->m->ttft, lv);
-    inf->itl_s = metrics_series(inf->m->itl, lv);
-    inf->in_tok_s = metrics_series(inf->m->input_tokens, lv);
-    inf->out_tok_s = metrics_series(inf->m->output_tokens, lv);
-    inf->out_total_s = metrics_series(inf->m->output_tokens_total, lv);
-    inf->req_bytes_s = metrics_series(inf->m->request_bytes, lv);
-    inf->resp_bytes_s = metrics_series(inf->m->response_bytes, lv);
+    for (int a = 0; a < INFERENCE_API_COUNT; a++) {
+        const char *la[] = {inf->info.name, inf->info.device, api_names[a]};
+        const char *lm[] = {inf->info.name, api_names[a]};
+        api_series_t *as = &inf->api[a];
+        as->duration = metrics_series(inf->m->request_duration, la);
+        as->ttft = metrics_series(inf->m->ttft, la);
+        as->itl = metrics_series(inf->m->itl, la);
+        as->in_tok = metrics_series(inf->m->input_tokens, la);
+        as->out_tok = metrics_series(inf->m->output_tokens, la);
+        as->out_total = metrics_series(inf->m->output_tokens_total, la);
+        as->req_bytes = metrics_series(inf->m->request_bytes, lm);
+        as->resp_bytes = metrics_series(inf->m->response_bytes, lm);
+    }
     metrics_add_collector(server_registry(s), collect, inf);
-    grpc_method_t proto[3] = {
+    grpc_method_t proto[4] = {
         MROW("Generate", GRPC_SERVER_STREAMING, &inferd__v1__generate_request__descriptor,
              &inferd__v1__generate_response__descriptor, generate, .on_cancel = generate_cancel,
              .on_taken = generate_taken, .arg = inf),
         MROW("GenerateStream", GRPC_BIDI_STREAMING, &inferd__v1__generate_request__descriptor,
              &inferd__v1__generate_response__descriptor, generate_stream,
              .on_half_close = generate_stream_half_close, .on_cancel = generate_stream_cancel,
-             .on_taken = generate_stream_taken, .arg = inf),
+             .on_taken = generate_stream_taken, .on_invalid = generate_stream_invalid, .arg = inf),
         MROW("GetModelInfo", GRPC_UNARY, &inferd__v1__model_info_request__descriptor,
              &inferd__v1__model_info__descriptor, model_info, .arg = inf),
+        MROW("Tokenize", GRPC_UNARY, &inferd__v1__tokenize_request__descriptor,
+             &inferd__v1__tokenize_response__descriptor, tokenize, .on_cancel = tokenize_cancel,
+             .arg = inf),
     };
     memcpy(inf->rows, proto, sizeof proto);
-    if ((rc = server_register(s, inf->rows, 3))) {
+    if ((rc = server_register(s, inf->rows, 4))) {
         snprintf(err, errlen, "cannot register inferd.v1.Inference: %s", strerror(-rc));
         goto fail;
     }
@@ -792,6 +1089,8 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
              (unsigned long long)inf->info.kv_cache_bytes,
              (double)inf->info.kv_cache_bytes / (1024.0 * 1024.0), inf->info.kv_sequences,
              inf->info.context_size);
+    log_info("engine", "chat template: %s",
+             inf->info.chat_template ? inf->info.chat_template : inf->info.chat_template_note);
     /* No warm-up here: the prober's first canary (health/prober.c) runs at once and turns the
      * endpoint SERVING when it passes. */
     *out = inf;

@@ -94,17 +94,17 @@ static void test_inferd_set(void **state)
         {"grpc_server_msg_received_total", METRICS_COUNTER, 3},
         {"grpc_server_msg_sent_total", METRICS_COUNTER, 3},
         {"grpc_server_handling_seconds", METRICS_HISTOGRAM, 3},
-        {"inferd_requests_total", METRICS_COUNTER, 4},
+        {"inferd_requests_total", METRICS_COUNTER, 5},
         {"inferd_inflight_requests", METRICS_GAUGE, 2},
         {"inferd_queued_requests", METRICS_GAUGE, 2},
-        {"inferd_request_duration_seconds", METRICS_HISTOGRAM, 2},
-        {"inferd_time_to_first_token_seconds", METRICS_HISTOGRAM, 2},
-        {"inferd_inter_token_latency_seconds", METRICS_HISTOGRAM, 2},
-        {"inferd_input_sequence_tokens", METRICS_HISTOGRAM, 2},
-        {"inferd_output_sequence_tokens", METRICS_HISTOGRAM, 2},
-        {"inferd_output_tokens_total", METRICS_COUNTER, 2},
-        {"inferd_request_bytes_total", METRICS_COUNTER, 1},
-        {"inferd_response_bytes_total", METRICS_COUNTER, 1},
+        {"inferd_request_duration_seconds", METRICS_HISTOGRAM, 3},
+        {"inferd_time_to_first_token_seconds", METRICS_HISTOGRAM, 3},
+        {"inferd_inter_token_latency_seconds", METRICS_HISTOGRAM, 3},
+        {"inferd_input_sequence_tokens", METRICS_HISTOGRAM, 3},
+        {"inferd_output_sequence_tokens", METRICS_HISTOGRAM, 3},
+        {"inferd_output_tokens_total", METRICS_COUNTER, 3},
+        {"inferd_request_bytes_total", METRICS_COUNTER, 2},
+        {"inferd_response_bytes_total", METRICS_COUNTER, 2},
         {"inferd_uptime_seconds", METRICS_GAUGE, 0},
         {"inferd_health_status", METRICS_GAUGE, 1},
         {"inferd_health_canary_total", METRICS_COUNTER, 2},
@@ -131,9 +131,9 @@ static void test_inferd_set(void **state)
     /* label order as documented */
     const char *const hv[] = {"inferd.v1.Inference", "Generate", INFERD_GRPC_SERVER_STREAM, "OK"};
     metrics_inc(metrics_series(m.grpc_handled, hv));
-    const char *const rv[] = {"tiny", "cpu", INFERD_STATUS_SUCCESS, ""};
+    const char *const rv[] = {"tiny", "cpu", "openai", INFERD_STATUS_SUCCESS, ""};
     metrics_inc(metrics_series(m.requests, rv));
-    const char *const tv[] = {"tiny", "cpu"};
+    const char *const tv[] = {"tiny", "cpu", "grpc"};
     metrics_observe(metrics_series(m.output_tokens, tv), 100);
     metrics_inc(m.connections_total_s);
     inferd_metrics_set_log_dropped_source(&m, dropped_src);
@@ -153,9 +153,9 @@ static void test_inferd_set(void **state)
                                 "grpc_method=\"Generate\",grpc_type=\"server_stream\","
                                 "grpc_code=\"OK\"} 1\n"));
     assert_non_null(strstr(out, "inferd_requests_total{model=\"tiny\",backend=\"cpu\","
-                                "status=\"success\",error_type=\"\"} 1\n"));
+                                "api=\"openai\",status=\"success\",error_type=\"\"} 1\n"));
     assert_non_null(strstr(out, "inferd_output_sequence_tokens_bucket{model=\"tiny\","
-                                "backend=\"cpu\",le=\"128\"} 1\n"));
+                                "backend=\"cpu\",api=\"grpc\",le=\"128\"} 1\n"));
     assert_non_null(strstr(out, "\ninferd_connections_total 1\n"));
     assert_non_null(strstr(out, "\ninferd_connections_active 0\n"));
     assert_non_null(strstr(out, "\ninferd_log_lines_dropped_total 17\n"));
