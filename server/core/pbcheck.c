@@ -19,6 +19,16 @@ static size_t utf8_scan(const uint8_t *p, size_t n, int *nul)
     size_t i = 0;
     *nul = 0;
     while (i < n) {
+        /* ASCII without NUL, eight bytes at a time: prompts are mostly that, and this runs on
+         * the loop for every byte of every request */
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+            if ((w & highs) || ((w - ones) & ~w & highs)) break;
+            i += 8;
+        }
+        if (i == n) break;
         uint8_t b = p[i];
         if (b < 0x80) {
             if (b == 0) {

@@ -260,6 +260,15 @@ static void test_check_strings(void **state)
     poke(buf, n, "Xgh", (const uint8_t *)"\0gh");
     assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
     assert_string_equal(msg, "field 'prompt' contains a NUL character at byte 6 (of 9)");
+    /* past the first eight bytes (the ASCII fast path), and right after it */
+    n = pack_request(buf, sizeof buf, "abcdefghijklmnopqrstuvwXyz", "hello");
+    poke(buf, n, "Xyz", (const uint8_t *)"\0yz");
+    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
+    assert_string_equal(msg, "field 'prompt' contains a NUL character at byte 23 (of 26)");
+    n = pack_request(buf, sizeof buf, "abcdefghXjklmnopqrstuvwxyz", "hello");
+    poke(buf, n, "Xjk", (const uint8_t *)"\xe9jk");
+    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
+    assert_string_equal(msg, "field 'prompt' is not valid UTF-8 at byte 8 (of 26)");
     /* invalid UTF-8 in a nested, repeated field: named with its index */
     n = pack_request(buf, sizeof buf, "fine", "helXo");
     poke(buf, n, "Xo", (const uint8_t *)"\xffo");

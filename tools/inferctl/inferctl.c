@@ -414,6 +414,9 @@ static int cmd_ping(int argc, char **argv)
     }
     conn_close(&c);
     free(body);
+    if (getenv("INFERCTL_LATENCIES")) /* each call's latency, for a caller that pools runs */
+        for (int k = 0; k < count; k++)
+            printf("lat %.3f\n", (double)lat[k] / 1e6);
     qsort(lat, (size_t)count, 8, cmp_u64);
     printf("health Check %s: %d calls  p50 %.3f ms  p99 %.3f ms  max %.3f ms  not SERVING %d\n",
            service, count, (double)lat[count / 2] / 1e6, (double)lat[(count * 99) / 100] / 1e6,
