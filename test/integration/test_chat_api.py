@@ -332,6 +332,46 @@ class TestChatAPI(unittest.TestCase):
         self.assertEqual(busy_g, alone_g)
         self.assertEqual(busy_s, alone_s)
 
+    # ---- inferctl: chat, stop strings, tokenize
+
+    def inferctl(self, srv, *args):
+        if not INFERCTL:
+            self.skipTest("INFERCTL not set")
+        p = subprocess.run([INFERCTL, "--addr", "127.0.0.1:%d" % srv.port] + list(args),
+                           capture_output=True, timeout=120)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def test_inferctl(self):
+        s = self.srv["llama3"]
+        rc, out, err = self.inferctl(s, "tokenize", "Hello <|eot_id|> world")
+        self.assertEqual(rc, 0, err)
+        want = s.tokenize(TokenizeRequest(prompt="Hello <|eot_id|> world"), timeout=30).token_ids
+        self.assertEqual([int(x) for x in out.split()], list(want))
+        conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Why?"}]
+        rc, out, err = self.inferctl(s, "tokenize", "--chat", "--system", "Be brief.",
+                                     "--message", "user:Hi", "--message", "assistant:Hello!",
+                                     "Why?")
+        self.assertEqual(rc, 0, err)
+        want = s.tokenize(TokenizeRequest(messages=chat_msgs(conv)), timeout=30).token_ids
+        self.assertEqual([int(x) for x in out.split()], list(want))
+        rc, out, err = self.inferctl(s, "chat", "--max-tokens", "12", "--ignore-eos", "--system",
+                                     "Be brief.", "--message", "user:Hi", "--message",
+                                     "assistant:Hello!", "Why?")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out[:-1], run(s, chat_req(conv, max_tokens=12))[1])
+        self.assertIn("finish length, prompt %d tokens, completion 12 tokens" % len(want), err)
+        _, text, _ = run(s, req(prompt="Once upon a time", max_tokens=30))
+        stop = text[10:14]
+        rc, out, err = self.inferctl(s, "generate", "--max-tokens", "30", "--ignore-eos", "--stop",
+                                     stop, "Once upon a time")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out[:-1], text[:text.index(stop)])
+        self.assertIn("finish stop", err)
+        rc, out, err = self.inferctl(self.srv["llama2"], "chat", "Hi")
+        self.assertEqual(rc, 1)
+        self.assertIn("chat failed: grpc-status 9 the model has no chat template", err)
+
     # ---- bad inputs
 
     def assert_status(self, srv, r, code, *words):

@@ -4,8 +4,16 @@
  *   inferctl [--addr HOST:PORT] health [SERVICE]
  *       grpc.health.v1.Health/Check; prints the status; exit 0 when SERVING, 1 otherwise.
  *   inferctl [--addr HOST:PORT] generate [--max-tokens N] [--temperature T] [--top-p P]
- *            [--top-k K] [--seed S] [--ignore-eos] PROMPT
+ *            [--top-k K] [--seed S] [--ignore-eos] [--stop TEXT]... PROMPT
  *       inferd.v1.Inference/Generate; streams the text to stdout, finish and usage to stderr.
+ *       --stop (up to 16): generation ends where the text would contain one, which is not printed.
+ *   inferctl [--addr HOST:PORT] chat [generate's options] [--system TEXT]
+ *            [--message ROLE:TEXT]... MESSAGE
+ *       Generate with chat messages, rendered by the model's chat template: the system prompt,
+ *       earlier turns (ROLE user or assistant), then MESSAGE as the user's turn.
+ *   inferctl [--addr HOST:PORT] tokenize [--chat] [--system TEXT] [--message ROLE:TEXT]... TEXT
+ *       inferd.v1.Inference/Tokenize: prints the ids a Generate of TEXT (with --chat: of the
+ *       chat whose last user turn is TEXT) starts from, one line, space-separated.
  *   inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]
  *            [--conns K] [--warmup W]
  *       Load generator: C concurrent Generate streams (spread over K connections) until N
@@ -60,8 +68,9 @@ typedef struct stream {
     int error_code; /* GenerateResponse.error */
     int finish;
     uint32_t prompt_tokens, completion_tokens;
-    int print;     /* generate: text to stdout */
-    int is_health; /* health: response is a HealthCheckResponse */
+    int print;       /* generate: text to stdout */
+    int is_health;   /* health: response is a HealthCheckResponse */
+    int is_tokenize; /* tokenize: response is a TokenizeResponse, printed */
     int health_status;
 } stream_t;
 
@@ -114,6 +123,20 @@ static void on_message(stream_t *st, const uint8_t *p, size_t n)
             st->health_status = r->status;
             grpc__health__v1__health_check_response__free_unpacked(r, NULL);
         }
+        return;
+    }
+    if (st->is_tokenize) {
+        Inferd__V1__TokenizeResponse *r = inferd__v1__tokenize_response__unpack(NULL, n, p);
+        if (!r) {
+            st->error_code = 13;
+            snprintf(st->grpc_message, sizeof st->grpc_message, "unparsable TokenizeResponse");
+            return;
+        }
+        for (size_t i = 0; i < r->n_token_ids; i++)
+            printf("%s%u", i ? " " : "", r->token_ids[i]);
+        printf("\n");
+        st->tokens = (uint32_t)r->n_token_ids;
+        inferd__v1__tokenize_response__free_unpacked(r, NULL);
         return;
     }
     Inferd__V1__GenerateResponse *r = inferd__v1__generate_response__unpack(NULL, n, p);
@@ -425,15 +448,82 @@ static int cmd_ping(int argc, char **argv)
     return bad ? 1 : 0;
 }
 
-/* ---- generate ---- */
-static int cmd_generate(int argc, char **argv)
+/* ---- generate, chat, tokenize ---- */
+#define MAX_MSGS 64
+#define MAX_STOPS 16
+
+/* Chat messages from the command line: --system, --message ROLE:TEXT, then the user's turn. */
+typedef struct {
+    Inferd__V1__ChatMessage m[MAX_MSGS];
+    Inferd__V1__ChatMessage *p[MAX_MSGS];
+    size_t n;
+} chat_t;
+
+static void chat_add(chat_t *c, const char *role, size_t rlen, const char *content)
+{
+    if (c->n == MAX_MSGS) die("at most %d messages", MAX_MSGS);
+    Inferd__V1__ChatMessage *m = &c->m[c->n];
+    inferd__v1__chat_message__init(m);
+    m->role = strndup(role, rlen);
+    m->content = (char *)content;
+    if (!m->role) die("%s", "out of memory");
+    c->p[c->n++] = m;
+}
+
+/* --system and --message; returns 1 when argv[*i] (and its value) was one of them. */
+static int chat_option(chat_t *c, int argc, char **argv, int *i)
+{
+    const char *o = argv[*i];
+    if (strcmp(o, "--system") && strcmp(o, "--message")) return 0;
+    if (*i + 1 >= argc) die("%s needs a value", o);
+    const char *v = argv[++*i];
+    if (!strcmp(o, "--system")) {
+        chat_add(c, "system", 6, v);
+        return 1;
+    }
+    const char *colon = strchr(v, ':');
+    if (!colon) die("--message %s: want ROLE:TEXT", v);
+    chat_add(c, v, (size_t)(colon - v), colon + 1);
+    return 1;
+}
+
+static void chat_dispose(chat_t *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->m[i].role);
+}
+
+/* Runs one call whose request is body; 0 when it ended with grpc-status 0. */
+static int run_call(stream_t *st, const char *path, const char *what)
+{
+    conn_t c = {.fd = -1};
+    if (conn_open(&c)) die("cannot connect to %s", g_authority);
+    if (stream_start(&c, st, path)) die("%s", "cannot start the call");
+    while (!st->t_end && !c.dead)
+        conns_turn(&c, 1, 1000);
+    conn_close(&c);
+    free(st->body);
+    free(st->in);
+    if (st->grpc_status != 0) {
+        if (st->print) printf("\n");
+        fprintf(stderr, "inferctl: %s failed: grpc-status %d %s\n", what, st->grpc_status,
+                st->grpc_message);
+        return 1;
+    }
+    return 0;
+}
+
+static int generate(int argc, char **argv, int chat)
 {
     Inferd__V1__GenerateRequest rq = INFERD__V1__GENERATE_REQUEST__INIT;
     Inferd__V1__SamplingOptions so = INFERD__V1__SAMPLING_OPTIONS__INIT;
     Inferd__V1__StopConditions sc = INFERD__V1__STOP_CONDITIONS__INIT;
+    char *stops[MAX_STOPS];
+    chat_t msgs = {.n = 0};
     rq.sampling = &so;
     rq.stop = &sc;
     sc.max_tokens = 64;
+    sc.stop = stops;
     int i = 0;
     for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
         const char *o = argv[i];
@@ -441,6 +531,7 @@ static int cmd_generate(int argc, char **argv)
             sc.ignore_eos = 1;
             continue;
         }
+        if (chat && chat_option(&msgs, argc, argv, &i)) continue;
         if (i + 1 >= argc) die("%s needs a value", o);
         const char *v = argv[++i];
         if (!strcmp(o, "--max-tokens"))
@@ -453,34 +544,73 @@ static int cmd_generate(int argc, char **argv)
             so.top_k = (uint32_t)strtoul(v, NULL, 10);
         else if (!strcmp(o, "--seed"))
             so.seed = strtoull(v, NULL, 10);
-        else
-            die("unknown generate option %s", o);
+        else if (!strcmp(o, "--stop")) {
+            if (sc.n_stop == MAX_STOPS) die("at most %d --stop strings", MAX_STOPS);
+            stops[sc.n_stop++] = (char *)v;
+        } else
+            die("unknown %s option %s", chat ? "chat" : "generate", o);
     }
-    if (i >= argc) die("%s", "generate needs a PROMPT");
-    rq.prompt = argv[i];
+    if (i >= argc) die("%s needs a %s", chat ? "chat" : "generate", chat ? "MESSAGE" : "PROMPT");
+    if (chat) {
+        chat_add(&msgs, "user", 4, argv[i]);
+        rq.messages = msgs.p;
+        rq.n_messages = msgs.n;
+    } else {
+        rq.prompt = argv[i];
+    }
     stream_t st = {0};
     st.print = 1;
+    st.grpc_status = -1;
     st.body = frame(&rq.base, &st.body_len);
-    conn_t c = {.fd = -1};
-    if (conn_open(&c)) die("cannot connect to %s", g_authority);
-    if (stream_start(&c, &st, "/inferd.v1.Inference/Generate")) die("%s", "cannot start the call");
-    while (!st.t_end && !c.dead)
-        conns_turn(&c, 1, 1000);
-    conn_close(&c);
-    free(st.body);
-    free(st.in);
+    chat_dispose(&msgs);
+    if (run_call(&st, "/inferd.v1.Inference/Generate", chat ? "chat" : "generate")) return 1;
     printf("\n");
-    if (st.grpc_status != 0) {
-        fprintf(stderr, "inferctl: generate failed: grpc-status %d %s\n", st.grpc_status,
-                st.grpc_message);
-        return 1;
-    }
     static const char *fin[] = {"unspecified", "length", "eos", "stop", "cancelled"};
     double s = st.t_last > st.t_first ? (double)(st.t_last - st.t_first) / 1e9 : 0;
     fprintf(stderr, "finish %s, prompt %u tokens, completion %u tokens, ttft %.1f ms, %.1f tok/s\n",
             st.finish >= 0 && st.finish <= 4 ? fin[st.finish] : "?", st.prompt_tokens,
             st.completion_tokens, st.t_first ? (double)(st.t_first - st.t_start) / 1e6 : 0.0,
             s > 0 ? (st.tokens - 1) / s : 0.0);
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    return generate(argc, argv, 0);
+}
+
+static int cmd_chat(int argc, char **argv)
+{
+    return generate(argc, argv, 1);
+}
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    Inferd__V1__TokenizeRequest rq = INFERD__V1__TOKENIZE_REQUEST__INIT;
+    chat_t msgs = {.n = 0};
+    int chat = 0, i = 0;
+    for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
+        if (!strcmp(argv[i], "--chat"))
+            chat = 1;
+        else if (!chat_option(&msgs, argc, argv, &i))
+            die("unknown tokenize option %s", argv[i]);
+    }
+    if (i >= argc) die("%s", "tokenize needs a TEXT");
+    if (msgs.n && !chat) die("%s", "--system and --message need --chat");
+    if (chat) {
+        chat_add(&msgs, "user", 4, argv[i]);
+        rq.messages = msgs.p;
+        rq.n_messages = msgs.n;
+    } else {
+        rq.prompt = argv[i];
+    }
+    stream_t st = {0};
+    st.is_tokenize = 1;
+    st.grpc_status = -1;
+    st.body = frame(&rq.base, &st.body_len);
+    chat_dispose(&msgs);
+    if (run_call(&st, "/inferd.v1.Inference/Tokenize", "tokenize")) return 1;
+    fprintf(stderr, "%u tokens\n", st.tokens);
     return 0;
 }
 
@@ -625,7 +755,11 @@ static void usage(void)
         "usage: inferctl [--addr HOST:PORT] health [SERVICE]\n"
         "       inferctl [--addr HOST:PORT] generate [--max-tokens N] [--temperature T] [--top-p "
         "P]\n"
-        "                [--top-k K] [--seed S] [--ignore-eos] PROMPT\n"
+        "                [--top-k K] [--seed S] [--ignore-eos] [--stop TEXT]... PROMPT\n"
+        "       inferctl [--addr HOST:PORT] chat [generate's options] [--system TEXT]\n"
+        "                [--message ROLE:TEXT]... MESSAGE\n"
+        "       inferctl [--addr HOST:PORT] tokenize [--chat] [--system TEXT] "
+        "[--message ROLE:TEXT]... TEXT\n"
         "       inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]\n"
         "                [--conns K] [--warmup 0|1]\n"
         "       inferctl [--addr HOST:PORT] ping [--count N] [--interval-ms MS] [SERVICE]\n");
@@ -650,6 +784,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     if (!strcmp(cmd, "health")) return cmd_health(argc - i, argv + i);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - i, argv + i);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - i, argv + i);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - i, argv + i);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - i, argv + i);
     if (!strcmp(cmd, "ping")) return cmd_ping(argc - i, argv + i);
     usage();
