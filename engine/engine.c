@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -328,7 +329,8 @@ int engine_poll(engine_t *e, engine_event_t *out, int max)
         e->ev_count--;
         engine_req_t *r = ev->req;
         bool final = ev->type != ENGINE_EV_TOKEN;
-        if (!r->released) out[n++] = *ev;
+        /* only the used part of the text: an event is ~4 KiB but a token's text a few bytes */
+        if (!r->released) memcpy(&out[n++], ev, offsetof(engine_event_t, text) + ev->len + 1);
         if (!final && !e->cfg.manual_ack) {
             bool was = is_paused(e, r);
             atomic_fetch_add(&r->acked, 1);
