@@ -56,3 +56,33 @@ void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
                             NULL};
     log_write(lvl, "access", fields, "%s %s %.3fms", method, status, secs * 1e3);
 }
+
+void access_log_http(server_t *s, const char *method, const char *path, int status, double secs,
+                     uint64_t bytes_in, uint64_t bytes_out, const char *peer,
+                     const char *request_id)
+{
+    (void)s;
+    if (!log_enabled(LOG_INFO, "access")) return;
+    unsigned long held;
+    pthread_mutex_lock(&access_mu);
+    int ok = log_ratelimit_take(&access_rl, clock_now_ns(), &held);
+    pthread_mutex_unlock(&access_mu);
+    if (held) {
+        char n[24];
+        snprintf(n, sizeof n, "%lu", held);
+        const char *f[] = {"suppressed", n, NULL};
+        log_write(LOG_INFO, "access", f, "suppressed %lu access lines (over %d/s)", held,
+                  ACCESS_LOG_PER_SEC);
+    }
+    if (!ok) return;
+    char dur[32], in[24], out[24], st[12], target[300];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(dur, sizeof dur, "%.6f", secs);
+    snprintf(in, sizeof in, "%llu", (unsigned long long)bytes_in);
+    snprintf(out, sizeof out, "%llu", (unsigned long long)bytes_out);
+    snprintf(target, sizeof target, "%s %s", method, path);
+    const char *fields[] = {"method",     target,     "http_status", st,  "duration_s", dur,
+                            "bytes_in",   in,         "bytes_out",   out, "peer",       peer,
+                            "request_id", request_id, NULL};
+    log_write(LOG_INFO, "access", fields, "%s %d %.3fms", target, status, secs * 1e3);
+}

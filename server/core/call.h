@@ -125,6 +125,10 @@ struct grpc_call {
     /* a plain HTTP request on an h2 stream (GET /live...) */
     int is_http;
     struct offload *job; /* plain HTTP over h2: the response being compressed */
+    /* a request to a streaming route (core/http.h) */
+    const http_route_t *hroute;
+    struct evbuffer *hbody; /* its body so far */
+    struct http_stream *hs; /* its answer, once dispatched and until it ends */
     TAILQ_ENTRY(grpc_call) link;
 };
 
@@ -148,6 +152,15 @@ void call_trailers_sent(grpc_call_t *call);
 /** nghttp2 wrote a DATA frame of the call. */
 void call_written(grpc_call_t *call);
 
+/* A streamed HTTP answer on an h2 stream (hstream.c drives these). */
+/** :status and headers (x-request-id, content-length when length >= 0). Returns 0 or -EPIPE. */
+int call_http_head(grpc_call_t *call, struct http_stream *st, int status, const char *content_type,
+                   const http_header_t *hdrs, size_t n, int64_t length);
+/** DATA bytes; *end gets the stream's output position after them. Returns 0, -EPIPE, -ENOMEM. */
+int call_http_body(grpc_call_t *call, const void *data, size_t len, uint64_t *end);
+/** END_STREAM after what is queued; the answer lets go of the call. */
+void call_http_end(grpc_call_t *call, struct http_stream *st);
+
 /* Metrics glue (server.c): grpc_server_* for a method row. */
 /** grpc_server_started_total. */
 void server_count_started(struct server *s, grpc_method_t *m);
@@ -158,5 +171,9 @@ void server_count_msg(struct server *s, grpc_method_t *m, int sent);
 
 /** Logs one finished RPC (info; debug for probe methods) (access.c). */
 void access_log_call(struct server *s, grpc_call_t *c, double secs, unsigned code);
+/** Logs one streamed HTTP answer (status 499: the client went away first) (access.c). */
+void access_log_http(struct server *s, const char *method, const char *path, int status,
+                     double secs, uint64_t bytes_in, uint64_t bytes_out, const char *peer,
+                     const char *request_id);
 
 #endif

@@ -56,16 +56,34 @@ static void close_cb(evutil_socket_t fd, short what, void *arg)
 /* Sends bytes to the socket at once when nothing is queued before them (plain TCP): the
  * common case then costs one send() instead of the bufferevent arming and disarming write
  * interest around it (two epoll_ctl per response). What the kernel does not take is queued. */
-static int out_add(conn_t *c, struct evbuffer *out, const uint8_t *data, size_t n)
+static int out_add_sent(conn_t *c, struct evbuffer *out, const uint8_t *data, size_t n,
+                        size_t *sent)
 {
+    *sent = 0;
     if (!c->ssl && evbuffer_get_length(out) == 0) {
         ssize_t w = send(bufferevent_getfd(c->bev), data, n, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (w > 0) {
             data += w;
             n -= (size_t)w;
+            *sent = (size_t)w;
         }
     }
     return n ? evbuffer_add(out, data, n) : 0;
+}
+
+static int out_add(conn_t *c, struct evbuffer *out, const uint8_t *data, size_t n)
+{
+    size_t sent;
+    return out_add_sent(c, out, data, n, &sent);
+}
+
+int conn_write(conn_t *c, const void *data, size_t n, size_t *sent)
+{
+    size_t dummy;
+    if (!sent) sent = &dummy;
+    *sent = 0;
+    if (!c->bev) return -EPIPE;
+    return out_add_sent(c, bufferevent_get_output(c->bev), data, n, sent) ? -ENOMEM : 0;
 }
 
 void conn_flush(conn_t *c)
@@ -452,7 +470,8 @@ void conn_goaway(conn_t *c, int stage)
     }
     c->goaway_stage = stage;
     if (stage == 2) {
-        if (c->proto == PROTO_HTTP1 && c->http1 && c->http1->in_message)
+        /* a request being read, or an answer streaming, finishes first (--drain-timeout) */
+        if (c->proto == PROTO_HTTP1 && c->http1 && (c->http1->in_message || c->http1->stream))
             c->http1->close_after = 1;
         else
             c->closing = 1;

@@ -60,7 +60,40 @@ typedef struct http1 {
     int in_message;
     struct offload *job; /* a response being compressed: later requests wait for it */
     int job_head, job_close;
+    /* a request to a streaming route (core/http.h) */
+    char content_type[128];
+    const http_route_t *route; /* set once the head names a streaming route and method */
+    size_t body_limit;         /* route->max_body, or MAX_BODY (bodies of plain rows are dropped) */
+    char *body;                /* (body_len, NUL-terminated) streaming routes only */
+    size_t body_len, body_cap;
+    http_stream_t *stream; /* its answer in progress: later requests wait for it */
+    int dispatching;       /* inside the route's handler (an answer ended there goes on
+                              parsing in place) */
+    int stream_close;      /* close once the answer ends (Connection: close, HTTP/1.0) */
+    int in_held;           /* reading stopped: too much pipelined input while streaming */
+    struct evbuffer_cb_entry *out_cb; /* counts the bytes the socket took (stream's on_taken) */
 } http1_t;
+
+/* One streamed answer (core/http.h), over either transport. */
+struct http_stream {
+    int refs; /* the transport's until the answer ends or the client goes; the handler's */
+    server_t *srv;
+    const http_route_t *route;
+    struct conn *conn;      /* HTTP/1.1, until the answer ends or the client goes */
+    struct grpc_call *call; /* HTTP/2, likewise */
+    int dispatched, started, ended, gone, head_only;
+    int status;
+    int chunked;              /* HTTP/1.1: chunked transfer (1.0: the body runs to the close) */
+    uint64_t queued;          /* HTTP/1.1: bytes of this answer handed to the connection */
+    uint64_t taken;           /* HTTP/1.1: of those, written to the socket */
+    size_t ahead;             /* HTTP/1.1: bytes of earlier answers still queued when it started */
+    struct taken_mark *marks; /* where each tag's units end (a ring) */
+    size_t marks_head, marks_n, marks_cap;
+    uint64_t bytes_in, bytes_out;
+    int64_t start_ns;
+    char method[12], path[256], peer[64], request_id[72];
+    void *data;
+};
 
 struct conn {
     server_t *srv;
@@ -140,6 +173,9 @@ void conn_flush(conn_t *c);
 void conn_touch(conn_t *c);
 /** Starts the shutdown stages on one connection (1: notice + ping, 2: final GOAWAY). */
 void conn_goaway(conn_t *c, int stage);
+/** Queues bytes on the connection, sending them at once when nothing waits before them (plain
+ * TCP). Returns 0 or -ENOMEM; *sent (may be NULL) gets how many went to the socket now. */
+int conn_write(conn_t *c, const void *data, size_t n, size_t *sent);
 
 /* h2.c */
 /** A server session with our SETTINGS submitted. Returns 0 or -1. */
@@ -154,10 +190,43 @@ void h2_session_free(conn_t *c);
 int http1_start(conn_t *c);
 /** Feeds received bytes; responses are appended to the output. Returns 0 or -1 (close). */
 int http1_recv(conn_t *c, struct evbuffer *in);
-/** Frees the parser state (a running compression job is abandoned). */
+/** Frees the parser state (a running compression job is abandoned, a streamed answer's client
+ * is gone). */
 void http1_free(conn_t *c);
+/** A streamed answer's head: status, headers, and Content-Length when length >= 0 (else chunked,
+ * or for HTTP/1.0 a body to the close). Returns 0 or -EPIPE. */
+int http1_stream_head(conn_t *c, http_stream_t *st, int status, const char *content_type,
+                      const http_header_t *hdrs, size_t n, int64_t length);
+/** Body bytes (a chunk when chunked); *end gets the answer's position after them. Returns 0,
+ * -EPIPE, -ENOMEM. */
+int http1_stream_body(conn_t *c, http_stream_t *st, const void *data, size_t len, uint64_t *end);
+/** The answer is complete: the last chunk, then the next pipelined request (or the close);
+ * drops the transport's reference. */
+void http1_stream_end(conn_t *c, http_stream_t *st);
+
+/* hstream.c: streamed answers */
+/** A stream for a request to route (request_id: the client's x-request-id, or NULL); the
+ * transport sets conn or call and holds the one reference. NULL when out of memory. */
+http_stream_t *hstream_new(server_t *s, const http_route_t *route, const char *method,
+                           const char *path, const char *request_id);
+/** Runs the route's handler on the complete request (req->request_id is set here). */
+void hstream_dispatch(http_stream_t *st, http_request_t *req);
+/** The client went away: the handler hears it (on_cancel) unless the answer ended; drops the
+ * transport's reference. */
+void hstream_gone(http_stream_t *st);
+/** The transport has taken the answer's bytes up to pos: marks up to there are reported. */
+void hstream_taken(http_stream_t *st, uint64_t pos);
 
 /* http.c: the route table */
+/** The row serving path on listener l (exact rows first, then the longest prefix), or NULL
+ * (none, or outside l's scope). */
+const http_route_t *http_route_lookup(server_t *s, const listener_t *l, const char *path);
+/** An error answer for a request to route rt (NULL: plain text) in the row's format. */
+void http_route_error(const http_route_t *rt, int status, const char *message, http_response_t *r);
+/** HTTP_METHOD_* bit of a method name, 0 for others. */
+unsigned http_method_bit(const char *method);
+/** The HTTP reason phrase of status ("" when unknown). */
+const char *http_reason(int status);
 /** Answers one plain HTTP request received on listener l: the route's handler, or 404 (unknown
  * path, or a route outside l's scope), or 405 with Allow. r is filled in all cases. */
 void http_serve(server_t *s, const listener_t *l, const char *method, const char *target,

@@ -125,6 +125,7 @@ void grpc_call_ref(grpc_call_t *c)
 
 static void call_free(grpc_call_t *c)
 {
+    if (c->hbody) evbuffer_free(c->hbody);
     if (c->deadline_ev) event_free(c->deadline_ev);
     grpc_deframer_dispose(&c->deframer);
     if (c->out) evbuffer_free(c->out);
@@ -331,7 +332,10 @@ ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags
     int n = evbuffer_remove(c->out, buf, len);
     if (n > 0) {
         c->out_taken += (uint64_t)n;
-        report_taken(c);
+        if (c->hs)
+            hstream_taken(c->hs, c->out_taken);
+        else
+            report_taken(c);
     }
     if (c->congested && evbuffer_get_length(c->out) < CALL_OUT_LOW)
         c->congested = -1; /* drain reported after send */
@@ -518,6 +522,11 @@ void call_trailers_sent(grpc_call_t *c)
 
 void call_stream_closed(grpc_call_t *c, uint32_t error_code)
 {
+    if (c->hs) { /* a streamed HTTP answer whose client went away (or reset the stream) */
+        struct http_stream *st = c->hs;
+        c->hs = NULL;
+        hstream_gone(st);
+    }
     if (c->job) { /* the stream went away while its response was being compressed */
         offload_abandon(c->job);
         c->job = NULL;
@@ -617,6 +626,131 @@ static void http_job_done(void *owner, http_response_t *r)
     grpc_call_unref(c);
 }
 
+/* ---- streamed HTTP answers on an h2 stream (hstream.c) ---- */
+
+int call_http_head(grpc_call_t *c, struct http_stream *st, int status, const char *content_type,
+                   const http_header_t *hdrs, size_t n, int64_t length)
+{
+    nghttp2_session *ss = session_of(c);
+    if (!ss) return -EPIPE;
+    char st_text[4], len[24];
+    snprintf(st_text, sizeof st_text, "%d", status);
+    nghttp2_nv nva[24];
+    size_t k = 0;
+    nva[k++] = (nghttp2_nv)NV(":status", st_text);
+    nva[k++] = (nghttp2_nv)NV("content-type", content_type);
+    if (length >= 0) {
+        snprintf(len, sizeof len, "%lld", (long long)length);
+        nva[k++] = (nghttp2_nv)NV("content-length", len);
+    }
+    nva[k++] = (nghttp2_nv)NV("x-request-id", st->request_id);
+    nva[k++] = (nghttp2_nv)NV("cache-control", "no-store");
+    for (size_t i = 0; i < n && k < sizeof nva / sizeof nva[0]; i++)
+        nva[k++] = (nghttp2_nv){(uint8_t *)hdrs[i].name, (uint8_t *)hdrs[i].value,
+                                strlen(hdrs[i].name), strlen(hdrs[i].value), NGHTTP2_NV_FLAG_NONE};
+    c->http_status = status;
+    c->response_started = 1;
+    nghttp2_data_provider prd = {.source.ptr = c, .read_callback = read_cb};
+    if (nghttp2_submit_response(ss, c->stream_id, nva, k, &prd)) return -EPIPE;
+    conn_flush(c->conn);
+    return 0;
+}
+
+int call_http_body(grpc_call_t *c, const void *data, size_t len, uint64_t *end)
+{
+    if (!session_of(c)) return -EPIPE;
+    if (evbuffer_add(c->out, data, len)) return -ENOMEM;
+    c->bytes_out += len;
+    *end = c->out_taken + evbuffer_get_length(c->out);
+    resume(c);
+    return 0;
+}
+
+void call_http_end(grpc_call_t *c, struct http_stream *st)
+{
+    c->hs = NULL;
+    st->call = NULL;
+    http_stream_unref(st); /* the transport's */
+    c->finished = 1;
+    nghttp2_session *s = session_of(c);
+    if (s) nghttp2_session_resume_data(s, c->stream_id);
+    conn_flush(c->conn);
+}
+
+/* A request to a streaming route over h2: the body arrives in DATA, the handler runs at
+ * END_STREAM (call_remote_closed). Returns 1 when c became one, 0 otherwise. */
+static int http_stream_begin(grpc_call_t *c, server_t *s)
+{
+    char path[512];
+    size_t pl = strcspn(c->path, "?#");
+    if (pl >= sizeof path) pl = sizeof path - 1;
+    memcpy(path, c->path, pl);
+    path[pl] = 0;
+    const http_route_t *rt = http_route_lookup(s, c->conn->lst, path);
+    if (!rt || !rt->stream || !(http_method_bit(c->http_method) & rt->methods)) return 0;
+    c->is_http = 1;
+    const char *cl = grpc_call_header(c, "content-length");
+    if (cl && strtoull(cl, NULL, 10) > rt->max_body) {
+        char msg[96];
+        http_response_t r;
+        snprintf(msg, sizeof msg, "request body larger than %zu bytes (--max-request-body)",
+                 rt->max_body);
+        http_route_error(rt, 413, msg, &r);
+        submit_http(c, &r);
+        http_response_dispose(&r);
+        return 1;
+    }
+    c->hroute = rt;
+    c->hbody = evbuffer_new();
+    if (!c->hbody) http_error(c, 503, "out of memory");
+    return 1;
+}
+
+/* The whole request has come: the route's handler runs. */
+static void http_stream_dispatch(grpc_call_t *c)
+{
+    server_t *s = c->conn->srv;
+    const http_route_t *rt = c->hroute;
+    http_stream_t *st =
+        hstream_new(s, rt, c->http_method, c->path, grpc_call_header(c, "x-request-id"));
+    if (!st) {
+        http_error(c, 503, "out of memory");
+        return;
+    }
+    st->call = c;
+    c->hs = st;
+    size_t n = evbuffer_get_length(c->hbody);
+    char *body = arena_alloc(&c->arena, n + 1);
+    if (!body) {
+        c->hs = NULL;
+        st->call = NULL;
+        http_stream_unref(st);
+        http_error(c, 503, "out of memory");
+        return;
+    }
+    evbuffer_remove(c->hbody, body, n);
+    body[n] = 0;
+    c->bytes_in = n;
+    char query[1024] = "";
+    const char *q = strchr(c->path, '?');
+    if (q) snprintf(query, sizeof query, "%.*s", (int)strcspn(q + 1, "#"), q + 1);
+    char path[512];
+    snprintf(path, sizeof path, "%.*s", (int)strcspn(c->path, "?#"), c->path);
+    http_request_t req = {.method = c->http_method,
+                          .path = path,
+                          .query = query,
+                          .accept = grpc_call_header(c, "accept"),
+                          .accept_encoding = grpc_call_header(c, "accept-encoding"),
+                          .peer = c->conn->peer,
+                          .content_type = c->content_type,
+                          .body = body,
+                          .body_len = n,
+                          .http2 = 1};
+    grpc_call_ref(c); /* the handler may end the answer (and the stream with it) */
+    hstream_dispatch(st, &req);
+    grpc_call_unref(c);
+}
+
 void call_headers_done(grpc_call_t *c)
 {
     server_t *s = c->conn->srv;
@@ -634,6 +768,7 @@ void call_headers_done(grpc_call_t *c)
         http_error(c, 400, "missing :path");
         return;
     }
+    if (!is_grpc_ct && c->http_method && http_stream_begin(c, s)) return;
     if (!is_grpc_ct && c->http_method &&
         (!strcmp(c->http_method, "GET") || !strcmp(c->http_method, "HEAD"))) {
         /* the route table over HTTP/2: /live, /health, /metrics */
@@ -776,6 +911,21 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
 
 int call_data(grpc_call_t *c, const uint8_t *data, size_t len)
 {
+    if (c->hroute && c->hbody && !c->hs && !c->finished) { /* a streaming route's body */
+        if (evbuffer_get_length(c->hbody) + len > c->hroute->max_body) {
+            char msg[96];
+            http_response_t r;
+            snprintf(msg, sizeof msg, "request body larger than %zu bytes (--max-request-body)",
+                     c->hroute->max_body);
+            http_route_error(c->hroute, 413, msg, &r);
+            submit_http(c, &r);
+            http_response_dispose(&r);
+            conn_flush(c->conn);
+            return 0;
+        }
+        if (evbuffer_add(c->hbody, data, len)) http_error(c, 503, "out of memory");
+        return 0;
+    }
     if (c->finished || !c->method) return 0; /* already answered: discard */
     int st = grpc_deframe(&c->deframer, data, len, (size_t)c->conn->srv->cfg->max_recv_message_size,
                           on_message, c);
@@ -791,6 +941,10 @@ int call_data(grpc_call_t *c, const uint8_t *data, size_t len)
 void call_remote_closed(grpc_call_t *c)
 {
     c->remote_closed = 1;
+    if (c->hroute && c->hbody && !c->hs && !c->finished) {
+        http_stream_dispatch(c);
+        return;
+    }
     if (c->finished || !c->method) return;
     if (grpc_deframer_partial(&c->deframer)) {
         fail(c, GRPC_STATUS_INTERNAL, "stream ended inside a message");

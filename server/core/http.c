@@ -49,7 +49,8 @@ int server_route_add(server_t *s, const http_route_t *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const http_route_t *r = &rows[i];
-        if (!r->name || !*r->name || !r->path || r->path[0] != '/' || !r->handler) return -EINVAL;
+        if (!r->name || !*r->name || !r->path || r->path[0] != '/' || !r->handler == !r->stream)
+            return -EINVAL;
         for (size_t j = 0; j < s->n_routes; j++)
             if (!strcmp(s->routes[j].name, r->name) || !strcmp(s->routes[j].path, r->path))
                 return -EEXIST;
@@ -70,12 +71,87 @@ static const char *const allow_text[8] = {
     "", "GET", "HEAD", "GET, HEAD", "POST", "GET, POST", "HEAD, POST", "GET, HEAD, POST",
 };
 
-static unsigned method_bit(const char *method)
+unsigned http_method_bit(const char *method)
 {
     if (!strcmp(method, "GET")) return HTTP_METHOD_GET;
     if (!strcmp(method, "HEAD")) return HTTP_METHOD_HEAD;
     if (!strcmp(method, "POST")) return HTTP_METHOD_POST;
     return 0;
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "";
+    }
+}
+
+const http_route_t *http_route_lookup(server_t *s, const listener_t *l, const char *path)
+{
+    const http_route_t *route = NULL;
+    size_t best = 0;
+    for (size_t i = 0; i < s->n_routes; i++) {
+        const http_route_t *r = &s->routes[i];
+        if (!r->prefix) {
+            if (!strcmp(r->path, path)) {
+                route = r;
+                break;
+            }
+            continue;
+        }
+        size_t n = strlen(r->path);
+        if (n > best && !strncmp(r->path, path, n)) {
+            route = r;
+            best = n;
+        }
+    }
+    if (route && !server_scope_has_route(l->scope, route->name)) return NULL;
+    return route;
+}
+
+void http_route_error(const http_route_t *rt, int status, const char *message, http_response_t *r)
+{
+    memset(r, 0, sizeof *r);
+    if (rt && rt->error) {
+        rt->error(rt->arg, status, message, r);
+        r->status = status;
+        if (r->body) return;
+    }
+    char body[320];
+    int n = snprintf(body, sizeof body, "%s\n", message);
+    http_response_set(r, status, text_plain, body,
+                      n < (int)sizeof body ? (size_t)n : sizeof body - 1);
 }
 
 void http_serve(server_t *s, const listener_t *l, const char *method, const char *target,
@@ -95,16 +171,18 @@ void http_serve(server_t *s, const listener_t *l, const char *method, const char
         memcpy(query, target + pl + 1, ql);
         query[ql] = 0;
     }
-    const http_route_t *route = NULL;
-    for (size_t i = 0; i < s->n_routes && !route; i++)
-        if (!strcmp(s->routes[i].path, path)) route = &s->routes[i];
-    if (!route || !server_scope_has_route(l->scope, route->name)) {
+    const http_route_t *route = http_route_lookup(s, l, path);
+    if (!route) {
         text(r, 404, "not found\n");
         return;
     }
-    if (!(method_bit(method) & route->methods)) {
-        text(r, 405, "method not allowed\n");
+    if (!(http_method_bit(method) & route->methods)) {
+        http_route_error(route, 405, "method not allowed", r);
         r->allow = allow_text[route->methods & 7];
+        return;
+    }
+    if (!route->handler) { /* a streaming row: the transport dispatches those itself */
+        http_route_error(route, 500, "internal error: streaming route served as plain", r);
         return;
     }
     http_request_t req = {.method = method,

@@ -1113,6 +1113,332 @@ static void test_large_gzip_scrape_off_loop(void **state)
     stop_server(s);
 }
 
+/* ---- streamed answers: a streaming route over HTTP/1.1 and HTTP/2 ---- */
+static struct {
+    http_stream_t *held;
+    int cancels, calls;
+    char body[128], ctype[64], rid[80], path[64];
+    int http2;
+    uint64_t tags[8];
+    uint32_t units[8];
+    int ntaken;
+} sx;
+
+static void sx_handler(void *arg, http_stream_t *st, const http_request_t *req)
+{
+    (void)arg;
+    sx.calls++;
+    snprintf(sx.body, sizeof sx.body, "%.*s", (int)req->body_len, req->body);
+    snprintf(sx.ctype, sizeof sx.ctype, "%s", req->content_type ? req->content_type : "");
+    snprintf(sx.rid, sizeof sx.rid, "%s", req->request_id);
+    snprintf(sx.path, sizeof sx.path, "%s", req->path);
+    sx.http2 = req->http2;
+    assert_string_equal(req->request_id, http_stream_request_id(st));
+    if (!strcmp(sx.body, "hold")) { /* a streamed answer the test goes on writing */
+        assert_int_equal(http_stream_start(st, 200, "text/event-stream", NULL, 0), 0);
+        assert_int_equal(http_stream_start(st, 200, "text/event-stream", NULL, 0), -EPIPE);
+        assert_int_equal(http_stream_write(st, "data: 1\n\n", 9, 1, 2), 0);
+        http_stream_ref(st);
+        sx.held = st;
+        return;
+    }
+    const http_header_t h[] = {{"retry-after", "7"}};
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"path\":\"%s\"}", req->path);
+    assert_int_equal(http_stream_reply(st, 200, "application/json", h, 1, body, (size_t)n), 0);
+    assert_int_equal(http_stream_write(st, "x", 1, 0, 0), -EPIPE); /* ended */
+}
+
+static void sx_cancel(void *arg, http_stream_t *st)
+{
+    (void)arg;
+    assert_ptr_equal(st, sx.held);
+    assert_false(http_stream_active(st));
+    assert_int_equal(http_stream_write(st, "late", 4, 9, 1), -EPIPE);
+    sx.cancels++;
+    http_stream_unref(st);
+    sx.held = NULL;
+}
+
+static void sx_taken(void *arg, http_stream_t *st, uint64_t tag, uint32_t units)
+{
+    (void)arg;
+    (void)st;
+    assert_true(sx.ntaken < 8);
+    sx.tags[sx.ntaken] = tag;
+    sx.units[sx.ntaken++] = units;
+}
+
+static void sx_error(void *arg, int status, const char *message, http_response_t *r)
+{
+    (void)arg;
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d}", message, status);
+    http_response_set(r, status, "application/json", body, (size_t)n);
+}
+
+/* Ends the held stream with a last chunk. */
+static void sx_finish(void)
+{
+    http_stream_t *st = sx.held;
+    assert_non_null(st);
+    assert_int_equal(http_stream_write(st, "data: [DONE]\n\n", 14, 3, 0), 0);
+    assert_int_equal(http_stream_end(st), 0);
+    assert_int_equal(http_stream_end(st), -EPIPE);
+    sx.held = NULL;
+    http_stream_unref(st);
+}
+
+static server_t *start_stream_server(void)
+{
+    server_t *s = start_server(NULL);
+    memset(&sx, 0, sizeof sx);
+    http_route_t srows[] = {{.name = "stream",
+                             .path = "/stream",
+                             .methods = HTTP_METHOD_POST | HTTP_METHOD_GET,
+                             .stream = sx_handler,
+                             .on_cancel = sx_cancel,
+                             .on_taken = sx_taken,
+                             .error = sx_error,
+                             .max_body = 64},
+                            {.name = "pfx",
+                             .path = "/pfx/",
+                             .prefix = 1,
+                             .methods = HTTP_METHOD_GET | HTTP_METHOD_HEAD,
+                             .stream = sx_handler,
+                             .error = sx_error}};
+    assert_int_equal(server_route_add(s, srows, 2), 0);
+    http_route_t both = srows[0];
+    both.name = "both";
+    both.path = "/both";
+    both.handler = echo_route;
+    assert_int_equal(server_route_add(s, &both, 1), -EINVAL); /* a row is one kind or the other */
+    return s;
+}
+
+/* A raw HTTP/1.1 connection the test keeps open. */
+static int h1_open(server_t *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+/* Writes req, then runs the loop and reads into resp (appending) until it holds want (NULL:
+ * until the server closes) or ms pass. Returns 1 when the server closed. */
+static int h1_talk(server_t *s, int fd, const char *req, char *resp, size_t cap, const char *want,
+                   int ms)
+{
+    size_t off = 0, len = req ? strlen(req) : 0, got = strlen(resp);
+    for (int i = 0; i < ms; i++) {
+        if (off < len) {
+            ssize_t w = write(fd, req + off, len - off);
+            if (w > 0) off += (size_t)w;
+        }
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+        ssize_t r = read(fd, resp + got, cap - 1 - got);
+        if (r > 0) got += (size_t)r;
+        resp[got] = 0;
+        if (r == 0) return 1;
+        if (want && off == len && strstr(resp, want)) return 0;
+        poll(NULL, 0, 1);
+    }
+    return 0;
+}
+
+static void test_stream_http1(void **state)
+{
+    (void)state;
+    server_t *s = start_stream_server();
+    static char resp[16384];
+    /* a streamed answer, with a request pipelined behind it */
+    int fd = h1_open(s);
+    resp[0] = 0;
+    h1_talk(s, fd,
+            "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "x-request-id: rid-1\r\nContent-Length: 4\r\n\r\nhold"
+            "GET /live HTTP/1.1\r\nHost: x\r\n\r\n",
+            resp, sizeof resp, "data: 1", 2000);
+    assert_int_equal(sx.calls, 1);
+    assert_string_equal(sx.body, "hold");
+    assert_string_equal(sx.ctype, "application/json");
+    assert_string_equal(sx.rid, "rid-1");
+    assert_int_equal(sx.http2, 0);
+    assert_non_null(strstr(resp, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                 "Transfer-Encoding: chunked\r\n"));
+    assert_non_null(strstr(resp, "x-request-id: rid-1\r\n"));
+    assert_non_null(strstr(resp, "\r\n\r\n9\r\ndata: 1\n\n\r\n"));
+    assert_null(strstr(resp, "live")); /* the pipelined request waits for the answer */
+    /* what the socket took is reported, by tag */
+    for (int i = 0; i < 100 && sx.ntaken < 1; i++)
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+    assert_int_equal(sx.ntaken, 1);
+    assert_true(sx.tags[0] == 1 && sx.units[0] == 2);
+    assert_int_equal(http_stream_write(sx.held, "data: 2\n\n", 9, 2, 5), 0);
+    for (int i = 0; i < 100 && sx.ntaken < 2; i++)
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+    assert_int_equal(sx.ntaken, 2);
+    assert_true(sx.tags[1] == 2 && sx.units[1] == 5);
+    sx_finish();
+    h1_talk(s, fd, NULL, resp, sizeof resp, "{\"status\":\"live\"}", 2000);
+    char *end = strstr(resp, "e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+    assert_non_null(end);
+    char *live = strstr(resp, "HTTP/1.1 200 OK\r\nContent-Type: application/json");
+    assert_non_null(live);
+    assert_true(end < live);        /* in order, on the same connection (keep-alive) */
+    assert_int_equal(sx.ntaken, 2); /* units 0: nothing to report */
+    /* answered at once: a length, the row's headers, a generated request id; HEAD: headers */
+    resp[0] = 0;
+    h1_talk(s, fd,
+            "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nnow"
+            "HEAD /pfx/model-a HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /pfx/model-b?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            resp, sizeof resp, "{\"path\":\"/pfx/model-b\"}", 2000);
+    assert_non_null(strstr(resp, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 "Content-Length: 18\r\nretry-after: 7\r\nx-request-id: "));
+    assert_non_null(strstr(resp, "{\"path\":\"/stream\"}"));
+    assert_null(strstr(resp, "{\"path\":\"/pfx/model-a\"}")); /* HEAD */
+    assert_non_null(strstr(resp, "Content-Length: 23\r\n"));
+    assert_string_equal(sx.path, "/pfx/model-b");
+    /* the client goes away while its answer streams: the handler hears it once */
+    resp[0] = 0;
+    h1_talk(s, fd, "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nhold", resp,
+            sizeof resp, "data: 1", 2000);
+    assert_non_null(sx.held);
+    close(fd);
+    for (int i = 0; i < 200 && sx.cancels == 0; i++) {
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(sx.cancels, 1);
+    assert_null(sx.held);
+    /* limits and methods, in the row's own format */
+    fd = h1_open(s);
+    resp[0] = 0;
+    assert_int_equal(h1_talk(s, fd,
+                             "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+                             resp, sizeof resp, NULL, 2000),
+                     1);
+    close(fd);
+    assert_non_null(strstr(resp, "HTTP/1.1 413 Content Too Large\r\nContent-Type: "
+                                 "application/json"));
+    assert_non_null(strstr(resp, "{\"error\":\"request body larger than 64 bytes "
+                                 "(--max-request-body)\",\"status\":413}"));
+    fd = h1_open(s);
+    resp[0] = 0;
+    h1_talk(
+        s, fd,
+        "POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "40\r\n" /* 64 bytes, then one more: over the limit while the body arrives */
+        "0123456789012345678901234567890123456789012345678901234567890123\r\n1\r\nx\r\n0\r\n\r\n",
+        resp, sizeof resp, NULL, 2000);
+    close(fd);
+    assert_non_null(strstr(resp, "HTTP/1.1 413"));
+    fd = h1_open(s);
+    resp[0] = 0;
+    h1_talk(s, fd, "PUT /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", resp,
+            sizeof resp, "}", 2000);
+    close(fd);
+    assert_non_null(strstr(resp, "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: "
+                                 "application/json"));
+    assert_non_null(strstr(resp, "Allow: GET, POST"));
+    assert_non_null(strstr(resp, "{\"error\":\"method not allowed\",\"status\":405}"));
+    /* HTTP/1.0: no chunks, the body runs to the close */
+    fd = h1_open(s);
+    resp[0] = 0;
+    h1_talk(s, fd, "POST /stream HTTP/1.0\r\nContent-Length: 4\r\n\r\nhold", resp, sizeof resp,
+            "data: 1", 2000);
+    sx_finish();
+    assert_int_equal(h1_talk(s, fd, NULL, resp, sizeof resp, NULL, 2000), 1);
+    close(fd);
+    assert_null(strstr(resp, "Transfer-Encoding"));
+    assert_non_null(strstr(resp, "Connection: close\r\n\r\ndata: 1\n\ndata: [DONE]\n\n"));
+    stop_server(s);
+}
+
+static void test_stream_h2(void **state)
+{
+    (void)state;
+    server_t *s = start_stream_server();
+    client_t c;
+    client_open_window(&c, s, 16); /* the server may send 16 bytes per stream at a time */
+    const char *rid[] = {"x-request-id", "rid-2", NULL};
+    result_t *r = request(&c, "POST", "/stream", "application/json", (const unsigned char *)"hold",
+                          4, 2, rid);
+    for (int i = 0; i < 2000 && !sx.held; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_non_null(sx.held);
+    assert_string_equal(sx.body, "hold"); /* gathered from two DATA frames */
+    assert_string_equal(sx.rid, "rid-2");
+    assert_int_equal(sx.http2, 1);
+    /* more than the window: nothing is reported taken until the client's WINDOW_UPDATE */
+    char big[40];
+    memset(big, 'y', sizeof big);
+    assert_int_equal(http_stream_write(sx.held, big, sizeof big, 2, 7), 0);
+    for (int i = 0; i < 2000 && sx.ntaken < 2; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(sx.ntaken, 2);
+    assert_true(sx.tags[0] == 1 && sx.units[0] == 2 && sx.tags[1] == 2 && sx.units[1] == 7);
+    sx_finish();
+    pump_until(&c, &r->closed, 2000);
+    assert_int_equal(r->http_status, 200);
+    assert_string_equal(r->content_type, "text/event-stream");
+    assert_int_equal(r->dlen, 9 + 40 + 14);
+    assert_memory_equal(r->data, "data: 1\n\n", 9);
+    assert_memory_equal(r->data + 49, "data: [DONE]\n\n", 14);
+    assert_false(r->got_rst);
+    /* answered at once, and a prefix row */
+    result_t *r2 = request(&c, "GET", "/pfx/m", NULL, NULL, 0, 0, NULL);
+    pump_until(&c, &r2->closed, 2000);
+    assert_int_equal(r2->http_status, 200);
+    assert_int_equal(r2->dlen, 17);
+    assert_memory_equal(r2->data, "{\"path\":\"/pfx/m\"}", 17);
+    /* over the body limit: 413 in the row's format */
+    unsigned char big_body[100];
+    memset(big_body, 'b', sizeof big_body);
+    result_t *r3 =
+        request(&c, "POST", "/stream", "application/json", big_body, sizeof big_body, 0, NULL);
+    pump_until(&c, &r3->closed, 2000);
+    assert_int_equal(r3->http_status, 413);
+    assert_non_null(memmem(r3->data, r3->dlen, "\"status\":413", 12));
+    /* a wrong method: 405 */
+    result_t *r4 = request(&c, "PUT", "/stream", NULL, NULL, 0, 0, NULL);
+    pump_until(&c, &r4->closed, 2000);
+    assert_int_equal(r4->http_status, 405);
+    /* the client resets the stream while its answer streams: the handler hears it */
+    result_t *r5 = request(&c, "POST", "/stream", "application/json", (const unsigned char *)"hold",
+                           4, 0, NULL);
+    for (int i = 0; i < 2000 && !sx.held; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_non_null(sx.held);
+    nghttp2_submit_rst_stream(c.s, NGHTTP2_FLAG_NONE, r5->id, NGHTTP2_CANCEL);
+    for (int i = 0; i < 2000 && sx.cancels == 0; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(sx.cancels, 1);
+    /* and losing the connection does the same */
+    request(&c, "POST", "/stream", NULL, (const unsigned char *)"hold", 4, 0, NULL);
+    for (int i = 0; i < 2000 && !sx.held; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_non_null(sx.held);
+    client_close(&c);
+    assert_int_equal(sx.cancels, 2);
+    stop_server(s);
+}
+
 int main(void)
 {
     evthread_use_pthreads(); /* the compression job wakes the loop from its thread */
@@ -1137,6 +1463,8 @@ int main(void)
         cmocka_unit_test(test_counted_send_reports_when_taken),
         cmocka_unit_test(test_one_flush_per_connection_per_batch),
         cmocka_unit_test(test_listener_scope),
+        cmocka_unit_test(test_stream_http1),
+        cmocka_unit_test(test_stream_h2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
