@@ -19,11 +19,14 @@
 #include "server/services/canary.h"
 #include "server/services/fault.h"
 #include "server/services/inference.h"
+#include "server/services/openai.h"
 #include "server/services/reflection.h"
 
 /* What each listener serves (DESIGN.md "Health model"; issue 13): the main port everything
  * but fault injection, the system port what Dynamo's system status server serves. */
-static const char *const main_routes[] = {"live", "health", "metrics"};
+static const char *const main_routes[] = {"live",          "health",        "metrics",
+                                          "openai_models", "openai_model",  "openai_completions",
+                                          "openai_chat",   "openai_unknown"};
 static const char *const system_services[] = {"grpc.health.v1.Health"};
 static const char *const system_routes[] = {"live", "health", "metrics", "fault"};
 static const server_scope_t main_scope = {
@@ -50,6 +53,7 @@ struct app {
     health_t *health;
     reflection_t *refl;
     inference_t *inf;
+    openai_t *openai;
     health_prober_t *prober;
 };
 
@@ -180,6 +184,7 @@ int app_new(app_t **out, config_t *cfg, char *err, size_t errlen)
     if ((rc = health_setup(a, err, errlen))) goto fail;
     if ((rc = reflection_setup(a, err, errlen))) goto fail;
     if ((rc = inference_setup(a, err, errlen))) goto fail;
+    if ((rc = openai_new(&a->openai, a->srv, a->inf, err, errlen))) goto fail;
     if ((rc = fault_setup(a, err, errlen))) goto fail;
     *out = a;
     return 0;
@@ -207,6 +212,7 @@ void app_free(app_t *a)
     health_prober_free(a->prober);                /* cancels its canary through inference's ops */
     inference_free(a->inf);
     server_free(a->srv);
+    openai_free(a->openai);
     reflection_free(a->refl);
     health_free(a->health);
     if (a->canary) protobuf_c_message_free_unpacked(&a->canary->base, NULL);
