@@ -444,7 +444,7 @@ static int parse_prompt(json_t *o, openai_request_t *r, openai_error_t *e)
 /* A message's content: a string, or text parts joined by newlines. */
 static int message_content(json_t *m, size_t i, openai_request_t *r, openai_error_t *e)
 {
-    char f[64];
+    char f[96];
     json_t *c = json_object_get(m, "content");
     snprintf(f, sizeof f, "messages[%zu].content", i);
     if (!c || json_is_null(c)) return fail(e, 400, f, "missing_required", "%s is required", f);
@@ -505,7 +505,7 @@ static int parse_messages(json_t *o, openai_request_t *r, openai_error_t *e)
     r->n_msgs = n;
     for (size_t i = 0; i < n; i++) {
         json_t *m = json_array_get(v, i), *role;
-        char f[64];
+        char f[96];
         snprintf(f, sizeof f, "messages[%zu]", i);
         if (!json_is_object(m)) return wrong_type(e, f, "an object", m);
         const char *k;

@@ -15,11 +15,14 @@
  *       inferd.v1.Inference/Tokenize: prints the ids a Generate of TEXT (with --chat: of the
  *       chat whose last user turn is TEXT) starts from, one line, space-separated.
  *   inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]
- *            [--conns K] [--warmup W]
+ *            [--conns K] [--warmup W] [--api grpc|openai]
  *       Load generator: C concurrent Generate streams (spread over K connections) until N
  *       requests are done, each the engine benchmark's request (5 prompt token ids, greedy,
  *       ignore_eos, T tokens). Prints aggregate tokens/s, per-stream decode tokens/s, and time
- *       to first token (HEADERS sent -> first message with tokens) p50/p99.
+ *       to first token (HEADERS sent -> first message with tokens) p50/p99. With --api openai
+ *       the same requests go to POST /v1/completions as server-sent events, one HTTP/1.1
+ *       keep-alive connection per stream (--conns is ignored); time to first token is request
+ *       sent -> first event with text, tokens come from the usage chunk.
  *   inferctl [--addr HOST:PORT] ping [--count N] [--interval-ms MS] [SERVICE]
  *       Health Check latency: N sequential calls on one connection; p50/p99/max.
  *
@@ -721,9 +724,233 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
     return failed ? 1 : 0;
 }
 
+/* ---- bench through the OpenAI API: server-sent events over HTTP/1.1 ---- */
+
+/* One client connection (keep-alive), carrying one streamed completion at a time. */
+typedef struct oconn {
+    int fd;
+    int req; /* the request it carries, -1 when idle */
+    char *out;
+    size_t out_len, out_off;
+    char *in; /* raw bytes received, not yet decoded */
+    size_t in_len, in_cap;
+    int head_done;
+    long chunk_left; /* bytes left in the current chunk, -1 before its size line */
+    char *ev;        /* decoded body: events not yet complete */
+    size_t ev_len, ev_cap;
+} oconn_t;
+
+typedef struct oreq {
+    uint64_t t_start, t_first, t_last, t_end;
+    uint32_t tokens; /* completion_tokens from the usage chunk */
+    int failed;
+} oreq_t;
+
+static void buf_add(char **b, size_t *len, size_t *cap, const char *d, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap * 2 : 4096;
+        while (c < *len + n + 1)
+            c *= 2;
+        char *x = realloc(*b, c);
+        if (!x) die("%s", "out of memory");
+        *b = x;
+        *cap = c;
+    }
+    memcpy(*b + *len, d, n);
+    *len += n;
+    (*b)[*len] = 0;
+}
+
+static int oconn_open(oconn_t *c)
+{
+    struct addrinfo hints = {0}, *ai;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(g_host, g_port, &hints, &ai)) return -1;
+    c->fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    int rc = c->fd >= 0 ? connect(c->fd, ai->ai_addr, ai->ai_addrlen) : -1;
+    freeaddrinfo(ai);
+    if (rc) return -1;
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(c->fd, F_SETFL, O_NONBLOCK);
+    c->req = -1;
+    return 0;
+}
+
+/* One complete event of request r. Returns 1 at [DONE]. */
+static int oevent(oreq_t *r, const char *e, uint64_t now)
+{
+    if (strncmp(e, "data: ", 6)) return 0;
+    if (!strncmp(e + 6, "[DONE]", 6)) return 1;
+    if (strstr(e, "\"error\"")) r->failed = 1;
+    const char *t = strstr(e, "\"text\":\"");
+    if (t && t[8] != '"') {
+        if (!r->t_first) r->t_first = now;
+        r->t_last = now;
+    }
+    const char *u = strstr(e, "\"completion_tokens\":");
+    if (u) r->tokens = (uint32_t)strtoul(u + 20, NULL, 10);
+    return 0;
+}
+
+/* Decodes what arrived on c (head, chunks, events). Returns 1 when its response ended. */
+static int oconn_feed(oconn_t *c, oreq_t *r, uint64_t now)
+{
+    size_t off = 0;
+    if (!c->head_done) {
+        char *e = strstr(c->in, "\r\n\r\n");
+        if (!e) return 0;
+        if (strncmp(c->in, "HTTP/1.1 200", 12)) r->failed = 1;
+        if (!strstr(c->in, "Transfer-Encoding: chunked")) r->failed = 1;
+        c->head_done = 1;
+        c->chunk_left = -1;
+        off = (size_t)(e - c->in) + 4;
+        if (r->failed) return 1;
+    }
+    int done = 0;
+    while (off < c->in_len) {
+        if (c->chunk_left < 0) {
+            char *nl = strstr(c->in + off, "\r\n");
+            if (!nl) break;
+            c->chunk_left = strtol(c->in + off, NULL, 16);
+            off = (size_t)(nl - c->in) + 2;
+            if (c->chunk_left == 0) {
+                done = 1; /* the last chunk (its CRLF follows) */
+                off = c->in_len;
+                break;
+            }
+            continue;
+        }
+        size_t have = c->in_len - off;
+        if ((long)have < c->chunk_left + 2) break;
+        buf_add(&c->ev, &c->ev_len, &c->ev_cap, c->in + off, (size_t)c->chunk_left);
+        off += (size_t)c->chunk_left + 2;
+        c->chunk_left = -1;
+    }
+    memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= off;
+    c->in[c->in_len] = 0;
+    char *p = c->ev, *e;
+    while (c->ev && (e = strstr(p, "\n\n"))) {
+        *e = 0;
+        oevent(r, p, now);
+        p = e + 2;
+    }
+    if (c->ev) {
+        size_t left = c->ev_len - (size_t)(p - c->ev);
+        memmove(c->ev, p, left);
+        c->ev_len = left;
+        c->ev[left] = 0;
+    }
+    return done;
+}
+
+static int openai_round(int conc, int nreq, uint32_t max_tokens, int print)
+{
+    oconn_t *cs = calloc((size_t)conc, sizeof *cs);
+    oreq_t *rs = calloc((size_t)nreq, sizeof *rs);
+    struct pollfd *pf = calloc((size_t)conc, sizeof *pf);
+    if (!cs || !rs || !pf) die("%s", "out of memory");
+    for (int i = 0; i < conc; i++)
+        if (oconn_open(&cs[i])) die("cannot connect to %s", g_authority);
+    int next = 0, done = 0, failed = 0;
+    uint64_t t0 = (uint64_t)clock_now_ns();
+    while (done < nreq) {
+        for (int i = 0; i < conc; i++) {
+            oconn_t *c = &cs[i];
+            if (c->req >= 0 || next >= nreq) continue;
+            /* the same request as the gRPC bench: 5 prompt ids, greedy, ignore_eos */
+            char body[256], head[512];
+            int bl = snprintf(body, sizeof body,
+                              "{\"prompt\":[1,%d,200,300,17],\"max_tokens\":%u,\"temperature\":0,"
+                              "\"ignore_eos\":true,\"stream\":true,"
+                              "\"stream_options\":{\"include_usage\":true}}",
+                              10 + next % conc, max_tokens);
+            int hl = snprintf(head, sizeof head,
+                              "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: "
+                              "application/json\r\nContent-Length: %d\r\n\r\n",
+                              g_authority, bl);
+            free(c->out);
+            c->out = malloc((size_t)(hl + bl));
+            memcpy(c->out, head, (size_t)hl);
+            memcpy(c->out + hl, body, (size_t)bl);
+            c->out_len = (size_t)(hl + bl);
+            c->out_off = 0;
+            c->head_done = 0;
+            c->in_len = c->ev_len = 0;
+            c->req = next++;
+            rs[c->req].t_start = (uint64_t)clock_now_ns();
+        }
+        for (int i = 0; i < conc; i++) {
+            pf[i].fd = cs[i].req >= 0 ? cs[i].fd : -1;
+            pf[i].events = POLLIN | (cs[i].out_off < cs[i].out_len ? POLLOUT : 0);
+            pf[i].revents = 0;
+        }
+        if (poll(pf, (nfds_t)conc, 1000) < 0) die("%s", "poll failed");
+        uint64_t now = (uint64_t)clock_now_ns();
+        for (int i = 0; i < conc; i++) {
+            oconn_t *c = &cs[i];
+            if (c->req < 0) continue;
+            if (c->out_off < c->out_len) {
+                ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+                if (w > 0) c->out_off += (size_t)w;
+            }
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char buf[65536];
+            ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+            if (n <= 0) die("%s", "the server closed a connection");
+            buf_add(&c->in, &c->in_len, &c->in_cap, buf, (size_t)n);
+            oreq_t *r = &rs[c->req];
+            if (oconn_feed(c, r, now)) {
+                r->t_end = now;
+                if (r->failed && failed++ < 5)
+                    fprintf(stderr, "inferctl: request %d failed: %.200s\n", c->req, c->in);
+                c->req = -1;
+                done++;
+            }
+        }
+    }
+    uint64_t t1 = (uint64_t)clock_now_ns();
+    uint64_t total = 0, *ttft = calloc((size_t)nreq, 8);
+    double decode = 0;
+    int nd = 0, nt = 0;
+    for (int i = 0; i < nreq; i++) {
+        oreq_t *r = &rs[i];
+        total += r->tokens;
+        if (r->t_first) ttft[nt++] = r->t_first - r->t_start;
+        if (r->tokens > 1 && r->t_last > r->t_first) {
+            decode += (r->tokens - 1) / ((double)(r->t_last - r->t_first) / 1e9);
+            nd++;
+        }
+    }
+    qsort(ttft, (size_t)nt, 8, cmp_u64);
+    double secs = (double)(t1 - t0) / 1e9;
+    if (print)
+        printf("streams %3d  requests %4d  tokens/stream %u  aggregate %8.1f tok/s  per-stream "
+               "decode %7.1f "
+               "tok/s  ttft p50 %7.2f ms  p99 %7.2f ms  failed %d\n",
+               conc, nreq, max_tokens, (double)total / secs, nd ? decode / nd : 0.0,
+               nt ? (double)ttft[nt / 2] / 1e6 : 0.0,
+               nt ? (double)ttft[(nt * 99) / 100 < nt ? (nt * 99) / 100 : nt - 1] / 1e6 : 0.0,
+               failed);
+    fflush(stdout);
+    for (int i = 0; i < conc; i++) {
+        close(cs[i].fd);
+        free(cs[i].out);
+        free(cs[i].in);
+        free(cs[i].ev);
+    }
+    free(cs);
+    free(rs);
+    free(pf);
+    free(ttft);
+    return failed ? 1 : 0;
+}
+
 static int cmd_bench(int argc, char **argv)
 {
-    int conc = 1, nreq = -1, nconns = 1, warmup = 1;
+    int conc = 1, nreq = -1, nconns = 1, warmup = 1, openai = 0;
     uint32_t max_tokens = 200;
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
@@ -739,11 +966,18 @@ static int cmd_bench(int argc, char **argv)
             nconns = atoi(v);
         else if (!strcmp(o, "--warmup"))
             warmup = atoi(v);
-        else
+        else if (!strcmp(o, "--api")) {
+            if (strcmp(v, "grpc") && strcmp(v, "openai")) die("--api %s: want grpc or openai", v);
+            openai = !strcmp(v, "openai");
+        } else
             die("unknown bench option %s", o);
     }
     if (conc < 1 || nconns < 1) die("%s", "--streams and --conns must be >= 1");
     if (nreq < conc) nreq = conc;
+    if (openai) {
+        if (warmup > 0) openai_round(conc, conc, max_tokens < 16 ? max_tokens : 16, 0);
+        return openai_round(conc, nreq, max_tokens, 1);
+    }
     if (warmup > 0) bench_round(conc, conc, max_tokens < 16 ? max_tokens : 16, nconns, 0);
     return bench_round(conc, nreq, max_tokens, nconns, 1);
 }
@@ -761,7 +995,7 @@ static void usage(void)
         "       inferctl [--addr HOST:PORT] tokenize [--chat] [--system TEXT] "
         "[--message ROLE:TEXT]... TEXT\n"
         "       inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]\n"
-        "                [--conns K] [--warmup 0|1]\n"
+        "                [--conns K] [--warmup 0|1] [--api grpc|openai]\n"
         "       inferctl [--addr HOST:PORT] ping [--count N] [--interval-ms MS] [SERVICE]\n");
     exit(2);
 }

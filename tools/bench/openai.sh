@@ -1,0 +1,84 @@
+#!/bin/sh
+# The OpenAI API (server-sent events) beside gRPC Generate, in one run on one server.
+#
+# Release build (no sanitizers, CUDA off) in build-bench-inf/ (shared with engine.sh), the
+# stories15M-shaped model engine.sh uses (dim 288, hidden 768, 6 layers, 6 heads, vocab 32000,
+# seq 256, random weights). For 1 and 16 concurrent streams, the same requests (5 prompt token
+# ids, greedy, ignore_eos, T tokens) through
+#   grpc   : `inferctl bench` (C client, nghttp2, one h2c connection per stream)
+#   openai : `inferctl bench --api openai` (C client, POST /v1/completions with stream and
+#            include_usage, one HTTP/1.1 keep-alive connection per stream)
+# alternately REPEAT times (grpc, openai, grpc, ...), medians kept, because the machine may be
+# shared. Prints aggregate tokens/s, per-stream decode tokens/s, time to first token p50/p99,
+# and openai/grpc. Goal (issue 12): within 3%.
+#
+#   tools/bench/openai.sh [threads (default: all cores)] [tokens per stream (200)]
+# env: REPEAT (5), STREAMS ("1 16"), REQUESTS (per stream count: 2 x streams), BUILD_DIR
+set -eu
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${BUILD_DIR:-$root/build-bench-inf}
+threads=${1:-$(nproc)}
+tokens=${2:-200}
+repeat=${REPEAT:-5}
+streams=${STREAMS:-"1 16"}
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DINFERD_SANITIZE=OFF -DINFERD_TESTS=OFF \
+  -DINFERD_CUDA=OFF >/dev/null
+cmake --build "$build" --target inferd inferctl mkmodel -j"$(nproc)" >/dev/null
+model=$build/models/stories15M-shape.bin
+tok=$build/models/stories15M-shape.tokenizer.bin
+if [ ! -f "$model" ]; then
+  mkdir -p "$build/models"
+  "$build/tools/mkmodel/mkmodel" --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6 \
+    --vocab 32000 --seq-len 256 --seed 15 --out "$model" --tokenizer-out "$tok" >/dev/null
+fi
+inferctl=$build/tools/inferctl/inferctl
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+tmp=$(mktemp -d)
+"$build/server/inferd" --listen "127.0.0.1:$port" --system-port -1 --model "$model" --tokenizer "$tok" \
+  --threads "$threads" --max-batch 64 --max-queued 1024 --log warn --shutdown-delay 0 2>"$tmp/inferd.err" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
+i=0
+until "$inferctl" --addr "127.0.0.1:$port" health inferd.v1.Inference >/dev/null 2>&1; do
+  i=$((i + 1))
+  if [ $i -gt 300 ] || ! kill -0 $pid 2>/dev/null; then
+    echo "inferd did not become SERVING:" >&2
+    cat "$tmp/inferd.err" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+
+echo "openai.sh: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
+  "threads $threads, $tokens tokens/stream, median of $repeat, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "model: stories15M shape (dim 288, hidden 768, 6 layers, 6 heads, vocab 32000, seq 256), fp32 random weights"
+
+# median of the numbers on stdin
+median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+field() { sed -n "s/.*$1 *\([0-9.]*\).*/\1/p"; }
+
+for c in $streams; do
+  n=${REQUESTS:-$((2 * c))}
+  : >"$tmp/grpc" && : >"$tmp/openai"
+  r=0
+  while [ $r -lt "$repeat" ]; do
+    "$inferctl" --addr "127.0.0.1:$port" bench --streams "$c" --requests "$n" --max-tokens "$tokens" \
+      --conns "$c" >>"$tmp/grpc"
+    "$inferctl" --addr "127.0.0.1:$port" bench --streams "$c" --requests "$n" --max-tokens "$tokens" \
+      --api openai >>"$tmp/openai"
+    r=$((r + 1))
+  done
+  for api in grpc openai; do
+    agg=$(field 'aggregate' <"$tmp/$api" | median)
+    dec=$(field 'decode' <"$tmp/$api" | median)
+    p50=$(field 'p50' <"$tmp/$api" | median)
+    p99=$(field 'p99' <"$tmp/$api" | median)
+    fail=$(sed -n 's/.*failed \([0-9]*\).*/\1/p' <"$tmp/$api" | awk '{s+=$1} END {print s+0}')
+    printf "%-6s streams %3d  aggregate %8.1f tok/s  per-stream decode %7.1f tok/s  ttft p50 %7.2f ms  p99 %7.2f ms  failed %s\n" \
+      "$api" "$c" "$agg" "$dec" "$p50" "$p99" "$fail"
+    eval "agg_$api=$agg; p50_$api=$p50"
+  done
+  awk -v a="$agg_openai" -v g="$agg_grpc" -v ta="$p50_openai" -v tg="$p50_grpc" -v c="$c" \
+    'BEGIN {printf "openai/grpc streams %3d  aggregate %.3f  ttft p50 %.3f\n", c, a / g, ta / tg}'
+done
