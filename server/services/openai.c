@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +62,30 @@ __attribute__((format(printf, 2, 3))) static void sb_printf(sb_t *b, const char 
     sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
-/* A JSON string: the text is valid UTF-8 (the engine's and our own), so only quotes,
- * backslashes and control characters need escaping. */
+/* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t k;
+    uint32_t cp, min;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        k = 2, cp = p[0] & 0x1f, min = 0x80;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        k = 3, cp = p[0] & 0x0f, min = 0x800;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        k = 4, cp = p[0] & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (n < k) return 0;
+    for (size_t j = 1; j < k; j++) {
+        if ((p[j] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (p[j] & 0x3f);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : k;
+}
+
+/* A JSON string. The engine's text is valid UTF-8, but a message may quote a client's bytes
+ * (jansson's error text shows the input near the error): an invalid sequence becomes U+FFFD, so
+ * the answer always parses. */
 static void sb_json(sb_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -70,6 +93,17 @@ static void sb_json(sb_t *b, const char *s, size_t n)
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t k = utf8_len((const unsigned char *)s + i, n - i);
+            if (k) {
+                i += k - 1;
+                continue;
+            }
+            sb_put(b, s + run, i - run);
+            sb_put(b, "\xef\xbf\xbd", 3); /* U+FFFD */
+            run = i + 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         sb_put(b, s + run, i - run);
         run = i + 1;

@@ -826,6 +826,42 @@ static void payload_seeds(void)
     }
 }
 
+/* ---- openai: request bodies of the OpenAI API (test_openai.py's, good and bad) ---- */
+static void openai_seeds(void)
+{
+    static const char *const p[] = {
+        "0{\"model\":\"m\",\"prompt\":\"Once upon a time\",\"max_tokens\":12,"
+        "\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+        "0{\"prompt\":[1,2,3],\"stop\":[\"a\",\"b\"],\"seed\":7,\"top_p\":0.5,\"top_k\":4}",
+        "0{\"prompt\":[\"one\"],\"n\":1,\"echo\":false,\"logprobs\":null,\"user\":\"u\"}",
+        "0{\"prompt\":[\"a\",\"b\"]}",
+        "0{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+        "0{\"prompt\": \"x\",, }",
+        "0[1, 2]",
+        "0{\"prompt\": \"ab\\u0000c\"}",
+        "0{\"prompt\":\"x\",\"frequency_penalty\":1.5,\"presence_penalty\":0}",
+        "1{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+        "{\"role\":\"user\",\"content\":\"Hello\"}],\"max_completion_tokens\":20}",
+        "1{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+        "{\"type\":\"text\",\"text\":\"b\"}]}],\"response_format\":{\"type\":\"text\"},"
+        "\"metadata\":{\"k\":\"v\"},\"tools\":[],\"tool_choice\":\"none\"}",
+        "1{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+        "1{\"messages\":[{\"role\":\"tool\",\"content\":\"x\",\"tool_call_id\":\"1\"}]}",
+        "1{\"messages\":[],\"logprobs\":true,\"n\":2,\"foo\":1}",
+        "1{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}",
+        "1{\"messages\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    };
+    char name[32];
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+        snprintf(name, sizeof name, "openai%02zu", i);
+        char buf[512];
+        size_t n = strlen(p[i]);
+        memcpy(buf, p[i], n);
+        buf[0] = (char)(p[i][0] - '0'); /* the endpoint byte */
+        seed("openai", name, buf, n);
+    }
+}
+
 /* ---- h2: a connection's bytes after the client preface ---- */
 typedef struct {
     nghttp2_session *s;
@@ -1170,6 +1206,7 @@ int main(int argc, char **argv)
     grpc_message_seeds(req, n_req);
     option_seeds();
     payload_seeds();
+    openai_seeds();
     h2_seeds(req, n_req);
     http1_seeds();
     printf("fuzz_seeds: %d seeds in %s\n", n_written, out_dir);

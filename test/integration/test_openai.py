@@ -327,6 +327,13 @@ class TestOpenAI(unittest.TestCase):
                     {"content-type": "application/json"})
         self.assertEqual(st, 400)
         self.assertIn("malformed JSON at line 1, column", e["message"])
+        # jansson quotes the input near the error: an invalid byte there must not break the
+        # answer's own JSON (a fuzzer finding)
+        st, e = err("POST", "/v1/completions", b'{"prompt": "ab\\\xde\x8a\\"}',
+                    {"content-type": "application/json"})
+        self.assertEqual(st, 400)
+        self.assertIn("invalid escape near", e["message"])
+        self.assertIn("\ufffd", e["message"])
         st, e = err("POST", "/v1/completions", {"prompt": "x"}, {"content-type": "text/plain"})
         self.assertEqual((st, e["code"]), (415, "unsupported_media_type"))
         st, e = err("POST", "/v1/completions", {"prompt": "x", "n": 3})
