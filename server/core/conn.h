@@ -71,6 +71,7 @@ typedef struct http1 {
                               parsing in place) */
     int stream_close;      /* close once the answer ends (Connection: close, HTTP/1.0) */
     int in_held;           /* reading stopped: too much pipelined input while streaming */
+    int expect_continue;   /* Expect: 100-continue (curl sends it for bodies over 1 KiB) */
     struct evbuffer_cb_entry *out_cb; /* counts the bytes the socket took (stream's on_taken) */
 } http1_t;
 

@@ -29,6 +29,7 @@ static int on_begin(http_parser *p)
     h->body_bytes = 0;
     h->accept[0] = h->accept_encoding[0] = h->x_request_id[0] = h->content_type[0] = 0;
     h->route = NULL;
+    h->expect_continue = 0;
     h->body_limit = MAX_BODY;
     h->body_len = 0;
     h->in_message = 1;
@@ -100,6 +101,9 @@ static int on_value(http_parser *p, const char *at, size_t len)
         append(h->x_request_id, sizeof h->x_request_id, at, len);
     else if (!strcasecmp(h->cur_field, "content-type"))
         append(h->content_type, sizeof h->content_type, at, len);
+    else if (!strcasecmp(h->cur_field, "expect") && len == 12 &&
+             !strncasecmp(at, "100-continue", 12))
+        h->expect_continue = 1;
     return 0;
 }
 
@@ -130,6 +134,9 @@ static int on_headers_complete(http_parser *p)
         h->error = 413;
         return -1;
     }
+    /* a client waiting to be told to send its body (RFC 9110 10.1.1) is told at once */
+    if (h->route && h->expect_continue && p->http_major == 1 && p->http_minor >= 1)
+        conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL);
     return 0;
 }
 

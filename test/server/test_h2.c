@@ -1347,6 +1347,17 @@ static void test_stream_http1(void **state)
                                  "application/json"));
     assert_non_null(strstr(resp, "Allow: GET, POST"));
     assert_non_null(strstr(resp, "{\"error\":\"method not allowed\",\"status\":405}"));
+    /* Expect: 100-continue (curl's, for bodies over 1 KiB): told to go on at once */
+    fd = h1_open(s);
+    resp[0] = 0;
+    h1_talk(s, fd,
+            "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            "Expect: 100-continue\r\n\r\n",
+            resp, sizeof resp, "HTTP/1.1 100 Continue\r\n\r\n", 2000);
+    assert_string_equal(resp, "HTTP/1.1 100 Continue\r\n\r\n");
+    h1_talk(s, fd, "now", resp, sizeof resp, "{\"path\":\"/stream\"}", 2000);
+    close(fd);
+    assert_non_null(strstr(resp, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"));
     /* HTTP/1.0: no chunks, the body runs to the close */
     fd = h1_open(s);
     resp[0] = 0;
