@@ -5,6 +5,7 @@
  * uniqueness checks and lookups stay linear even for hostile counts.
  */
 #include "gguf.h"
+#include "backend.h"
 #include "dtype.h"
 
 #include <errno.h>
@@ -68,19 +69,6 @@ static int grow(void *pp, size_t *cap, size_t n, size_t elem)
 }
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 static uint64_t hash(const char *s)
 {
@@ -209,9 +197,9 @@ typedef struct {
 static int need(rd_t *r, uint64_t n, const char *what)
 {
     if (n > r->size - r->pos)
-        return fail(r->err, r->errlen, -EINVAL,
-                    "%s: truncated: %s needs %llu bytes at offset %zu but the file has %zu",
-                    r->name, what, (unsigned long long)n, r->pos, r->size);
+        return errorf(r->err, r->errlen, -EINVAL,
+                      "%s: truncated: %s needs %llu bytes at offset %zu but the file has %zu",
+                      r->name, what, (unsigned long long)n, r->pos, r->size);
     return 0;
 }
 
@@ -239,9 +227,9 @@ static int rd_str(rd_t *r, gguf_str_t *s, const char *what)
     int rc = rd_u64(r, &n, what);
     if (rc < 0) return rc;
     if (n > r->size - r->pos)
-        return fail(r->err, r->errlen, -EINVAL,
-                    "%s: %s has length %llu but only %zu bytes remain in the file", r->name, what,
-                    (unsigned long long)n, r->size - r->pos);
+        return errorf(r->err, r->errlen, -EINVAL,
+                      "%s: %s has length %llu but only %zu bytes remain in the file", r->name, what,
+                      (unsigned long long)n, r->size - r->pos);
     s->ptr = (const char *)r->base + r->pos;
     s->len = n;
     r->pos += (size_t)n;
@@ -265,11 +253,11 @@ static int read_value(gguf_t *g, rd_t *r, gguf_kv_t *kv, const char *key)
         snprintf(what, sizeof what, "the array header of key '%.80s'", key);
         if ((rc = rd_u32(r, &et, what)) < 0 || (rc = rd_u64(r, &n, what)) < 0) return rc;
         if (et >= GGUF_TYPE_COUNT)
-            return fail(r->err, r->errlen, -EINVAL, "%s: key '%s': array of unknown type %u",
-                        r->name, key, et);
+            return errorf(r->err, r->errlen, -EINVAL, "%s: key '%s': array of unknown type %u",
+                          r->name, key, et);
         if (et == GGUF_ARRAY)
-            return fail(r->err, r->errlen, -EINVAL,
-                        "%s: key '%s': arrays of arrays are not supported", r->name, key);
+            return errorf(r->err, r->errlen, -EINVAL,
+                          "%s: key '%s': arrays of arrays are not supported", r->name, key);
         gguf_arr_t *a = &kv->v.arr;
         a->type = (gguf_type_t)et;
         a->n = n;
@@ -279,29 +267,30 @@ static int read_value(gguf_t *g, rd_t *r, gguf_kv_t *kv, const char *key)
         if (et != GGUF_STRING) {
             size_t es = gguf_type_size(a->type);
             if (n > remain / es)
-                return fail(r->err, r->errlen, -EINVAL,
-                            "%s: key '%s': array of %llu %s elements needs more than the %zu "
-                            "bytes that remain in the file",
-                            r->name, key, (unsigned long long)n, gguf_type_name(et), remain);
+                return errorf(r->err, r->errlen, -EINVAL,
+                              "%s: key '%s': array of %llu %s elements needs more than the %zu "
+                              "bytes that remain in the file",
+                              r->name, key, (unsigned long long)n, gguf_type_name(et), remain);
             if (et == GGUF_BOOL)
                 for (uint64_t i = 0; i < n; i++)
                     if (r->base[r->pos + i] > 1)
-                        return fail(r->err, r->errlen, -EINVAL,
-                                    "%s: key '%s': element %llu of a BOOL array is %u, not 0 or 1",
-                                    r->name, key, (unsigned long long)i, r->base[r->pos + i]);
+                        return errorf(
+                            r->err, r->errlen, -EINVAL,
+                            "%s: key '%s': element %llu of a BOOL array is %u, not 0 or 1", r->name,
+                            key, (unsigned long long)i, r->base[r->pos + i]);
             r->pos += (size_t)(n * es);
             return 0;
         }
         /* every string takes at least its 8-byte length: bound n before allocating */
         if (n > remain / 8)
-            return fail(r->err, r->errlen, -EINVAL,
-                        "%s: key '%s': array of %llu strings cannot fit in the %zu bytes that "
-                        "remain in the file",
-                        r->name, key, (unsigned long long)n, remain);
+            return errorf(r->err, r->errlen, -EINVAL,
+                          "%s: key '%s': array of %llu strings cannot fit in the %zu bytes that "
+                          "remain in the file",
+                          r->name, key, (unsigned long long)n, remain);
         uint64_t *off = NULL;
         if (grow(&g->offs, &g->cap_offs, g->n_offs, sizeof(uint64_t *)) == 0)
             off = malloc((size_t)(n + 1) * sizeof(uint64_t));
-        if (!off) return fail(r->err, r->errlen, -ENOMEM, "%s: out of memory", r->name);
+        if (!off) return errorf(r->err, r->errlen, -ENOMEM, "%s: out of memory", r->name);
         g->offs[g->n_offs++] = off;
         size_t start = r->pos;
         for (uint64_t i = 0; i < n; i++) {
@@ -367,8 +356,8 @@ static int read_value(gguf_t *g, rd_t *r, gguf_kv_t *kv, const char *key)
         break;
     case GGUF_BOOL:
         if (p[0] > 1)
-            return fail(r->err, r->errlen, -EINVAL, "%s: key '%s': BOOL value %u is not 0 or 1",
-                        r->name, key, p[0]);
+            return errorf(r->err, r->errlen, -EINVAL, "%s: key '%s': BOOL value %u is not 0 or 1",
+                          r->name, key, p[0]);
         kv->v.b = p[0];
         break;
     default:
@@ -384,24 +373,24 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
     rd_t r = {sh->base, sh->size, 0, name, err, errlen};
     int rc;
     if (sh->size < 4 || memcmp(sh->base, "GGUF", 4))
-        return fail(err, errlen, -EINVAL, "%s: not a GGUF file (no 'GGUF' magic)", name);
+        return errorf(err, errlen, -EINVAL, "%s: not a GGUF file (no 'GGUF' magic)", name);
     r.pos = 4;
     uint32_t version;
     if ((rc = rd_u32(&r, &version, "the version")) < 0) return rc;
     if (version == 1)
-        return fail(err, errlen, -EINVAL,
-                    "%s: GGUF version 1 is too old: inferd reads versions 2 and 3 (convert it "
-                    "again with a current llama.cpp)",
-                    name);
+        return errorf(err, errlen, -EINVAL,
+                      "%s: GGUF version 1 is too old: inferd reads versions 2 and 3 (convert it "
+                      "again with a current llama.cpp)",
+                      name);
     if (version != 2 && version != 3) {
         if (version && !(version & 0xffff))
-            return fail(err, errlen, -EINVAL,
-                        "%s: a big-endian GGUF file (version field 0x%08x): inferd reads "
-                        "little-endian files",
-                        name, version);
-        return fail(err, errlen, -EINVAL,
-                    "%s: GGUF version %u is not supported: inferd reads versions 2 and 3", name,
-                    version);
+            return errorf(err, errlen, -EINVAL,
+                          "%s: a big-endian GGUF file (version field 0x%08x): inferd reads "
+                          "little-endian files",
+                          name, version);
+        return errorf(err, errlen, -EINVAL,
+                      "%s: GGUF version %u is not supported: inferd reads versions 2 and 3", name,
+                      version);
     }
     sh->version = version;
     uint64_t n_tensors, n_kv;
@@ -411,13 +400,13 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
     /* a tensor info takes at least 8 + 4 + 8 + 4 + 8 bytes, a metadata entry 8 + 4 + 1 */
     size_t remain = sh->size - r.pos;
     if (n_tensors > remain / 32)
-        return fail(err, errlen, -EINVAL,
-                    "%s: tensor count %llu cannot fit in the %zu bytes after the header", name,
-                    (unsigned long long)n_tensors, remain);
+        return errorf(err, errlen, -EINVAL,
+                      "%s: tensor count %llu cannot fit in the %zu bytes after the header", name,
+                      (unsigned long long)n_tensors, remain);
     if (n_kv > remain / 13)
-        return fail(err, errlen, -EINVAL,
-                    "%s: metadata count %llu cannot fit in the %zu bytes after the header", name,
-                    (unsigned long long)n_kv, remain);
+        return errorf(err, errlen, -EINVAL,
+                      "%s: metadata count %llu cannot fit in the %zu bytes after the header", name,
+                      (unsigned long long)n_kv, remain);
 
     /* metadata: kept for shard 0; other shards are read for their alignment only */
     size_t base_kv = g->n_kv;
@@ -426,12 +415,12 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
     gguf_t view = *g; /* lookups into this shard's own entries */
     for (uint64_t i = 0; i < n_kv; i++) {
         if (grow(&g->kv, &g->cap_kv, g->n_kv, sizeof(gguf_kv_t)) < 0) {
-            rc = fail(err, errlen, -ENOMEM, "%s: out of memory", name);
+            rc = errorf(err, errlen, -ENOMEM, "%s: out of memory", name);
             goto out;
         }
         view.kv = g->kv + base_kv;
         if (set_reserve(set, (size_t)i, (size_t)i + 1, kv_name, &view) < 0) {
-            rc = fail(err, errlen, -ENOMEM, "%s: out of memory", name);
+            rc = errorf(err, errlen, -ENOMEM, "%s: out of memory", name);
             goto out;
         }
         gguf_str_t k;
@@ -439,21 +428,21 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
         snprintf(what, sizeof what, "metadata key %llu", (unsigned long long)i);
         if ((rc = rd_str(&r, &k, what)) < 0) goto out;
         if (memchr(k.ptr, 0, (size_t)k.len)) {
-            rc = fail(err, errlen, -EINVAL, "%s: metadata key %llu contains a NUL byte", name,
-                      (unsigned long long)i);
+            rc = errorf(err, errlen, -EINVAL, "%s: metadata key %llu contains a NUL byte", name,
+                        (unsigned long long)i);
             goto out;
         }
         gguf_kv_t *kv = &g->kv[base_kv + i];
         memset(kv, 0, sizeof *kv);
         kv->key = keep(g, k.ptr, (size_t)k.len);
         if (!kv->key) {
-            rc = fail(err, errlen, -ENOMEM, "%s: out of memory", name);
+            rc = errorf(err, errlen, -ENOMEM, "%s: out of memory", name);
             goto out;
         }
         g->n_kv = base_kv + i + 1;
         rc = set_add(set, kv->key, (int64_t)i, kv_name, &view);
         if (rc == -EEXIST) {
-            rc = fail(err, errlen, -EINVAL, "%s: metadata key '%s' appears twice", name, kv->key);
+            rc = errorf(err, errlen, -EINVAL, "%s: metadata key '%s' appears twice", name, kv->key);
             goto out;
         }
         if (rc < 0) goto out;
@@ -461,23 +450,23 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
         snprintf(what, sizeof what, "the type of metadata key %llu", (unsigned long long)i);
         if ((rc = rd_u32(&r, &t, what)) < 0) goto out;
         if (t >= GGUF_TYPE_COUNT) {
-            rc = fail(err, errlen, -EINVAL, "%s: key '%s' has unknown value type %u", name, kv->key,
-                      t);
+            rc = errorf(err, errlen, -EINVAL, "%s: key '%s' has unknown value type %u", name,
+                        kv->key, t);
             goto out;
         }
         kv->type = (gguf_type_t)t;
         if ((rc = read_value(g, &r, kv, kv->key)) < 0) goto out;
         if (!strcmp(kv->key, "general.alignment")) {
             if (kv->type != GGUF_UINT32) {
-                rc = fail(err, errlen, -EINVAL,
-                          "%s: key 'general.alignment' must be UINT32, found %s", name,
-                          gguf_type_name(kv->type));
+                rc = errorf(err, errlen, -EINVAL,
+                            "%s: key 'general.alignment' must be UINT32, found %s", name,
+                            gguf_type_name(kv->type));
                 goto out;
             }
             if (!kv->v.u || (kv->v.u & (kv->v.u - 1))) {
-                rc = fail(err, errlen, -EINVAL,
-                          "%s: key 'general.alignment' = %llu is not a power of two", name,
-                          (unsigned long long)kv->v.u);
+                rc = errorf(err, errlen, -EINVAL,
+                            "%s: key 'general.alignment' = %llu is not a power of two", name,
+                            (unsigned long long)kv->v.u);
                 goto out;
             }
             alignment = (uint32_t)kv->v.u;
@@ -491,7 +480,7 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
     for (uint64_t i = 0; i < n_tensors; i++) {
         if (grow(&g->tensors, &g->cap_t, g->n_tensors, sizeof(gguf_tensor_t)) < 0 ||
             set_reserve(&g->t_set, g->n_tensors, g->n_tensors + 1, t_name, g) < 0) {
-            rc = fail(err, errlen, -ENOMEM, "%s: out of memory", name);
+            rc = errorf(err, errlen, -ENOMEM, "%s: out of memory", name);
             goto out;
         }
         gguf_tensor_t *t = &g->tensors[base_t + i];
@@ -501,23 +490,23 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
         snprintf(what, sizeof what, "the name of tensor %llu", (unsigned long long)i);
         if ((rc = rd_str(&r, &nm, what)) < 0) goto out;
         if (memchr(nm.ptr, 0, (size_t)nm.len) || nm.len == 0 || nm.len >= 64) {
-            rc = fail(err, errlen, -EINVAL,
-                      "%s: tensor %llu has an invalid name (empty, 64 bytes or longer, or with a "
-                      "NUL byte)",
-                      name, (unsigned long long)i);
+            rc = errorf(err, errlen, -EINVAL,
+                        "%s: tensor %llu has an invalid name (empty, 64 bytes or longer, or with a "
+                        "NUL byte)",
+                        name, (unsigned long long)i);
             goto out;
         }
         t->name = keep(g, nm.ptr, (size_t)nm.len);
         if (!t->name) {
-            rc = fail(err, errlen, -ENOMEM, "%s: out of memory", name);
+            rc = errorf(err, errlen, -ENOMEM, "%s: out of memory", name);
             goto out;
         }
         t->shard = si;
         snprintf(what, sizeof what, "the info of tensor '%s'", t->name);
         if ((rc = rd_u32(&r, &t->n_dims, what)) < 0) goto out;
         if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS) {
-            rc = fail(err, errlen, -EINVAL, "%s: tensor '%s' has %u dimensions (1 to %d allowed)",
-                      name, t->name, t->n_dims, GGUF_MAX_DIMS);
+            rc = errorf(err, errlen, -EINVAL, "%s: tensor '%s' has %u dimensions (1 to %d allowed)",
+                        name, t->name, t->n_dims, GGUF_MAX_DIMS);
             goto out;
         }
         for (int d = 0; d < GGUF_MAX_DIMS; d++)
@@ -526,8 +515,8 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
             uint64_t v;
             if ((rc = rd_u64(&r, &v, what)) < 0) goto out;
             if (v > (uint64_t)INT64_MAX) {
-                rc = fail(err, errlen, -EINVAL, "%s: tensor '%s': dimension %u is %llu", name,
-                          t->name, d, (unsigned long long)v);
+                rc = errorf(err, errlen, -EINVAL, "%s: tensor '%s': dimension %u is %llu", name,
+                            t->name, d, (unsigned long long)v);
                 goto out;
             }
             t->ne[d] = (int64_t)v;
@@ -539,20 +528,20 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
         g->n_tensors = base_t + i + 1;
         rc = set_add(&g->t_set, t->name, (int64_t)(base_t + i), t_name, g);
         if (rc == -EEXIST) {
-            rc = fail(err, errlen, -EINVAL, "%s: tensor '%s' appears twice", name, t->name);
+            rc = errorf(err, errlen, -EINVAL, "%s: tensor '%s' appears twice", name, t->name);
             goto out;
         }
         if (rc < 0) goto out;
         const dtype_info_t *di = dtype_info(t->type);
         if (!di) {
-            rc = fail(err, errlen, -EINVAL, "%s: tensor '%s' has unknown type %u", name, t->name,
-                      t->type);
+            rc = errorf(err, errlen, -EINVAL, "%s: tensor '%s' has unknown type %u", name, t->name,
+                        t->type);
             goto out;
         }
         if (t->ne[0] % di->block) {
-            rc = fail(err, errlen, -EINVAL,
-                      "%s: tensor '%s': row length %lld is not a multiple of %s's block of %u",
-                      name, t->name, (long long)t->ne[0], di->name, di->block);
+            rc = errorf(err, errlen, -EINVAL,
+                        "%s: tensor '%s': row length %lld is not a multiple of %s's block of %u",
+                        name, t->name, (long long)t->ne[0], di->name, di->block);
             goto out;
         }
         /* bytes = ne0 / block * block_bytes * ne1 * ne2 * ne3, without overflow */
@@ -563,24 +552,25 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
             bytes = prod;
         }
         if (ovf) {
-            rc = fail(err, errlen, -EINVAL, "%s: tensor '%s': its size overflows", name, t->name);
+            rc = errorf(err, errlen, -EINVAL, "%s: tensor '%s': its size overflows", name, t->name);
             goto out;
         }
         t->nbytes = bytes;
         if (off % alignment) {
-            rc = fail(err, errlen, -EINVAL,
-                      "%s: tensor '%s': offset %llu is not a multiple of the alignment %u", name,
-                      t->name, (unsigned long long)off, alignment);
+            rc = errorf(err, errlen, -EINVAL,
+                        "%s: tensor '%s': offset %llu is not a multiple of the alignment %u", name,
+                        t->name, (unsigned long long)off, alignment);
             goto out;
         }
     }
     /* the data section starts at the next multiple of the alignment */
     uint64_t data_off = ((uint64_t)r.pos + alignment - 1) / alignment * alignment;
     if (n_tensors > 0 && data_off > sh->size) {
-        rc = fail(err, errlen, -EINVAL,
-                  "%s: truncated: the tensor data would start at offset %llu but the file has %zu "
-                  "bytes",
-                  name, (unsigned long long)data_off, sh->size);
+        rc =
+            errorf(err, errlen, -EINVAL,
+                   "%s: truncated: the tensor data would start at offset %llu but the file has %zu "
+                   "bytes",
+                   name, (unsigned long long)data_off, sh->size);
         goto out;
     }
     sh->data_off = data_off;
@@ -588,11 +578,11 @@ static int parse_shard(gguf_t *g, uint32_t si, const char *name, char *err, size
     for (uint64_t i = 0; i < n_tensors; i++) {
         gguf_tensor_t *t = &g->tensors[base_t + i];
         if (t->offset > data_size || t->nbytes > data_size - t->offset) {
-            rc = fail(err, errlen, -EINVAL,
-                      "%s: tensor '%s': data [%llu, %llu) of the data section lies past its end "
-                      "(%llu bytes: the file is truncated or the offset is wrong)",
-                      name, t->name, (unsigned long long)t->offset,
-                      (unsigned long long)(t->offset + t->nbytes), (unsigned long long)data_size);
+            rc = errorf(err, errlen, -EINVAL,
+                        "%s: tensor '%s': data [%llu, %llu) of the data section lies past its end "
+                        "(%llu bytes: the file is truncated or the offset is wrong)",
+                        name, t->name, (unsigned long long)t->offset,
+                        (unsigned long long)(t->offset + t->nbytes), (unsigned long long)data_size);
             goto out;
         }
         t->data = sh->base + data_off + t->offset;
@@ -646,7 +636,7 @@ int gguf_parse(gguf_t **out, const void *buf, size_t size, const char *name, cha
     gguf_t *g;
     *out = NULL;
     if (!name) name = "(memory)";
-    if (gguf_new(&g, name, 1) < 0) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (gguf_new(&g, name, 1) < 0) return errorf(err, errlen, -ENOMEM, "out of memory");
     g->shards[0].base = buf;
     g->shards[0].size = size;
     int rc = parse_shard(g, 0, name, err, errlen);
@@ -663,22 +653,22 @@ static int map_file(shard_t *sh, const char *path, char *err, size_t errlen)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return fail(err, errlen, -e, "cannot open %s: %s", path, strerror(e));
+        return errorf(err, errlen, -e, "cannot open %s: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, -EINVAL, "%s is not a regular file", path);
+        return errorf(err, errlen, -EINVAL, "%s is not a regular file", path);
     }
     sh->size = (size_t)st.st_size;
     if (sh->size < 8) {
         close(fd);
-        return fail(err, errlen, -EINVAL, "%s: truncated: %zu bytes", path, sh->size);
+        return errorf(err, errlen, -EINVAL, "%s: truncated: %zu bytes", path, sh->size);
     }
     void *m = mmap(NULL, sh->size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (m == MAP_FAILED) return fail(err, errlen, -e, "cannot mmap %s: %s", path, strerror(e));
+    if (m == MAP_FAILED) return errorf(err, errlen, -e, "cannot mmap %s: %s", path, strerror(e));
     sh->map = m;
     sh->base = m;
     return 0;
@@ -715,25 +705,25 @@ static int64_t meta_int(const gguf_t *g, const char *key, int64_t dflt)
 int gguf_open(gguf_t **out, const char *path, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!path) return fail(err, errlen, -EINVAL, "no GGUF path");
+    if (!path) return errorf(err, errlen, -EINVAL, "no GGUF path");
     unsigned no = 1, count = 1;
     size_t plen = 0;
     int split = split_name(path, &no, &count, &plen);
     if (split && (count < 1 || count > GGUF_MAX_SHARDS || no < 1 || no > count))
-        return fail(err, errlen, -EINVAL, "%s: the name says shard %u of %u, which is impossible",
-                    path, no, count);
+        return errorf(err, errlen, -EINVAL, "%s: the name says shard %u of %u, which is impossible",
+                      path, no, count);
     if (split && no != 1)
-        return fail(err, errlen, -EINVAL,
-                    "%s is shard %u of %u of a split model: open the first shard, %.*s-00001-of-"
-                    "%05u.gguf (inferd loads the others from it)",
-                    path, no, count, (int)plen, path, count);
+        return errorf(err, errlen, -EINVAL,
+                      "%s is shard %u of %u of a split model: open the first shard, %.*s-00001-of-"
+                      "%05u.gguf (inferd loads the others from it)",
+                      path, no, count, (int)plen, path, count);
     gguf_t *g;
     if (gguf_new(&g, path, split ? count : 1) < 0)
-        return fail(err, errlen, -ENOMEM, "out of memory");
+        return errorf(err, errlen, -ENOMEM, "out of memory");
     int rc = 0;
     size_t plen_max = strlen(path) + 32;
     char *sp = malloc(plen_max);
-    if (!sp) rc = fail(err, errlen, -ENOMEM, "out of memory");
+    if (!sp) rc = errorf(err, errlen, -ENOMEM, "out of memory");
     for (uint32_t i = 0; rc == 0 && i < g->nshards; i++) {
         if (split)
             snprintf(sp, plen_max, "%.*s-%05u-of-%05u.gguf", (int)plen, path, i + 1, count);
@@ -742,10 +732,10 @@ int gguf_open(gguf_t **out, const char *path, char *err, size_t errlen)
         char why[400];
         rc = map_file(&g->shards[i], sp, why, sizeof why);
         if (rc < 0 && i > 0)
-            rc = fail(err, errlen, rc, "%s: split model shard %u of %u: %s", path, i + 1, count,
-                      why);
+            rc = errorf(err, errlen, rc, "%s: split model shard %u of %u: %s", path, i + 1, count,
+                        why);
         else if (rc < 0)
-            rc = fail(err, errlen, rc, "%s", why);
+            rc = errorf(err, errlen, rc, "%s", why);
     }
     for (uint32_t i = 0; rc == 0 && i < g->nshards; i++) {
         if (split) snprintf(sp, plen_max, "%.*s-%05u-of-%05u.gguf", (int)plen, path, i + 1, count);
@@ -753,23 +743,25 @@ int gguf_open(gguf_t **out, const char *path, char *err, size_t errlen)
         if (rc == 0 && i == 0) {
             int64_t c = meta_int(g, "split.count", 1), s0 = meta_int(g, "split.no", 0);
             if (!split && c > 1)
-                rc = fail(err, errlen, -EINVAL,
-                          "%s: a split model (split.count %lld) whose name does not end in "
-                          "-00001-of-%05lld.gguf: give the shards gguf-split's names",
-                          path, (long long)c, (long long)c);
+                rc = errorf(err, errlen, -EINVAL,
+                            "%s: a split model (split.count %lld) whose name does not end in "
+                            "-00001-of-%05lld.gguf: give the shards gguf-split's names",
+                            path, (long long)c, (long long)c);
             else if (split && (c != (int64_t)count || s0 != 0))
-                rc = fail(err, errlen, -EINVAL,
-                          "%s: the name says shard 1 of %u but its metadata says split.no %lld of "
-                          "split.count %lld",
-                          path, count, (long long)s0, (long long)c);
+                rc =
+                    errorf(err, errlen, -EINVAL,
+                           "%s: the name says shard 1 of %u but its metadata says split.no %lld of "
+                           "split.count %lld",
+                           path, count, (long long)s0, (long long)c);
         }
     }
     if (rc == 0 && split) {
         int64_t want = meta_int(g, "split.tensors.count", -1);
         if (want >= 0 && (uint64_t)want != g->n_tensors)
-            rc = fail(err, errlen, -EINVAL,
-                      "%s: split model: the shards hold %zu tensors, split.tensors.count says %lld",
-                      path, g->n_tensors, (long long)want);
+            rc = errorf(
+                err, errlen, -EINVAL,
+                "%s: split model: the shards hold %zu tensors, split.tensors.count says %lld", path,
+                g->n_tensors, (long long)want);
     }
     free(sp);
     if (rc < 0) {
@@ -828,15 +820,15 @@ int gguf_get(const gguf_t *g, const char *key, gguf_kv_t *out)
 static int lookup(const gguf_t *g, const char *key, gguf_kv_t *kv, char *err, size_t errlen)
 {
     if (gguf_get(g, key, kv) < 0)
-        return fail(err, errlen, -ENOENT, "%s: metadata key '%s' is missing", g->name, key);
+        return errorf(err, errlen, -ENOENT, "%s: metadata key '%s' is missing", g->name, key);
     return 0;
 }
 
 static int wrong(const gguf_t *g, const char *key, const char *want, gguf_type_t got, char *err,
                  size_t errlen)
 {
-    return fail(err, errlen, -EINVAL, "%s: metadata key '%s' must be %s, found %s", g->name, key,
-                want, gguf_type_name(got));
+    return errorf(err, errlen, -EINVAL, "%s: metadata key '%s' must be %s, found %s", g->name, key,
+                  want, gguf_type_name(got));
 }
 
 int gguf_get_int(const gguf_t *g, const char *key, int64_t min, int64_t max, int64_t *out,
@@ -852,8 +844,8 @@ int gguf_get_int(const gguf_t *g, const char *key, int64_t min, int64_t max, int
     case GGUF_UINT32:
     case GGUF_UINT64:
         if (kv.v.u > (uint64_t)INT64_MAX)
-            return fail(err, errlen, -EINVAL, "%s: metadata key '%s' = %llu is out of range",
-                        g->name, key, (unsigned long long)kv.v.u);
+            return errorf(err, errlen, -EINVAL, "%s: metadata key '%s' = %llu is out of range",
+                          g->name, key, (unsigned long long)kv.v.u);
         v = (int64_t)kv.v.u;
         break;
     case GGUF_INT8:
@@ -866,9 +858,9 @@ int gguf_get_int(const gguf_t *g, const char *key, int64_t min, int64_t max, int
         return wrong(g, key, "an integer", kv.type, err, errlen);
     }
     if (v < min || v > max)
-        return fail(err, errlen, -EINVAL,
-                    "%s: metadata key '%s' = %lld is outside the accepted range [%lld, %lld]",
-                    g->name, key, (long long)v, (long long)min, (long long)max);
+        return errorf(err, errlen, -EINVAL,
+                      "%s: metadata key '%s' = %lld is outside the accepted range [%lld, %lld]",
+                      g->name, key, (long long)v, (long long)min, (long long)max);
     *out = v;
     return 0;
 }
@@ -881,8 +873,8 @@ int gguf_get_f32(const gguf_t *g, const char *key, float *out, char *err, size_t
     if (kv.type != GGUF_FLOAT32 && kv.type != GGUF_FLOAT64)
         return wrong(g, key, "FLOAT32", kv.type, err, errlen);
     if (!isfinite(kv.v.f) || fabs(kv.v.f) > 3.4e38)
-        return fail(err, errlen, -EINVAL, "%s: metadata key '%s' = %g is not a finite float",
-                    g->name, key, kv.v.f);
+        return errorf(err, errlen, -EINVAL, "%s: metadata key '%s' = %g is not a finite float",
+                      g->name, key, kv.v.f);
     *out = (float)kv.v.f;
     return 0;
 }
@@ -915,8 +907,9 @@ int gguf_get_arr(const gguf_t *g, const char *key, gguf_type_t elem, gguf_arr_t 
     if (rc < 0) return rc;
     if (kv.type != GGUF_ARRAY) return wrong(g, key, "ARRAY", kv.type, err, errlen);
     if (elem != GGUF_TYPE_COUNT && kv.v.arr.type != elem)
-        return fail(err, errlen, -EINVAL, "%s: metadata key '%s' must be an array of %s, found %s",
-                    g->name, key, gguf_type_name(elem), gguf_type_name(kv.v.arr.type));
+        return errorf(err, errlen, -EINVAL,
+                      "%s: metadata key '%s' must be an array of %s, found %s", g->name, key,
+                      gguf_type_name(elem), gguf_type_name(kv.v.arr.type));
     *out = kv.v.arr;
     return 0;
 }

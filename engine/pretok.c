@@ -123,7 +123,7 @@ static size_t decode(const unsigned char *s, size_t n, uint32_t *out)
     return k;
 }
 
-static size_t encode(uint32_t c, char *o)
+size_t utf8_put(uint32_t c, char *o)
 {
     if (c < 0x80) {
         o[0] = (char)c;
@@ -457,7 +457,7 @@ int pretok_split(tok_pre_t pre, const char *text, size_t len, char **words, size
     size_t at = 0, k = 0;
     for (size_t i = 0; i < a.n; i++) {
         for (size_t j = 0; j < a.v[i]; j++)
-            at += encode(cp[k + j], w + at);
+            at += utf8_put(cp[k + j], w + at);
         k += a.v[i];
         e[i] = at;
     }

@@ -77,23 +77,6 @@ static int cpt_to_byte(uint32_t c)
     return -1;
 }
 
-static size_t put_utf8(uint32_t c, char *o)
-{
-    if (c < 0x80) {
-        o[0] = (char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        o[0] = (char)(0xC0 | (c >> 6));
-        o[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    o[0] = (char)(0xE0 | (c >> 12));
-    o[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-    o[2] = (char)(0x80 | (c & 0x3F));
-    return 3;
-}
-
 const char *tokenizer_pre_name(tok_pre_t p)
 {
     switch (p) {
@@ -499,7 +482,7 @@ int tokenizer_build(tokenizer_t *t, const tok_vocab_t *v, char *err, size_t errl
             if (id == TOK_NONE) id = tokenizer_lookup(t, (char[]){(char)b}, 1);
             t->byte_tok[b] = id;
         } else {
-            size_t k = put_utf8(byte_to_cpt(b), buf);
+            size_t k = utf8_put(byte_to_cpt(b), buf);
             t->byte_tok[b] = tokenizer_lookup(t, buf, k);
         }
     }
@@ -908,7 +891,7 @@ static int encode_bpe_word(const tokenizer_t *t, const char *w, size_t n, ids_t 
     if (t->ignore_merges) {
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            k += put_utf8(byte_to_cpt((unsigned char)w[i]), enc + k);
+            k += utf8_put(byte_to_cpt((unsigned char)w[i]), enc + k);
         int id = tokenizer_lookup(t, enc, k);
         if (id != TOK_NONE) {
             put_id(o, id);

@@ -176,6 +176,9 @@ int tokenizer_fuzz_one(const tokenizer_t *t, const uint8_t *data, size_t size);
 
 /* ---- pre-tokenizer (pretok.c) ------------------------------------------------------ */
 
+/** Write code point c (at most U+10FFFF) as UTF-8 into o (room for 4); returns its length. */
+size_t utf8_put(uint32_t c, char *o);
+
 /** Split text (len bytes) into words the way llama.cpp's unicode_regex_split does for `pre`.
  *  Invalid UTF-8 bytes become U+FFFD (as in llama.cpp). On success *words is a malloc'd
  *  buffer holding the words' UTF-8 back to back, *ends (malloc'd, *n entries) the end

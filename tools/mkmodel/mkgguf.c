@@ -11,11 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    uint64_t s;
-} rng_t;
-
-static uint64_t next(rng_t *r)
+uint64_t mk_rng_next(mk_rng_t *r)
 {
     uint64_t x = r->s;
     x ^= x >> 12;
@@ -25,12 +21,12 @@ static uint64_t next(rng_t *r)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-static float uniform(rng_t *r) /* [0, 1) */
+static float uniform(mk_rng_t *r) /* [0, 1) */
 {
-    return (float)(next(r) >> 40) / 16777216.0f;
+    return (float)(mk_rng_next(r) >> 40) / 16777216.0f;
 }
 
-static float normal(rng_t *r)
+float mk_rng_normal(mk_rng_t *r)
 {
     float s = 0.0f;
     for (int i = 0; i < 12; i++)
@@ -89,18 +85,18 @@ static void h16(uint8_t *p, float v)
 }
 
 /* a scale jittered by [0.5, 1.5) */
-static float jit(rng_t *r, float d)
+static float jit(mk_rng_t *r, float d)
 {
     return d * (0.5f + uniform(r));
 }
 
 /* Fill `nb` blocks of type t whose values have about standard deviation sd. */
-static void random_blocks(uint8_t *p, int t, size_t nb, float sd, rng_t *r)
+static void random_blocks(uint8_t *p, int t, size_t nb, float sd, mk_rng_t *r)
 {
     const dtype_info_t *di = dtype_info((uint32_t)t);
     for (size_t b = 0; b < nb; b++, p += di->bytes) {
         for (uint32_t k = 0; k < di->bytes; k++)
-            p[k] = (uint8_t)next(r);
+            p[k] = (uint8_t)mk_rng_next(r);
         switch (t) {
         case DTYPE_Q8_0: /* d * int8, int8 uniform: std 74 */
             h16(p, jit(r, sd / 74.0f));
@@ -127,7 +123,7 @@ static void random_blocks(uint8_t *p, int t, size_t nb, float sd, rng_t *r)
             uint8_t *s = p + 4;
             memset(s, 0, 12);
             for (int j = 0; j < 8; j++) {
-                int sc = 24 + (int)(next(r) % 40), m = sc - 4 + (int)(next(r) % 9);
+                int sc = 24 + (int)(mk_rng_next(r) % 40), m = sc - 4 + (int)(mk_rng_next(r) % 9);
                 if (m > 63) m = 63;
                 if (j < 4) {
                     s[j] |= (uint8_t)sc;
@@ -143,8 +139,8 @@ static void random_blocks(uint8_t *p, int t, size_t nb, float sd, rng_t *r)
         case DTYPE_Q6_K: { /* d * scale * (q - 32), signed 8-bit scales: std 18.5 * |scale| */
             int8_t *sc = (int8_t *)(p + 192);
             for (int g = 0; g < 16; g++) {
-                int v = 32 + (int)(next(r) % 64);
-                sc[g] = (int8_t)(next(r) & 1 ? v : -v);
+                int v = 32 + (int)(mk_rng_next(r) % 64);
+                sc[g] = (int8_t)(mk_rng_next(r) & 1 ? v : -v);
             }
             h16(p + 208, jit(r, sd / (18.5f * 64.0f)));
             break;
@@ -156,7 +152,7 @@ static void random_blocks(uint8_t *p, int t, size_t nb, float sd, rng_t *r)
 }
 
 /* Tensor bytes of type t: floats (F32/F16/BF16) from normals, quantized types as blocks. */
-static uint8_t *make_tensor(int t, int64_t cols, int64_t rows, float sd, float mean, rng_t *r,
+static uint8_t *make_tensor(int t, int64_t cols, int64_t rows, float sd, float mean, mk_rng_t *r,
                             size_t *nbytes)
 {
     size_t n = (size_t)(cols * rows);
@@ -165,7 +161,7 @@ static uint8_t *make_tensor(int t, int64_t cols, int64_t rows, float sd, float m
     if (!p) return NULL;
     if (t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16) {
         for (size_t i = 0; i < n; i++) {
-            float v = mean + sd * normal(r);
+            float v = mean + sd * mk_rng_normal(r);
             if (t == DTYPE_F32)
                 memcpy(p + 4 * i, &v, 4);
             else {
@@ -184,7 +180,7 @@ static uint8_t *make_tensor(int t, int64_t cols, int64_t rows, float sd, float m
 typedef struct {
     gguf_writer_t *w;
     const mkgguf_opts_t *o;
-    rng_t *r;
+    mk_rng_t *r;
     int layers, tied;
     char *err;
     size_t errlen;
@@ -326,7 +322,7 @@ int mkgguf_model(gguf_writer_t *w, const mkgguf_opts_t *o, char *err, size_t err
                  "the head size, positive values)");
         return -EINVAL;
     }
-    rng_t r = {o->seed * 0x9E3779B97F4A7C15ull + 0x5151ull};
+    mk_rng_t r = {o->seed * 0x9E3779B97F4A7C15ull + 0x5151ull};
     if (!r.s) r.s = 1;
     ctx_t c = {w, o, &r, o->layers, !o->unshared, err, errlen};
     int rc = set_hparams(&c, arch, head_dim, rope_dim);

@@ -18,6 +18,17 @@
 
 #include <stdint.h>
 
+/** The deterministic PRNG behind every generated weight (xorshift64*): the same seed gives
+ *  the same bytes on every machine. */
+typedef struct {
+    uint64_t s; /* never 0 */
+} mk_rng_t;
+
+/** Next 64 random bits. */
+uint64_t mk_rng_next(mk_rng_t *r);
+/** N(0,1) approximation without libm: the sum of 12 uniforms minus 6. */
+float mk_rng_normal(mk_rng_t *r);
+
 /** What to generate. Zero fields take the defaults noted. */
 typedef struct {
     const char *arch; /* "llama" (default), "qwen2", "qwen3" */

@@ -57,29 +57,6 @@ static const char corpus[] =
     "the whole family. Caf\xc3\xa9 na\xc3\xafve \xe2\x80\x94 \xe2\x80\x9cquoted\xe2\x80\x9d "
     "words and a smile \xf0\x9f\x98\x80 are here too.\n";
 
-typedef struct {
-    uint64_t s;
-} prng_t;
-
-static uint64_t prng_next(prng_t *r)
-{
-    uint64_t x = r->s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    r->s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-/* N(0,1) approximation with no libm: sum of 12 uniforms minus 6 */
-static float prng_normal(prng_t *r)
-{
-    float s = 0.0f;
-    for (int i = 0; i < 12; i++)
-        s += (float)(prng_next(r) >> 40) / 16777216.0f;
-    return s - 6.0f;
-}
-
 /* ---- BPE training ------------------------------------------------------------ */
 
 typedef struct {
@@ -297,7 +274,7 @@ static int write_tokenizer(const vocab_t *v, const char *path)
 
 typedef struct {
     FILE *f;
-    prng_t *r;
+    mk_rng_t *r;
     float buf[4096];
     int nbuf;
 } wout_t;
@@ -314,7 +291,7 @@ static void put(wout_t *w, float x)
 static void tensor(wout_t *w, uint64_t n, float std, float constant)
 {
     for (uint64_t i = 0; i < n; i++)
-        put(w, std > 0 ? prng_normal(w->r) * std : constant);
+        put(w, std > 0 ? mk_rng_normal(w->r) * std : constant);
 }
 
 /* 1/sqrt(n) without libm (Newton iterations) */
@@ -603,7 +580,7 @@ int main(int argc, char **argv)
     free(v.piece);
     free(v.score);
 
-    prng_t r = {seed * 0x9E3779B97F4A7C15ull + 0x1234567ull};
+    mk_rng_t r = {seed * 0x9E3779B97F4A7C15ull + 0x1234567ull};
     if (!r.s) r.s = 1;
     wout_t w = {.r = &r};
     w.f = fopen(out, "wb");

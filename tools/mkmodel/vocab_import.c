@@ -3,6 +3,7 @@
  * llama.cpp's convert_hf_to_gguf.py (get_vocab_base, SpecialVocab, LlamaHfVocab) writes them.
  */
 #include "vocab_import.h"
+#include "engine/backend.h"
 
 #include "gguf_write.h"
 
@@ -12,19 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 /* Files are read with every number as a double (tokenizer_config.json holds 1e30-sized
  * integers): ids are exact doubles well below 2^53. */
@@ -39,13 +27,13 @@ static json_t *load_json(const char *dir, const char *name, int *rc, char *err, 
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        *rc = fail(err, errlen, -ENOENT, "cannot open %s", path);
+        *rc = errorf(err, errlen, -ENOENT, "cannot open %s", path);
         return NULL;
     }
     fclose(f);
     json_error_t je;
     json_t *j = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
-    if (!j) *rc = fail(err, errlen, -EINVAL, "%s: line %d: %s", path, je.line, je.text);
+    if (!j) *rc = errorf(err, errlen, -EINVAL, "%s: line %d: %s", path, je.line, je.text);
     return j;
 }
 
@@ -219,8 +207,8 @@ int vocab_import(vocab_import_t *v, const char *dir, uint32_t n_vocab, char *err
     json_t *added = json_object_get(tj, "added_tokens");
     const char *mtype = json_string_value(json_object_get(model, "type"));
     if (!mtype || strcmp(mtype, "BPE") || !json_is_object(vocab) || !json_is_array(merges)) {
-        rc = fail(err, errlen, -EINVAL,
-                  "%s/tokenizer.json: model is not a BPE with vocab and merges", dir);
+        rc = errorf(err, errlen, -EINVAL,
+                    "%s/tokenizer.json: model is not a BPE with vocab and merges", dir);
         goto out;
     }
     const char *dec = json_string_value(json_object_get(json_object_get(tj, "decoder"), "type"));
@@ -230,10 +218,10 @@ int vocab_import(vocab_import_t *v, const char *dir, uint32_t n_vocab, char *err
     const char *pre =
         spm ? "default" : pre_name(json_object_get(tj, "pre_tokenizer"), why, sizeof why);
     if (!pre) {
-        rc = fail(err, errlen, -EINVAL,
-                  "%s/tokenizer.json: %s is not a pre-tokenizer inferd knows (llama-bpe, qwen2, "
-                  "smollm, gpt2)",
-                  dir, why);
+        rc = errorf(err, errlen, -EINVAL,
+                    "%s/tokenizer.json: %s is not a pre-tokenizer inferd knows (llama-bpe, qwen2, "
+                    "smollm, gpt2)",
+                    dir, why);
         goto out;
     }
     v->model = spm ? "llama" : "gpt2";
@@ -256,8 +244,9 @@ int vocab_import(vocab_import_t *v, const char *dir, uint32_t n_vocab, char *err
     size_t n = (size_t)(maxid + 1);
     if (n_vocab > n) n = n_vocab;
     if (maxid < 0 || n > TOK_MAX_VOCAB) {
-        rc = fail(err, errlen, -EINVAL, "%s/tokenizer.json: %lld tokens is not a usable vocabulary",
-                  dir, (long long)(maxid + 1));
+        rc = errorf(err, errlen, -EINVAL,
+                    "%s/tokenizer.json: %lld tokens is not a usable vocabulary", dir,
+                    (long long)(maxid + 1));
         goto out;
     }
     v->n_tokens = n;
@@ -303,8 +292,8 @@ int vocab_import(vocab_import_t *v, const char *dir, uint32_t n_vocab, char *err
         {
             tok_str_t s;
             if (merge_string(m, &s) < 0) {
-                rc =
-                    fail(err, errlen, -EINVAL, "%s/tokenizer.json: merge %zu is malformed", dir, i);
+                rc = errorf(err, errlen, -EINVAL, "%s/tokenizer.json: merge %zu is malformed", dir,
+                            i);
                 goto out;
             }
             /* "left right" -> "leftright" */
@@ -329,8 +318,8 @@ int vocab_import(vocab_import_t *v, const char *dir, uint32_t n_vocab, char *err
             int r = merge_string(m, &v->merges[i]);
             if (r == -ENOMEM) goto nomem;
             if (r < 0) {
-                rc =
-                    fail(err, errlen, -EINVAL, "%s/tokenizer.json: merge %zu is malformed", dir, i);
+                rc = errorf(err, errlen, -EINVAL, "%s/tokenizer.json: merge %zu is malformed", dir,
+                            i);
                 goto out;
             }
         }
@@ -357,7 +346,7 @@ int vocab_import(vocab_import_t *v, const char *dir, uint32_t n_vocab, char *err
     rc = 0;
     goto out;
 nomem:
-    rc = fail(err, errlen, -ENOMEM, "out of memory importing %s", dir);
+    rc = errorf(err, errlen, -ENOMEM, "out of memory importing %s", dir);
 out:
     json_decref(tj);
     json_decref(cj);
