@@ -50,15 +50,7 @@ static int vadd(vocab_t *v, const char *s, int32_t type, float score)
     return v->n++;
 }
 
-static size_t utf8_put(uint32_t c, char *o)
-{
-    if (c < 0x80) return o[0] = (char)c, 1;
-    if (c < 0x800) return o[0] = (char)(0xC0 | c >> 6), o[1] = (char)(0x80 | (c & 63)), 2;
-    o[0] = (char)(0xE0 | c >> 12);
-    o[1] = (char)(0x80 | ((c >> 6) & 63));
-    o[2] = (char)(0x80 | (c & 63));
-    return 3;
-}
+/* utf8_put: the engine's (engine/tokenizer.h) */
 
 /* GPT-2's byte-to-character table: printable bytes stand for themselves, the others map in
  * order to U+0100 onwards. */

@@ -70,18 +70,23 @@ class ReflectionTest(H.ServerTestCase):
         svc = {s.name: s for s in fd.service}["Inference"]
         methods = {m.name: (m.client_streaming, m.server_streaming) for m in svc.method}
         self.assertEqual(methods, {"Generate": (False, True), "GenerateStream": (True, True),
-                                   "GetModelInfo": (False, False)})
+                                   "GetModelInfo": (False, False), "Tokenize": (False, False)})
         msgs = {m.name: {f.name: f.number for f in m.field} for m in fd.message_type}
         # DESIGN.md's names and numbers are a contract: they must all be there (more may follow)
         want = {
-            "GenerateRequest": {"request_id": 1, "model": 2, "token_ids": 3, "prompt": 4, "sampling": 5, "stop": 6},
+            "GenerateRequest": {"request_id": 1, "model": 2, "token_ids": 3, "prompt": 4, "sampling": 5, "stop": 6,
+                                "messages": 7},
             "GenerateResponse": {"request_id": 1, "token_ids": 2, "text": 3, "finish_reason": 4, "usage": 5},
             "SamplingOptions": {"temperature": 1, "top_p": 2, "top_k": 3, "seed": 4},
-            "StopConditions": {"max_tokens": 1, "stop_token_ids": 2, "ignore_eos": 3},
+            "StopConditions": {"max_tokens": 1, "stop_token_ids": 2, "ignore_eos": 3, "stop": 4},
+            "ChatMessage": {"role": 1, "content": 2},
             "Usage": {"prompt_tokens": 1, "completion_tokens": 2},
             "ModelInfoRequest": {"model": 1},
             "ModelInfo": {"name": 1, "vocab_size": 2, "max_seq_len": 3, "bos_token_id": 4, "eos_token_id": 5,
-                          "device": 6, "parameters": 7},
+                          "device": 6, "parameters": 7, "architecture": 8, "quantization": 9,
+                          "chat_template": 10, "context_size": 11, "eog_token_ids": 12},
+            "TokenizeRequest": {"model": 1, "prompt": 2, "messages": 3},
+            "TokenizeResponse": {"token_ids": 1},
         }
         for name, fields in want.items():
             with self.subTest(message=name):

@@ -39,20 +39,25 @@ int main(int argc, char **argv)
     metrics_observe(metrics_series(m.grpc_handling, gh), 0.00004);
 
     const char *const mb[] = {"tiny \"quoted\" \\ model\nname", "cpu"};
-    const char *const ok[] = {mb[0], mb[1], INFERD_STATUS_SUCCESS, ""};
-    const char *const err[] = {mb[0], mb[1], INFERD_STATUS_ERROR, "deadline_exceeded"};
-    metrics_add(metrics_series(m.requests, ok), 12);
-    metrics_inc(metrics_series(m.requests, err));
     metrics_set(metrics_series(m.inflight, mb), 2);
     metrics_set(metrics_series(m.queued, mb), 1);
-    metrics_observe(metrics_series(m.request_duration, mb), 3.5);
-    metrics_observe(metrics_series(m.ttft, mb), 0.12);
-    metrics_observe(metrics_series(m.itl, mb), 0.015);
-    metrics_observe(metrics_series(m.input_tokens, mb), 37);
-    metrics_observe(metrics_series(m.output_tokens, mb), 256);
-    metrics_add(metrics_series(m.output_tokens_total, mb), 3072);
-    metrics_add(metrics_series(m.request_bytes, mb), 4096);
-    metrics_add(metrics_series(m.response_bytes, mb), 65536);
+    static const char *const apis[] = {"grpc", "openai"};
+    for (int a = 0; a < 2; a++) {
+        const char *const mba[] = {mb[0], mb[1], apis[a]};
+        const char *const ma[] = {mb[0], apis[a]};
+        const char *const ok[] = {mb[0], mb[1], apis[a], INFERD_STATUS_SUCCESS, ""};
+        const char *const err[] = {mb[0], mb[1], apis[a], INFERD_STATUS_ERROR, "deadline_exceeded"};
+        metrics_add(metrics_series(m.requests, ok), 12);
+        metrics_inc(metrics_series(m.requests, err));
+        metrics_observe(metrics_series(m.request_duration, mba), 3.5);
+        metrics_observe(metrics_series(m.ttft, mba), 0.12);
+        metrics_observe(metrics_series(m.itl, mba), 0.015);
+        metrics_observe(metrics_series(m.input_tokens, mba), 37);
+        metrics_observe(metrics_series(m.output_tokens, mba), 256);
+        metrics_add(metrics_series(m.output_tokens_total, mba), 3072);
+        metrics_add(metrics_series(m.request_bytes, ma), 4096);
+        metrics_add(metrics_series(m.response_bytes, ma), 65536);
+    }
 
     const char *const ep[] = {"generate"};
     const char *const ep_ok[] = {"generate", "success"};
