@@ -75,6 +75,16 @@ typedef struct grpc_method_stats {
     uint64_t handled[GRPC_STATUS_COUNT];
 } grpc_method_stats_t;
 
+/** A bound on one request field, by its path from the request message ("request_id",
+ * "stop.stop_token_ids"): max_len bytes for each value of a string or bytes field, max_count
+ * values of a repeated field (0: no bound). The core checks them on the wire, before decoding,
+ * and answers INVALID_ARGUMENT naming the field. */
+typedef struct grpc_field_limit {
+    const char *path;
+    uint32_t max_len;
+    uint32_t max_count;
+} grpc_field_limit_t;
+
 /** One row of the method table: one RPC. */
 struct grpc_method {
     const char *path;    /* "/grpc.health.v1.Health/Check" */
@@ -89,6 +99,8 @@ struct grpc_method {
     grpc_on_drain_fn on_drain;           /* may be NULL */
     grpc_on_taken_fn on_taken;           /* may be NULL */
     void *arg;                           /* handler context, see grpc_call_arg() */
+    const grpc_field_limit_t *limits;    /* request field bounds, ending with a NULL path;
+                                            may be NULL (resolved by server_register) */
     unsigned flags;
     grpc_method_stats_t stats;
     void *metrics; /* the server's cached metric series for this row */

@@ -24,7 +24,7 @@ static int on_begin(http_parser *p)
     h->body_bytes = 0;
     h->accept[0] = h->accept_encoding[0] = h->x_request_id[0] = 0;
     h->in_message = 1;
-    conn_touch(conn_of(p));
+    if (!h->head_start_ns) h->head_start_ns = clock_now_ns();
     return 0;
 }
 
@@ -57,6 +57,14 @@ static int on_field(http_parser *p, const char *at, size_t len)
     conn_t *c = conn_of(p);
     http1_t *h = c->http1;
     if (count_header(c, len)) return -1;
+    /* RFC 9112 5.1: no whitespace between a field name and its colon ("Content-Length : 5"
+     * would otherwise be another field, and its body parsed as the next request) */
+    for (size_t i = 0; i < len; i++) {
+        if (at[i] == ' ' || at[i] == '\t') {
+            h->error = 400;
+            return -1;
+        }
+    }
     if (h->in_value) { /* a new field starts */
         h->in_value = 0;
         h->cur_field_len = 0;
@@ -98,10 +106,18 @@ static int on_headers_complete(http_parser *p)
     http1_t *h = conn_of(p)->http1;
     h->in_value = 0;
     h->cur_field_len = 0;
+    if (p->http_major != 1) { /* HTTP/1.x only (RFC 9110 15.6.6) */
+        h->error = 505;
+        return -1;
+    }
     if (p->content_length != ULLONG_MAX && p->content_length > MAX_BODY) {
         h->error = 413;
         return -1;
     }
+    /* the head is complete; a body, if any, is held to --min-body-rate from here */
+    h->head_start_ns = 0;
+    if ((p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0))
+        h->body_start_ns = clock_now_ns();
     return 0;
 }
 
@@ -136,6 +152,8 @@ static const char *reason(int status)
         return "URI Too Long";
     case 431:
         return "Request Header Fields Too Large";
+    case 505:
+        return "HTTP Version Not Supported";
     case 503:
         return "Service Unavailable";
     default:
@@ -189,6 +207,7 @@ static int on_complete(http_parser *p)
     conn_t *c = conn_of(p);
     http1_t *h = c->http1;
     h->in_message = 0;
+    h->head_start_ns = h->body_start_ns = 0;
     const char *method = http_method_str((enum http_method)p->method);
     http_response_t r;
     http_serve(c->srv, c->lst, method, h->url, h->accept[0] ? h->accept : NULL,
@@ -243,6 +262,13 @@ int http1_recv(conn_t *c, struct evbuffer *in)
         return 0;
     }
     if (c->read_paused || h->job) return 0;
+    if (!h->head_start_ns && !h->body_start_ns && evbuffer_get_length(in)) {
+        /* bytes between requests start the next head's clock, whatever they are (empty
+         * lines included): a trickle cannot keep the connection open past
+         * --request-header-timeout */
+        h->head_start_ns = clock_now_ns();
+        conn_arm_timer(c);
+    }
     http_parser_pause(&h->parser, 0);
     while (evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -267,6 +293,15 @@ int http1_recv(conn_t *c, struct evbuffer *in)
         if (n < v.iov_len) break;
     }
     return 0;
+}
+
+void http1_timeout(conn_t *c, const char *why)
+{
+    http1_t *h = c->http1;
+    log_debug("server", "closing %s: %s", c->peer, why);
+    if (!h->job) write_error(c, 408); /* a response being compressed goes out first */
+    h->close_after = 1;
+    c->closing = 1;
 }
 
 void http1_free(conn_t *c)

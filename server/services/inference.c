@@ -64,7 +64,7 @@ struct inference {
     struct event *wake;
     inferd_metrics_t *m;
     metrics_series_t *inflight_s, *queued_s, *duration_s, *ttft_s, *itl_s, *in_tok_s, *out_tok_s,
-        *out_total_s, *req_bytes_s, *resp_bytes_s;
+        *out_total_s, *req_bytes_s, *resp_bytes_s, *preempted_s, *preemptions_s;
     /* what the prober reads (CLOCK_MONOTONIC ns, the engine's event times) */
     int64_t last_success_ns; /* last request, real or canary, finished with a finish reason */
     int64_t last_token_ns;   /* last token produced for any request */
@@ -103,6 +103,8 @@ static void collect(void *arg)
     engine_stats(inf->engine, &st);
     metrics_set(inf->queued_s, (double)st.queued);
     metrics_set(inf->inflight_s, (double)(inf->inflight - inf->canaries_inflight));
+    metrics_set(inf->preempted_s, (double)st.preempted);
+    metrics_set(inf->preemptions_s, (double)st.preemptions_total); /* the engine counts */
 }
 
 /* ---- gens ---- */
@@ -764,6 +766,8 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     inf->out_total_s = metrics_series(inf->m->output_tokens_total, lv);
     inf->req_bytes_s = metrics_series(inf->m->request_bytes, lv);
     inf->resp_bytes_s = metrics_series(inf->m->response_bytes, lv);
+    inf->preempted_s = metrics_series(inf->m->preempted, lv);
+    inf->preemptions_s = metrics_series(inf->m->preemptions, lv);
     metrics_add_collector(server_registry(s), collect, inf);
     grpc_method_t proto[3] = {
         MROW("Generate", GRPC_SERVER_STREAMING, &inferd__v1__generate_request__descriptor,
