@@ -457,6 +457,18 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 #define SEC 1000000000LL
+
+/* How long from accept a connection may take to show its protocol: --handshake-timeout for
+ * TLS; while its first bytes are sniffed (they are the start of a request head) no longer than
+ * --request-header-timeout either. */
+static int64_t handshake_deadline(const conn_t *c)
+{
+    const config_t *cfg = c->srv->cfg;
+    int64_t t = cfg->handshake_timeout_ns;
+    if (c->proto == PROTO_SNIFF && cfg->request_header_timeout_ns < t)
+        t = cfg->request_header_timeout_ns;
+    return t;
+}
 /* A stream whose queued response none of has been taken for this long waits on its client. */
 #define BLOCKED_NS SEC
 
@@ -562,7 +574,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (in_handshake(c)) {
-        if (now - c->accept_ns >= cfg->handshake_timeout_ns) {
+        if (now - c->accept_ns >= handshake_deadline(c)) {
             log_debug("server", "closing %s: handshake timeout", c->peer);
             conn_close(c);
             return;
@@ -611,7 +623,7 @@ static void arm_timer(conn_t *c)
     if (c->closing) {
         SOONER(c->close_by_ns ? c->close_by_ns : now + 2 * SEC);
     } else if (in_handshake(c)) {
-        SOONER(c->accept_ns + cfg->handshake_timeout_ns);
+        SOONER(c->accept_ns + handshake_deadline(c));
     } else if (c->proto == PROTO_HTTP1 && c->http1) {
         const http1_t *h = c->http1;
         if (h->head_start_ns) SOONER(h->head_start_ns + cfg->request_header_timeout_ns);

@@ -346,6 +346,10 @@ static void report_taken(grpc_call_t *c)
 ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags)
 {
     size_t have = evbuffer_get_length(c->out);
+    if (c->trailers_submitted) { /* aborted: the trailers went out around the data (call_abort) */
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        return 0;
+    }
     if (have == 0) {
         if (!c->finished) return NGHTTP2_ERR_DEFERRED;
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -580,6 +584,21 @@ void call_abort(grpc_call_t *c, grpc_status_t status, const char *msg)
 {
     if (c->finished || c->stream_closed) return;
     release_io(c);
+    nghttp2_session *s = session_of(c);
+    if (s && c->response_started && !c->trailers_submitted && !c->http_status &&
+        nghttp2_session_get_stream_remote_window_size(s, c->stream_id) <= 0) {
+        /* The client's window is shut: nghttp2 would not ask for the (now empty) data again, so
+         * the trailers that say why go now, HEADERS being outside flow control. */
+        c->rst_after_trailers = NGHTTP2_CANCEL;
+        finish(c, status, msg);
+        char st[4], m[1024];
+        nghttp2_nv nva[2];
+        size_t n = status_nv(c, nva, st, m);
+        c->trailers_submitted = nghttp2_submit_trailer(s, c->stream_id, nva, n) == 0;
+        notify_cancel(c);
+        conn_flush(c->conn);
+        return;
+    }
     call_cancel(c, status, msg);
 }
 

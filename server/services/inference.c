@@ -76,6 +76,7 @@ struct inference {
     uint64_t next_serial;
     canary_t *canaries;    /* in flight; cancelled with the engine if still running */
     grpc_method_t rows[3]; /* inferd.v1.Inference, registered with the server */
+    grpc_field_limit_t gen_limits[6], info_limits[2]; /* checked by the core on the wire */
 };
 
 engine_t *inference_engine(inference_t *inf)
@@ -781,6 +782,24 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
              &inferd__v1__model_info__descriptor, model_info, .arg = inf),
     };
     memcpy(inf->rows, proto, sizeof proto);
+    /* Each string field bounded by what it is for (issue 13, item 3): every GenerateResponse
+     * repeats request_id, so a 1 MiB id once cost 1 MiB per message; a prompt cannot be longer
+     * than the context's worth of the vocabulary's longest token (the engine's early bound). */
+    uint32_t ctx = inf->info.context_size ? inf->info.context_size : inf->info.max_seq_len;
+    uint64_t prompt_max =
+        (uint64_t)ctx * (inf->info.max_token_bytes ? inf->info.max_token_bytes : 1);
+    const grpc_field_limit_t gen[] = {
+        {"request_id", INFERENCE_MAX_REQUEST_ID, 0},
+        {"model", INFERENCE_MAX_MODEL_NAME, 0},
+        {"prompt", prompt_max > UINT32_MAX ? UINT32_MAX : (uint32_t)prompt_max, 0},
+        {"token_ids", 0, ctx},
+        {"stop.stop_token_ids", 0, 64},
+        {NULL, 0, 0},
+    };
+    memcpy(inf->gen_limits, gen, sizeof gen);
+    inf->info_limits[0] = (grpc_field_limit_t){"model", INFERENCE_MAX_MODEL_NAME, 0};
+    inf->rows[0].limits = inf->rows[1].limits = inf->gen_limits;
+    inf->rows[2].limits = inf->info_limits;
     if ((rc = server_register(s, inf->rows, 3))) {
         snprintf(err, errlen, "cannot register inferd.v1.Inference: %s", strerror(-rc));
         goto fail;
