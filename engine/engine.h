@@ -279,8 +279,9 @@ int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid
 int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, engine_invalid_t *why,
                   char *msg, size_t msglen);
 
-/** Ask the engine to end the request: it leaves the batch (or queue) at the next step and
- *  gets a final FINISHED(CANCELLED) event unless it already finished. Returns 0. */
+/** Ask the engine to end the request: a queued request leaves the admission queue at once (its
+ *  place is free for the next engine_submit), one in the batch leaves it at the next step;
+ *  either gets a final FINISHED(CANCELLED) event unless it already finished. Returns 0. */
 int engine_cancel(engine_t *e, engine_req_t *req);
 
 /** Drop the reactor's reference (see top). Cancels if not finished. NULL is a no-op. */

@@ -311,14 +311,15 @@ static int is_tchar(unsigned char ch)
 enum { SNIFF_MORE = 0, SNIFF_H2, SNIFF_HTTP1, SNIFF_BAD_PREFACE, SNIFF_GARBAGE };
 
 /* What the first bytes are: the HTTP/2 preface, an HTTP/1.x request line (METHOD SP target SP
- * HTTP/d.d, after optional empty lines), a broken preface ("PRI ..."), or neither. Anything else
+ * HTTP/d.d, after optional empty lines), a broken preface (its first line, then something
+ * else), or neither. Anything else
  * is not handed to the HTTP/1.1 parser (which would answer it, to an HTTP/2 client a stream of
  * bytes that are no frames: RFC 9113 3.4 wants the connection ended). */
 static int classify(const unsigned char *b, size_t n)
 {
     size_t m = n < 24 ? n : 24;
     if (!memcmp(b, preface, m)) return n >= 24 ? SNIFF_H2 : SNIFF_MORE;
-    if (n >= 3 && !memcmp(b, "PRI", 3)) return SNIFF_BAD_PREFACE;
+    if (n >= 16 && !memcmp(b, preface, 16)) return SNIFF_BAD_PREFACE; /* "PRI * HTTP/2.0\r\n" */
     size_t i = 0;
     while (i < n && (b[i] == '\r' || b[i] == '\n'))
         i++;
@@ -564,8 +565,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     conn_t *c = arg;
     const config_t *cfg = c->srv->cfg;
     int64_t now = clock_now_ns();
-    if (c->closing) { /* the peer had its chance to read what we said last */
-        if (!c->close_by_ns) c->close_by_ns = now + 2 * SEC;
+    if (c->closing) {
+        /* What we said last goes out as long as the peer reads it; one that reads nothing for
+         * 2 s is closed (a peer that never reads must not keep a closing connection). */
+        size_t pending = c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+        if (!c->close_by_ns || pending < c->close_pending) c->close_by_ns = now + 2 * SEC;
+        c->close_pending = pending;
         if (now >= c->close_by_ns) {
             conn_close(c);
             return;

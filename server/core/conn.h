@@ -78,7 +78,8 @@ struct conn {
     struct event *input_ev;   /* calls whose held input may be processed now */
     int64_t accept_ns;        /* the handshake deadline counts from here */
     int64_t last_activity_ns; /* requests and streams begun or ended, messages: never bytes */
-    int64_t close_by_ns;      /* closing: hard close then, even if output cannot drain */
+    int64_t close_by_ns;      /* closing: closed then unless its output drains meanwhile */
+    size_t close_pending;     /* output left at the last look (progress extends close_by) */
     /* bounds (conn.c, grpc.c) */
     size_t out_queued; /* response bytes its calls queued, not yet taken by HTTP/2 */
     size_t in_pending; /* bytes of its calls' unfinished request messages */

@@ -141,8 +141,9 @@ const char *grpc_call_header(const grpc_call_t *call, const char *name);
 int64_t grpc_call_deadline(const grpc_call_t *call);
 /** Response bytes queued for this call and not yet written to the socket. */
 size_t grpc_call_pending_bytes(const grpc_call_t *call);
-/** 1 when pending output is above the high watermark: a streaming producer should pause until
- * on_drain. */
+/** 1 when pending output is above the high watermark, or the connection's or the process's
+ * queued output is over its bound (--max-connection-output, --max-process-output): a streaming
+ * producer should pause until on_drain. The call's request input is held meanwhile. */
 int grpc_call_congested(const grpc_call_t *call);
 /** The server the call belongs to. */
 struct server *grpc_call_server(const grpc_call_t *call);

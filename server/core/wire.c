@@ -32,7 +32,8 @@ static void join(char *out, size_t cap, const char *a, const char *b, const char
     out[n] = 0;
 }
 
-static int bad(walk_t *w, grpc_status_t st, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int bad(walk_t *w, grpc_status_t st, const char *fmt,
+                                                     ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -1857,10 +1857,14 @@ static void test_http1_trickles_time_out(void **state)
     server_t *s = start_server((char *[]){"--request-header-timeout", "300ms", NULL});
     static char resp[4096];
     int closed;
-    http1_trickle(s, "", "GET /live HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    http1_trickle(s, "GET /live HTTP/1.1\r\n", "Host: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
                   50, 2000, resp, sizeof resp, &closed);
     assert_true(closed);
     assert_non_null(strstr(resp, "HTTP/1.1 408"));
+    /* trickled from its first byte: closed while its protocol is still being told */
+    http1_trickle(s, "", "GET /live HTTP/1.1\r\n", 50, 2000, resp, sizeof resp, &closed);
+    assert_true(closed);
+    assert_int_equal(resp[0], 0);
     http1_trickle(s, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n", 50, 2000, resp, sizeof resp,
                   &closed);
     assert_true(closed);
