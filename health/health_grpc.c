@@ -143,7 +143,8 @@ static void watch_on_drain(grpc_call_t *call)
 #define SVC "grpc.health.v1.Health"
 
 /* A service name (issue 13, item 3: every string bounded by what it is for). */
-static const grpc_field_limit_t check_limits[] = {{"service", 256, 0}, {NULL, 0, 0}};
+static const grpc_field_limit_t check_limits[] = {{"service", 1024, 0, "a service name"},
+                                                  {NULL, 0, 0, NULL}};
 
 grpc_method_t *health_grpc_methods(health_t *h, size_t *n)
 {

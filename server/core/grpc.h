@@ -83,6 +83,7 @@ typedef struct grpc_field_limit {
     const char *path;
     uint32_t max_len;
     uint32_t max_count;
+    const char *why; /* what the bound is, named in the error ("the model's context"); or NULL */
 } grpc_field_limit_t;
 
 /** One row of the method table: one RPC. */

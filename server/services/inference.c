@@ -789,15 +789,16 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     uint64_t prompt_max =
         (uint64_t)ctx * (inf->info.max_token_bytes ? inf->info.max_token_bytes : 1);
     const grpc_field_limit_t gen[] = {
-        {"request_id", INFERENCE_MAX_REQUEST_ID, 0},
-        {"model", INFERENCE_MAX_MODEL_NAME, 0},
-        {"prompt", prompt_max > UINT32_MAX ? UINT32_MAX : (uint32_t)prompt_max, 0},
-        {"token_ids", 0, ctx},
-        {"stop.stop_token_ids", 0, 64},
-        {NULL, 0, 0},
+        {"request_id", INFERENCE_MAX_REQUEST_ID, 0, "every response repeats it"},
+        {"model", INFERENCE_MAX_MODEL_NAME, 0, NULL},
+        {"prompt", prompt_max > UINT32_MAX ? UINT32_MAX : (uint32_t)prompt_max, 0,
+         "no more can fit the model's context"},
+        {"token_ids", 0, ctx, "the model's context"},
+        {"stop.stop_token_ids", 0, 64, NULL},
+        {NULL, 0, 0, NULL},
     };
     memcpy(inf->gen_limits, gen, sizeof gen);
-    inf->info_limits[0] = (grpc_field_limit_t){"model", INFERENCE_MAX_MODEL_NAME, 0};
+    inf->info_limits[0] = (grpc_field_limit_t){"model", INFERENCE_MAX_MODEL_NAME, 0, NULL};
     inf->rows[0].limits = inf->rows[1].limits = inf->gen_limits;
     inf->rows[2].limits = inf->info_limits;
     if ((rc = server_register(s, inf->rows, 3))) {

@@ -468,13 +468,13 @@ int reflection_new(reflection_t **out, const unsigned char *fdset, size_t len, c
     };
     /* Names of files, symbols and hosts: bounded by what they are for (issue 13, item 3). */
     static const grpc_field_limit_t limits[] = {
-        {"host", 1024, 0},
-        {"file_by_filename", 4096, 0},
-        {"file_containing_symbol", 1024, 0},
-        {"file_containing_extension.containing_type", 1024, 0},
-        {"all_extension_numbers_of_type", 1024, 0},
-        {"list_services", 1024, 0},
-        {NULL, 0, 0},
+        {"host", 1024, 0, NULL},
+        {"file_by_filename", 4096, 0, NULL},
+        {"file_containing_symbol", 1024, 0, NULL},
+        {"file_containing_extension.containing_type", 1024, 0, NULL},
+        {"all_extension_numbers_of_type", 1024, 0, NULL},
+        {"list_services", 1024, 0, NULL},
+        {NULL, 0, 0, NULL},
     };
     for (size_t i = 0; i < 2; i++)
         b.r->rows[i] = (grpc_method_t){

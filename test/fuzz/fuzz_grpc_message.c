@@ -95,11 +95,11 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
         len = pl;
     }
     /* the server's limits on GenerateRequest, so their paths are walked too */
-    static const grpc_field_limit_t limits[] = {{"request_id", 128, 0},
-                                                {"model", 256, 0},
-                                                {"token_ids", 0, 512},
-                                                {"stop.stop_token_ids", 0, 64},
-                                                {NULL, 0, 0}};
+    static const grpc_field_limit_t limits[] = {{"request_id", 128, 0, NULL},
+                                                {"model", 256, 0, NULL},
+                                                {"token_ids", 0, 512, NULL},
+                                                {"stop.stop_token_ids", 0, 64, NULL},
+                                                {NULL, 0, 0, NULL}};
     grpc_wire_result_t wr;
     unsigned char *known = NULL;
     size_t kl = 0;

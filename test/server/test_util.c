@@ -269,10 +269,10 @@ static size_t put_str(unsigned char *p, unsigned field, const char *s, size_t le
 }
 
 static const grpc_field_limit_t gen_limits[] = {
-    {"request_id", 8, 0},
-    {"token_ids", 0, 4},
-    {"stop.stop_token_ids", 0, 2},
-    {NULL, 0, 0},
+    {"request_id", 8, 0, NULL},
+    {"token_ids", 0, 4, NULL},
+    {"stop.stop_token_ids", 0, 2, NULL},
+    {NULL, 0, 0, NULL},
 };
 
 static void wire_expect(const unsigned char *m, size_t n, grpc_status_t st, const char *msg)
