@@ -55,10 +55,19 @@ struct engine_req {
     int pending;  /* sampled token to feed next */
     int n_gen;
     bool finish_held; /* STALL fault: the last token went out, the finish is withheld */
+    /* preemption: a paused request gives its slot and KV cache to waiting work and recomputes
+     * its positions when it runs again (the sampler state is untouched, so the output is the
+     * same as without the preemption) */
+    int *hist;            /* (cap_hist) generated tokens, hist[i] fed at n_prompt + i */
+    int n_hist, cap_hist; /* n_hist includes `pending` */
+    bool hist_lost;       /* out of memory for hist: never preempted */
+    int replay;           /* positions to recompute before decoding resumes (0: none) */
+    engine_req_t *pnext;  /* parked list link (driver) */
     /* reactor only */
     int refs;                    /* engine + reactor */
     bool released;               /* reactor called engine_req_free */
-    engine_req_t *qnext;         /* submission queue link (smu) */
+    bool inq;                    /* in the admission queue (smu) */
+    engine_req_t *qnext, *qprev; /* submission queue links (smu) */
     engine_req_t *lprev, *lnext; /* live list links (lmu) */
 };
 
@@ -84,6 +93,7 @@ struct engine {
     pthread_cond_t scv;
     engine_req_t *qhead, *qtail;
     int nqueued;
+    engine_req_t *dropped; /* cancelled while queued: out of the queue, not yet finished */
     bool stop, kick;
 
     pthread_mutex_t cmu;
@@ -95,7 +105,9 @@ struct engine {
     engine_req_t *live; /* every request not yet fully released */
 
     /* driver only */
-    engine_req_t **slots;  /* (max_batch) */
+    engine_req_t **slots; /* (max_batch) */
+    engine_req_t *parked; /* preempted: paused, no slot, no KV cache */
+    int n_parked;
     fwd_row_t *rows;       /* (max_rows) */
     engine_req_t **lreq;   /* (max_batch) request of each logits row */
     int *sampled;          /* (max_batch) */
@@ -107,7 +119,7 @@ struct engine {
     atomic_uint fault_arg;
 
     atomic_ullong st_queued, st_inflight, st_paused, st_tokens, st_steps, st_requests,
-        st_last_token, st_last_step, st_step_ns_total, st_step_ns_last;
+        st_last_token, st_last_step, st_step_ns_total, st_step_ns_last, st_parked, st_preemptions;
 };
 
 uint64_t engine_now_ns(void)
@@ -190,6 +202,7 @@ static void deferred_free(struct deferred *d);
 static void req_destroy(engine_req_t *r)
 {
     free(r->prompt);
+    free(r->hist);
     deferred_free(r->deferred);
     stop_dispose(&r->stops);
     free(r);
@@ -222,10 +235,38 @@ static void wake_driver(engine_t *e)
     pthread_mutex_unlock(&e->smu);
 }
 
+/* Unlinks q from the admission queue (smu held). */
+static void queue_unlink(engine_t *e, engine_req_t *q)
+{
+    if (q->qprev)
+        q->qprev->qnext = q->qnext;
+    else
+        e->qhead = q->qnext;
+    if (q->qnext)
+        q->qnext->qprev = q->qprev;
+    else
+        e->qtail = q->qprev;
+    q->qnext = q->qprev = NULL;
+    q->inq = false;
+    e->nqueued--;
+    atomic_store(&e->st_queued, (uint64_t)e->nqueued);
+}
+
 int engine_cancel(engine_t *e, engine_req_t *req)
 {
-    if (!req) return 0;
-    if (!atomic_exchange(&req->cancel, true)) wake_driver(e);
+    if (!req || atomic_exchange(&req->cancel, true)) return 0;
+    pthread_mutex_lock(&e->smu);
+    /* A cancelled request leaves the admission queue now, not at the driver's next step:
+     * clients that reset their streams must not keep others out of a full queue. The driver
+     * still ends it (its final event) from the dropped list. */
+    if (req->inq) {
+        queue_unlink(e, req);
+        req->qnext = e->dropped;
+        e->dropped = req;
+    }
+    e->kick = true;
+    pthread_cond_signal(&e->scv);
+    pthread_mutex_unlock(&e->smu);
     return 0;
 }
 
@@ -240,7 +281,7 @@ void engine_req_free(engine_t *e, engine_req_t *req)
 
 /* More acknowledged than produced (a caller acking ahead) is no backlog, not a wrapped
  * unsigned difference that would pause the request for good. */
-static bool is_paused(const engine_t *e, engine_req_t *r)
+static bool is_paused(const engine_t *e, const engine_req_t *r)
 {
     unsigned p = atomic_load_explicit(&r->produced, memory_order_relaxed);
     unsigned a = atomic_load_explicit(&r->acked, memory_order_relaxed);
@@ -686,11 +727,13 @@ int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, en
     if (e->live) e->live->lprev = q;
     e->live = q;
     pthread_mutex_unlock(&e->lmu);
+    q->qprev = e->qtail;
     if (e->qtail)
         e->qtail->qnext = q;
     else
         e->qhead = q;
     e->qtail = q;
+    q->inq = true;
     e->nqueued++;
     atomic_store(&e->st_queued, (uint64_t)e->nqueued);
     e->kick = true;
@@ -835,6 +878,24 @@ static void accept_token(engine_t *e, engine_req_t *r, int tok)
         return;
     }
     r->pending = tok;
+    /* kept for a replay after a preemption (the KV positions it is fed at) */
+    if (r->n_hist == r->cap_hist && !r->hist_lost) {
+        int cap = r->cap_hist ? 2 * r->cap_hist : 64;
+        int *h = realloc(r->hist, (size_t)cap * sizeof(*h));
+        if (h) {
+            r->hist = h;
+            r->cap_hist = cap;
+        } else {
+            r->hist_lost = true;
+        }
+    }
+    if (!r->hist_lost) r->hist[r->n_hist++] = tok;
+}
+
+/* The token at KV position pos of r: the prompt, then what it generated. */
+static int token_at(const engine_req_t *r, int pos)
+{
+    return pos < r->n_prompt ? r->prompt[pos] : r->hist[pos - r->n_prompt];
 }
 
 /* One scheduler step over the current slots. Returns true if a forward ran. */
@@ -863,8 +924,11 @@ static bool step(engine_t *e, int fault)
             continue;
         }
         if (fault == ENGINE_FAULT_STALL && r->n_gen >= 1) continue;
-        if (r->pos < r->n_prompt) {
-            int k = r->n_prompt - r->pos;
+        /* the prompt, or after a preemption every position it had (then the next token is
+         * already sampled: `pending` goes next, no logits here) */
+        int target = r->replay ? r->replay : r->n_prompt;
+        if (r->pos < target) {
+            int k = target - r->pos;
             if (k > budget) k = budget;
             if (k == 0) continue;
             budget -= k;
@@ -872,11 +936,13 @@ static bool step(engine_t *e, int fault)
                 fwd_row_t *row = &e->rows[nrows++];
                 row->slot = s;
                 row->pos = r->pos + i;
-                row->token = r->prompt[r->pos + i];
+                row->token = token_at(r, r->pos + i);
                 row->logits_row = -1;
             }
             r->pos += k;
-            if (r->pos == r->n_prompt) {
+            if (r->pos == target && r->replay) {
+                r->replay = 0;
+            } else if (r->pos == target) {
                 e->rows[nrows - 1].logits_row = nl;
                 e->lreq[nl++] = r;
             }
@@ -890,7 +956,7 @@ static bool step(engine_t *e, int fault)
         }
     }
     atomic_store(&e->st_inflight, (uint64_t)inflight);
-    atomic_store(&e->st_paused, (uint64_t)paused);
+    atomic_store(&e->st_paused, (uint64_t)(paused + e->n_parked));
     if (nrows == 0) return false;
     if (fault == ENGINE_FAULT_SLOW) {
         unsigned ms = atomic_load(&e->fault_arg);
@@ -942,15 +1008,100 @@ static bool has_runnable(engine_t *e, int fault)
     return false;
 }
 
+/* Preemption: a paused request (its client does not read) gives its slot and KV cache to work
+ * that waits for one, and goes on the parked list; when its client reads again and a slot is
+ * free it recomputes its positions (replay) and goes on where it stopped. */
+static void preempt(engine_t *e, engine_req_t *r)
+{
+    e->be->seq_free(e->bctx, r->slot);
+    e->slots[r->slot] = NULL;
+    r->slot = -1;
+    if (r->pos > r->replay) r->replay = r->pos; /* preempted again while replaying: same target */
+    r->pos = 0;
+    r->pnext = NULL;
+    engine_req_t **pp = &e->parked; /* first parked, first resumed */
+    while (*pp)
+        pp = &(*pp)->pnext;
+    *pp = r;
+    e->n_parked++;
+    atomic_store(&e->st_parked, (uint64_t)e->n_parked);
+    atomic_fetch_add(&e->st_preemptions, 1);
+}
+
+static bool preemptible(const engine_t *e, const engine_req_t *r)
+{
+    return r && !atomic_load(&r->cancel) && !r->finish_held && !r->hist_lost &&
+           (r->pos >= r->n_prompt || r->replay) && is_paused(e, r);
+}
+
+/* Frees up to `want` slots held by paused requests. */
+static void preempt_paused(engine_t *e, int want)
+{
+    for (int s = 0; s < e->max_batch && want > 0; s++) {
+        if (preemptible(e, e->slots[s])) {
+            preempt(e, e->slots[s]);
+            want--;
+        }
+    }
+}
+
+/* Parked requests: a cancelled one ends; one whose client read again takes a free slot (before
+ * the admission queue: it was admitted first) and replays. Returns how many stay parked though
+ * ready to run (they wait for a slot). */
+static int unpark(engine_t *e, int fault)
+{
+    int ready = 0;
+    for (engine_req_t **pp = &e->parked; *pp;) {
+        engine_req_t *r = *pp;
+        bool cancel = atomic_load(&r->cancel);
+        int s = -1;
+        if (!cancel && (fault == ENGINE_FAULT_HANG || is_paused(e, r))) {
+            pp = &r->pnext;
+            continue;
+        }
+        if (!cancel) {
+            for (int i = 0; i < e->max_batch && s < 0; i++)
+                if (!e->slots[i]) s = i;
+            if (s < 0) {
+                ready++;
+                pp = &r->pnext;
+                continue;
+            }
+        }
+        *pp = r->pnext;
+        r->pnext = NULL;
+        e->n_parked--;
+        atomic_store(&e->st_parked, (uint64_t)e->n_parked);
+        if (cancel) {
+            finish(e, r, ENGINE_FINISH_CANCELLED);
+        } else if (e->be->seq_alloc(e->bctx, s, r->n_prompt + r->max_gen - 1) < 0) {
+            fail_req(e, r, "out of memory for the KV cache");
+        } else {
+            r->slot = s;
+            e->slots[s] = r;
+        }
+    }
+    return ready;
+}
+
+static bool parked_runnable(const engine_t *e, bool free_slot)
+{
+    for (engine_req_t *r = e->parked; r; r = r->pnext)
+        if (atomic_load(&r->cancel) || (free_slot && !is_paused(e, r))) return true;
+    return false;
+}
+
 static void *driver_main(void *arg)
 {
     engine_t *e = arg;
     for (;;) {
         int fault = atomic_load(&e->fault);
-        bool runnable = fault != ENGINE_FAULT_HANG && has_runnable(e, fault);
+        int parked_ready = unpark(e, fault);
         bool free_slot = false;
         for (int s = 0; s < e->max_batch && !free_slot; s++)
             free_slot = !e->slots[s];
+        bool runnable = (fault != ENGINE_FAULT_HANG && has_runnable(e, fault)) ||
+                        parked_runnable(e, free_slot && fault != ENGINE_FAULT_HANG);
         engine_req_t *admitted = NULL, *cancelled = NULL, *tokenize = NULL, **atail = &admitted;
 
         pthread_mutex_lock(&e->smu);
@@ -971,53 +1122,38 @@ static void *driver_main(void *arg)
             pthread_mutex_unlock(&e->smu);
             break;
         }
-        /* pull cancelled requests out of the queue so they end without a slot */
-        for (engine_req_t **pp = &e->qhead; *pp;) {
-            engine_req_t *q = *pp;
-            if (atomic_load(&q->cancel)) {
-                *pp = q->qnext;
-                q->qnext = cancelled;
-                cancelled = q;
-                e->nqueued--;
-            } else {
-                pp = &q->qnext;
-            }
-        }
+        /* requests cancelled while queued left the queue in engine_cancel; they end here,
+         * without a slot */
+        cancelled = e->dropped;
+        e->dropped = NULL;
         /* tokenize-only requests take no slot: they go ahead of the batch */
-        for (engine_req_t **pp = &e->qhead; *pp;) {
-            engine_req_t *q = *pp;
+        for (engine_req_t *q = e->qhead, *nx; q; q = nx) {
+            nx = q->qnext;
             if (q->flags & ENGINE_REQ_TOKENIZE) {
-                *pp = q->qnext;
+                queue_unlink(e, q);
                 q->qnext = tokenize;
                 tokenize = q;
-                e->nqueued--;
-            } else {
-                pp = &q->qnext;
             }
         }
-        e->qtail = NULL;
-        for (engine_req_t *q = e->qhead; q; q = q->qnext)
-            e->qtail = q;
         if (fault != ENGINE_FAULT_HANG) {
             for (int s = 0; s < e->max_batch && e->qhead; s++) {
                 if (e->slots[s]) continue;
                 engine_req_t *q = e->qhead;
-                e->qhead = q->qnext;
-                if (!e->qhead) e->qtail = NULL;
-                e->nqueued--;
-                q->qnext = NULL;
+                queue_unlink(e, q);
                 q->slot = s;
                 e->slots[s] = q; /* reserve; KV allocated below */
                 *atail = q;
                 atail = &q->qnext;
             }
         }
+        int waiting = e->nqueued + parked_ready;
         atomic_store(&e->st_queued, (uint64_t)e->nqueued);
         pthread_mutex_unlock(&e->smu);
 
         while (cancelled) {
             engine_req_t *q = cancelled;
             cancelled = q->qnext;
+            q->qnext = NULL;
             finish(e, q, ENGINE_FINISH_CANCELLED);
         }
         while (tokenize) {
@@ -1030,6 +1166,7 @@ static void *driver_main(void *arg)
         while (admitted) {
             engine_req_t *q = admitted;
             admitted = q->qnext;
+            q->qnext = NULL;
             if (q->deferred) {
                 /* tokenized here, off the caller's (reactor's) thread; the slot is only
                  * reserved so far, so a rejected input gives it back without a KV free */
@@ -1048,7 +1185,15 @@ static void *driver_main(void *arg)
             }
         }
         fault = atomic_load(&e->fault); /* a change made while we waited applies now */
-        if (fault != ENGINE_FAULT_HANG) step(e, fault);
+        if (fault != ENGINE_FAULT_HANG) {
+            /* work waits and every slot is taken: paused requests make room (their freed
+             * slots are filled at the next turn) */
+            int free_now = 0;
+            for (int s = 0; s < e->max_batch; s++)
+                free_now += !e->slots[s];
+            if (waiting > free_now) preempt_paused(e, waiting - free_now);
+            step(e, fault);
+        }
         notify_if_needed(e);
     }
     return NULL;
@@ -1394,6 +1539,8 @@ void engine_stats(const engine_t *e, engine_stats_t *out)
     out->last_step_ns = atomic_load_explicit(&m->st_last_step, memory_order_relaxed);
     out->step_ns_total = atomic_load_explicit(&m->st_step_ns_total, memory_order_relaxed);
     out->step_ns_last = atomic_load_explicit(&m->st_step_ns_last, memory_order_relaxed);
+    out->preempted = atomic_load_explicit(&m->st_parked, memory_order_relaxed);
+    out->preemptions_total = atomic_load_explicit(&m->st_preemptions, memory_order_relaxed);
 }
 
 void engine_device_stats(const engine_t *e, engine_device_stats_t *out)

@@ -23,9 +23,12 @@
  *   be called any time before engine_req_free(); it is idempotent.
  *
  * Slow readers: a request may have at most `max_backlog` produced tokens that
- * the reactor has not acknowledged. Above that the request is PAUSED: it keeps
- * its batch slot and KV cache but is skipped by the steps (the rest of the batch
- * goes on) until the backlog drops; a deadline or engine_cancel() still ends it.
+ * the reactor has not acknowledged. Above that the request is PAUSED: it is
+ * skipped by the steps (the rest of the batch goes on) until the backlog drops;
+ * engine_cancel() still ends it. A paused request keeps its batch slot and KV
+ * cache only while no other work waits for a slot: otherwise it is PREEMPTED (its
+ * slot and cache go to the waiting request) and, once its backlog drops and a
+ * slot is free, recomputes its positions and goes on with identical output.
  * By default (manual_ack = 0) a token counts as acknowledged when engine_poll()
  * returns it. With manual_ack = 1 the reactor calls engine_req_consumed(req, n)
  * when n tokens have really been written to the client (e.g. when nghttp2 took
@@ -215,16 +218,18 @@ typedef struct {
 
 /** Counters for metrics/health; read with relaxed atomics, approximately consistent. */
 typedef struct {
-    uint64_t queued;         /* admitted to the queue, not yet in the batch */
-    uint64_t inflight;       /* in the batch (including paused) */
-    uint64_t paused;         /* in the batch but paused by the backlog bound */
-    uint64_t tokens_total;   /* tokens produced since start */
-    uint64_t steps_total;    /* batched forward steps */
-    uint64_t requests_total; /* requests that produced a final event */
-    uint64_t last_token_ns;  /* CLOCK_MONOTONIC ns of the last token produced (0 = never) */
-    uint64_t last_step_ns;   /* CLOCK_MONOTONIC ns of the last step */
-    uint64_t step_ns_total;  /* wall time in the backend's batched forward, summed */
-    uint64_t step_ns_last;   /* wall time of the last batched forward */
+    uint64_t queued;            /* admitted to the queue, not yet in the batch */
+    uint64_t inflight;          /* in the batch (including paused) */
+    uint64_t paused;            /* paused by the backlog bound: in the batch, or preempted */
+    uint64_t preempted;         /* paused requests that gave their slot to waiting work */
+    uint64_t preemptions_total; /* times a paused request gave its slot up */
+    uint64_t tokens_total;      /* tokens produced since start */
+    uint64_t steps_total;       /* batched forward steps */
+    uint64_t requests_total;    /* requests that produced a final event */
+    uint64_t last_token_ns;     /* CLOCK_MONOTONIC ns of the last token produced (0 = never) */
+    uint64_t last_step_ns;      /* CLOCK_MONOTONIC ns of the last step */
+    uint64_t step_ns_total;     /* wall time in the backend's batched forward, summed */
+    uint64_t step_ns_last;      /* wall time of the last batched forward */
 } engine_stats_t;
 
 /** Device figures for metrics; cached by the backend, so reading them never touches the
@@ -278,8 +283,9 @@ int engine_validate(const engine_t *e, const engine_request_t *r, engine_invalid
 int engine_submit(engine_t *e, const engine_request_t *r, engine_req_t **out, engine_invalid_t *why,
                   char *msg, size_t msglen);
 
-/** Ask the engine to end the request: it leaves the batch (or queue) at the next step and
- *  gets a final FINISHED(CANCELLED) event unless it already finished. Returns 0. */
+/** Ask the engine to end the request: a queued request leaves the admission queue at once (its
+ *  place is free for the next engine_submit), one in the batch leaves it at the next step;
+ *  either gets a final FINISHED(CANCELLED) event unless it already finished. Returns 0. */
 int engine_cancel(engine_t *e, engine_req_t *req);
 
 /** Drop the reactor's reference (see top). Cancels if not finished. NULL is a no-op. */

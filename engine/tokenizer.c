@@ -435,6 +435,10 @@ int tokenizer_build(tokenizer_t *t, const tok_vocab_t *v, char *err, size_t errl
         t->score[i] = v->scores ? v->scores[i] : 0.0f;
         t->type[i] = v->types ? (uint8_t)v->types[i] : TOK_TYPE_NORMAL;
         if ((int)t->len[i] > t->max_token_len) t->max_token_len = (int)t->len[i];
+        if (t->len[i] == 0) { /* an empty text is never matched, so never repeated */
+            t->hnext[i] = TOK_NONE;
+            continue;
+        }
         int dup = tokenizer_lookup(t, t->text + t->off[i], t->len[i]);
         if (dup != TOK_NONE) {
             rc = errorf(err, errlen, -EINVAL, "tokenizer.ggml.tokens[%d] repeats token %d ('%.*s')",
@@ -569,6 +573,18 @@ fail:
 
 /* ---- llama2.c tokenizer.bin ------------------------------------------------------------ */
 
+/* Token ids by text (length, bytes), then id. */
+static int cmp_piece(const void *a, const void *b, void *arg)
+{
+    const tok_str_t *t = arg;
+    int i = *(const int *)a, j = *(const int *)b;
+    size_t n = t[i].n < t[j].n ? t[i].n : t[j].n;
+    if (t[i].n != t[j].n) return t[i].n < t[j].n ? -1 : 1;
+    int c = n ? memcmp(t[i].s, t[j].s, n) : 0;
+    if (c) return c;
+    return (i > j) - (i < j);
+}
+
 int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size, char *err,
                     size_t errlen)
 {
@@ -586,6 +602,7 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
     tok_str_t *toks = malloc((size_t)vocab_size * sizeof(*toks));
     float *scores = malloc((size_t)vocab_size * sizeof(float));
     int32_t *types = malloc((size_t)vocab_size * sizeof(int32_t));
+    int *order = NULL;
     int rc;
     if (!toks || !scores || !types) {
         rc = errorf(err, errlen, -ENOMEM, "tokenizer: out of memory");
@@ -631,14 +648,25 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
     if (vocab_size > 0) types[0] = TOK_TYPE_UNKNOWN;
     if (vocab_size > 1) types[1] = TOK_TYPE_CONTROL;
     if (vocab_size > 2) types[2] = TOK_TYPE_CONTROL;
-    /* llama2.c exports can repeat a piece; the first id wins, as llama2.c's lookup did */
-    for (int i = 0; i < vocab_size; i++) {
-        for (int j = 0; j < i && toks[i].n; j++) {
-            if (toks[j].n == toks[i].n && !memcmp(toks[j].s, toks[i].s, toks[i].n)) {
-                toks[i].n = 0; /* an empty text is never matched */
-                types[i] = TOK_TYPE_UNUSED;
-                break;
-            }
+    /* llama2.c exports can repeat a piece; the first id wins, as llama2.c's lookup did.
+     * Sorted by text, then id, repeats are neighbours behind their lowest id: O(n log n), so
+     * a hostile file of millions of distinct same-length pieces is read at once instead of
+     * hanging start-up in a pairwise scan. */
+    order = malloc((size_t)vocab_size * sizeof(*order));
+    if (!order) {
+        rc = errorf(err, errlen, -ENOMEM, "tokenizer: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < vocab_size; i++)
+        order[i] = i;
+    qsort_r(order, (size_t)vocab_size, sizeof(*order), cmp_piece, toks);
+    for (int k = 1, head = order[0]; k < vocab_size; k++) {
+        const tok_str_t *h = &toks[head], *c = &toks[order[k]];
+        if (c->n && c->n == h->n && !memcmp(c->s, h->s, c->n)) {
+            toks[order[k]].n = 0; /* an empty text is never matched */
+            types[order[k]] = TOK_TYPE_UNUSED;
+        } else {
+            head = order[k];
         }
     }
     tok_vocab_t v = {
@@ -661,6 +689,7 @@ int tokenizer_parse(tokenizer_t *t, const void *buf, size_t size, int vocab_size
     rc = tokenizer_build(t, &v, err, errlen);
     if (rc == 0) t->max_token_len = maxlen;
 out:
+    free(order);
     free(toks);
     free(scores);
     free(types);

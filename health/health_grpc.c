@@ -142,6 +142,10 @@ static void watch_on_drain(grpc_call_t *call)
 
 #define SVC "grpc.health.v1.Health"
 
+/* A service name (issue 13, item 3: every string bounded by what it is for). */
+static const grpc_field_limit_t check_limits[] = {{"service", 1024, 0, "a service name"},
+                                                  {NULL, 0, 0, NULL}};
+
 grpc_method_t *health_grpc_methods(health_t *h, size_t *n)
 {
     const grpc_method_t rows[] = {
@@ -154,6 +158,7 @@ grpc_method_t *health_grpc_methods(health_t *h, size_t *n)
             .response = &grpc__health__v1__health_check_response__descriptor,
             .on_message = check_on_message,
             .arg = h,
+            .limits = check_limits,
             .flags = GRPC_METHOD_PROBE,
         },
         {
@@ -167,6 +172,7 @@ grpc_method_t *health_grpc_methods(health_t *h, size_t *n)
             .on_cancel = watch_on_cancel,
             .on_drain = watch_on_drain,
             .arg = h,
+            .limits = check_limits,
             .flags = GRPC_METHOD_PROBE,
         },
         {

@@ -125,6 +125,22 @@ int inferd_metrics_init(inferd_metrics_t *m, metrics_registry_t *r)
     G(connections_active, "connections_active", "Client connections currently open.", NULL, 0);
     C(connections_total, "connections_total", "Client connections accepted.", NULL, 0);
     G(http2_streams_active, "http2_streams_active", "HTTP/2 streams currently open.", NULL, 0);
+    static const char *const lim[] = {"limit", NULL};
+    C(limits_exceeded, "limits_exceeded_total",
+      "Times a bound against abusive or broken clients acted, by bound (a stalled stream "
+      "cancelled, a slow request head closed, a stream refused...).",
+      lim, 0);
+    G(output_queued, "output_queued_bytes",
+      "Response bytes queued for all connections and not yet taken by HTTP/2.", NULL, 0);
+    G(input_pending, "input_pending_bytes",
+      "Request bytes buffered: unfinished messages and input held while output is congested.", NULL,
+      0);
+    G(preempted, "preempted_requests",
+      "Paused inference requests (their client does not read) that gave their batch slot to "
+      "waiting work.",
+      mb, 0);
+    C(preemptions, "preemptions_total",
+      "Times a paused inference request gave its batch slot to waiting work.", mb, 0);
     C(log_lines_dropped, "log_lines_dropped_total",
       "Log lines dropped because the log output could not keep up.", NULL, 0);
 #undef C
@@ -135,7 +151,9 @@ int inferd_metrics_init(inferd_metrics_t *m, metrics_registry_t *r)
         !(m->connections_active_s = metrics_series(m->connections_active, NULL)) ||
         !(m->connections_total_s = metrics_series(m->connections_total, NULL)) ||
         !(m->http2_streams_active_s = metrics_series(m->http2_streams_active, NULL)) ||
-        !(m->log_lines_dropped_s = metrics_series(m->log_lines_dropped, NULL)))
+        !(m->log_lines_dropped_s = metrics_series(m->log_lines_dropped, NULL)) ||
+        !(m->output_queued_s = metrics_series(m->output_queued, NULL)) ||
+        !(m->input_pending_s = metrics_series(m->input_pending, NULL)))
         return -ENOMEM;
 
     rc = metrics_add_collector(r, collect, m);

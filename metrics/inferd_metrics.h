@@ -60,6 +60,17 @@ typedef struct inferd_metrics {
     metrics_family_t *connections_total;    /* counter connections_total */
     metrics_family_t *http2_streams_active; /* gauge http2_streams_active */
 
+    /* Abuse bounds (issue 13), prefixed. limit: which bound acted ("stream_stall",
+     * "paused_streams", "pending_input", "decoded_size", "field_limit", "header_list",
+     * "request_header_timeout", "min_body_rate", "stream_rate", "ping_flood"). */
+    metrics_family_t *limits_exceeded; /* counter limits_exceeded_total {limit} */
+    metrics_family_t *output_queued;   /* gauge output_queued_bytes: responses queued, not yet
+                                          taken by HTTP/2 (all connections) */
+    metrics_family_t *input_pending;   /* gauge input_pending_bytes: unfinished request
+                                          messages and input held behind congested output */
+    metrics_family_t *preempted;       /* gauge preempted_requests {model,backend}: paused requests
+                                          that gave their batch slot to waiting work */
+    metrics_family_t *preemptions;     /* counter preemptions_total {model,backend} */
     /* Logging, prefixed, no labels. */
     metrics_family_t *log_lines_dropped; /* counter log_lines_dropped_total */
 
@@ -69,6 +80,8 @@ typedef struct inferd_metrics {
     metrics_series_t *connections_total_s;
     metrics_series_t *http2_streams_active_s;
     metrics_series_t *log_lines_dropped_s;
+    metrics_series_t *output_queued_s;
+    metrics_series_t *input_pending_s;
 
     struct timespec start; /* CLOCK_MONOTONIC at init; uptime_seconds counts from here */
     unsigned long (*log_dropped)(void); /* optional source read at scrape time */

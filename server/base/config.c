@@ -212,7 +212,90 @@ static const opt_t opts[] = {
      1,
      3600000,
      NULL,
-     "time a new connection gets to finish TLS and its preface or request head"},
+     "time a new connection gets to finish TLS and the HTTP/2 preface or its first bytes "
+     "(counted from accept: bytes trickled in do not extend it)"},
+    {"request-header-timeout",
+     {"INFERD_REQUEST_HEADER_TIMEOUT"},
+     T_DUR,
+     O(request_header_timeout_ns),
+     "10s",
+     1,
+     3600000,
+     NULL,
+     "HTTP/1.1: time a request head gets from its first byte to its last (like nginx's "
+     "client_header_timeout; trickled bytes do not extend it), then 408 and close; also the "
+     "grace before --min-body-rate applies"},
+    {"min-body-rate",
+     {"INFERD_MIN_BODY_RATE"},
+     T_INT,
+     O(min_body_rate),
+     "1024",
+     0,
+     1 << 30,
+     NULL,
+     "bytes per second an HTTP/1.1 request body, or a gRPC request message still arriving, "
+     "must average after the --request-header-timeout grace (0 off); slower is closed (408) or "
+     "fails the call (DEADLINE_EXCEEDED)"},
+    {"stream-stall-timeout",
+     {"INFERD_STREAM_STALL_TIMEOUT"},
+     T_DUR,
+     O(stream_stall_timeout_ns),
+     "30s",
+     0,
+     86400000,
+     NULL,
+     "a stream whose client takes none of its queued response for this long is cancelled "
+     "(RESOURCE_EXHAUSTED) and its engine request freed (0 off)"},
+    {"max-paused-streams",
+     {"INFERD_MAX_PAUSED_STREAMS"},
+     T_INT,
+     O(max_paused_streams),
+     "16",
+     1,
+     1 << 20,
+     NULL,
+     "streams of one connection that may wait on their client (response queued, none of it "
+     "taken for 1s); the newest beyond it are cancelled (RESOURCE_EXHAUSTED)"},
+    {"max-pending-input",
+     {"INFERD_MAX_PENDING_INPUT"},
+     T_INT,
+     O(max_pending_input),
+     "8388608",
+     16,
+     1 << 30,
+     NULL,
+     "bytes of unfinished request messages one connection may have buffered (at least "
+     "--max-recv-message-size); past it the call with the biggest fails (RESOURCE_EXHAUSTED)"},
+    {"max-connection-output",
+     {"INFERD_MAX_CONNECTION_OUTPUT"},
+     T_INT,
+     O(max_connection_output),
+     "4194304",
+     65536,
+     1LL << 40,
+     NULL,
+     "response bytes one connection's calls may queue before their request input is held "
+     "(HTTP/2 flow control then stops the client)"},
+    {"max-process-output",
+     {"INFERD_MAX_PROCESS_OUTPUT"},
+     T_INT,
+     O(max_process_output),
+     "268435456",
+     65536,
+     1LL << 40,
+     NULL,
+     "response bytes all connections together may queue before every call's request input is "
+     "held"},
+    {"max-stream-rate",
+     {"INFERD_MAX_STREAM_RATE"},
+     T_INT,
+     O(max_stream_rate),
+     "10000",
+     0,
+     1000000,
+     NULL,
+     "new HTTP/2 streams per second one connection may open (bursts up to one second's worth); "
+     "more are refused (REFUSED_STREAM), twice that gets GOAWAY ENHANCE_YOUR_CALM (0 off)"},
     {"health-path",
      {"INFERD_HEALTH_PATH", "DYN_SYSTEM_HEALTH_PATH"},
      T_STR,
@@ -430,7 +513,14 @@ static const opt_t opts[] = {
      "debugging aid: POST /debug/fault on a loopback system port"},
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
-_Static_assert(sizeof(opts) / sizeof(opts[0]) <= 64, "config_t.source is too small");
+_Static_assert(sizeof(opts) / sizeof(opts[0]) <= 80, "config_t.source is too small");
+
+static size_t opt_index(size_t off)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (opts[i].off == off) return i;
+    return 0;
+}
 
 static char **str_field(config_t *c, const opt_t *o)
 {
@@ -773,6 +863,14 @@ int config_load(config_t *c, int argc, char **argv, char **envp, char *err, size
         snprintf(err, errlen,
                  "invalid value for --tls-allow-plaintext: it only applies to a TLS listener "
                  "(--tls-cert and --tls-key)");
+        return -EINVAL;
+    }
+    if (c->max_pending_input < c->max_recv_message_size) {
+        snprintf(err, errlen,
+                 "invalid value '%lld' for --max-pending-input (%s): expected at least "
+                 "--max-recv-message-size (%lld), or no message of that size could arrive",
+                 (long long)c->max_pending_input, c->source[opt_index(O(max_pending_input))],
+                 (long long)c->max_recv_message_size);
         return -EINVAL;
     }
     if (c->health_path[0] != '/' || c->live_path[0] != '/' ||

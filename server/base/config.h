@@ -26,6 +26,15 @@ typedef struct config {
     int keepalive_permit_without_calls;
     int64_t max_ping_strikes;
     int64_t idle_timeout_ns, handshake_timeout_ns;
+    /* abuse bounds (issue 13) */
+    int64_t request_header_timeout_ns; /* HTTP/1.1: a whole request head, from its first byte */
+    int64_t min_body_rate;             /* bytes/s a request body or message must keep up */
+    int64_t stream_stall_timeout_ns;   /* output not taken for this long cancels a stream */
+    int64_t max_paused_streams;        /* streams per connection blocked on their client */
+    int64_t max_pending_input;         /* unfinished request bytes per connection */
+    int64_t max_connection_output;     /* queued response bytes per connection */
+    int64_t max_process_output;        /* queued response bytes, the whole process */
+    int64_t max_stream_rate;           /* new streams per second per connection (0 off) */
     /* http endpoints */
     char *health_path, *live_path;
     char *starting_health_status; /* "notready" | "ready" */
@@ -50,7 +59,7 @@ typedef struct config {
     /* actions */
     int help, print_config, version;
     /* where each option's value came from: "default", "flag" or the variable's name */
-    const char *source[64];
+    const char *source[80];
 } config_t;
 
 /** Fills cfg from defaults, then env (envp NULL-terminated, NULL = process environment), then argv.

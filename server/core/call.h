@@ -33,6 +33,23 @@ struct taken_mark {
  * (or *) without q=0. */
 int header_list_accepts(const char *list, const char *token);
 
+/* ---- request messages on the wire: checked before protobuf-c decodes them ---- */
+/** What grpc_wire_check found; msg names the field and where. */
+typedef struct grpc_wire_result {
+    grpc_status_t status; /* OK, INVALID_ARGUMENT (bad UTF-8, NUL, over a limit), INTERNAL
+                             (not a protobuf message) */
+    char msg[200];
+    size_t unknown; /* bytes of fields the descriptor does not know (dropped) */
+} grpc_wire_result_t;
+/** Walks a serialized message of type desc: every string field must be valid UTF-8 without NUL
+ * (protobuf-c would cut a string at a NUL), and the row's limits hold (grpc_field_limit_t).
+ * Unknown fields are dropped: when there are some, *out gets a malloc'd copy without them
+ * (*out_len its length), else *out is NULL and the input stands. Returns 0 (r->status OK),
+ * -EINVAL (r says why), -ENOMEM. */
+int grpc_wire_check(const ProtobufCMessageDescriptor *desc, const grpc_field_limit_t *limits,
+                    const unsigned char *data, size_t len, unsigned char **out, size_t *out_len,
+                    grpc_wire_result_t *r);
+
 /* ---- per-call arena (headers, decoded request, response scratch) ---- */
 typedef struct arena_block arena_block_t;
 typedef struct arena {
@@ -60,8 +77,9 @@ int gzip_decompress(const void *in, size_t len, size_t max, unsigned char **out,
 
 /* ---- gRPC message framing ---- */
 typedef struct grpc_deframer {
-    unsigned char *buf; /* the message being assembled */
+    unsigned char *buf; /* the message being assembled, grown as its bytes arrive */
     size_t have, need;  /* bytes so far; message length once the prefix is read */
+    size_t cap;         /* bytes allocated at buf */
     unsigned char prefix[5];
     size_t prefix_have;
     int compressed;
@@ -74,6 +92,8 @@ int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size
                  grpc_deframe_fn fn, void *arg);
 /** 1 when bytes of an unfinished message are buffered. */
 int grpc_deframer_partial(const grpc_deframer_t *d);
+/** Bytes of the unfinished message held (prefix included), 0 between messages. */
+size_t grpc_deframer_held(const grpc_deframer_t *d);
 /** Frees a message being assembled. */
 void grpc_deframer_dispose(grpc_deframer_t *d);
 
@@ -95,11 +115,20 @@ struct grpc_call {
     char trace_id[33], span_id[17]; /* W3C trace context: continued or new (trace.c) */
     /* receive */
     grpc_deframer_t deframer;
+    struct evbuffer *in_held; /* DATA held, unprocessed and not yet consumed (window), while the
+                                 call's or connection's output is congested; NULL when none */
+    int close_held;           /* END_STREAM came behind held input */
+    int resume;               /* held input to process at the connection's next input turn */
+    size_t in_charged;        /* bytes counted in the connection's pending input */
+    int64_t msg_start_ns;     /* an unfinished message began (--min-body-rate), 0 when none */
+    int64_t out_since_ns;     /* queued output last moved (became non-empty, or was taken) */
+    int headers_over;         /* the header list passed --max-header-list-size */
     int msgs_received;
     ProtobufCMessage *unary_msg; /* unary/server-streaming: held until half-close */
     grpc_enc_t req_enc, resp_enc;
     /* send */
     struct evbuffer *out;                  /* framed messages not yet taken by nghttp2 */
+    size_t out_counted;                    /* of out, what the connection's sums hold */
     uint64_t out_added, out_taken;         /* bytes ever queued in out / taken from it by nghttp2 */
     struct taken_mark *marks;              /* grpc_call_send_counted: where each tag's units end */
     size_t marks_head, marks_n, marks_cap; /* a ring */
@@ -121,6 +150,7 @@ struct grpc_call {
     struct event *deadline_ev;
     int64_t start_ns;
     uint64_t bytes_in, bytes_out;
+    uint64_t bytes_wire_in; /* DATA bytes received (--min-body-rate) */
     void *data;
     /* a plain HTTP request on an h2 stream (GET /live...) */
     int is_http;
@@ -151,6 +181,14 @@ ssize_t call_read_data(grpc_call_t *call, uint8_t *buf, size_t length, uint32_t 
 void call_trailers_sent(grpc_call_t *call);
 /** nghttp2 wrote a DATA frame of the call. */
 void call_written(grpc_call_t *call);
+/** Processes input held while the call's output was congested, when it no longer is. */
+void call_resume_input(grpc_call_t *call);
+/** 1 when the call's request input is held: its own output, its connection's or the
+ * process's queued output is over the bound. */
+int call_input_gated(const grpc_call_t *call);
+/** Ends the call with status and msg, dropping the response it queued (a stalled client, a
+ * limit): trailers, then RST_STREAM(CANCEL); the handler hears on_cancel. */
+void call_abort(grpc_call_t *call, grpc_status_t status, const char *msg);
 
 /* A streamed HTTP answer on an h2 stream (hstream.c drives these). */
 /** :status and headers (x-request-id, content-length when length >= 0). Returns 0 or -EPIPE. */

@@ -11,23 +11,127 @@
 #include <unistd.h>
 
 #include "server/core/conn.h"
+#include "metrics/inferd_metrics.h"
+#include "metrics/metrics.h"
 #include "server/base/log.h"
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 static void arm_timer(conn_t *c);
 
-/* Still proving itself: sniffing, TLS handshake, or an HTTP/1.1 request head in progress
- * (bounded by --handshake-timeout rather than --idle-timeout). */
+/* Still proving itself: sniffing or the TLS handshake (bounded by --handshake-timeout from
+ * accept, whatever it sends meanwhile). */
 static int in_handshake(const conn_t *c)
 {
-    return c->proto == PROTO_SNIFF || c->proto == PROTO_TLS_HANDSHAKE ||
-           (c->proto == PROTO_HTTP1 && c->http1 && c->http1->in_message);
+    return c->proto == PROTO_SNIFF || c->proto == PROTO_TLS_HANDSHAKE;
 }
 
+/* Activity for the idle timeout: a request or stream begun or ended, a message received or
+ * sent. Bytes alone (a trickle, PINGs, WINDOW_UPDATEs) are not activity. */
 void conn_touch(conn_t *c)
 {
     c->last_activity_ns = clock_now_ns();
+}
+
+void conn_arm_timer(conn_t *c)
+{
+    if (c->timer && !c->closing) arm_timer(c);
+}
+
+/* ---- bounds on what a connection, and the process, may buffer ---- */
+
+static void update_gauges(server_t *s)
+{
+    metrics_set(s->m->output_queued_s, (double)s->out_queued);
+    metrics_set(s->m->input_pending_s, (double)(s->in_pending + s->in_held));
+}
+
+void conn_schedule_input(conn_t *c)
+{
+    if (c->input_ev) event_active(c->input_ev, EV_TIMEOUT, 0);
+}
+
+/* Calls whose input was held may go on: their connection's (or the process's) output fell
+ * below half its bound, or their own drained. Producers that paused hear on_drain. */
+static void input_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_t *c = arg;
+    if (!c->h2 || c->closing) return;
+    c->in_recv = 1; /* no sending from here: streams cannot close under the loop */
+    grpc_call_t *call;
+    TAILQ_FOREACH(call, &c->calls, link)
+    {
+        if (call_input_gated(call)) continue;
+        if (call->in_held || call->resume) call_resume_input(call);
+        if (c->gated || c->srv->gated) break; /* congested again: the rest waits */
+        if (call->method && call->method->on_drain && grpc_call_active(call) && !c->read_paused)
+            call->method->on_drain(call);
+    }
+    c->in_recv = 0;
+    conn_flush(c);
+}
+
+void conn_out_delta(conn_t *c, long delta)
+{
+    server_t *s = c->srv;
+    c->out_queued = (size_t)((long)c->out_queued + delta);
+    s->out_queued = (size_t)((long)s->out_queued + delta);
+    const config_t *cfg = s->cfg;
+    if (!c->gated && c->out_queued > (size_t)cfg->max_connection_output) {
+        c->gated = 1;
+        server_count_limit(s, "connection_output");
+    } else if (c->gated && c->out_queued <= (size_t)cfg->max_connection_output / 2) {
+        c->gated = 0;
+        conn_schedule_input(c);
+    }
+    if (!s->gated && s->out_queued > (size_t)cfg->max_process_output) {
+        s->gated = 1;
+        server_count_limit(s, "process_output");
+        log_warn("server",
+                 "responses queued for slow clients passed --max-process-output (%lld "
+                 "bytes): request input is held until they drain",
+                 (long long)cfg->max_process_output);
+    } else if (s->gated && s->out_queued <= (size_t)cfg->max_process_output / 2) {
+        s->gated = 0;
+        conn_t *k;
+        TAILQ_FOREACH(k, &s->conns, link)
+        conn_schedule_input(k);
+    }
+    update_gauges(s);
+}
+
+/* The call with the biggest unfinished message fails (RESOURCE_EXHAUSTED), until the
+ * connection is back within --max-pending-input. */
+static void pending_over(conn_t *c)
+{
+    const config_t *cfg = c->srv->cfg;
+    while (c->in_pending > (size_t)cfg->max_pending_input) {
+        grpc_call_t *big = NULL, *call;
+        TAILQ_FOREACH(call, &c->calls, link)
+        if (!big || call->in_charged > big->in_charged) big = call;
+        if (!big || !big->in_charged) break;
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "unfinished request messages on this connection passed --max-pending-input "
+                 "(%lld bytes); this call's was the biggest (%zu bytes)",
+                 (long long)cfg->max_pending_input, big->in_charged);
+        server_count_limit(c->srv, "pending_input");
+        log_debug("server", "%s: stream %d: %s", c->peer, big->stream_id, msg);
+        call_abort(big, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+    }
+}
+
+void conn_in_delta(conn_t *c, long pending, long held)
+{
+    server_t *s = c->srv;
+    c->in_pending = (size_t)((long)c->in_pending + pending);
+    s->in_pending = (size_t)((long)s->in_pending + pending);
+    c->in_held = (size_t)((long)c->in_held + held);
+    s->in_held = (size_t)((long)s->in_held + held);
+    update_gauges(s);
+    if (pending > 0) pending_over(c);
 }
 
 static void maybe_close(conn_t *c)
@@ -180,7 +284,10 @@ static void start_h2(conn_t *c)
 static void start_http1(conn_t *c)
 {
     c->proto = PROTO_HTTP1;
-    if (http1_start(c)) c->closing = 1;
+    if (http1_start(c))
+        c->closing = 1;
+    else
+        c->http1->head_start_ns = c->accept_ns; /* the first request's head began with it */
     conn_touch(c);
     arm_timer(c);
 }
@@ -213,26 +320,93 @@ static void refuse_plaintext(conn_t *c, int h2)
     c->closing = 1;
 }
 
-/* Decides the protocol from the first bytes: the HTTP/2 preface or anything else (HTTP/1.1). */
+static int is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+enum { SNIFF_MORE = 0, SNIFF_H2, SNIFF_HTTP1, SNIFF_BAD_PREFACE, SNIFF_GARBAGE };
+
+/* What the first bytes are: the HTTP/2 preface, an HTTP/1.x request line (METHOD SP target SP
+ * HTTP/d.d, after optional empty lines), a broken preface (its first line, then something
+ * else), or neither. Anything else
+ * is not handed to the HTTP/1.1 parser (which would answer it, to an HTTP/2 client a stream of
+ * bytes that are no frames: RFC 9113 3.4 wants the connection ended). */
+static int classify(const unsigned char *b, size_t n)
+{
+    size_t m = n < 24 ? n : 24;
+    if (!memcmp(b, preface, m)) return n >= 24 ? SNIFF_H2 : SNIFF_MORE;
+    if (n >= 16 && !memcmp(b, preface, 16)) return SNIFF_BAD_PREFACE; /* "PRI * HTTP/2.0\r\n" */
+    size_t i = 0;
+    while (i < n && (b[i] == '\r' || b[i] == '\n'))
+        i++;
+    if (i > 64) return SNIFF_GARBAGE;
+    size_t start = i;
+    while (i < n && is_tchar(b[i]))
+        i++;
+    if (i - start > 32) return SNIFF_GARBAGE;
+    if (i == n) return SNIFF_MORE;
+    if (i == start || b[i] != ' ') return SNIFF_GARBAGE;
+    size_t t = ++i;
+    while (i < n && b[i] > ' ' && b[i] != 0x7f)
+        i++;
+    if (i == n) return i - t > 8192 ? SNIFF_HTTP1 : SNIFF_MORE; /* HTTP/1.1 answers 414 */
+    if (i == t || b[i] != ' ') return SNIFF_GARBAGE;
+    i++;
+    static const char v[] = "HTTP/#.#";
+    for (size_t k = 0; k < 8; k++, i++) {
+        if (i == n) return SNIFF_MORE;
+        if (v[k] == '#' ? !(b[i] >= '0' && b[i] <= '9') : b[i] != (unsigned char)v[k])
+            return SNIFF_GARBAGE;
+    }
+    if (i == n) return SNIFF_MORE;
+    return b[i] == '\r' || b[i] == '\n' ? SNIFF_HTTP1 : SNIFF_GARBAGE;
+}
+
+/* A client that started the HTTP/2 preface and got it wrong: GOAWAY(PROTOCOL_ERROR), then
+ * close (nothing it sent is parsed). */
+static void bad_preface(conn_t *c)
+{
+    static const unsigned char goaway[] = {0, 0, 8, 7, 0, 0, 0, 0, 0, /* GOAWAY on stream 0 */
+                                           0, 0, 0, 0, 0, 0, 0, 1};   /* last 0, PROTOCOL_ERROR */
+    log_debug("server", "invalid HTTP/2 connection preface from %s", c->peer);
+    evbuffer_add(bufferevent_get_output(c->bev), goaway, sizeof goaway);
+    c->proto = PROTO_HTTP1; /* no session: closed as soon as the GOAWAY is out */
+    c->closing = 1;
+}
+
+/* Decides the protocol from the first bytes (classify). */
 static int sniff(conn_t *c, struct evbuffer *in)
 {
-    size_t len = evbuffer_get_length(in), n = len < 24 ? len : 24;
-    unsigned char head[24];
-    evbuffer_copyout(in, head, n);
+    size_t len = evbuffer_get_length(in), n = len < 8300 ? len : 8300;
+    const unsigned char *head = evbuffer_pullup(in, (ev_ssize_t)n);
+    if (!head) return 0;
     int plain_refused = !c->ssl && c->lst && c->lst->require_tls;
-    if (memcmp(head, preface, n)) {
+    switch (classify(head, n)) {
+    case SNIFF_MORE:
+        return 0;
+    case SNIFF_H2:
+        if (plain_refused)
+            refuse_plaintext(c, 1);
+        else
+            start_h2(c);
+        return 1;
+    case SNIFF_HTTP1:
         if (plain_refused)
             refuse_plaintext(c, 0);
         else
             start_http1(c);
         return 1;
+    case SNIFF_BAD_PREFACE:
+        bad_preface(c);
+        return 1;
+    default:
+        log_debug("server", "closing %s: its first bytes are neither HTTP/2 nor HTTP/1.x", c->peer);
+        c->proto = PROTO_HTTP1;
+        c->closing = 1;
+        return 1;
     }
-    if (n < 24) return 0;
-    if (plain_refused)
-        refuse_plaintext(c, 1);
-    else
-        start_h2(c);
-    return 1;
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -246,10 +420,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
     }
     if (c->proto == PROTO_SNIFF && !sniff(c, in)) return;
     if (c->closing) {
+        evbuffer_drain(in, evbuffer_get_length(in));
         conn_flush(c);
         return;
     }
-    conn_touch(c);
     if (c->proto == PROTO_H2) {
         feed_h2(c, in);
     } else if (c->proto == PROTO_HTTP1) {
@@ -301,6 +475,107 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
 }
 
+#define SEC 1000000000LL
+
+/* How long from accept a connection may take to show its protocol: --handshake-timeout for
+ * TLS; while its first bytes are sniffed (they are the start of a request head) no longer than
+ * --request-header-timeout either. */
+static int64_t handshake_deadline(const conn_t *c)
+{
+    const config_t *cfg = c->srv->cfg;
+    int64_t t = cfg->handshake_timeout_ns;
+    if (c->proto == PROTO_SNIFF && cfg->request_header_timeout_ns < t)
+        t = cfg->request_header_timeout_ns;
+    return t;
+}
+/* A stream whose queued response none of has been taken for this long waits on its client. */
+#define BLOCKED_NS SEC
+
+static int cmp_newest(const void *a, const void *b)
+{
+    const grpc_call_t *x = *(grpc_call_t *const *)a, *y = *(grpc_call_t *const *)b;
+    return (y->stream_id > x->stream_id) - (y->stream_id < x->stream_id);
+}
+
+/* 1 when bytes that should have come by now did not: more than the grace since since_ns, and
+ * fewer than --min-body-rate per second after it. */
+static int too_slow(const config_t *cfg, int64_t now, int64_t since_ns, uint64_t bytes)
+{
+    if (cfg->min_body_rate <= 0 || !since_ns) return 0;
+    int64_t late = now - since_ns - cfg->request_header_timeout_ns;
+    return late > 0 && (double)bytes < (double)cfg->min_body_rate * (double)late / 1e9;
+}
+
+/* The streams of an HTTP/2 connection, about once a second: a stream whose client takes none
+ * of its response for --stream-stall-timeout is cancelled; beyond --max-paused-streams
+ * streams waiting on their client, the newest are; a request message that trickles in slower
+ * than --min-body-rate fails. */
+static void scan_calls(conn_t *c, int64_t now)
+{
+    server_t *s = c->srv;
+    const config_t *cfg = s->cfg;
+    grpc_call_t *call, *stack[64], **blocked = stack;
+    size_t nb = 0, cap = 64;
+    c->in_recv = 1; /* no stream closes under the loop: answers go out at the flush below */
+    TAILQ_FOREACH(call, &c->calls, link)
+    {
+        if (!grpc_call_active(call) || !call->method) continue;
+        int64_t waited = evbuffer_get_length(call->out) ? now - call->out_since_ns : 0;
+        if (cfg->stream_stall_timeout_ns > 0 && waited >= cfg->stream_stall_timeout_ns) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "stream stalled: the client took none of its response for %.1fs "
+                     "(--stream-stall-timeout)",
+                     (double)waited / 1e9);
+            log_debug("server", "%s: stream %d: %s", c->peer, call->stream_id, msg);
+            server_count_limit(s, "stream_stall");
+            call_abort(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+            continue;
+        }
+        if (waited >= BLOCKED_NS) {
+            if (nb == cap) {
+                grpc_call_t **b = malloc(2 * cap * sizeof *b);
+                if (!b) continue;
+                memcpy(b, blocked, nb * sizeof *b);
+                if (blocked != stack) free(blocked);
+                blocked = b;
+                cap *= 2;
+            }
+            blocked[nb++] = call;
+        }
+        if (call->in_held) continue; /* held by us, not slow */
+        int unary_in =
+            call->method->kind == GRPC_UNARY || call->method->kind == GRPC_SERVER_STREAMING;
+        int slow = call->msg_start_ns
+                       ? too_slow(cfg, now, call->msg_start_ns, grpc_deframer_held(&call->deframer))
+                       : unary_in && !call->remote_closed &&
+                             too_slow(cfg, now, call->start_ns, call->bytes_wire_in);
+        if (slow) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "the request message arrived slower than --min-body-rate (%lld bytes/s)",
+                     (long long)cfg->min_body_rate);
+            server_count_limit(s, "min_body_rate");
+            call_abort(call, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+        }
+    }
+    if (nb > (size_t)cfg->max_paused_streams) {
+        qsort(blocked, nb, sizeof *blocked, cmp_newest);
+        for (size_t i = 0; i + (size_t)cfg->max_paused_streams < nb; i++) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "too many streams of this connection wait on their client "
+                     "(--max-paused-streams %lld)",
+                     (long long)cfg->max_paused_streams);
+            server_count_limit(s, "paused_streams");
+            call_abort(blocked[i], GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        }
+    }
+    if (blocked != stack) free(blocked);
+    c->in_recv = 0;
+    conn_flush(c);
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -308,44 +583,89 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     conn_t *c = arg;
     const config_t *cfg = c->srv->cfg;
     int64_t now = clock_now_ns();
-    int handshaking = in_handshake(c);
-    if (handshaking && now - c->last_activity_ns >= cfg->handshake_timeout_ns) {
-        log_debug("server", "closing %s: handshake/request timeout", c->peer);
-        conn_close(c);
+    if (c->closing) {
+        /* What we said last goes out as long as the peer reads it; one that reads nothing for
+         * 2 s is closed (a peer that never reads must not keep a closing connection). */
+        size_t pending = c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+        if (!c->close_by_ns || pending < c->close_pending) c->close_by_ns = now + 2 * SEC;
+        c->close_pending = pending;
+        if (now >= c->close_by_ns) {
+            conn_close(c);
+            return;
+        }
+        arm_timer(c);
         return;
     }
-    if (!handshaking && cfg->idle_timeout_ns > 0 && c->n_streams == 0 &&
-        now - c->last_activity_ns >= cfg->idle_timeout_ns) {
-        log_debug("server", "closing idle connection %s", c->peer);
-        if (c->h2) {
+    if (in_handshake(c)) {
+        if (now - c->accept_ns >= handshake_deadline(c)) {
+            log_debug("server", "closing %s: handshake timeout", c->peer);
+            conn_close(c);
+            return;
+        }
+    } else if (c->proto == PROTO_HTTP1 && c->http1) {
+        http1_t *h = c->http1;
+        if (h->head_start_ns && now - h->head_start_ns >= cfg->request_header_timeout_ns) {
+            server_count_limit(c->srv, "request_header_timeout");
+            http1_timeout(c, "the request head took longer than --request-header-timeout");
+        } else if (h->body_start_ns && too_slow(cfg, now, h->body_start_ns, h->body_bytes)) {
+            server_count_limit(c->srv, "min_body_rate");
+            http1_timeout(c, "the request body arrived slower than --min-body-rate");
+        } else if (!h->head_start_ns && !h->body_start_ns && !h->job && cfg->idle_timeout_ns > 0 &&
+                   now - c->last_activity_ns >= cfg->idle_timeout_ns) {
+            log_debug("server", "closing idle connection %s", c->peer);
+            conn_close(c);
+            return;
+        }
+        if (c->closing) conn_flush(c);
+    } else if (c->proto == PROTO_H2 && c->h2) {
+        if (c->n_streams > 0) {
+            scan_calls(c, now);
+        } else if (cfg->idle_timeout_ns > 0 && now - c->last_activity_ns >= cfg->idle_timeout_ns) {
+            log_debug("server", "closing idle connection %s", c->peer);
             nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
                                   nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
                                   (const uint8_t *)"idle", 4);
             c->closing = 1;
             conn_flush(c);
-            if (c->bev) arm_timer(c); /* in case the peer never reads the GOAWAY */
-        } else {
-            conn_close(c);
         }
-        return;
     }
-    arm_timer(c);
+    if (c->bev || c->timer) arm_timer(c);
 }
 
+/* The next moment something may be due: a deadline, or about once a second while requests or
+ * streams are in progress (their checks are rate checks). */
 static void arm_timer(conn_t *c)
 {
     const config_t *cfg = c->srv->cfg;
-    int handshaking = in_handshake(c);
-    int64_t period = handshaking ? cfg->handshake_timeout_ns : cfg->idle_timeout_ns;
-    if (!handshaking &&
-        c->proto == PROTO_HTTP1) /* a request may start any time: check its head too */
-        period =
-            cfg->handshake_timeout_ns < period || period == 0 ? cfg->handshake_timeout_ns : period;
-    if (period <= 0) period = 1000000000LL;
-    if (c->closing && period > 2000000000LL) period = 2000000000LL;
-    int64_t due = c->last_activity_ns + period - clock_now_ns();
-    if (due < 1000000) due = 1000000;
-    struct timeval tv = {(time_t)(due / 1000000000LL), (suseconds_t)(due % 1000000000LL / 1000)};
+    int64_t now = clock_now_ns(), due = now + 3600 * SEC;
+#define SOONER(t)                                                                                  \
+    do {                                                                                           \
+        int64_t t_ = (t);                                                                          \
+        if (t_ < due) due = t_;                                                                    \
+    } while (0)
+    if (c->closing) {
+        SOONER(c->close_by_ns ? c->close_by_ns : now + 2 * SEC);
+    } else if (in_handshake(c)) {
+        SOONER(c->accept_ns + handshake_deadline(c));
+    } else if (c->proto == PROTO_HTTP1 && c->http1) {
+        const http1_t *h = c->http1;
+        if (h->head_start_ns) SOONER(h->head_start_ns + cfg->request_header_timeout_ns);
+        if (h->body_start_ns) SOONER(now + SEC);
+        if (cfg->idle_timeout_ns > 0) SOONER(c->last_activity_ns + cfg->idle_timeout_ns);
+    } else if (c->proto == PROTO_H2) {
+        if (c->n_streams > 0) {
+            int64_t period = SEC;
+            if (cfg->stream_stall_timeout_ns > 0 && cfg->stream_stall_timeout_ns < period)
+                period = cfg->stream_stall_timeout_ns;
+            SOONER(now + period);
+        } else if (cfg->idle_timeout_ns > 0) {
+            SOONER(c->last_activity_ns + cfg->idle_timeout_ns);
+        }
+    }
+#undef SOONER
+    int64_t wait = due - now;
+    if (wait < 1000000) wait = 1000000;
+    struct timeval tv = {(time_t)(wait / SEC), (suseconds_t)(wait % SEC / 1000)};
     evtimer_add(c->timer, &tv);
 }
 
@@ -434,16 +754,19 @@ void conn_accept(server_t *s, listener_t *l, int fd, const struct sockaddr *sa, 
     c->sniff_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, sniff_cb, c);
     c->timer = evtimer_new(s->base, timer_cb, c);
     c->close_ev = evtimer_new(s->base, close_cb, c);
-    if (!c->sniff_ev || !c->timer || !c->close_ev) {
+    c->input_ev = evtimer_new(s->base, input_cb, c);
+    if (!c->sniff_ev || !c->timer || !c->close_ev || !c->input_ev) {
         if (c->sniff_ev) event_free(c->sniff_ev);
         if (c->timer) event_free(c->timer);
         if (c->close_ev) event_free(c->close_ev);
+        if (c->input_ev) event_free(c->input_ev);
         free(c);
         close(fd);
         return;
     }
     c->proto = PROTO_SNIFF;
     event_add(c->sniff_ev, NULL);
+    c->accept_ns = clock_now_ns();
     conn_touch(c);
     arm_timer(c);
     TAILQ_INSERT_TAIL(&s->conns, c, link);
@@ -493,6 +816,7 @@ void conn_close(conn_t *c)
     if (c->sniff_ev) event_free(c->sniff_ev);
     if (c->timer) event_free(c->timer);
     event_free(c->close_ev);
+    event_free(c->input_ev);
     if (c->bev)
         bufferevent_free(c->bev); /* closes the socket, and SSL_free for TLS */
     else if (c->fd >= 0)

@@ -58,7 +58,9 @@ typedef struct http1 {
     int error; /* an HTTP status to answer with, then close */
     int close_after;
     int in_message;
-    struct offload *job; /* a response being compressed: later requests wait for it */
+    int64_t head_start_ns; /* a request head's first byte came (--request-header-timeout) */
+    int64_t body_start_ns; /* its head was complete and a body follows (--min-body-rate) */
+    struct offload *job;   /* a response being compressed: later requests wait for it */
     int job_head, job_close;
     /* a request to a streaming route (core/http.h) */
     char content_type[128];
@@ -105,9 +107,24 @@ struct conn {
     SSL *ssl;
     conn_proto_t proto;
     char peer[64];
-    struct event *timer; /* handshake, idle */
+    struct event *timer; /* handshake, request head, idle, the calls' stall and rate checks */
     struct event *close_ev;
-    int64_t last_activity_ns;
+    struct event *input_ev;   /* calls whose held input may be processed now */
+    int64_t accept_ns;        /* the handshake deadline counts from here */
+    int64_t last_activity_ns; /* requests and streams begun or ended, messages: never bytes */
+    int64_t close_by_ns;      /* closing: closed then unless its output drains meanwhile */
+    size_t close_pending;     /* output left at the last look (progress extends close_by) */
+    /* bounds (conn.c, grpc.c) */
+    size_t out_queued; /* response bytes its calls queued, not yet taken by HTTP/2 */
+    size_t in_pending; /* bytes of its calls' unfinished request messages */
+    size_t in_held;    /* bytes of request input held (unconsumed) behind congested output */
+    int gated;         /* out_queued passed --max-connection-output: calls' input is held */
+    /* h2: stream ids the client opened, for the 5.1.1 check; the stream rate bucket */
+    int32_t max_stream_id;
+    uint64_t opened[8]; /* bit i: odd id max_stream_id - 2i was opened (the last 512) */
+    double stream_tokens;
+    int64_t stream_tokens_ns;
+    int64_t refused_streams; /* in the current second, beyond the rate */
     /* h2 */
     nghttp2_session *h2;
     int n_streams;
@@ -156,7 +173,10 @@ struct server {
     struct event *sig_term, *sig_int, *stage_timer, *drain_timer;
     server_hook_t *on_drain, *on_stop;
     size_t n_on_drain, n_on_stop;
-    struct offload *offload; /* the running compression job, if any */
+    struct offload *offload;                /* the running compression job, if any */
+    size_t out_queued, in_pending, in_held; /* sums over connections (gauges) */
+    int gated; /* out_queued passed --max-process-output: every call's input is held */
+    struct metrics_series *limit_series[16]; /* limits_exceeded_total by server_count_limit */
     int64_t start_ns;
     uint64_t request_seq;
     trace_rng_t rng;
@@ -177,6 +197,15 @@ void conn_goaway(conn_t *c, int stage);
 /** Queues bytes on the connection, sending them at once when nothing waits before them (plain
  * TCP). Returns 0 or -ENOMEM; *sent (may be NULL) gets how many went to the socket now. */
 int conn_write(conn_t *c, const void *data, size_t n, size_t *sent);
+/** Re-arms the connection's timer after its state changed (a request head began). */
+void conn_arm_timer(conn_t *c);
+/** The connection's output or input bookkeeping changed by delta bytes: keeps the sums, sets
+ * and clears the connection's and the process's congestion (input held) and the gauges. */
+void conn_out_delta(conn_t *c, long delta);
+/** The same for unfinished request input (pending) and held input (held). */
+void conn_in_delta(conn_t *c, long pending, long held);
+/** Processes held input of its calls at the next loop turn (congestion cleared). */
+void conn_schedule_input(conn_t *c);
 
 /* h2.c */
 /** A server session with our SETTINGS submitted. Returns 0 or -1. */
@@ -259,5 +288,11 @@ int tls_context_new(SSL_CTX **out, const config_t *cfg, char *err, size_t errlen
 void server_conn_gauge(server_t *s, int delta_active, int delta_streams, int new_conn);
 /** A connection went away: the last one during shutdown ends the loop. */
 void server_conn_gone(server_t *s);
+/** Counts one act of a bound in limits_exceeded_total{limit}. */
+void server_count_limit(server_t *s, const char *limit);
+
+/* http1.c */
+/** The request head or body took too long: 408 and close. */
+void http1_timeout(conn_t *c, const char *why);
 
 #endif

@@ -128,6 +128,7 @@ static void call_free(grpc_call_t *c)
     if (c->hbody) evbuffer_free(c->hbody);
     if (c->deadline_ev) event_free(c->deadline_ev);
     grpc_deframer_dispose(&c->deframer);
+    if (c->in_held) evbuffer_free(c->in_held);
     if (c->out) evbuffer_free(c->out);
     free(c->marks);
     free(c->status_msg);
@@ -189,7 +190,37 @@ size_t grpc_call_pending_bytes(const grpc_call_t *c)
 
 int grpc_call_congested(const grpc_call_t *c)
 {
-    return grpc_call_pending_bytes(c) > CALL_OUT_HIGH || (c->conn && c->conn->read_paused);
+    const conn_t *k = c->conn;
+    return grpc_call_pending_bytes(c) > CALL_OUT_HIGH ||
+           (k && (k->read_paused || k->gated || k->srv->gated));
+}
+
+int call_input_gated(const grpc_call_t *c)
+{
+    return c->congested > 0 || grpc_call_congested(c);
+}
+
+/* The connection's sums follow the call's queued output (every change goes through here). */
+static void out_sync(grpc_call_t *c)
+{
+    size_t now = evbuffer_get_length(c->out);
+    if (now == c->out_counted || !c->conn) return;
+    if (c->out_counted == 0) c->out_since_ns = clock_now_ns(); /* starts waiting to be taken */
+    long delta = (long)now - (long)c->out_counted;
+    c->out_counted = now;
+    conn_out_delta(c->conn, delta);
+}
+
+/* Unfinished input: the message being assembled counts against --max-pending-input. */
+static void in_sync(grpc_call_t *c)
+{
+    size_t now = grpc_deframer_held(&c->deframer);
+    if (now && !c->msg_start_ns) c->msg_start_ns = clock_now_ns();
+    if (!now) c->msg_start_ns = 0;
+    if (now == c->in_charged || !c->conn) return;
+    long delta = (long)now - (long)c->in_charged;
+    c->in_charged = now;
+    conn_in_delta(c->conn, delta, 0);
 }
 
 server_t *grpc_call_server(const grpc_call_t *c)
@@ -316,6 +347,10 @@ static void report_taken(grpc_call_t *c)
 ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags)
 {
     size_t have = evbuffer_get_length(c->out);
+    if (c->trailers_submitted) { /* aborted: the trailers went out around the data (call_abort) */
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        return 0;
+    }
     if (have == 0) {
         if (!c->finished) return NGHTTP2_ERR_DEFERRED;
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -332,6 +367,8 @@ ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags
     int n = evbuffer_remove(c->out, buf, len);
     if (n > 0) {
         c->out_taken += (uint64_t)n;
+        out_sync(c);
+        c->out_since_ns = clock_now_ns(); /* the client takes its response: not stalled */
         if (c->hs)
             hstream_taken(c->hs, c->out_taken);
         else
@@ -349,6 +386,10 @@ void call_written(grpc_call_t *c)
         c->congested = 0;
         if (c->method && c->method->on_drain && grpc_call_active(c) && !c->conn->read_paused)
             c->method->on_drain(c);
+        if (c->in_held) { /* its input waited for this: processed at the next turn */
+            c->resume = 1;
+            conn_schedule_input(c->conn);
+        }
     }
 }
 
@@ -415,6 +456,8 @@ static int sent(grpc_call_t *c, size_t wire)
 {
     c->msgs_sent++;
     c->bytes_out += wire;
+    out_sync(c);
+    conn_touch(c->conn);
     server_count_msg(c->conn->srv, c->method, 1);
     if (evbuffer_get_length(c->out) > CALL_OUT_HIGH) c->congested = 1;
     if (!c->response_started) {
@@ -520,6 +563,49 @@ void call_trailers_sent(grpc_call_t *c)
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_NO_ERROR);
 }
 
+/* The call's buffers are of no more use (its stream ended, or it was aborted): the queued
+ * response and the unfinished message are freed now, not when the last reference goes, and
+ * held input is given back to the connection's flow-control window. */
+static void release_io(grpc_call_t *c)
+{
+    conn_t *k = c->conn;
+    evbuffer_drain(c->out, evbuffer_get_length(c->out));
+    c->marks_n = 0;
+    out_sync(c);
+    grpc_deframer_dispose(&c->deframer);
+    in_sync(c);
+    if (c->in_held) {
+        size_t n = evbuffer_get_length(c->in_held);
+        if (n && k && k->h2) nghttp2_session_consume_connection(k->h2, n);
+        if (k) conn_in_delta(k, 0, -(long)n);
+        evbuffer_free(c->in_held);
+        c->in_held = NULL;
+    }
+    c->close_held = 0;
+}
+
+void call_abort(grpc_call_t *c, grpc_status_t status, const char *msg)
+{
+    if (c->finished || c->stream_closed) return;
+    release_io(c);
+    nghttp2_session *s = session_of(c);
+    if (s && c->response_started && !c->trailers_submitted && !c->http_status &&
+        nghttp2_session_get_stream_remote_window_size(s, c->stream_id) <= 0) {
+        /* The client's window is shut: nghttp2 would not ask for the (now empty) data again, so
+         * the trailers that say why go now, HEADERS being outside flow control. */
+        c->rst_after_trailers = NGHTTP2_CANCEL;
+        finish(c, status, msg);
+        char st[4], m[1024];
+        nghttp2_nv nva[2];
+        size_t n = status_nv(c, nva, st, m);
+        c->trailers_submitted = nghttp2_submit_trailer(s, c->stream_id, nva, n) == 0;
+        notify_cancel(c);
+        conn_flush(c->conn);
+        return;
+    }
+    call_cancel(c, status, msg);
+}
+
 void call_stream_closed(grpc_call_t *c, uint32_t error_code)
 {
     if (c->hs) { /* a streamed HTTP answer whose client went away (or reset the stream) */
@@ -547,6 +633,7 @@ void call_stream_closed(grpc_call_t *c, uint32_t error_code)
         notify_cancel(c);
     }
     c->stream_closed = 1;
+    release_io(c);
     TAILQ_REMOVE(&c->conn->calls, c, link);
     c->conn = NULL;
     grpc_call_unref(c);
@@ -590,6 +677,7 @@ static void http_error(grpc_call_t *c, int status, const char *text)
 {
     c->http_status = status;
     evbuffer_add_printf(c->out, "%s\n", text);
+    out_sync(c);
     c->finished = 1;
     submit_headers(c, 0);
 }
@@ -600,6 +688,7 @@ static void submit_http(grpc_call_t *c, http_response_t *r)
     c->http_status = r->status;
     c->finished = 1;
     if (strcmp(c->http_method, "HEAD")) evbuffer_add(c->out, r->body, r->len);
+    out_sync(c);
     nghttp2_session *ss = session_of(c);
     if (!ss) return;
     char status[4], len[24];
@@ -764,6 +853,20 @@ void call_headers_done(grpc_call_t *c)
     const char *ct = c->content_type;
     int is_grpc_ct = ct && !strncmp(ct, "application/grpc", 16) &&
                      (ct[16] == 0 || ct[16] == '+' || ct[16] == ';');
+    if (c->headers_over) {
+        /* Answered as gRPC servers do, not with a reset: 431 to plain HTTP, RESOURCE_EXHAUSTED
+         * that names the limit to gRPC (the request itself is not looked at). */
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "request headers of %zu bytes exceed --max-header-list-size (%lld bytes)",
+                 c->header_bytes, (long long)s->cfg->max_header_list_size);
+        server_count_limit(s, "header_list");
+        if (is_grpc_ct)
+            finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        else
+            http_error(c, 431, msg);
+        return;
+    }
     if (!c->path) {
         http_error(c, 400, "missing :path");
         return;
@@ -842,6 +945,38 @@ void call_headers_done(grpc_call_t *c)
     }
 }
 
+/* protobuf-c's allocator with a budget: a request may decode to at most DECODE_FACTOR times
+ * its size (plus a little), so no message amplifies into the server's memory (items 3 and 5 of
+ * issue 13; unknown fields are already dropped on the wire). */
+#define DECODE_FACTOR 8
+#define DECODE_SLACK (64u << 10)
+typedef struct budget_alloc {
+    ProtobufCAllocator pb;
+    ProtobufCAllocator *base; /* NULL: malloc */
+    size_t left;
+    int over;
+} budget_alloc_t;
+
+static void *budget_get(void *ud, size_t n)
+{
+    budget_alloc_t *b = ud;
+    if (n > b->left) {
+        b->over = 1;
+        return NULL;
+    }
+    b->left -= n;
+    return b->base ? b->base->alloc(b->base->allocator_data, n) : malloc(n);
+}
+
+static void budget_put(void *ud, void *p)
+{
+    budget_alloc_t *b = ud;
+    if (b->base)
+        b->base->free(b->base->allocator_data, p);
+    else
+        free(p);
+}
+
 static int on_message(void *arg, int compressed, const unsigned char *data, size_t len)
 {
     grpc_call_t *c = arg;
@@ -867,6 +1002,7 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
     }
     c->msgs_received++;
     c->bytes_in += len;
+    conn_touch(c->conn);
     server_count_msg(s, c->method, 0);
     int streaming_in =
         c->method->kind == GRPC_CLIENT_STREAMING || c->method->kind == GRPC_BIDI_STREAMING;
@@ -875,43 +1011,102 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
         fail(c, GRPC_STATUS_UNIMPLEMENTED, "more than one request message for a unary request");
         return -1;
     }
-    char bad[320];
-    int invalid = grpc_check_strings(c->method->request, data, len, bad, sizeof bad) == -EINVAL;
-    if (invalid && !(streaming_in && c->method->on_invalid)) {
+    /* On the wire first: strings must be UTF-8 without NUL (protobuf-c would cut them), the
+     * row's field limits hold, unknown fields are dropped (protobuf-c would keep them all). A
+     * streaming method with on_invalid gets an invalid message decoded all the same, so one bad
+     * request fails alone and the stream goes on. */
+    grpc_wire_result_t wr;
+    unsigned char *known = NULL;
+    size_t known_len = 0;
+    int rc =
+        grpc_wire_check(c->method->request, c->method->limits, data, len, &known, &known_len, &wr);
+    int invalid = rc == -EINVAL && wr.status == GRPC_STATUS_INVALID_ARGUMENT;
+    if (invalid) server_count_limit(s, "field_limit");
+    if (rc && !(invalid && streaming_in && c->method->on_invalid)) {
         free(plain);
-        fail(c, GRPC_STATUS_INVALID_ARGUMENT, bad);
+        if (rc == -ENOMEM)
+            fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        else
+            fail(c, wr.status, wr.msg);
         return -1;
+    }
+    if (known) {
+        data = known;
+        len = known_len;
     }
     /* Streaming requests can be long: decode each into the heap and free it after the
      * handler returns, so the arena does not grow with the stream. */
-    ProtobufCMessage *msg = protobuf_c_message_unpack(
-        c->method->request, streaming_in ? NULL : &c->arena.pb, len, data);
+    budget_alloc_t ba = {.pb = {budget_get, budget_put, NULL},
+                         .base = streaming_in ? NULL : &c->arena.pb,
+                         .left = len * DECODE_FACTOR + DECODE_SLACK};
+    ba.pb.allocator_data = &ba;
+    ProtobufCMessage *msg = protobuf_c_message_unpack(c->method->request, &ba.pb, len, data);
+    free(known);
     free(plain);
     if (!msg) {
-        fail(c, GRPC_STATUS_INTERNAL, "failed to parse request message");
+        if (ba.over) {
+            char m[160];
+            snprintf(m, sizeof m,
+                     "request message decodes to more than %dx its %zu bytes (too many values)",
+                     DECODE_FACTOR, len);
+            server_count_limit(s, "decoded_size");
+            fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, m);
+        } else {
+            fail(c, GRPC_STATUS_INTERNAL, "failed to parse request message");
+        }
         return -1;
     }
     if (!streaming_in) {
-        c->unary_msg = msg;
+        c->unary_msg = msg; /* in the arena: freed with the call */
         return 0;
     }
     c->dispatched = 1;
     grpc_call_ref(c);
     log_set_context(c->request_id, c->trace_id, c->span_id);
     if (invalid)
-        c->method->on_invalid(c, msg, bad);
+        c->method->on_invalid(c, msg, wr.msg);
     else
         c->method->on_message(c, msg);
     log_set_context(NULL, NULL, NULL);
-    protobuf_c_message_free_unpacked(msg, NULL);
+    protobuf_c_message_free_unpacked(msg, &ba.pb);
     int gone = c->finished;
     grpc_call_unref(c);
     return gone ? -1 : 0;
 }
 
+/* DATA bytes were dealt with: give them back to the client's flow-control windows. */
+static void consume(grpc_call_t *c, size_t len)
+{
+    conn_t *k = c->conn;
+    if (len && k && k->h2) nghttp2_session_consume(k->h2, c->stream_id, len);
+}
+
+/* Deframes and dispatches bytes of the call's input, then returns them to the windows. */
+static void process(grpc_call_t *c, const uint8_t *data, size_t len)
+{
+    if (c->finished || !c->method) { /* already answered: discard */
+        consume(c, len);
+        return;
+    }
+    server_t *s = c->conn->srv;
+    int st =
+        grpc_deframe(&c->deframer, data, len, (size_t)s->cfg->max_recv_message_size, on_message, c);
+    consume(c, len);
+    if (st > 0 && !c->finished) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "received message larger than max (%lld bytes)",
+                 (long long)s->cfg->max_recv_message_size);
+        fail(c, (grpc_status_t)st, st == GRPC_STATUS_RESOURCE_EXHAUSTED ? msg : "invalid message");
+    }
+    if (c->finished) grpc_deframer_dispose(&c->deframer);
+    if (c->conn) in_sync(c);
+}
+
 int call_data(grpc_call_t *c, const uint8_t *data, size_t len)
 {
+    c->bytes_wire_in += len;
     if (c->hroute && c->hbody && !c->hs && !c->finished) { /* a streaming route's body */
+        consume(c, len); /* bounded by the route's max_body below */
         if (evbuffer_get_length(c->hbody) + len > c->hroute->max_body) {
             char msg[96];
             http_response_t r;
@@ -926,16 +1121,45 @@ int call_data(grpc_call_t *c, const uint8_t *data, size_t len)
         if (evbuffer_add(c->hbody, data, len)) http_error(c, 503, "out of memory");
         return 0;
     }
-    if (c->finished || !c->method) return 0; /* already answered: discard */
-    int st = grpc_deframe(&c->deframer, data, len, (size_t)c->conn->srv->cfg->max_recv_message_size,
-                          on_message, c);
-    if (st > 0 && !c->finished) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "received message larger than max (%lld bytes)",
-                 (long long)c->conn->srv->cfg->max_recv_message_size);
-        fail(c, (grpc_status_t)st, st == GRPC_STATUS_RESOURCE_EXHAUSTED ? msg : "invalid message");
+    if (!c->finished && c->method && (c->in_held || call_input_gated(c))) {
+        /* Its output (or the connection's) waits for the client: hold the input unread and
+         * unconsumed, so HTTP/2 flow control stops the client instead of our memory growing
+         * with the replies it would cause. */
+        if (!c->in_held && !(c->in_held = evbuffer_new())) {
+            call_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            consume(c, len);
+            return 0;
+        }
+        evbuffer_add(c->in_held, data, len);
+        conn_in_delta(c->conn, 0, (long)len);
+        return 0;
     }
+    process(c, data, len);
     return 0;
+}
+
+void call_resume_input(grpc_call_t *c)
+{
+    c->resume = 0;
+    while (c->in_held && c->conn && !c->stream_closed && !call_input_gated(c)) {
+        size_t n = evbuffer_get_length(c->in_held);
+        if (n == 0) break;
+        if (n > 16384) n = 16384;
+        unsigned char *p = evbuffer_pullup(c->in_held, (ev_ssize_t)n);
+        if (!p) break;
+        process(c, p, n);
+        if (!c->in_held) break; /* aborted meanwhile: the rest was given back */
+        evbuffer_drain(c->in_held, n);
+        conn_in_delta(c->conn, 0, -(long)n);
+    }
+    if (c->in_held && evbuffer_get_length(c->in_held) == 0) {
+        evbuffer_free(c->in_held);
+        c->in_held = NULL;
+        if (c->close_held) {
+            c->close_held = 0;
+            call_remote_closed(c);
+        }
+    }
 }
 
 void call_remote_closed(grpc_call_t *c)
@@ -943,6 +1167,10 @@ void call_remote_closed(grpc_call_t *c)
     c->remote_closed = 1;
     if (c->hroute && c->hbody && !c->hs && !c->finished) {
         http_stream_dispatch(c);
+        return;
+    }
+    if (c->in_held && !c->finished) { /* the half-close comes after the held messages */
+        c->close_held = 1;
         return;
     }
     if (c->finished || !c->method) return;

@@ -79,6 +79,17 @@ typedef struct grpc_method_stats {
     uint64_t handled[GRPC_STATUS_COUNT];
 } grpc_method_stats_t;
 
+/** A bound on one request field, by its path from the request message ("request_id",
+ * "stop.stop_token_ids"): max_len bytes for each value of a string or bytes field, max_count
+ * values of a repeated field (0: no bound). The core checks them on the wire, before decoding,
+ * and answers INVALID_ARGUMENT naming the field. */
+typedef struct grpc_field_limit {
+    const char *path;
+    uint32_t max_len;
+    uint32_t max_count;
+    const char *why; /* what the bound is, named in the error ("the model's context"); or NULL */
+} grpc_field_limit_t;
+
 /** One row of the method table: one RPC. */
 struct grpc_method {
     const char *path;    /* "/grpc.health.v1.Health/Check" */
@@ -94,6 +105,8 @@ struct grpc_method {
     grpc_on_taken_fn on_taken;           /* may be NULL */
     grpc_on_invalid_fn on_invalid;       /* may be NULL: a bad string fails the call instead */
     void *arg;                           /* handler context, see grpc_call_arg() */
+    const grpc_field_limit_t *limits;    /* request field bounds, ending with a NULL path;
+                                            may be NULL (resolved by server_register) */
     unsigned flags;
     grpc_method_stats_t stats;
     void *metrics; /* the server's cached metric series for this row */
@@ -134,8 +147,9 @@ const char *grpc_call_header(const grpc_call_t *call, const char *name);
 int64_t grpc_call_deadline(const grpc_call_t *call);
 /** Response bytes queued for this call and not yet written to the socket. */
 size_t grpc_call_pending_bytes(const grpc_call_t *call);
-/** 1 when pending output is above the high watermark: a streaming producer should pause until
- * on_drain. */
+/** 1 when pending output is above the high watermark, or the connection's or the process's
+ * queued output is over its bound (--max-connection-output, --max-process-output): a streaming
+ * producer should pause until on_drain. The call's request input is held meanwhile. */
 int grpc_call_congested(const grpc_call_t *call);
 /** The server the call belongs to. */
 struct server *grpc_call_server(const grpc_call_t *call);
@@ -150,13 +164,6 @@ const char *grpc_status_name(grpc_status_t status);
 /** Parses a grpc-timeout value ("1S", "100m", "5H", ...) into nanoseconds.
  * Returns 0 or -EINVAL (more than 8 digits, unknown unit, empty). */
 int grpc_timeout_parse(const char *value, int64_t *out_ns);
-/** Checks every string field of a serialized message of type desc, nested messages included:
- * valid UTF-8 (proto3 requires it) and no NUL (a C string would end there, cutting the value
- * short unseen). Returns 0; -EINVAL with msg naming the field and the byte ("field
- * 'messages[1].content' is not valid UTF-8 at byte 7 (of 12)"); -EBADMSG for a malformed wire
- * format or nesting deeper than 32 (msg empty: the unpack that follows fails on it). */
-int grpc_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
-                       char *msg, size_t msglen);
 /** Percent-encodes a grpc-message (bytes outside 0x20-0x7E and '%' become %XX).
  * Writes at most cap-1 bytes plus NUL; returns the length needed (like snprintf). */
 size_t grpc_percent_encode(const char *in, char *out, size_t cap);

@@ -33,7 +33,7 @@ static int on_begin(http_parser *p)
     h->body_limit = MAX_BODY;
     h->body_len = 0;
     h->in_message = 1;
-    conn_touch(conn_of(p));
+    if (!h->head_start_ns) h->head_start_ns = clock_now_ns();
     return 0;
 }
 
@@ -66,6 +66,14 @@ static int on_field(http_parser *p, const char *at, size_t len)
     conn_t *c = conn_of(p);
     http1_t *h = c->http1;
     if (count_header(c, len)) return -1;
+    /* RFC 9112 5.1: no whitespace between a field name and its colon ("Content-Length : 5"
+     * would otherwise be another field, and its body parsed as the next request) */
+    for (size_t i = 0; i < len; i++) {
+        if (at[i] == ' ' || at[i] == '\t') {
+            h->error = 400;
+            return -1;
+        }
+    }
     if (h->in_value) { /* a new field starts */
         h->in_value = 0;
         h->cur_field_len = 0;
@@ -122,6 +130,10 @@ static int on_headers_complete(http_parser *p)
     http1_t *h = c->http1;
     h->in_value = 0;
     h->cur_field_len = 0;
+    if (p->http_major != 1) { /* HTTP/1.x only (RFC 9110 15.6.6) */
+        h->error = 505;
+        return -1;
+    }
     char path[512];
     target_path(h->url, path, sizeof path);
     const http_route_t *rt = http_route_lookup(c->srv, c->lst, path);
@@ -134,8 +146,12 @@ static int on_headers_complete(http_parser *p)
         h->error = 413;
         return -1;
     }
+    /* the head is complete; a body, if any, is held to --min-body-rate from here */
+    h->head_start_ns = 0;
+    if ((p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0))
+        h->body_start_ns = clock_now_ns();
     /* a client waiting to be told to send its body (RFC 9110 10.1.1) is told at once */
-    if (h->route && h->expect_continue && p->http_major == 1 && p->http_minor >= 1)
+    if (h->route && h->expect_continue && p->http_minor >= 1)
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL);
     return 0;
 }
@@ -269,6 +285,7 @@ static int on_complete(http_parser *p)
     conn_t *c = conn_of(p);
     http1_t *h = c->http1;
     h->in_message = 0;
+    h->head_start_ns = h->body_start_ns = 0;
     if (h->route) {
         int close = !http_should_keep_alive(p) || c->srv->stopping || h->close_after;
         int rc = dispatch_stream(c, p, close);
@@ -344,6 +361,13 @@ int http1_recv(conn_t *c, struct evbuffer *in)
         }
         return 0;
     }
+    if (!h->head_start_ns && !h->body_start_ns && evbuffer_get_length(in)) {
+        /* bytes between requests start the next head's clock, whatever they are (empty
+         * lines included): a trickle cannot keep the connection open past
+         * --request-header-timeout */
+        h->head_start_ns = clock_now_ns();
+        conn_arm_timer(c);
+    }
     http_parser_pause(&h->parser, 0);
     while (evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -368,6 +392,15 @@ int http1_recv(conn_t *c, struct evbuffer *in)
         if (n < v.iov_len) break;
     }
     return 0;
+}
+
+void http1_timeout(conn_t *c, const char *why)
+{
+    http1_t *h = c->http1;
+    log_debug("server", "closing %s: %s", c->peer, why);
+    if (!h->job && !h->stream) write_error(c, 408); /* an answer in progress goes out first */
+    h->close_after = 1;
+    c->closing = 1;
 }
 
 void http1_free(conn_t *c)

@@ -32,10 +32,35 @@ static const char *grpc_type(grpc_kind_t k)
     }
 }
 
+/* 1 when path ("stop.stop_token_ids") names a field of desc or of the messages it holds. */
+static int field_path_valid(const ProtobufCMessageDescriptor *desc, const char *path)
+{
+    while (desc) {
+        const char *dot = strchr(path, '.');
+        size_t n = dot ? (size_t)(dot - path) : strlen(path);
+        const ProtobufCFieldDescriptor *f = NULL;
+        for (unsigned i = 0; i < desc->n_fields && !f; i++)
+            if (strlen(desc->fields[i].name) == n && !strncmp(desc->fields[i].name, path, n))
+                f = &desc->fields[i];
+        if (!f) return 0;
+        if (!dot) return 1;
+        desc = f->type == PROTOBUF_C_TYPE_MESSAGE ? f->descriptor : NULL;
+        path = dot + 1;
+    }
+    return 0;
+}
+
 int server_register(server_t *s, grpc_method_t *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (server_find_method(s, rows[i].path)) return -EEXIST;
+        for (const grpc_field_limit_t *l = rows[i].limits; l && l->path; l++) {
+            if (!field_path_valid(rows[i].request, l->path)) {
+                log_error("server", "%s: limit on '%s': no such field in %s", rows[i].path, l->path,
+                          rows[i].request->name);
+                return -EINVAL;
+            }
+        }
         if (s->n_methods == s->cap_methods) {
             size_t cap = s->cap_methods ? s->cap_methods * 2 : 16;
             grpc_method_t **m = realloc(s->methods, cap * sizeof *m);
@@ -146,6 +171,28 @@ void server_count_handled(server_t *s, grpc_call_t *c)
     double secs = (double)(clock_now_ns() - c->start_ns) / 1e9;
     metrics_observe(mm->handling, secs);
     access_log_call(s, c, secs, code);
+}
+
+static const char *const limit_names[] = {
+    "stream_stall", "paused_streams", "pending_input",          "decoded_size",
+    "field_limit",  "header_list",    "request_header_timeout", "min_body_rate",
+    "stream_rate",  "ping_flood",     "connection_output",      "process_output",
+};
+_Static_assert(sizeof limit_names / sizeof limit_names[0] <=
+                   sizeof((server_t *)0)->limit_series / sizeof(metrics_series_t *),
+               "server_t.limit_series is too small");
+
+void server_count_limit(server_t *s, const char *limit)
+{
+    for (size_t i = 0; i < sizeof limit_names / sizeof limit_names[0]; i++) {
+        if (strcmp(limit_names[i], limit)) continue;
+        if (!s->limit_series[i]) {
+            const char *lv[] = {limit};
+            s->limit_series[i] = metrics_series(s->m->limits_exceeded, lv);
+        }
+        metrics_inc(s->limit_series[i]);
+        return;
+    }
 }
 
 void server_conn_gauge(server_t *s, int delta_active, int delta_streams, int new_conn)

@@ -57,7 +57,8 @@ void server_free(server_t *s);
 
 /** Adds method rows to the method table. The rows must outlive every call on them (free their
  * owner after server_close_connections(); server_free() does not touch them). Start-up only.
- * Returns 0, -EEXIST for a path already registered, -ENOMEM. */
+ * Returns 0, -EEXIST for a path already registered, -EINVAL for a field limit (limits) that
+ * names no field of the request type, -ENOMEM. */
 int server_register(server_t *s, grpc_method_t *rows, size_t n);
 /** Looks a method up by its :path. Returns NULL when unknown. */
 grpc_method_t *server_find_method(server_t *s, const char *path);

@@ -200,6 +200,11 @@ fail:
 }
 
 /* ---- framing: 1 byte compressed flag, 4 bytes big-endian length, the message ---- */
+
+/* The first allocation for a message; it doubles as bytes arrive, so a declared length costs
+ * nothing until the bytes come (100 streams announcing 4 MiB each must not cost 400 MiB). */
+#define DEFRAME_FIRST (16u << 10)
+
 int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size_t max,
                  grpc_deframe_fn fn, void *arg)
 {
@@ -216,11 +221,19 @@ int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size
                       (size_t)d->prefix[3] << 8 | d->prefix[4];
             if (d->need > max) return GRPC_STATUS_RESOURCE_EXHAUSTED;
             d->have = 0;
-            d->buf = malloc(d->need ? d->need : 1);
-            if (!d->buf) return GRPC_STATUS_RESOURCE_EXHAUSTED;
         }
         size_t n = d->need - d->have < len ? d->need - d->have : len;
-        memcpy(d->buf + d->have, data, n);
+        if (d->have + n > d->cap || !d->buf) {
+            size_t cap = d->cap ? d->cap : DEFRAME_FIRST;
+            while (cap < d->have + n)
+                cap *= 2;
+            if (cap > d->need) cap = d->need;
+            unsigned char *b = realloc(d->buf, cap ? cap : 1);
+            if (!b) return GRPC_STATUS_RESOURCE_EXHAUSTED;
+            d->buf = b;
+            d->cap = cap;
+        }
+        if (n) memcpy(d->buf + d->have, data, n);
         d->have += n;
         data += n;
         len -= n;
@@ -228,6 +241,8 @@ int grpc_deframe(grpc_deframer_t *d, const unsigned char *data, size_t len, size
             int rc = fn(arg, d->compressed, d->buf, d->need);
             free(d->buf);
             d->buf = NULL;
+            d->cap = 0;
+            d->have = 0;
             d->prefix_have = 0;
             if (rc) return rc;
         }
@@ -240,9 +255,16 @@ int grpc_deframer_partial(const grpc_deframer_t *d)
     return d->prefix_have > 0;
 }
 
+size_t grpc_deframer_held(const grpc_deframer_t *d)
+{
+    return d->prefix_have ? d->prefix_have + (d->prefix_have == 5 ? d->have : 0) : 0;
+}
+
 void grpc_deframer_dispose(grpc_deframer_t *d)
 {
     free(d->buf);
     d->buf = NULL;
+    d->cap = 0;
+    d->have = 0;
     d->prefix_have = 0;
 }

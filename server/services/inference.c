@@ -55,7 +55,7 @@ struct inference {
     engine_model_info_t info;
     struct event *wake;
     inferd_metrics_t *m;
-    metrics_series_t *inflight_s, *queued_s;
+    metrics_series_t *inflight_s, *queued_s, *preempted_s, *preemptions_s;
     api_series_t api[INFERENCE_API_COUNT];
     /* what the prober reads (CLOCK_MONOTONIC ns, the engine's event times) */
     int64_t last_success_ns; /* last request, real or canary, finished with a finish reason */
@@ -68,6 +68,7 @@ struct inference {
     uint64_t next_serial;
     inference_job_t *canaries; /* in flight; cancelled with the engine if still running */
     grpc_method_t rows[4];     /* inferd.v1.Inference, registered with the server */
+    grpc_field_limit_t gen_limits[9], info_limits[2], tok_limits[6]; /* checked on the wire */
 };
 
 engine_t *inference_engine(inference_t *inf)
@@ -101,6 +102,8 @@ static void collect(void *arg)
     engine_stats(inf->engine, &st);
     metrics_set(inf->queued_s, (double)st.queued);
     metrics_set(inf->inflight_s, (double)(inf->inflight - inf->canaries_inflight));
+    metrics_set(inf->preempted_s, (double)st.preempted);
+    metrics_set(inf->preemptions_s, (double)st.preemptions_total); /* the engine counts */
 }
 
 /* ---- jobs ---- */
@@ -1058,6 +1061,8 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
         as->req_bytes = metrics_series(inf->m->request_bytes, lm);
         as->resp_bytes = metrics_series(inf->m->response_bytes, lm);
     }
+    inf->preempted_s = metrics_series(inf->m->preempted, lv);
+    inf->preemptions_s = metrics_series(inf->m->preemptions, lv);
     metrics_add_collector(server_registry(s), collect, inf);
     grpc_method_t proto[4] = {
         MROW("Generate", GRPC_SERVER_STREAMING, &inferd__v1__generate_request__descriptor,
@@ -1074,6 +1079,39 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
              .arg = inf),
     };
     memcpy(inf->rows, proto, sizeof proto);
+    /* Each string field bounded by what it is for (issue 13, item 3): every GenerateResponse
+     * repeats request_id, so a 1 MiB id once cost 1 MiB per message; a prompt (or a chat
+     * message) cannot be longer than the context's worth of the vocabulary's longest token (the
+     * engine's early bound). */
+    uint32_t ctx = inf->info.context_size ? inf->info.context_size : inf->info.max_seq_len;
+    uint64_t prompt_max =
+        (uint64_t)ctx * (inf->info.max_token_bytes ? inf->info.max_token_bytes : 1);
+    uint32_t text_max = prompt_max > UINT32_MAX ? UINT32_MAX : (uint32_t)prompt_max;
+    const grpc_field_limit_t gen[] = {
+        {"request_id", INFERENCE_MAX_REQUEST_ID, 0, "every response repeats it"},
+        {"model", INFERENCE_MAX_MODEL_NAME, 0, NULL},
+        {"prompt", text_max, 0, "no more can fit the model's context"},
+        {"token_ids", 0, ctx, "the model's context"},
+        {"stop.stop_token_ids", 0, 64, NULL},
+        {"messages", 0, ENGINE_MAX_MESSAGES, NULL},
+        {"messages.content", text_max, 0, "no more can fit the model's context"},
+        {"messages.role", 64, 0, NULL},
+        {NULL, 0, 0, NULL},
+    };
+    memcpy(inf->gen_limits, gen, sizeof gen);
+    const grpc_field_limit_t tok[] = {
+        {"model", INFERENCE_MAX_MODEL_NAME, 0, NULL},
+        {"prompt", text_max, 0, "no more can fit the model's context"},
+        {"messages", 0, ENGINE_MAX_MESSAGES, NULL},
+        {"messages.content", text_max, 0, "no more can fit the model's context"},
+        {"messages.role", 64, 0, NULL},
+        {NULL, 0, 0, NULL},
+    };
+    memcpy(inf->tok_limits, tok, sizeof tok);
+    inf->info_limits[0] = (grpc_field_limit_t){"model", INFERENCE_MAX_MODEL_NAME, 0, NULL};
+    inf->rows[0].limits = inf->rows[1].limits = inf->gen_limits;
+    inf->rows[2].limits = inf->info_limits;
+    inf->rows[3].limits = inf->tok_limits;
     if ((rc = server_register(s, inf->rows, 4))) {
         snprintf(err, errlen, "cannot register inferd.v1.Inference: %s", strerror(-rc));
         goto fail;

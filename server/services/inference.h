@@ -51,6 +51,11 @@ typedef struct inference_sink {
     void (*fail)(void *arg, grpc_status_t status, const char *msg);
 } inference_sink_t;
 
+/** Longest request_id (bytes): every GenerateResponse repeats it. Longer is INVALID_ARGUMENT. */
+#define INFERENCE_MAX_REQUEST_ID 128
+/** Longest model name a request may give (bytes). */
+#define INFERENCE_MAX_MODEL_NAME 256
+
 /** Loads the model (--model or the built-in default), starts the engine and registers the
  * method rows with s. The endpoint stays NOT_SERVING until a first generation succeeds (the
  * prober's first canary). Returns 0 (*out set), -EINVAL (--model without --tokenizer),

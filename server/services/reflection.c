@@ -466,6 +466,16 @@ int reflection_new(reflection_t **out, const unsigned char *fdset, size_t len, c
         {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
          "grpc.reflection.v1alpha.ServerReflection"},
     };
+    /* Names of files, symbols and hosts: bounded by what they are for (issue 13, item 3). */
+    static const grpc_field_limit_t limits[] = {
+        {"host", 1024, 0, NULL},
+        {"file_by_filename", 4096, 0, NULL},
+        {"file_containing_symbol", 1024, 0, NULL},
+        {"file_containing_extension.containing_type", 1024, 0, NULL},
+        {"all_extension_numbers_of_type", 1024, 0, NULL},
+        {"list_services", 1024, 0, NULL},
+        {NULL, 0, 0, NULL},
+    };
     for (size_t i = 0; i < 2; i++)
         b.r->rows[i] = (grpc_method_t){
             .path = versions[i].path,
@@ -478,6 +488,7 @@ int reflection_new(reflection_t **out, const unsigned char *fdset, size_t len, c
             .on_message = on_message,
             .on_half_close = on_half_close,
             .arg = b.r,
+            .limits = limits,
         };
     *out = b.r;
     return 0;

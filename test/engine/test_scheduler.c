@@ -513,6 +513,150 @@ static void test_notify_coalesced(void **state)
     engine_free(e);
 }
 
+/* A paused request (its client stopped reading) gives its slot to a request that waits for
+ * one, and goes on with the same tokens once it is read again: greedy and seeded sampling
+ * alike, through a recompute of its positions. */
+static void test_paused_request_preempted(void **state)
+{
+    (void)state;
+    for (int seeded = 0; seeded < 2; seeded++) {
+        /* the reference: A alone, read at once */
+        engine_t *e = mk(1, 1, 8, 4, 0);
+        engine_request_t ra, rb;
+        res_t ref, a, b;
+        base_req(&ra, prompt1, 6, &ref);
+        ra.max_tokens = 24;
+        if (seeded) {
+            ra.temperature = 0.9f;
+            ra.seed = 1234;
+        }
+        submit(e, &ra, &ref);
+        wait_done(e, &ref, 1);
+        assert_int_equal(ref.n, 24);
+        engine_free(e);
+
+        e = mk(1, 1, 8, 4, 1); /* one slot; manual acks: A is never read at first */
+        ra.user = &a;
+        submit(e, &ra, &a);
+        wait_tokens(e, &a, 1, 4);
+        usleep(50000);
+        pump(e);
+        assert_int_equal(a.n, 4); /* paused at the backlog bound, in the only slot */
+        base_req(&rb, prompt1 + 1, 5, &b);
+        rb.max_tokens = 6;
+        submit(e, &rb, &b);
+        for (int i = 0; i < 2000 && !b.done; i++) { /* B is read as it comes */
+            int had = b.n;
+            pump(e);
+            if (b.n > had && !b.done) engine_req_consumed(e, b.req, (uint32_t)(b.n - had));
+            usleep(1000);
+        }
+        assert_int_equal(b.done, 1); /* without preemption B never gets the slot */
+        assert_int_equal(b.n, 6);
+        engine_stats_t st;
+        engine_stats(e, &st);
+        assert_true(st.preemptions_total >= 1);
+        assert_int_equal(st.preempted, 1); /* A waits without a slot */
+        assert_int_equal(st.paused, 1);
+        assert_int_equal(a.n, 4);
+        /* A's client reads again: A takes the free slot, replays, and finishes */
+        int acked = 0;
+        for (int i = 0; i < 200 && !a.done; i++) {
+            engine_req_consumed(e, a.req, (uint32_t)(a.n - acked));
+            acked = a.n;
+            for (int ms = 0; ms < 2000 && !a.done && a.n == acked; ms++) {
+                pump(e);
+                usleep(1000);
+            }
+        }
+        assert_int_equal(a.done, 1);
+        assert_int_equal(a.n, 24);
+        assert_memory_equal(a.toks, ref.toks, 24 * sizeof(uint32_t));
+        assert_int_equal(a.completion_tokens, 24);
+        assert_int_equal(a.prompt_tokens, 6);
+        engine_stats(e, &st);
+        assert_int_equal(st.preempted, 0);
+        engine_free(e);
+    }
+}
+
+/* A paused request with no one waiting keeps its slot (no needless recompute), and a request
+ * cancelled while preempted ends with its final event. */
+static void test_preempted_cancel(void **state)
+{
+    (void)state;
+    engine_t *e = mk(1, 1, 8, 4, 1);
+    engine_request_t ra, rb;
+    res_t a, b;
+    base_req(&ra, prompt1, 6, &a);
+    ra.max_tokens = 40;
+    submit(e, &ra, &a);
+    wait_tokens(e, &a, 1, 4);
+    usleep(100000);
+    engine_stats_t st;
+    engine_stats(e, &st);
+    assert_int_equal(st.preemptions_total, 0);
+    assert_int_equal(st.inflight, 1);
+    base_req(&rb, prompt1, 6, &b);
+    rb.max_tokens = 3;
+    submit(e, &rb, &b);
+    for (int i = 0; i < 5000 && !b.done; i++) {
+        int had = b.n;
+        pump(e);
+        if (b.n > had && !b.done) engine_req_consumed(e, b.req, (uint32_t)(b.n - had));
+        usleep(1000);
+    }
+    assert_int_equal(b.done, 1);
+    engine_cancel(e, a.req);
+    wait_done(e, &a, 1);
+    assert_int_equal(a.fin, ENGINE_FINISH_CANCELLED);
+    for (int ms = 0; ms < 2000; ms++) { /* the counters follow at the driver's next turn */
+        engine_stats(e, &st);
+        if (st.paused == 0) break;
+        usleep(1000);
+    }
+    assert_int_equal(st.preempted, 0);
+    assert_int_equal(st.paused, 0);
+    engine_free(e);
+}
+
+/* A cancelled request leaves the admission queue at once: while the driver is inside a long
+ * step, a full queue takes a new request as soon as a queued one is cancelled. */
+static void test_cancel_leaves_queue_at_once(void **state)
+{
+    (void)state;
+    engine_t *e = mk(1, 1, 2, 64, 0);
+    engine_request_t r;
+    res_t run, q[3];
+    base_req(&r, prompt1, 6, &run);
+    r.max_tokens = 50;
+    submit(e, &r, &run);
+    wait_tokens(e, &run, 1, 1);
+    assert_int_equal(engine_set_fault(e, ENGINE_FAULT_SLOW, 3000), 0);
+    usleep(200000); /* the driver is now asleep inside a 3 s step */
+    for (int i = 0; i < 2; i++) {
+        base_req(&r, prompt1, 6, &q[i]);
+        r.max_tokens = 2;
+        submit(e, &r, &q[i]);
+    }
+    base_req(&r, prompt1, 6, &q[2]);
+    r.max_tokens = 2;
+    char msg[256];
+    engine_req_t *h = NULL;
+    assert_int_equal(engine_submit(e, &r, &h, NULL, msg, sizeof msg), -EAGAIN);
+    engine_req_free(e, q[0].req); /* the client reset its stream */
+    q[0].done = 1;
+    engine_stats_t st;
+    engine_stats(e, &st);
+    assert_int_equal(st.queued, 1);
+    memset(&q[2], 0, sizeof q[2]);
+    assert_int_equal(engine_submit(e, &r, &q[2].req, NULL, msg, sizeof msg), 0);
+    assert_int_equal(engine_set_fault(e, ENGINE_FAULT_NONE, 0), 0);
+    wait_done(e, q + 1, 2);
+    if (!run.done) engine_req_free(e, run.req);
+    engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +669,9 @@ int main(void)
         cmocka_unit_test(test_slow_reader),
         cmocka_unit_test(test_ack_ahead),
         cmocka_unit_test(test_notify_coalesced),
+        cmocka_unit_test(test_paused_request_preempted),
+        cmocka_unit_test(test_preempted_cancel),
+        cmocka_unit_test(test_cancel_leaves_queue_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

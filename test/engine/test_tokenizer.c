@@ -564,14 +564,54 @@ static void test_fuzz_entry(void **state)
     tokenizer_dispose(&bpe);
 }
 
+/* llama2.c's tokenizer.bin may repeat a piece (the first id wins). A hostile file of a million
+ * distinct same-length pieces once hung start-up in a pairwise scan for repeats; it is read
+ * now (this test ran into ctest's timeout before), and repeats still resolve to the first. */
+static void test_llama2c_many_pieces(void **state)
+{
+    (void)state;
+    const int n = 1 << 20, len = 5;
+    size_t size = 4 + (size_t)n * (8 + (size_t)len);
+    unsigned char *buf = malloc(size), *p = buf;
+    assert_non_null(buf);
+    int32_t maxlen = len;
+    memcpy(p, &maxlen, 4);
+    p += 4;
+    for (int i = 0; i < n; i++) {
+        float score = (float)-i;
+        int32_t l = len;
+        memcpy(p, &score, 4);
+        memcpy(p + 4, &l, 4);
+        p += 8;
+        int x = i == 1000 || i == 2000 ? 500 : i; /* 1000 and 2000 repeat 500 */
+        for (int k = 0; k < len; k++, x /= 26)
+            p[k] = (unsigned char)('a' + x % 26);
+        p += len;
+    }
+    tokenizer_t t;
+    char err[256];
+    int rc = tokenizer_parse(&t, buf, size, n, err, sizeof err);
+    if (rc) fail_msg("tokenizer_parse: %s", err);
+    const char *piece = (const char *)buf + 4 + 500 * (8 + len) + 8;
+    assert_int_equal(tokenizer_lookup(&t, piece, (size_t)len), 500);
+    const char *other = (const char *)buf + 4 + 777 * (8 + len) + 8;
+    assert_int_equal(tokenizer_lookup(&t, other, (size_t)len), 777);
+    assert_int_equal(t.type[1000], TOK_TYPE_UNUSED);
+    assert_int_equal(t.type[2000], TOK_TYPE_UNUSED);
+    assert_int_equal(t.type[1999], TOK_TYPE_NORMAL);
+    tokenizer_dispose(&t);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_byte_fallback),
-        cmocka_unit_test(test_utf8_split),    cmocka_unit_test(test_random_tokens_valid),
-        cmocka_unit_test(test_bpe_merges),    cmocka_unit_test(test_special_tokens),
-        cmocka_unit_test(test_pretokenizers), cmocka_unit_test(test_bpe_stream_utf8),
-        cmocka_unit_test(test_hostile_vocab), cmocka_unit_test(test_fuzz_entry),
+        cmocka_unit_test(test_roundtrip),           cmocka_unit_test(test_byte_fallback),
+        cmocka_unit_test(test_utf8_split),          cmocka_unit_test(test_random_tokens_valid),
+        cmocka_unit_test(test_bpe_merges),          cmocka_unit_test(test_special_tokens),
+        cmocka_unit_test(test_pretokenizers),       cmocka_unit_test(test_bpe_stream_utf8),
+        cmocka_unit_test(test_hostile_vocab),       cmocka_unit_test(test_fuzz_entry),
+        cmocka_unit_test(test_llama2c_many_pieces),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,14 +1,17 @@
 /*
  * fuzz_gguf - the GGUF loader from memory: gguf_parse() validates a whole image, then the
  * tokenizer is read from its tokenizer.ggml.* metadata (tokenizer_from_gguf) and its chat
- * template detected, as engine_new() does for a GGUF model or vocabulary.
+ * template detected, as engine_new() does for a GGUF model or vocabulary; then the whole-model
+ * entry model_parse_gguf() reads it as a model (architecture, hyper-parameters, every tensor
+ * of the table), as engine_new() does for --model.
  *
  * Input: a GGUF image (the seeds are files mkmodel and the GGUF writer produce).
  * Promises checked beyond "no crash": an error is -EINVAL or -ENOMEM with a message; after a
  * successful parse every accessor stays inside the image (every key read with every typed
  * getter, every array element, both ends of every tensor's data touched), keys and tensor
  * names are found at their own index, and a tokenizer built from the file keeps
- * tokenizer_fuzz_one's invariants on a fixed text.
+ * tokenizer_fuzz_one's invariants on a fixed text; a model it accepts has sane
+ * hyper-parameters and every weight's view (with its row_bytes x rows) inside the image.
  */
 #include "fuzz.h"
 
@@ -104,6 +107,53 @@ static void walk_tensor(const gguf_t *g, size_t i, const uint8_t *lo, const uint
     touch(p, (size_t)t->nbytes);
 }
 
+typedef struct {
+    const uint8_t *lo, *hi;
+    int count;
+} span_t;
+
+static void check_weight(const tensor_t *t, void *arg)
+{
+    span_t *s = arg;
+    const uint8_t *p = t->data;
+    FUZZ_CHECK(p != NULL && t->ne[0] > 0 && t->ne[1] > 0, "weight %s: %lld x %lld", t->name,
+               (long long)t->ne[0], (long long)t->ne[1]);
+    FUZZ_CHECK(dtype_info(t->type) != NULL, "weight %s has unknown type %u", t->name, t->type);
+    FUZZ_CHECK(t->row_bytes == dtype_row_bytes(t->type, (uint64_t)t->ne[0]) &&
+                   t->nbytes == t->row_bytes * (size_t)t->ne[1],
+               "weight %s: row_bytes %zu nbytes %zu for %lld x %lld", t->name, t->row_bytes,
+               t->nbytes, (long long)t->ne[0], (long long)t->ne[1]);
+    FUZZ_CHECK(p >= s->lo && p <= s->hi && t->nbytes <= (size_t)(s->hi - p),
+               "weight %s lies outside the image", t->name);
+    touch(p, t->nbytes);
+    s->count++;
+}
+
+/* The whole-model entry: what --model does with a GGUF file. */
+static void fuzz_model(const uint8_t *buf, size_t size)
+{
+    model_t m;
+    char err[512] = "";
+    int rc = model_parse_gguf(&m, buf, size, 0, err, sizeof err);
+    if (rc) {
+        FUZZ_CHECK(rc == -EINVAL || rc == -ENOMEM, "model_parse_gguf returned %d", rc);
+        FUZZ_CHECK(err[0] != 0, "model_parse_gguf returned %d without a message", rc);
+        return;
+    }
+    const model_config_t *c = &m.v.c;
+    FUZZ_CHECK(c->dim > 0 && c->n_layers > 0 && c->n_heads > 0 && c->n_kv_heads > 0 &&
+                   c->vocab_size > 0,
+               "model accepted with dim %d, %d layers, %d/%d heads, vocab %d", c->dim, c->n_layers,
+               c->n_heads, c->n_kv_heads, c->vocab_size);
+    FUZZ_CHECK(c->seq_len >= 1 && c->seq_len <= c->train_ctx, "seq_len %d of train_ctx %d",
+               c->seq_len, c->train_ctx);
+    FUZZ_CHECK(m.v.rope_freq != NULL, "no RoPE frequencies");
+    span_t s = {buf, buf + size, 0};
+    model_view_each(&m.v, check_weight, &s);
+    FUZZ_CHECK(s.count >= 2 + c->n_layers, "%d weights for %d layers", s.count, c->n_layers);
+    model_dispose(&m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint8_t *buf = fuzz_copy(data, size);
@@ -152,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(tmpl == NULL, "a template was returned with an error");
     }
     gguf_free(g);
+    fuzz_model(buf, size);
     free(buf);
     return 0;
 }

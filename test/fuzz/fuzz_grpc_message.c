@@ -8,10 +8,15 @@
  *           call's arena), the largest message allowed (bits 4-5: 4 MiB, 64, 1024, 0 bytes);
  *   byte 1: how the bytes arrive: 0 in one piece, else pieces of 1 to 32 bytes from a small
  *           generator seeded with it (as DATA frames of any size would bring them).
+ * Each message goes through the wire check first (grpc_wire_check: unknown fields dropped,
+ * strings UTF-8 without NUL, field limits), then protobuf-c, as on_message does.
  * Promises checked beyond "no crash": the same bytes deliver the same messages and the same
  * status however they are split; no message exceeds the maximum; a compressed message
- * inflates to at most the maximum; a message that unpacks packs back to exactly its packed
- * size; nothing leaks (the call's arena, or each streamed message, is freed).
+ * inflates to at most the maximum; the wire check answers 0 or -EINVAL with a status and a
+ * message, never grows a message, and its output checks again with nothing left to drop; a
+ * message it passes decodes with no unknown field; a message that unpacks packs back to
+ * exactly its packed size; nothing leaks (the call's arena, or each streamed message, is
+ * freed).
  */
 #include "fuzz.h"
 
@@ -89,10 +94,44 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
         data = plain;
         len = pl;
     }
+    /* the server's limits on GenerateRequest, so their paths are walked too */
+    static const grpc_field_limit_t limits[] = {{"request_id", 128, 0, NULL},
+                                                {"model", 256, 0, NULL},
+                                                {"token_ids", 0, 512, NULL},
+                                                {"stop.stop_token_ids", 0, 64, NULL},
+                                                {NULL, 0, 0, NULL}};
+    grpc_wire_result_t wr;
+    unsigned char *known = NULL;
+    size_t kl = 0;
+    int rc =
+        grpc_wire_check(r->type, r->type == types[0] ? limits : NULL, data, len, &known, &kl, &wr);
+    if (rc) {
+        FUZZ_CHECK(rc == -EINVAL || rc == -ENOMEM, "grpc_wire_check returned %d", rc);
+        FUZZ_CHECK(rc == -ENOMEM || ((wr.status == GRPC_STATUS_INVALID_ARGUMENT ||
+                                      wr.status == GRPC_STATUS_INTERNAL) &&
+                                     wr.msg[0]),
+                   "grpc_wire_check refused with status %d and message '%s'", wr.status, wr.msg);
+        free(plain);
+        return rc == -ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : (int)wr.status;
+    }
+    if (known) {
+        FUZZ_CHECK(kl <= len && wr.unknown > 0, "%zu bytes without unknown fields from %zu", kl,
+                   len);
+        unsigned char *again = NULL;
+        size_t al;
+        grpc_wire_result_t w2;
+        FUZZ_CHECK(grpc_wire_check(r->type, NULL, known, kl, &again, &al, &w2) == 0 && !again,
+                   "the wire check's output does not check again cleanly: %s", w2.msg);
+        data = known;
+        len = kl;
+    }
     ProtobufCMessage *m =
         protobuf_c_message_unpack(r->type, r->streaming ? NULL : &r->arena.pb, len, data);
+    free(known);
     free(plain);
     if (!m) return GRPC_STATUS_INTERNAL;
+    FUZZ_CHECK(m->n_unknown_fields == 0, "%u unknown fields decoded after the wire check",
+               m->n_unknown_fields);
     repack(r->type, m);
     if (r->streaming) protobuf_c_message_free_unpacked(m, NULL);
     return 0;

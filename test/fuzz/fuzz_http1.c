@@ -1,14 +1,16 @@
 /*
  * fuzz_http1 - the HTTP/1.1 request path: bytes into the core's connection code, which sniffs
- * them (anything but the HTTP/2 preface is HTTP/1.1), parses with http-parser (http1.c) and
- * answers from the route table (/live, /health, /metrics, 404, 405, 413, 414, 431, 400).
+ * them (an HTTP/1.x request line is HTTP/1.1; a broken HTTP/2 preface gets a GOAWAY; anything
+ * else is closed), parses with http-parser (http1.c) and answers from the route table (/live,
+ * /health, /metrics, 404, 405, 408, 413, 414, 431, 400, 505).
  *
  * Input: the listener byte (fuzz_conn.h), then the connection's bytes (the seeds: requests
  * from the HTTP/1.1 tests, pipelining, bodies, chunked encoding, smuggling shapes).
  * Promises checked beyond "no crash" (and fuzz_conn.h's): when the connection was HTTP/1.1,
  * whatever the server answered is a sequence of complete responses, each a status line
  * "HTTP/1.1 NNN ", header lines without a stray CR, LF or NUL, one Content-Length, and that
- * many bytes of body: no request byte can split a response or inject a header.
+ * many bytes of body: no request byte can split a response or inject a header; a broken
+ * HTTP/2 preface gets nothing but one GOAWAY(PROTOCOL_ERROR).
  */
 #include "fuzz_conn.h"
 
@@ -67,6 +69,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fc_run(NULL, 0, data, size);
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     int h2 = size > 1 && !memcmp(data + 1, preface, size - 1 < 24 ? size - 1 : 24);
-    if (!h2 && size > 1) check_responses(data + 1, size - 1);
+    /* the preface's first line, then something else: a broken HTTP/2 client, answered with
+     * GOAWAY(PROTOCOL_ERROR) and a close (RFC 9113 3.4), never as HTTP/1.1 */
+    int broken_h2 = !h2 && size > 17 && !memcmp(data + 1, preface, 16);
+    if (broken_h2) {
+        static const unsigned char goaway[] = {0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        FUZZ_CHECK(fc_out_len == 0 ||
+                       (fc_out_len == sizeof goaway && !memcmp(fc_out, goaway, sizeof goaway)),
+                   "a broken HTTP/2 preface got %zu bytes, not a GOAWAY(PROTOCOL_ERROR)",
+                   fc_out_len);
+    } else if (!h2 && size > 1) {
+        check_responses(data + 1, size - 1);
+    }
     return 0;
 }

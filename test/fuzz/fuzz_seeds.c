@@ -701,6 +701,33 @@ static void grpc_message_seeds(const request_t *r, size_t n)
     put_u8(&b, 0);
     put(&b, "\x00\x7f\xff\xff\xff", 5);
     seed_buf("grpc_message", "huge-length", &b);
+    /* what the wire check drops or refuses: unknown fields of every wire type (also inside
+     * stop), a prompt with NUL, one with bad UTF-8, a request id over its limit */
+    static const uint8_t unknown[] = {0x22, 0x02, 'h',  'i',  0x78, 0x05, 0x9a, 0x06, 0x02,
+                                      'x',  'y',  0xa5, 0x06, 1,    2,    3,    4,    0xa9,
+                                      0x06, 1,    2,    3,    4,    5,    6,    7,    8,
+                                      0x32, 0x04, 0x08, 0x02, 0x78, 0x01};
+    static const uint8_t nul[] = {0x22, 0x05, 'a', 'b', 0, 'c', 'd'};
+    static const uint8_t bad_utf8[] = {0x22, 0x04, 'c', 'a', 'f', 0xc3};
+    static const struct {
+        const char *name;
+        const uint8_t *p;
+        size_t n;
+    } wire[] = {{"wire-unknown-fields", unknown, sizeof unknown},
+                {"wire-nul", nul, sizeof nul},
+                {"wire-bad-utf8", bad_utf8, sizeof bad_utf8}};
+    for (size_t i = 0; i < sizeof wire / sizeof wire[0]; i++) {
+        put_u8(&b, 0);
+        put_u8(&b, 0);
+        frame(&b, wire[i].p, wire[i].n, 0);
+        seed_buf("grpc_message", wire[i].name, &b);
+    }
+    uint8_t long_id[3 + 200] = {0x0a, 0xc8, 0x01};
+    memset(long_id + 3, 'r', 200);
+    put_u8(&b, 0);
+    put_u8(&b, 0);
+    frame(&b, long_id, sizeof long_id, 0);
+    seed_buf("grpc_message", "wire-request-id-over-limit", &b);
     free(b.p);
 }
 

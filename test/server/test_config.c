@@ -103,6 +103,56 @@ static void test_invalid_values(void **state)
                    "DYN_LOGGING_JSONL");
 }
 
+/* The bounds of issue 13: defaults, their variables, and the checks on their values. */
+static void test_abuse_bounds(void **state)
+{
+    (void)state;
+    config_t c;
+    char err[512];
+    char *argv[] = {"inferd", NULL};
+    assert_int_equal(load(&c, argv, NULL, err), 0);
+    assert_true(c.stream_stall_timeout_ns == 30000000000LL);
+    assert_true(c.request_header_timeout_ns == 10000000000LL);
+    assert_int_equal(c.max_paused_streams, 16);
+    assert_int_equal(c.max_pending_input, 8 << 20);
+    assert_int_equal(c.min_body_rate, 1024);
+    assert_int_equal(c.max_stream_rate, 10000);
+    config_dispose(&c);
+    char *env[] = {"INFERD_STREAM_STALL_TIMEOUT=2s",
+                   "INFERD_MAX_PAUSED_STREAMS=3",
+                   "INFERD_MAX_PENDING_INPUT=5000000",
+                   "INFERD_REQUEST_HEADER_TIMEOUT=250ms",
+                   "INFERD_MIN_BODY_RATE=0",
+                   "INFERD_MAX_STREAM_RATE=0",
+                   "INFERD_MAX_CONNECTION_OUTPUT=65536",
+                   "INFERD_MAX_PROCESS_OUTPUT=1048576",
+                   NULL};
+    assert_int_equal(load(&c, argv, env, err), 0);
+    assert_true(c.stream_stall_timeout_ns == 2000000000LL);
+    assert_true(c.request_header_timeout_ns == 250000000LL);
+    assert_int_equal(c.max_paused_streams, 3);
+    assert_int_equal(c.max_pending_input, 5000000);
+    assert_int_equal(c.min_body_rate, 0);
+    assert_int_equal(c.max_stream_rate, 0);
+    assert_int_equal(c.max_connection_output, 65536);
+    assert_int_equal(c.max_process_output, 1048576);
+    config_dispose(&c);
+    expect_invalid((char *[]){"inferd", "--max-pending-input", "1000", NULL}, NULL,
+                   "--max-recv-message-size");
+    expect_invalid((char *[]){"inferd", NULL}, (char *[]){"INFERD_MAX_PENDING_INPUT=2000", NULL},
+                   "INFERD_MAX_PENDING_INPUT");
+    expect_invalid((char *[]){"inferd", "--max-paused-streams", "0", NULL}, NULL,
+                   "--max-paused-streams");
+    expect_invalid((char *[]){"inferd", "--stream-stall-timeout", "soon", NULL}, NULL,
+                   "--stream-stall-timeout");
+    expect_invalid((char *[]){"inferd", "--request-header-timeout", "0", NULL}, NULL,
+                   "--request-header-timeout");
+    expect_invalid((char *[]){"inferd", "--max-connection-output", "100", NULL}, NULL,
+                   "--max-connection-output");
+    expect_invalid((char *[]){"inferd", "--max-stream-rate", "-1", NULL}, NULL,
+                   "--max-stream-rate");
+}
+
 static void test_help_lists_every_option(void **state)
 {
     (void)state;
@@ -164,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_invalid_values),
+        cmocka_unit_test(test_abuse_bounds),
         cmocka_unit_test(test_help_lists_every_option),
         cmocka_unit_test(test_print_config_sources),
     };

@@ -128,6 +128,14 @@ static void release_held(void)
         .request = &grpc__health__v1__health_check_request__descriptor,                            \
         .response = &grpc__health__v1__health_check_request__descriptor, .on_message = fn, n       \
     }
+static void finish_ok(grpc_call_t *call, ProtobufCMessage *msg)
+{
+    (void)msg;
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+static const grpc_field_limit_t svc_limits[] = {{"service", 8, 0, NULL}, {NULL, 0, 0, NULL}};
+
 static grpc_method_t rows[] = {
     ROW("Echo", .on_cancel = NULL, GRPC_UNARY, echo_msg),
     ROW("Stream", .on_cancel = NULL, GRPC_SERVER_STREAMING, stream3),
@@ -135,6 +143,14 @@ static grpc_method_t rows[] = {
     ROW("Hang", .on_cancel = hang_cancel, GRPC_UNARY, hang),
     ROW("Hold", .on_cancel = hold_cancel, GRPC_SERVER_STREAMING, hold),
     ROW("HangBidi", .on_cancel = hang_cancel, GRPC_BIDI_STREAMING, hang),
+    ROW("Limited", .limits = svc_limits, GRPC_UNARY, echo_msg),
+    {.path = "/test.T/Entries",
+     .service = "test.T",
+     .name = "Entries",
+     .kind = GRPC_UNARY,
+     .request = &grpc__health__v1__health_list_response__descriptor,
+     .response = &grpc__health__v1__health_check_request__descriptor,
+     .on_message = finish_ok},
 };
 
 /* ---- client ---- */
@@ -145,6 +161,8 @@ typedef struct result {
     char grpc_message[256], content_type[64], accept_enc[64], grpc_enc[32];
     unsigned char data[8192];
     size_t dlen;
+    size_t dtotal;    /* every DATA byte, not only the first 8 KiB */
+    size_t dconsumed; /* of them, given back to the server's window (stingy clients) */
     int header_blocks;
     int closed;
     uint32_t rst;
@@ -155,7 +173,7 @@ typedef struct client {
     int fd;
     nghttp2_session *s;
     server_t *srv;
-    result_t res[8];
+    result_t res[32];
     int nres;
     int goaway;
     uint32_t goaway_code;
@@ -224,6 +242,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
     (void)s;
     (void)flags;
     result_t *r = res_of(ud, id);
+    if (r) r->dtotal += len;
     if (r && r->dlen < sizeof r->data) { /* keeps the first bytes of a long body */
         size_t n = len < sizeof r->data - r->dlen ? len : sizeof r->data - r->dlen;
         memcpy(r->data + r->dlen, data, n);
@@ -373,6 +392,34 @@ static void client_open_window(client_t *c, server_t *s, uint32_t window)
     nghttp2_session_callbacks_del(cb);
     nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window};
     nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, &iv, window ? 1 : 0);
+}
+
+/* A client that reads everything but never opens its receive windows beyond 16 bytes a stream
+ * (a tiny receive buffer, never read): the server's DATA stops at once. */
+static void client_open_stingy(client_t *c, server_t *s)
+{
+    memset(c, 0, sizeof *c);
+    c->srv = s;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(c->fd, F_SETFL, O_NONBLOCK);
+    nghttp2_session_callbacks *cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    assert_int_equal(nghttp2_session_client_new2(&c->s, cb, c, opt), 0);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16};
+    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, &iv, 1);
 }
 
 static void client_close(client_t *c)
@@ -1113,6 +1160,866 @@ static void test_large_gzip_scrape_off_loop(void **state)
     stop_server(s);
 }
 
+/* ---- h2spec's cases, by hand (h2spec is not packaged in Debian and its Go dependencies
+ * cannot be fetched here): raw frames on a socket, the server's frames read back ---- */
+typedef struct raw {
+    int fd;
+    server_t *srv;
+    unsigned char in[1 << 17];
+    size_t have;
+    int closed;
+    nghttp2_hd_deflater *def;
+    nghttp2_hd_inflater *inf; /* every HEADERS the server sends goes through it, in order */
+} raw_t;
+
+typedef struct frame_in {
+    uint8_t type, flags;
+    int32_t sid;
+    uint32_t len;
+    int status; /* HEADERS: :status, or -1 */
+    unsigned char payload[16384];
+} frame_in_t;
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static void raw_send(raw_t *r, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(r->fd, b + off, n - off);
+        if (w > 0)
+            off += (size_t)w;
+        else
+            event_base_loop(server_base(r->srv), EVLOOP_NONBLOCK);
+    }
+}
+
+static void raw_frame(raw_t *r, uint8_t type, uint8_t flags, int32_t sid, const void *payload,
+                      size_t n)
+{
+    unsigned char hd[9] = {(unsigned char)(n >> 16),
+                           (unsigned char)(n >> 8),
+                           (unsigned char)n,
+                           type,
+                           flags,
+                           (unsigned char)((uint32_t)sid >> 24 & 0x7f),
+                           (unsigned char)(sid >> 16),
+                           (unsigned char)(sid >> 8),
+                           (unsigned char)sid};
+    raw_send(r, hd, 9);
+    if (n) raw_send(r, payload, n);
+}
+
+/* Connects; with h2, sends the preface and an empty SETTINGS. */
+static void raw_open(raw_t *r, server_t *s, int h2)
+{
+    memset(r, 0, sizeof *r);
+    r->srv = s;
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(r->fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(r->fd, F_SETFL, O_NONBLOCK);
+    assert_int_equal(nghttp2_hd_deflate_new(&r->def, 4096), 0);
+    assert_int_equal(nghttp2_hd_inflate_new(&r->inf), 0);
+    if (h2) {
+        raw_send(r, h2_preface, sizeof h2_preface - 1);
+        raw_frame(r, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
+    }
+}
+
+static void raw_close(raw_t *r)
+{
+    nghttp2_hd_deflate_del(r->def);
+    nghttp2_hd_inflate_del(r->inf);
+    close(r->fd);
+    for (int i = 0; i < 20; i++) {
+        event_base_loop(server_base(r->srv), EVLOOP_NONBLOCK);
+        poll(NULL, 0, 1);
+    }
+}
+
+/* A header block of name, value, ... NULL, HPACK-encoded into out. */
+static size_t raw_block(raw_t *r, unsigned char *out, size_t cap, const char *const *hv)
+{
+    nghttp2_nv nva[16];
+    size_t n = 0;
+    for (; hv[2 * n]; n++)
+        nva[n] = (nghttp2_nv)H(hv[2 * n], hv[2 * n + 1]);
+    ssize_t k = nghttp2_hd_deflate_hd(r->def, out, cap, nva, n);
+    assert_true(k > 0);
+    return (size_t)k;
+}
+
+static const char *const get_live[] = {":method", "GET",        ":scheme", "http", ":path",
+                                       "/live",   ":authority", "test",    NULL};
+
+/* The :status of a response HEADERS frame (no padding or priority: the server sends none),
+ * through the connection's inflater. */
+static int status_of(raw_t *r, const frame_in_t *f)
+{
+    const unsigned char *p = f->payload;
+    size_t n = f->len;
+    int status = -1;
+    for (;;) {
+        nghttp2_nv nv;
+        int flags = 0;
+        ssize_t k = nghttp2_hd_inflate_hd2(r->inf, &nv, &flags, p, n, 1);
+        assert_true(k >= 0);
+        p += k;
+        n -= (size_t)k;
+        if ((flags & NGHTTP2_HD_INFLATE_EMIT) && nv.namelen == 7 && !memcmp(nv.name, ":status", 7))
+            status = atoi((const char *)nv.value);
+        if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+            nghttp2_hd_inflate_end_headers(r->inf);
+            break;
+        }
+        if (!k && !n) break;
+    }
+    return status;
+}
+
+/* Next frame from the server (the loop pumped meanwhile); 0 when the connection closed or ms
+ * passed without one. */
+static int raw_next(raw_t *r, frame_in_t *f, int ms)
+{
+    for (int i = 0; i <= ms; i++) {
+        if (r->have >= 9) {
+            uint32_t len = (uint32_t)r->in[0] << 16 | (uint32_t)r->in[1] << 8 | r->in[2];
+            assert_true(len <= sizeof f->payload);
+            if (r->have >= 9 + len) {
+                f->len = len;
+                f->type = r->in[3];
+                f->flags = r->in[4];
+                f->sid = (int32_t)((uint32_t)(r->in[5] & 0x7f) << 24 | (uint32_t)r->in[6] << 16 |
+                                   (uint32_t)r->in[7] << 8 | r->in[8]);
+                memcpy(f->payload, r->in + 9, len);
+                memmove(r->in, r->in + 9 + len, r->have - 9 - len);
+                r->have -= 9 + len;
+                f->status = f->type == NGHTTP2_HEADERS ? status_of(r, f) : -1;
+                return 1;
+            }
+        }
+        if (r->closed) return 0;
+        event_base_loop(server_base(r->srv), EVLOOP_NONBLOCK);
+        ssize_t k = read(r->fd, r->in + r->have, sizeof r->in - r->have);
+        if (k > 0) {
+            r->have += (size_t)k;
+            continue;
+        }
+        if (k == 0) r->closed = 1;
+        poll(NULL, 0, 1);
+    }
+    return 0;
+}
+
+/* Reads frames until one of type (on sid, or any when sid < 0) or the end; returns 1 when seen. */
+static int raw_wait(raw_t *r, uint8_t type, int32_t sid, frame_in_t *f, int ms)
+{
+    while (raw_next(r, f, ms))
+        if (f->type == type && (sid < 0 || f->sid == sid)) return 1;
+    return 0;
+}
+
+static uint32_t goaway_code(const frame_in_t *f)
+{
+    return (uint32_t)f->payload[4] << 24 | (uint32_t)f->payload[5] << 16 |
+           (uint32_t)f->payload[6] << 8 | f->payload[7];
+}
+
+/* 1 when the server closes the connection within ms, with nothing but frames before (no
+ * HTTP/1.1 text); GOAWAY codes seen go to *goaway (0 when none). */
+static int raw_closed(raw_t *r, int ms, uint32_t *goaway)
+{
+    *goaway = 0;
+    frame_in_t f;
+    while (raw_next(r, &f, ms)) {
+        assert_true(f.type <= NGHTTP2_CONTINUATION); /* a frame, not "HTTP/1.1 400" */
+        if (f.type == NGHTTP2_GOAWAY) *goaway = goaway_code(&f) + 1;
+    }
+    if (*goaway) (*goaway)--;
+    return r->closed;
+}
+
+/* 3.5: the connection preface. 3.5/1: a good one gets SETTINGS; 3.5/2: a bad one ends the
+ * connection (before, anything but the preface went to HTTP/1.1, whose "400" is no frame). */
+static void test_h2spec_3_5_preface(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    raw_t r;
+    frame_in_t f;
+    raw_open(&r, s, 1); /* 3.5/1 */
+    assert_true(raw_wait(&r, NGHTTP2_SETTINGS, 0, &f, 2000));
+    assert_false(f.flags & NGHTTP2_FLAG_ACK);
+    raw_close(&r);
+
+    uint32_t code;
+    raw_open(&r, s, 0); /* 3.5/2, as h2spec 2.x sends it */
+    raw_send(&r, "INVALID CONNECTION PREFACE\r\n\r\n", 30);
+    assert_true(raw_closed(&r, 2000, &code));
+    raw_close(&r);
+    raw_open(&r, s, 0); /* h2spec 1.x: no line end; closed at once, not at the handshake timeout */
+    raw_send(&r, "INVALID CONNECTION PREFACE", 26);
+    assert_true(raw_closed(&r, 1000, &code));
+    raw_close(&r);
+    raw_open(&r, s, 0); /* a preface wrong in its last byte: GOAWAY(PROTOCOL_ERROR), close */
+    raw_send(&r, "PRI * HTTP/2.0\r\n\r\nSM\r\n\rQ", 24);
+    assert_true(raw_closed(&r, 2000, &code));
+    assert_int_equal(code, NGHTTP2_PROTOCOL_ERROR);
+    raw_close(&r);
+    stop_server(s);
+}
+
+/* 5.1.1: stream identifiers. 5.1.1/1: an even id from a client is a connection error;
+ * 5.1.1/2: an id smaller than one already used (and never opened itself) is one too (before,
+ * nghttp2 ignored the HEADERS and the server answered the first stream). */
+static void test_h2spec_5_1_1_stream_ids(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    raw_t r;
+    frame_in_t f;
+    unsigned char blk[256];
+    uint32_t code;
+    raw_open(&r, s, 1);
+    size_t n = raw_block(&r, blk, sizeof blk, get_live);
+    raw_frame(&r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 2, blk, n);
+    assert_true(raw_closed(&r, 2000, &code));
+    assert_int_equal(code, NGHTTP2_PROTOCOL_ERROR);
+    raw_close(&r);
+
+    raw_open(&r, s, 1);
+    n = raw_block(&r, blk, sizeof blk, get_live);
+    raw_frame(&r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 5, blk, n);
+    n = raw_block(&r, blk, sizeof blk, get_live);
+    raw_frame(&r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, blk, n);
+    assert_true(raw_wait(&r, NGHTTP2_GOAWAY, 0, &f, 2000));
+    assert_int_equal(goaway_code(&f), NGHTTP2_PROTOCOL_ERROR);
+    raw_close(&r);
+
+    /* increasing ids with gaps are fine: 1, 7, 9 all answered */
+    raw_open(&r, s, 1);
+    const int32_t ids[] = {1, 7, 9};
+    for (int i = 0; i < 3; i++) {
+        n = raw_block(&r, blk, sizeof blk, get_live);
+        raw_frame(&r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, ids[i],
+                  blk, n);
+        assert_true(raw_wait(&r, NGHTTP2_HEADERS, ids[i], &f, 2000));
+        assert_int_equal(f.status, 200);
+    }
+    raw_close(&r);
+    stop_server(s);
+}
+
+/* 6.10: CONTINUATION. 6.10/1: HEADERS and several CONTINUATION frames are one header block and
+ * get an answer (before: h2spec's two 4000-byte headers per frame passed
+ * --max-header-list-size and got RST_STREAM; now a 431 HEADERS); the neighbours are connection
+ * errors. */
+static void test_h2spec_6_10_continuation(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    raw_t r;
+    frame_in_t f;
+    uint32_t code;
+    static unsigned char blk[16384];
+    static char dummy[4001];
+    memset(dummy, 'x', 4000);
+    const char *const dummies[] = {"x-dummy0", dummy, "x-dummy1", dummy, NULL};
+    const char *const small[] = {"x-a", "1", "x-b", "2", NULL};
+    for (int big = 0; big < 2; big++) {
+        raw_open(&r, s, 1); /* 6.10/1 */
+        size_t n = raw_block(&r, blk, sizeof blk, get_live);
+        raw_frame(&r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, 1, blk, n);
+        n = raw_block(&r, blk, sizeof blk, big ? dummies : small);
+        raw_frame(&r, NGHTTP2_CONTINUATION, 0, 1, blk, n);
+        n = raw_block(&r, blk, sizeof blk, big ? dummies : small);
+        raw_frame(&r, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 1, blk, n);
+        assert_true(raw_wait(&r, NGHTTP2_HEADERS, 1, &f, 2000));
+        assert_int_equal(f.status, big ? 431 : 200);
+        /* the connection goes on */
+        n = raw_block(&r, blk, sizeof blk, get_live);
+        raw_frame(&r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, blk,
+                  n);
+        assert_true(raw_wait(&r, NGHTTP2_HEADERS, 3, &f, 2000));
+        assert_int_equal(f.status, 200);
+        raw_close(&r);
+    }
+    /* the neighbours, as h2spec sends them, all connection errors (PROTOCOL_ERROR): 6.10/2 a
+     * CONTINUATION followed by another frame (DATA); 6.10/3 a CONTINUATION on stream 0; 6.10/4
+     * one after a HEADERS with END_HEADERS; 6.10/5 one after a CONTINUATION with END_HEADERS;
+     * 6.10/6 one after a DATA frame */
+    const char *const post[] = {":method", "POST",       ":scheme", "http", ":path",
+                                "/live",   ":authority", "test",    NULL};
+    const char *const one_dummy[] = {"x-dummy0", dummy, NULL};
+    for (int k = 2; k <= 6; k++) {
+        raw_open(&r, s, 1);
+        size_t n = raw_block(&r, blk, sizeof blk, k == 6 ? post : get_live);
+        int end_headers = k == 4 || k == 6 ? NGHTTP2_FLAG_END_HEADERS : 0;
+        raw_frame(&r, NGHTTP2_HEADERS,
+                  (uint8_t)((k == 6 ? 0 : NGHTTP2_FLAG_END_STREAM) | end_headers), 1, blk, n);
+        if (k == 5) {
+            n = raw_block(&r, blk, sizeof blk, one_dummy);
+            raw_frame(&r, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 1, blk, n);
+        }
+        if (k == 6) raw_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "test", 4);
+        n = raw_block(&r, blk, sizeof blk, one_dummy);
+        raw_frame(&r, NGHTTP2_CONTINUATION, k == 2 ? 0 : NGHTTP2_FLAG_END_HEADERS, k == 3 ? 0 : 1,
+                  blk, n);
+        if (k == 2) raw_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "test", 4);
+        assert_true(raw_closed(&r, 2000, &code));
+        if (code != NGHTTP2_PROTOCOL_ERROR) fail_msg("6.10/%d: GOAWAY %u", k, code);
+        raw_close(&r);
+    }
+    stop_server(s);
+}
+
+/* ---- bounds against abusive clients (issue 13) ---- */
+
+static double limit_count(const char *name)
+{
+    const char *lv[] = {name};
+    return metrics_value(metrics_series(fx.m.limits_exceeded, lv));
+}
+
+/* Runs the server's loop and sends what the client queued, without reading anything: a client
+ * that does not read its responses. */
+static void pump_no_read(client_t *c, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        const uint8_t *out;
+        ssize_t n;
+        while ((n = nghttp2_session_mem_send(c->s, &out)) > 0) {
+            ssize_t off = 0;
+            while (off < n) {
+                ssize_t w = write(c->fd, out + off, (size_t)(n - off));
+                if (w > 0)
+                    off += w;
+                else
+                    event_base_loop(server_base(c->srv), EVLOOP_NONBLOCK);
+            }
+        }
+        event_base_loop(server_base(c->srv), EVLOOP_NONBLOCK);
+        poll(NULL, 0, 1);
+    }
+}
+
+/* A request whose body does not end the stream (more may follow, or never). */
+static result_t *request_open(client_t *c, const char *path, const unsigned char *body, size_t len)
+{
+    result_t *r = request(c, "POST", path, "application/grpc", body, len, 0, grpc_hdrs);
+    c->end_stream = 0;
+    return r;
+}
+
+/* Headers over --max-header-list-size are answered as gRPC servers answer them: 431 to plain
+ * HTTP, RESOURCE_EXHAUSTED that names the limit to gRPC (before: RST_STREAM(INTERNAL_ERROR)). */
+static void test_header_list_limit_answered(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    client_t c;
+    client_open(&c, s);
+    uint64_t received = rows[0].stats.msg_received;
+    static char big[4001];
+    memset(big, 'v', 4000);
+    const char *hdrs[] = {"te", "trailers", "x-a", big, "x-b", big, "x-c", big, NULL};
+    unsigned char buf[64];
+    size_t n = frame(buf, "x", 0);
+    result_t *r1 = request(&c, "POST", "/test.T/Echo", "application/grpc", buf, n, 0, hdrs);
+    pump_until(&c, &r1->closed, 2000);
+    result_t *r2 = request(&c, "GET", "/live", NULL, NULL, 0, 0, hdrs + 2);
+    pump_until(&c, &r2->closed, 2000);
+    assert_false(r1->got_rst && r1->rst == NGHTTP2_INTERNAL_ERROR);
+    assert_int_equal(r1->http_status, 200);
+    assert_int_equal(r1->grpc_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(r1->grpc_message, "--max-header-list-size"));
+    assert_int_equal(r2->http_status, 431);
+    assert_int_equal(rows[0].stats.msg_received, received); /* the request was not looked at */
+    assert_int_equal(limit_count("header_list"), 2);
+    /* the connection serves on */
+    result_t *r3 = request(&c, "POST", "/test.T/Echo", "application/grpc", buf, n, 0, grpc_hdrs);
+    pump_until(&c, &r3->closed, 2000);
+    assert_int_equal(r3->grpc_status, 0);
+    client_close(&c);
+    stop_server(s);
+}
+
+/* A PING flood past the strike limit: one GOAWAY and one log line, not one per PING. */
+static void test_ping_flood_one_goaway(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    client_t c;
+    client_open(&c, s);
+    pump_once(&c);
+    for (int i = 0; i < 200; i++) /* in one write: all read in one go */
+        nghttp2_submit_ping(c.s, NGHTTP2_FLAG_NONE, NULL);
+    int n_goaway = 0;
+    for (int i = 0; i < 500; i++) {
+        int before = c.goaway;
+        pump_once(&c);
+        if (c.goaway > before) n_goaway += c.goaway - before;
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(c.goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
+    assert_int_equal(n_goaway, 1);
+    assert_int_equal(limit_count("ping_flood"), 1);
+    client_close(&c);
+    stop_server(s);
+}
+
+/* Unknown fields are dropped before decoding (the echo shows what the server kept), strings
+ * must be UTF-8 without NUL, the row's field limits hold, and decoding has a budget. */
+static void test_request_wire_checks(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    client_t c;
+    client_open(&c, s);
+    /* HealthCheckRequest{service "abc"} amid 1000 unknown fields */
+    static unsigned char m[8192];
+    size_t n = 5;
+    for (int i = 0; i < 1000; i++) {
+        m[n++] = 0x98, m[n++] = 0x06; /* field 99, varint */
+        m[n++] = 1;
+    }
+    m[n++] = 0x0a, m[n++] = 3, memcpy(m + n, "abc", 3), n += 3;
+    m[1] = m[2] = 0, m[3] = (unsigned char)((n - 5) >> 8), m[4] = (unsigned char)(n - 5);
+    result_t *r = request(&c, "POST", "/test.T/Echo", "application/grpc", m, n, 0, grpc_hdrs);
+    pump_until(&c, &r->closed, 2000);
+    assert_int_equal(r->grpc_status, 0);
+    const unsigned char want[] = {0, 0, 0, 0, 5, 0x0a, 3, 'a', 'b', 'c'};
+    assert_int_equal(r->dlen, sizeof want); /* protobuf-c would have echoed the 3000 bytes too */
+    assert_memory_equal(r->data, want, sizeof want);
+
+    static const struct {
+        const char *path, *service;
+        size_t len;
+        const char *why;
+    } bad[] = {
+        {"/test.T/Echo", "ab\0cd", 5, "field 'service' contains a NUL character at byte 2"},
+        {"/test.T/Echo", "ab\xfe", 3, "field 'service' is not valid UTF-8 at byte 2"},
+        {"/test.T/Limited", "123456789", 9, "field 'service' is 9 bytes long, at most 8"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        unsigned char b[64] = {
+            0, 0, 0, 0, (unsigned char)(bad[i].len + 2), 0x0a, (unsigned char)bad[i].len};
+        memcpy(b + 7, bad[i].service, bad[i].len);
+        r = request(&c, "POST", bad[i].path, "application/grpc", b, 7 + bad[i].len, 0, grpc_hdrs);
+        pump_until(&c, &r->closed, 2000);
+        assert_int_equal(r->grpc_status, GRPC_STATUS_INVALID_ARGUMENT);
+        if (!strstr(r->grpc_message, bad[i].why))
+            fail_msg("'%s' does not say '%s'", r->grpc_message, bad[i].why);
+    }
+    n = frame(m, "12345678", 0);
+    r = request(&c, "POST", "/test.T/Limited", "application/grpc", m, n, 0, grpc_hdrs);
+    pump_until(&c, &r->closed, 2000);
+    assert_int_equal(r->grpc_status, 0);
+
+    /* 60000 empty map entries: 2 bytes each on the wire, ~50 decoded: over 8x */
+    static unsigned char e[5 + 120000];
+    for (size_t i = 0; i < 60000; i++)
+        e[5 + 2 * i] = 0x0a, e[6 + 2 * i] = 0;
+    e[0] = 0, e[1] = 0, e[2] = (unsigned char)(120000 >> 16), e[3] = (unsigned char)(120000 >> 8),
+    e[4] = (unsigned char)120000;
+    r = request(&c, "POST", "/test.T/Entries", "application/grpc", e, sizeof e, 0, grpc_hdrs);
+    pump_until(&c, &r->closed, 5000);
+    assert_int_equal(r->grpc_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(r->grpc_message, "decodes to more than"));
+    r = request(&c, "POST", "/test.T/Entries", "application/grpc", e, 5 + 2000, 0, grpc_hdrs);
+    e[2] = 0, e[3] = (unsigned char)(2000 >> 8), e[4] = (unsigned char)2000; /* 1000 are fine */
+    pump_until(&c, &r->closed, 5000);
+    assert_int_equal(r->grpc_status, 0);
+    client_close(&c);
+    /* a limit on a field the request does not have is a registration error */
+    static const grpc_field_limit_t bogus[] = {{"no_such_field", 1, 0, NULL}, {NULL, 0, 0, NULL}};
+    grpc_method_t row = rows[0];
+    row.path = "/test.T/Bogus";
+    row.limits = bogus;
+    assert_int_equal(server_register(s, &row, 1), -EINVAL);
+    stop_server(s);
+}
+
+/* A bidi stream whose client sends requests but takes no responses: once its output is over
+ * the call's mark, its input is held unconsumed (the client's window closes) instead of replies
+ * piling up; when the client reads, every request is answered, in order. */
+static void test_input_held_while_output_congested(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    client_t c;
+    client_open_stingy(&c, s);
+    enum { N = 120000 }; /* 960000 bytes: within the stream window, 3.6x the call's mark */
+    static unsigned char body[N * 8];
+    for (int i = 0; i < N; i++)
+        frame(body + 8 * i, "x", 0); /* 8 bytes each, the reply too */
+    uint64_t received = rows[2].stats.msg_received;
+    result_t *r =
+        request(&c, "POST", "/test.T/Bidi", "application/grpc", body, sizeof body, 0, grpc_hdrs);
+    for (int i = 0; i < 1500; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    conn_t *k = TAILQ_FIRST(&s->conns);
+    assert_non_null(k);
+    /* replies stopped near the call's mark; the rest of the input waits, unconsumed */
+    assert_true(k->out_queued <= CALL_OUT_HIGH + 16384 + 64); /* one DATA frame's worth over */
+    assert_true(k->in_held > 0);
+    assert_true(s->out_queued == k->out_queued);
+    assert_true(rows[2].stats.msg_received - received < N / 2);
+    assert_true(nghttp2_session_get_stream_remote_window_size(c.s, r->id) < (int32_t)(N * 8) / 2);
+    /* the client reads: everything is answered */
+    for (int i = 0; i < 60000 && !r->closed; i++) {
+        nghttp2_session_set_local_window_size(c.s, NGHTTP2_FLAG_NONE, r->id, 1 << 24);
+        nghttp2_session_set_local_window_size(c.s, NGHTTP2_FLAG_NONE, 0, 1 << 24);
+        nghttp2_session_consume(c.s, r->id, r->dtotal - r->dconsumed);
+        r->dconsumed = r->dtotal;
+        pump_once(&c);
+    }
+    assert_true(r->closed);
+    assert_int_equal(r->grpc_status, 0);
+    assert_int_equal(r->dtotal, sizeof body);
+    assert_int_equal(rows[2].stats.msg_received - received, N);
+    assert_int_equal(s->out_queued, 0);
+    assert_int_equal(s->in_held, 0);
+    client_close(&c);
+    stop_server(s);
+}
+
+/* A stream whose client takes none of its response is cancelled after --stream-stall-timeout,
+ * with a status that says why; beyond --max-paused-streams waiting streams on one connection,
+ * the newest are. */
+static void test_stalled_and_paused_streams(void **state)
+{
+    (void)state;
+    server_t *s =
+        start_server((char *[]){"--stream-stall-timeout", "4s", "--max-paused-streams", "2", NULL});
+    client_t c;
+    client_open_stingy(&c, s);
+    open_held(&c, 4);
+    int32_t ids[4];
+    for (int i = 0; i < 4; i++)
+        ids[i] = held[i]->stream_id;
+    Grpc__Health__V1__HealthCheckRequest m = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    m.service = "a reply longer than the sixteen bytes the client lets through";
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(grpc_call_send(held[i], &m.base), 0);
+    /* checked each second: after a second four wait on their client, two may */
+    int64_t until = clock_now_ns() + 10000000000LL;
+    while (n_held == 4 && clock_now_ns() < until) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(n_held, 2);
+    assert_int_equal(limit_count("stream_stall"), 0);
+    assert_int_equal(limit_count("paused_streams"), 2);
+    for (int i = 0; i < n_held; i++) /* the oldest stay */
+        assert_true(held[i]->stream_id == ids[0] || held[i]->stream_id == ids[1]);
+    until = clock_now_ns() + 10000000000LL;
+    while (n_held && clock_now_ns() < until) { /* past the stall timeout: the rest goes too */
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(n_held, 0);
+    assert_int_equal(limit_count("stream_stall"), 2);
+    assert_int_equal(s->out_queued, 0);
+    for (int i = 0; i < 500; i++)
+        pump_once(&c);
+    for (int i = 0; i < 4; i++) {
+        result_t *r = res_of(&c, ids[i]);
+        assert_int_equal(r->grpc_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+        assert_non_null(
+            strstr(r->grpc_message, i < 2 ? "--stream-stall-timeout" : "--max-paused-streams"));
+    }
+    client_close(&c);
+    stop_server(s);
+}
+
+/* Unfinished request messages of a connection are charged against --max-pending-input: past
+ * it the call with the biggest fails (RESOURCE_EXHAUSTED), the others go on. */
+static void test_pending_input_budget(void **state)
+{
+    (void)state;
+    server_t *s = start_server(
+        (char *[]){"--max-recv-message-size", "65536", "--max-pending-input", "100000", NULL});
+    client_t c;
+    client_open(&c, s);
+    static unsigned char part[3][40005];
+    result_t *r[3];
+    for (int i = 0; i < 3; i++) {
+        memset(part[i], 'x', sizeof part[i]);
+        part[i][0] = 0, part[i][1] = 0, part[i][2] = 0, part[i][3] = 0xea, part[i][4] = 0x60;
+        r[i] = request_open(&c, "/test.T/Echo", part[i], sizeof part[i] - (size_t)i);
+        for (int k = 0; k < 300; k++)
+            pump_once(&c);
+    }
+    conn_t *k = TAILQ_FIRST(&s->conns);
+    /* the first two fit (80010 bytes); the third passes 100000: the biggest, the first, fails */
+    pump_until(&c, &r[0]->closed, 2000);
+    assert_int_equal(r[0]->grpc_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(r[0]->grpc_message, "--max-pending-input"));
+    assert_false(r[1]->closed);
+    assert_false(r[2]->closed);
+    assert_true(k->in_pending <= 100000);
+    assert_int_equal(k->in_pending, 40004 + 40003);
+    assert_int_equal(limit_count("pending_input"), 1);
+    client_close(&c);
+    assert_int_equal(s->in_pending, 0);
+    stop_server(s);
+}
+
+/* A request message trickled slower than --min-body-rate fails after the grace
+ * (--request-header-timeout); a unary call whose message never comes too. */
+static void test_slow_request_message(void **state)
+{
+    (void)state;
+    server_t *s = start_server(
+        (char *[]){"--request-header-timeout", "300ms", "--min-body-rate", "100000", NULL});
+    client_t c;
+    client_open(&c, s);
+    unsigned char part[15] = {0, 0, 0, 3, 0xe8, 0x0a}; /* declares 1000 bytes, sends 10 */
+    result_t *r1 = request_open(&c, "/test.T/Echo", part, sizeof part);
+    result_t *r2 = request_open(&c, "/test.T/Echo", part, 0); /* HEADERS, then nothing */
+    pump_until(&c, &r2->closed, 3000);
+    pump_until(&c, &r1->closed, 1000);
+    assert_int_equal(r1->grpc_status, GRPC_STATUS_DEADLINE_EXCEEDED);
+    assert_int_equal(r2->grpc_status, GRPC_STATUS_DEADLINE_EXCEEDED);
+    assert_non_null(strstr(r1->grpc_message, "--min-body-rate"));
+    assert_int_equal(limit_count("min_body_rate"), 2);
+    /* a streaming call waiting between messages is not slow: it is idle, and may be */
+    open_held(&c, 1);
+    pump_no_read(&c, 800);
+    assert_int_equal(n_held, 1);
+    release_held();
+    client_close(&c);
+    stop_server(s);
+}
+
+/* The h2 idle timer counts streams and messages, not bytes: PINGs every 50 ms (allowed) do not
+ * keep a connection without streams open past --idle-timeout. */
+static void test_idle_timer_ignores_pings(void **state)
+{
+    (void)state;
+    server_t *s =
+        start_server((char *[]){"--idle-timeout", "400ms", "--keepalive-permit-without-calls",
+                                "--keepalive-min-time", "10ms", NULL});
+    client_t c;
+    client_open(&c, s);
+    for (int t = 0; t < 40 && !c.goaway; t++) {
+        nghttp2_submit_ping(c.s, NGHTTP2_FLAG_NONE, NULL);
+        for (int i = 0; i < 50 && !c.goaway; i++) {
+            pump_once(&c);
+            poll(NULL, 0, 1);
+        }
+    }
+    assert_true(c.goaway > 0);
+    assert_int_equal(c.goaway_code, NGHTTP2_NO_ERROR);
+    assert_string_equal(c.goaway_dbg, "idle");
+    client_close(&c);
+    stop_server(s);
+}
+
+/* Sends first at once, then req one byte every `every` ms (over and over) until the server
+ * closes or ms pass; returns the bytes received. */
+static int http1_trickle(server_t *s, const char *first, const char *req, int every, int ms,
+                         char *resp, size_t cap, int *closed)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    if (*first) assert_int_equal(write(fd, first, strlen(first)), (ssize_t)strlen(first));
+    size_t off = 0, got = 0, len = strlen(req);
+    *closed = 0;
+    for (int t = 0; t < ms && !*closed; t++) {
+        if (t % every == 0 && write(fd, req + off++ % len, 1) < 0) break;
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+        ssize_t r = read(fd, resp + got, cap - 1 - got);
+        if (r > 0) got += (size_t)r;
+        if (r == 0) *closed = 1;
+        poll(NULL, 0, 1);
+    }
+    resp[got] = 0;
+    close(fd);
+    for (int i = 0; i < 10; i++)
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+    return (int)got;
+}
+
+/* HTTP/1.1 trickles: a request head must be complete within --request-header-timeout from its
+ * first byte, whatever trickles in (before: each byte restarted the timer, a 1-byte trickle
+ * every 3 s kept a connection for ever); bytes between requests, empty lines included, start
+ * that clock too. */
+static void test_http1_trickles_time_out(void **state)
+{
+    (void)state;
+    server_t *s = start_server((char *[]){"--request-header-timeout", "300ms", NULL});
+    static char resp[4096];
+    int closed;
+    http1_trickle(s, "GET /live HTTP/1.1\r\n", "Host: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                  50, 2000, resp, sizeof resp, &closed);
+    assert_true(closed);
+    assert_non_null(strstr(resp, "HTTP/1.1 408"));
+    /* trickled from its first byte: closed while its protocol is still being told */
+    http1_trickle(s, "", "GET /live HTTP/1.1\r\n", 50, 2000, resp, sizeof resp, &closed);
+    assert_true(closed);
+    assert_int_equal(resp[0], 0);
+    http1_trickle(s, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n", 50, 2000, resp, sizeof resp,
+                  &closed);
+    assert_true(closed);
+    assert_non_null(strstr(resp, "HTTP/1.1 200")); /* the request before was answered */
+    assert_int_equal(limit_count("request_header_timeout"), 2);
+    stop_server(s);
+}
+
+/* A body that trickles after a prompt head: 408 once the grace is over. */
+static void test_http1_slow_body(void **state)
+{
+    (void)state;
+    server_t *s = start_server(
+        (char *[]){"--request-header-timeout", "300ms", "--min-body-rate", "1000", NULL});
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    const char head[] = "POST /live HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n";
+    assert_int_equal(write(fd, head, sizeof head - 1), (ssize_t)(sizeof head - 1));
+    char resp[1024];
+    size_t got = 0;
+    int closed = 0;
+    for (int t = 0; t < 3000 && !closed; t++) {
+        if (t % 50 == 0 && write(fd, "b", 1) < 0) break; /* 20 bytes/s */
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+        ssize_t r = read(fd, resp + got, sizeof resp - 1 - got);
+        if (r > 0) got += (size_t)r;
+        if (r == 0) closed = 1;
+        poll(NULL, 0, 1);
+    }
+    resp[got] = 0;
+    close(fd);
+    assert_true(closed);
+    assert_non_null(strstr(resp, "HTTP/1.1 408"));
+    assert_int_equal(limit_count("min_body_rate"), 1);
+    stop_server(s);
+}
+
+/* RFC 9112 strictness: whitespace before a field's colon is a 400 (not a header named
+ * "Content-Length " and a body parsed as the next request); HTTP/9.9 is a 505. */
+static void test_http1_strictness(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    static char resp[8192];
+    const char smuggle[] = "POST /live HTTP/1.1\r\nHost: x\r\nContent-Length : 33\r\n\r\n"
+                           "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    http1_exchange(s, smuggle, sizeof smuggle - 1, resp, sizeof resp);
+    assert_non_null(strstr(resp, "HTTP/1.1 400"));
+    assert_null(strstr(resp, "HTTP/1.1 405"));
+    assert_null(strstr(resp, "HTTP/1.1 200"));
+    const char v99[] = "GET /live HTTP/9.9\r\nHost: x\r\n\r\n";
+    http1_exchange(s, v99, sizeof v99 - 1, resp, sizeof resp);
+    assert_non_null(strstr(resp, "HTTP/1.1 505"));
+    const char v10[] = "GET /live HTTP/1.0\r\n\r\n";
+    http1_exchange(s, v10, sizeof v10 - 1, resp, sizeof resp);
+    assert_non_null(strstr(resp, "HTTP/1.1 200"));
+    stop_server(s);
+}
+
+/* New streams per connection are rate limited (--max-stream-rate): the ones past the bucket are
+ * refused (REFUSED_STREAM, no work done); twice the rate refused gets GOAWAY
+ * ENHANCE_YOUR_CALM. */
+static void test_stream_rate_limit(void **state)
+{
+    (void)state;
+    server_t *s = start_server((char *[]){"--max-stream-rate", "5", NULL});
+    client_t c;
+    client_open(&c, s);
+    result_t *r[20];
+    for (int i = 0; i < 20; i++)
+        r[i] = request(&c, "GET", "/live", NULL, NULL, 0, 0, NULL);
+    for (int i = 0; i < 500; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 20; i++) {
+        ok += r[i]->http_status == 200;
+        refused += r[i]->got_rst && r[i]->rst == NGHTTP2_REFUSED_STREAM;
+    }
+    assert_int_equal(ok, 5);
+    assert_true(refused >= 6);
+    assert_true(c.goaway > 0);
+    assert_int_equal(c.goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
+    assert_string_equal(c.goaway_dbg, "too_many_streams");
+    assert_true(limit_count("stream_rate") >= 6);
+    client_close(&c);
+    stop_server(s);
+}
+
+/* The connection's bound (--max-connection-output) and the process's (--max-process-output):
+ * calls whose own output is small still have their input held once the sum over their
+ * connection, or over every connection, passes the bound; it is processed once the client
+ * reads. */
+static void test_connection_and_process_output_bounds(void **state)
+{
+    (void)state;
+    for (int process = 0; process < 2; process++) {
+        char *conn_bound[] = {"--max-connection-output", "65536", NULL};
+        char *proc_bound[] = {"--max-process-output", "65536", NULL};
+        server_t *s = start_server(process ? proc_bound : conn_bound);
+        enum { N = 8000 }; /* 64000 bytes of requests per call, as many replies */
+        static unsigned char body[N * 8];
+        for (int i = 0; i < N; i++)
+            frame(body + 8 * i, "x", 0);
+        client_t c[2];
+        result_t *r[2];
+        for (int k = 0; k < 2; k++) { /* two calls: on one connection, or on two */
+            if (k == 0 || process) client_open_stingy(&c[k], s);
+            client_t *cl = process ? &c[k] : &c[0];
+            r[k] = request(cl, "POST", "/test.T/Bidi", "application/grpc", body, sizeof body, 0,
+                           grpc_hdrs);
+            for (int i = 0; i < 1000; i++) {
+                pump_once(cl);
+                poll(NULL, 0, 1);
+            }
+        }
+        /* each call queued 40-64 KB (below its own 256 KiB mark); together past the bound */
+        assert_true(s->out_queued <= 65536 + 16384 + 64);
+        assert_true(s->in_held > 0);
+        assert_int_equal(limit_count(process ? "process_output" : "connection_output"), 1);
+        for (int k = 0; k < 2; k++) { /* the clients read: everything is answered */
+            client_t *cl = process ? &c[k] : &c[0];
+            for (int i = 0; i < 20000 && !(r[0]->closed && r[1]->closed); i++) {
+                nghttp2_session_set_local_window_size(cl->s, NGHTTP2_FLAG_NONE, r[k]->id, 1 << 24);
+                nghttp2_session_set_local_window_size(cl->s, NGHTTP2_FLAG_NONE, 0, 1 << 24);
+                for (int j = 0; j < 2; j++) {
+                    nghttp2_session_consume(cl->s, r[j]->id, r[j]->dtotal - r[j]->dconsumed);
+                    r[j]->dconsumed = r[j]->dtotal;
+                }
+                pump_once(&c[0]);
+                if (process) pump_once(&c[1]);
+            }
+        }
+        for (int k = 0; k < 2; k++) {
+            assert_true(r[k]->closed);
+            assert_int_equal(r[k]->grpc_status, 0);
+            assert_int_equal(r[k]->dtotal, sizeof body);
+        }
+        assert_int_equal(s->out_queued, 0);
+        assert_int_equal(s->in_held, 0);
+        client_close(&c[0]);
+        if (process) client_close(&c[1]);
+        stop_server(s);
+    }
+}
+
 /* ---- streamed answers: a streaming route over HTTP/1.1 and HTTP/2 ---- */
 static struct {
     http_stream_t *held;
@@ -1474,6 +2381,22 @@ int main(void)
         cmocka_unit_test(test_counted_send_reports_when_taken),
         cmocka_unit_test(test_one_flush_per_connection_per_batch),
         cmocka_unit_test(test_listener_scope),
+        cmocka_unit_test(test_h2spec_3_5_preface),
+        cmocka_unit_test(test_h2spec_5_1_1_stream_ids),
+        cmocka_unit_test(test_h2spec_6_10_continuation),
+        cmocka_unit_test(test_header_list_limit_answered),
+        cmocka_unit_test(test_ping_flood_one_goaway),
+        cmocka_unit_test(test_request_wire_checks),
+        cmocka_unit_test(test_input_held_while_output_congested),
+        cmocka_unit_test(test_stalled_and_paused_streams),
+        cmocka_unit_test(test_pending_input_budget),
+        cmocka_unit_test(test_slow_request_message),
+        cmocka_unit_test(test_idle_timer_ignores_pings),
+        cmocka_unit_test(test_http1_trickles_time_out),
+        cmocka_unit_test(test_http1_slow_body),
+        cmocka_unit_test(test_http1_strictness),
+        cmocka_unit_test(test_stream_rate_limit),
+        cmocka_unit_test(test_connection_and_process_output_bounds),
         cmocka_unit_test(test_stream_http1),
         cmocka_unit_test(test_stream_h2),
     };

@@ -215,8 +215,187 @@ static void test_listener_scope(void **state)
     assert_true(server_scope_has_route(NULL, "anything"));
 }
 
+static int count_msg(void *arg, int compressed, const unsigned char *msg, size_t len)
+{
+    (void)compressed;
+    (void)msg;
+    *(size_t *)arg = len;
+    return 0;
+}
+
+/* A message's declared length costs nothing until its bytes come: the buffer grows with them
+ * (100 streams announcing 4 MiB each once cost 400 MiB at once). */
+static void test_deframe_grows_as_bytes_arrive(void **state)
+{
+    (void)state;
+    const size_t big = 4u << 20;
+    unsigned char *msg = calloc(1, big + 5);
+    msg[1] = (unsigned char)(big >> 24), msg[2] = (unsigned char)(big >> 16);
+    msg[3] = (unsigned char)(big >> 8), msg[4] = (unsigned char)big;
+    grpc_deframer_t d = {0};
+    size_t got = 0;
+    assert_int_equal(grpc_deframe(&d, msg, 105, big, count_msg, &got), 0);
+    assert_int_equal(grpc_deframer_held(&d), 105);
+    assert_true(d.cap <= (16u << 10));
+    for (size_t off = 105; off < big + 5; off += 65536) {
+        size_t n = big + 5 - off < 65536 ? big + 5 - off : 65536;
+        assert_int_equal(grpc_deframe(&d, msg + off, n, big, count_msg, &got), 0);
+        assert_true(d.cap <= 2 * grpc_deframer_held(&d) + (16u << 10) || got);
+    }
+    assert_int_equal(got, big);
+    assert_int_equal(grpc_deframer_held(&d), 0);
+    grpc_deframer_dispose(&d);
+    free(msg);
+}
+
+/* ---- the wire check before protobuf-c ---- */
+static size_t put_tag(unsigned char *p, unsigned field, unsigned wt)
+{
+    size_t n = 0;
+    unsigned v = field << 3 | wt;
+    do {
+        p[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+static size_t put_str(unsigned char *p, unsigned field, const char *s, size_t len)
+{
+    size_t n = put_tag(p, field, 2);
+    p[n++] = (unsigned char)len; /* < 128 here */
+    memcpy(p + n, s, len);
+    return n + len;
+}
+
+static const grpc_field_limit_t gen_limits[] = {
+    {"request_id", 8, 0, NULL},
+    {"token_ids", 0, 4, NULL},
+    {"stop.stop_token_ids", 0, 2, NULL},
+    {NULL, 0, 0, NULL},
+};
+
+static void wire_expect(const unsigned char *m, size_t n, grpc_status_t st, const char *msg)
+{
+    grpc_wire_result_t r;
+    unsigned char *out;
+    size_t ol;
+    int rc =
+        grpc_wire_check(&inferd__v1__generate_request__descriptor, gen_limits, m, n, &out, &ol, &r);
+    free(out);
+    if (st == GRPC_STATUS_OK) {
+        assert_int_equal(rc, 0);
+        return;
+    }
+    assert_int_equal(rc, -EINVAL);
+    assert_int_equal(r.status, st);
+    if (!strstr(r.msg, msg)) fail_msg("'%s' does not say '%s'", r.msg, msg);
+}
+
+/* Unknown fields are dropped on the wire, at any depth; what protobuf-c then decodes equals the
+ * message without them (protobuf-c itself keeps every one, decoded, for the call's life). */
+static void test_wire_drops_unknown_fields(void **state)
+{
+    (void)state;
+    unsigned char clean[256], dirty[512];
+    size_t c = 0, d = 0;
+    unsigned char stop[32], dstop[64];
+    size_t sn = 0, dn = 0;
+    sn += put_tag(stop + sn, 1, 0), stop[sn++] = 7; /* max_tokens 7 */
+    dn += put_tag(dstop + dn, 1, 0), dstop[dn++] = 7;
+    dn += put_tag(dstop + dn, 900, 0), dstop[dn++] = 1; /* unknown inside stop */
+    c += put_str(clean + c, 4, "hello", 5);
+    d += put_tag(dirty + d, 77, 0), dirty[d++] = 5; /* unknown varint */
+    d += put_str(dirty + d, 4, "hello", 5);
+    d += put_str(dirty + d, 99, "unknown-bytes", 13);
+    d += put_tag(dirty + d, 98, 5), memset(dirty + d, 1, 4), d += 4; /* fixed32 */
+    d += put_tag(dirty + d, 97, 1), memset(dirty + d, 2, 8), d += 8; /* fixed64 */
+    c += put_str(clean + c, 6, (const char *)stop, sn);
+    d += put_str(dirty + d, 6, (const char *)dstop, dn);
+    grpc_wire_result_t r;
+    unsigned char *out;
+    size_t ol;
+    assert_int_equal(
+        grpc_wire_check(&inferd__v1__generate_request__descriptor, NULL, clean, c, &out, &ol, &r),
+        0);
+    assert_null(out); /* nothing to drop: no copy */
+    assert_int_equal(
+        grpc_wire_check(&inferd__v1__generate_request__descriptor, NULL, dirty, d, &out, &ol, &r),
+        0);
+    assert_non_null(out);
+    assert_true(r.unknown > 0);
+    assert_int_equal(ol, c);
+    assert_memory_equal(out, clean, c);
+    Inferd__V1__GenerateRequest *m = inferd__v1__generate_request__unpack(NULL, ol, out);
+    assert_non_null(m);
+    assert_int_equal(m->base.n_unknown_fields, 0);
+    assert_int_equal(m->stop->base.n_unknown_fields, 0);
+    assert_string_equal(m->prompt, "hello");
+    assert_int_equal(m->stop->max_tokens, 7);
+    inferd__v1__generate_request__free_unpacked(m, NULL);
+    free(out);
+}
+
+/* Strings are UTF-8 without NUL (protobuf-c would cut "ab\0cd" to "ab" without a word), and
+ * the row's limits hold; the message names the field and the byte. */
+static void test_wire_strings_and_limits(void **state)
+{
+    (void)state;
+    unsigned char m[256];
+    size_t n;
+    static const struct {
+        const char *s;
+        size_t len;
+        const char *why;
+    } bad[] = {
+        {"ab\0cd", 5, "field 'prompt' contains a NUL character at byte 2 (of 5)"},
+        {"abc\xff", 4, "field 'prompt' is not valid UTF-8 at byte 3 (of 4)"},
+        {"\xc0\xaf", 2, "field 'prompt' is not valid UTF-8 at byte 0 (of 2)"},      /* overlong '/' */
+        {"x\xed\xa0\x80", 4, "field 'prompt' is not valid UTF-8 at byte 1 (of 4)"}, /* a surrogate */
+        {"\xf4\x90\x80\x80", 4, "not valid UTF-8 at byte 0"},        /* past U+10FFFF */
+        {"caf\xc3", 4, "not valid UTF-8 at byte 3"},                 /* cut short */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = put_str(m, 4, bad[i].s, bad[i].len);
+        wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT, bad[i].why);
+    }
+    n = put_str(m, 4, "caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", 14);
+    wire_expect(m, n, GRPC_STATUS_OK, NULL);
+    n = put_str(m, 1, "123456789", 9); /* request_id limited to 8 bytes */
+    wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT, "field 'request_id' is 9 bytes long, at most 8");
+    n = put_str(m, 1, "12345678", 8);
+    wire_expect(m, n, GRPC_STATUS_OK, NULL);
+    /* token_ids: at most 4, packed or not, counted together */
+    n = put_str(m, 3, "\x01\x02\x03", 3);
+    n += put_tag(m + n, 3, 0), m[n++] = 9;
+    wire_expect(m, n, GRPC_STATUS_OK, NULL);
+    n += put_tag(m + n, 3, 0), m[n++] = 9;
+    wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT, "field 'token_ids' has more than 4 values");
+    unsigned char stop[16];
+    size_t sn = put_str(stop, 2, "\x01\x02\x80\x01", 4); /* three packed stop ids */
+    n = put_str(m, 6, (const char *)stop, sn);
+    wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT, "field 'stop.stop_token_ids' has more than 2 values");
+    /* not a protobuf message: INTERNAL, as protobuf-c would say */
+    const unsigned char trunc[] = {0x22, 0x10, 'a'};
+    wire_expect(trunc, sizeof trunc, GRPC_STATUS_INTERNAL, "failed to parse");
+    const unsigned char group[] = {0x0b, 0x0c};
+    wire_expect(group, sizeof group, GRPC_STATUS_INTERNAL, "failed to parse");
+}
+
+/* Replaces the first occurrence of the bytes of what in buf (same length) with with. */
+static void poke(uint8_t *buf, size_t n, const char *what, const uint8_t *with)
+{
+    size_t wl = strlen(what);
+    for (size_t i = 0; i + wl <= n; i++)
+        if (!memcmp(buf + i, what, wl)) {
+            memcpy(buf + i, with, wl);
+            return;
+        }
+    fail_msg("%s not found", what);
+}
+
 /* A GenerateRequest with a prompt and two chat messages, packed. */
-static size_t pack_request(uint8_t *buf, size_t cap, const char *prompt, const char *content1)
+static size_t pack_chat(uint8_t *buf, size_t cap, const char *prompt, const char *content1)
 {
     Inferd__V1__ChatMessage m0 = INFERD__V1__CHAT_MESSAGE__INIT,
                             m1 = INFERD__V1__CHAT_MESSAGE__INIT;
@@ -234,65 +413,29 @@ static size_t pack_request(uint8_t *buf, size_t cap, const char *prompt, const c
     return protobuf_c_message_pack(&r.base, buf);
 }
 
-/* Replaces the first occurrence of the bytes of what in buf (same length) with with. */
-static void poke(uint8_t *buf, size_t n, const char *what, const uint8_t *with)
-{
-    size_t wl = strlen(what);
-    for (size_t i = 0; i + wl <= n; i++)
-        if (!memcmp(buf + i, what, wl)) {
-            memcpy(buf + i, with, wl);
-            return;
-        }
-    fail_msg("%s not found", what);
-}
-
-static void test_check_strings(void **state)
+/* Where the check says the bad byte is: past the eight-byte ASCII fast path and right after
+ * it, and in a nested, repeated field (named with its index). */
+static void test_wire_names_field_and_byte(void **state)
 {
     (void)state;
-    const ProtobufCMessageDescriptor *d = &inferd__v1__generate_request__descriptor;
     uint8_t buf[512];
-    char msg[320];
-    size_t n = pack_request(buf, sizeof buf, "caf\xc3\xa9 \xf0\x9f\x98\x80 ok", "hello");
-    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), 0);
-    assert_string_equal(msg, "");
-    /* a NUL inside the prompt: C would cut the string there */
-    n = pack_request(buf, sizeof buf, "abcdefXgh", "hello");
-    poke(buf, n, "Xgh", (const uint8_t *)"\0gh");
-    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
-    assert_string_equal(msg, "field 'prompt' contains a NUL character at byte 6 (of 9)");
-    /* past the first eight bytes (the ASCII fast path), and right after it */
-    n = pack_request(buf, sizeof buf, "abcdefghijklmnopqrstuvwXyz", "hello");
+    size_t n = pack_chat(buf, sizeof buf, "caf\xc3\xa9 \xf0\x9f\x98\x80 ok", "hello");
+    wire_expect(buf, n, GRPC_STATUS_OK, NULL);
+    n = pack_chat(buf, sizeof buf, "abcdefghijklmnopqrstuvwXyz", "hello");
     poke(buf, n, "Xyz", (const uint8_t *)"\0yz");
-    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
-    assert_string_equal(msg, "field 'prompt' contains a NUL character at byte 23 (of 26)");
-    n = pack_request(buf, sizeof buf, "abcdefghXjklmnopqrstuvwxyz", "hello");
+    wire_expect(buf, n, GRPC_STATUS_INVALID_ARGUMENT,
+                "field 'prompt' contains a NUL character at byte 23 (of 26)");
+    n = pack_chat(buf, sizeof buf, "abcdefghXjklmnopqrstuvwxyz", "hello");
     poke(buf, n, "Xjk", (const uint8_t *)"\xe9jk");
-    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
-    assert_string_equal(msg, "field 'prompt' is not valid UTF-8 at byte 8 (of 26)");
-    /* invalid UTF-8 in a nested, repeated field: named with its index */
-    n = pack_request(buf, sizeof buf, "fine", "helXo");
+    wire_expect(buf, n, GRPC_STATUS_INVALID_ARGUMENT,
+                "field 'prompt' is not valid UTF-8 at byte 8 (of 26)");
+    n = pack_chat(buf, sizeof buf, "fine", "helXo");
     poke(buf, n, "Xo", (const uint8_t *)"\xffo");
-    assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
-    assert_string_equal(msg, "field 'messages[1].content' is not valid UTF-8 at byte 3 (of 5)");
-    /* overlong, surrogate, beyond U+10FFFF, truncated, lone continuation */
-    const char *bad[] = {"\xc0\xafxx", "\xed\xa0\x80x", "\xf4\x90\x80\x80", "abc\xe2\x82",
-                         "\x80"
-                         "bcd"};
-    const size_t at[] = {0, 0, 0, 3, 0};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        n = pack_request(buf, sizeof buf, bad[i], "hello");
-        assert_int_equal(grpc_check_strings(d, buf, n, msg, sizeof msg), -EINVAL);
-        char want[120];
-        snprintf(want, sizeof want, "field 'prompt' is not valid UTF-8 at byte %zu (of %zu)", at[i],
-                 strlen(bad[i]));
-        assert_string_equal(msg, want);
-    }
-    /* a malformed wire format is left to the unpack */
-    n = pack_request(buf, sizeof buf, "fine", "hello");
-    assert_int_equal(grpc_check_strings(d, buf, n - 2, msg, sizeof msg), -EBADMSG);
-    /* unknown fields and bytes are not strings: not checked */
-    const uint8_t unknown[] = {0xfa, 0x01, 0x02, 0xff, 0x00}; /* field 31, LEN 2 */
-    assert_int_equal(grpc_check_strings(d, unknown, sizeof unknown, msg, sizeof msg), 0);
+    wire_expect(buf, n, GRPC_STATUS_INVALID_ARGUMENT,
+                "field 'messages[1].content' is not valid UTF-8 at byte 3 (of 5)");
+    n = pack_chat(buf, sizeof buf, "\x80" "bcdefghijk", "hello"); /* a lone continuation */
+    wire_expect(buf, n, GRPC_STATUS_INVALID_ARGUMENT,
+                "field 'prompt' is not valid UTF-8 at byte 0 (of 11)");
 }
 
 int main(void)
@@ -307,7 +450,10 @@ int main(void)
         cmocka_unit_test(test_gzip_roundtrip_and_limit),
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_listener_scope),
-        cmocka_unit_test(test_check_strings),
+        cmocka_unit_test(test_deframe_grows_as_bytes_arrive),
+        cmocka_unit_test(test_wire_drops_unknown_fields),
+        cmocka_unit_test(test_wire_strings_and_limits),
+        cmocka_unit_test(test_wire_names_field_and_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
