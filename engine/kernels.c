@@ -943,19 +943,337 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
     matmul_avx(out, ostride, x, nrows, w->data, (int)w->ne[0], i0, i1);
 }
 
+/* ---- AVX2 products over many rows ------------------------------------------------------------
+ * Tiles of weight rows x activation rows. Every (weight row, activation row) pair goes through
+ * the very operations of its type's dot, in the same order: the tiles only share loads and
+ * unpacking between pairs and interleave independent pairs so that their dependency chains
+ * overlap. So a result never depends on the tile it was computed in (batch invariance), and
+ * the quantized ones stay bit-for-bit equal to the generic dots. */
+
+/* 16-bit float rows (F16, BF16): WR weight rows x XR activation rows, one 8-lane FMA chain
+ * per pair as in a_dot_f16 / a_dot_bf16, the same horizontal sum and scalar tail */
+#define TILEH(T, LOAD, CONV, WR, XR)                                                               \
+    AVX static void tile_##T##_##WR##_##XR(float *out, int ostride, const uint16_t *x, size_t xs,  \
+                                           const uint16_t *w, size_t ws, int n, int i, int r)      \
+    {                                                                                              \
+        __m256 acc[WR][XR];                                                                        \
+        const uint16_t *wp[WR], *xp[XR];                                                           \
+        for (int a = 0; a < WR; a++) {                                                             \
+            wp[a] = w + (size_t)(i + a) * ws;                                                      \
+            for (int b = 0; b < XR; b++)                                                           \
+                acc[a][b] = _mm256_setzero_ps();                                                   \
+        }                                                                                          \
+        for (int b = 0; b < XR; b++)                                                               \
+            xp[b] = x + (size_t)(r + b) * xs;                                                      \
+        int j = 0;                                                                                 \
+        for (; j + 8 <= n; j += 8) {                                                               \
+            __m256 xv[XR];                                                                         \
+            for (int b = 0; b < XR; b++)                                                           \
+                xv[b] = LOAD(xp[b] + j);                                                           \
+            for (int a = 0; a < WR; a++) {                                                         \
+                __m256 wv = LOAD(wp[a] + j);                                                       \
+                for (int b = 0; b < XR; b++)                                                       \
+                    acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int a = 0; a < WR; a++)                                                               \
+            for (int b = 0; b < XR; b++) {                                                         \
+                float s = hsum_avx(acc[a][b]);                                                     \
+                for (int k = j; k < n; k++)                                                        \
+                    s += CONV(wp[a][k]) * CONV(xp[b][k]);                                          \
+                out[(size_t)(r + b) * ostride + i + a] = s;                                        \
+            }                                                                                      \
+    }
+
+AVX static inline __m256 f16x8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+#define TILES16(T, LOAD, CONV)                                                                     \
+    TILEH(T, LOAD, CONV, 4, 3)                                                                     \
+    TILEH(T, LOAD, CONV, 4, 2)                                                                     \
+    TILEH(T, LOAD, CONV, 4, 1)                                                                     \
+    TILEH(T, LOAD, CONV, 1, 3)                                                                     \
+    TILEH(T, LOAD, CONV, 1, 2)                                                                     \
+    TILEH(T, LOAD, CONV, 1, 1)                                                                     \
+    AVX static void a_mm_##T(float *out, int ostride, const void *xv, size_t xstride, int nrows,   \
+                             const tensor_t *wt, int i0, int i1)                                   \
+    {                                                                                              \
+        const uint16_t *x = xv, *w = wt->data;                                                     \
+        size_t xs = xstride / 2, ws = wt->row_bytes / 2;                                           \
+        int n = (int)wt->ne[0], i = i0;                                                            \
+        for (; i + 4 <= i1; i += 4) {                                                              \
+            int r = 0;                                                                             \
+            for (; r + 3 <= nrows; r += 3)                                                         \
+                tile_##T##_4_3(out, ostride, x, xs, w, ws, n, i, r);                               \
+            if (nrows - r == 2) tile_##T##_4_2(out, ostride, x, xs, w, ws, n, i, r);               \
+            if (nrows - r == 1) tile_##T##_4_1(out, ostride, x, xs, w, ws, n, i, r);               \
+        }                                                                                          \
+        for (; i < i1; i++) {                                                                      \
+            int r = 0;                                                                             \
+            for (; r + 3 <= nrows; r += 3)                                                         \
+                tile_##T##_1_3(out, ostride, x, xs, w, ws, n, i, r);                               \
+            if (nrows - r == 2) tile_##T##_1_2(out, ostride, x, xs, w, ws, n, i, r);               \
+            if (nrows - r == 1) tile_##T##_1_1(out, ostride, x, xs, w, ws, n, i, r);               \
+        }                                                                                          \
+    }
+
+TILES16(f16, f16x8, fp16_to_fp32)
+TILES16(bf16, bf16x8, bf16_to_fp32)
+
+/* the 8 scales and 8 mins of a Q4_K/Q5_K super-block (kscale for every j at once) */
+static inline void kscales8(const uint8_t *s, uint8_t sc[8], uint8_t mn[8])
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
+        mn[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+    }
+}
+
+/* Four sums of 8 int32 lanes each, as one vector of four int32 (exact). */
+AVX static inline __m128i hsum4_i32(__m256i s0, __m256i s1, __m256i s2, __m256i s3)
+{
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* 32-blocks with one fp16 scale and signed values (Q8_0, Q4_0, Q5_0, IQ4_NL): four weight
+ * rows at a time against XR activation rows; per pair the block sums are exact and the
+ * float chain is C_SYM's: acc += (d_w * d_x) * (float)sum, one block after another. The four
+ * rows' chains advance together in one 4-lane vector. UNPACK gives a block's 32 values as
+ * signed bytes. */
+#define TILE32(T, BT, UNPACK, XR)                                                                  \
+    AVX static void t32_##T##_##XR(float *out, int ostride, const bq8_0_t *const *yb,              \
+                                   const BT *const *wb, int nb, int i, int r)                      \
+    {                                                                                              \
+        __m128 acc[XR];                                                                            \
+        for (int b = 0; b < XR; b++)                                                               \
+            acc[b] = _mm_setzero_ps();                                                             \
+        for (int ib = 0; ib < nb; ib++) {                                                          \
+            __m256i q[4], aq[4];                                                                   \
+            for (int a = 0; a < 4; a++) {                                                          \
+                q[a] = UNPACK(&wb[a][ib]);                                                         \
+                aq[a] = _mm256_sign_epi8(q[a], q[a]);                                              \
+            }                                                                                      \
+            __m128 wd =                                                                            \
+                _mm_cvtph_ps(_mm_setr_epi16((short)wb[0][ib].d, (short)wb[1][ib].d,                \
+                                            (short)wb[2][ib].d, (short)wb[3][ib].d, 0, 0, 0, 0));  \
+            for (int b = 0; b < XR; b++) {                                                         \
+                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs), s[4];               \
+                for (int a = 0; a < 4; a++)                                                        \
+                    s[a] =                                                                         \
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(aq[a], _mm256_sign_epi8(y, q[a])),  \
+                                          _mm256_set1_epi16(1));                                   \
+                __m128i is = hsum4_i32(s[0], s[1], s[2], s[3]);                                    \
+                __m128 prod = _mm_mul_ps(wd, _mm_set1_ps(_cvtsh_ss(yb[b][ib].d)));                 \
+                acc[b] = _mm_add_ps(acc[b], _mm_mul_ps(prod, _mm_cvtepi32_ps(is)));                \
+            }                                                                                      \
+        }                                                                                          \
+        for (int b = 0; b < XR; b++)                                                               \
+            _mm_storeu_ps(out + (size_t)(r + b) * ostride + i, acc[b]);                            \
+    }
+
+#define MM32(T, BT, UNPACK, DOT)                                                                   \
+    TILE32(T, BT, UNPACK, 1)                                                                       \
+    TILE32(T, BT, UNPACK, 2)                                                                       \
+    AVX static void a_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows,    \
+                             const tensor_t *w, int i0, int i1)                                    \
+    {                                                                                              \
+        int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
+        for (; i + 4 <= i1; i += 4) {                                                              \
+            const BT *wb[4];                                                                       \
+            for (int a = 0; a < 4; a++)                                                            \
+                wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
+            int r = 0;                                                                             \
+            for (; r + 2 <= nrows; r += 2) {                                                       \
+                const bq8_0_t *yb[2] = {                                                           \
+                    (const bq8_0_t *)((const char *)x + (size_t)r * xstride),                      \
+                    (const bq8_0_t *)((const char *)x + (size_t)(r + 1) * xstride)};               \
+                t32_##T##_2(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+            if (r < nrows) {                                                                       \
+                const bq8_0_t *yb[1] = {(const bq8_0_t *)((const char *)x + (size_t)r * xstride)}; \
+                t32_##T##_1(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < i1; i++) {                                                                      \
+            const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;                     \
+            for (int r = 0; r < nrows; r++)                                                        \
+                out[(size_t)r * ostride + i] = DOT(n, wi, (const char *)x + (size_t)r * xstride);  \
+        }                                                                                          \
+    }
+
+AVX static inline __m256i unpack_q8_0(const bq8_0_t *b)
+{
+    return _mm256_loadu_si256((const __m256i *)b->qs);
+}
+
+AVX static inline __m256i unpack_q4_0(const bq4_0_t *b)
+{
+    return _mm256_sub_epi8(nibbles(b->qs), _mm256_set1_epi8(8));
+}
+
+AVX static inline __m256i unpack_q5_0(const bq5_0_t *b)
+{
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles(b->qs), q5_high(b->qh)), _mm256_set1_epi8(16));
+}
+
+AVX static inline __m256i unpack_iq4_nl(const bq4_0_t *b)
+{
+    __m128i tbl = _mm_loadu_si128((const __m128i *)iq4nl_values);
+    return _mm256_shuffle_epi8(_mm256_set_m128i(tbl, tbl), nibbles(b->qs));
+}
+
+MM32(q8_0, bq8_0_t, unpack_q8_0, a_dot_q8_0)
+MM32(q4_0, bq4_0_t, unpack_q4_0, a_dot_q4_0)
+MM32(q5_0, bq5_0_t, unpack_q5_0, a_dot_q5_0)
+MM32(iq4_nl, bq4_0_t, unpack_iq4_nl, a_dot_iq4_nl)
+
+/* Q4_K / Q5_K: one weight row against up to 4 activation rows. A super-block is unpacked once
+ * (its 8 sub-blocks of 32 unsigned values, 8 scales, 8 mins) and used for every activation
+ * row; per pair isum = sum_j sc_j * (q_j . y_j) and msum = sum_j m_j * (bsums of j) are exact,
+ * and the float chain is DOT_K's. */
+AVX static inline void unpack_q4_k(const bq4_k_t *b, __m256i q[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        q[2 * k] = _mm256_and_si256(v, m4);
+        q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+}
+
+AVX static inline void unpack_q5_k(const bq5_k_t *b, __m256i q[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256i h = _mm256_loadu_si256((const __m256i *)b->qh);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * k), one);
+        __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * k + 1), one);
+        q[2 * k] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_slli_epi16(h0, 4));
+        q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                                       _mm256_slli_epi16(h1, 4));
+    }
+}
+
+#define MMK(T, BT, UNPACK)                                                                         \
+    AVX static void a_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows,    \
+                             const tensor_t *w, int i0, int i1)                                    \
+    {                                                                                              \
+        int nb = (int)w->ne[0] / QKK;                                                              \
+        for (int i = i0; i < i1; i++) {                                                            \
+            const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
+            for (int r0 = 0; r0 < nrows; r0 += 4) {                                                \
+                int nx = nrows - r0 < 4 ? nrows - r0 : 4;                                          \
+                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                           \
+                for (int ib = 0; ib < nb; ib++) {                                                  \
+                    __m256i q[8];                                                                  \
+                    UNPACK(&b[ib], q);                                                             \
+                    uint8_t sc[8], mn[8];                                                          \
+                    kscales8(b[ib].scales, sc, mn);                                                \
+                    __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);                             \
+                    __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));                \
+                    float dw = _cvtsh_ss(b[ib].d), dmw = _cvtsh_ss(b[ib].dmin);                    \
+                    for (int rr = 0; rr < nx; rr++) {                                              \
+                        const bq8_k_t *y =                                                         \
+                            (const bq8_k_t *)((const char *)x + (size_t)(r0 + rr) * xstride) + ib; \
+                        __m256i s = _mm256_setzero_si256();                                        \
+                        for (int j = 0; j < 8; j++) {                                              \
+                            __m256i p = _mm256_maddubs_epi16(                                      \
+                                q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));      \
+                            s = _mm256_add_epi32(s,                                                \
+                                                 _mm256_madd_epi16(p, _mm256_set1_epi16(sc[j])));  \
+                        }                                                                          \
+                        __m256i ms = _mm256_madd_epi16(                                            \
+                            _mm256_loadu_si256((const __m256i *)y->bsums), mins);                  \
+                        __m128i both = hsum4_i32(s, ms, s, ms);                                    \
+                        int isum = _mm_cvtsi128_si32(both);                                        \
+                        int msum = _mm_extract_epi32(both, 1);                                     \
+                        float d = y->d * dw, dmin = y->d * dmw;                                    \
+                        acc[rr] += d * (float)isum - dmin * (float)msum;                           \
+                    }                                                                              \
+                }                                                                                  \
+                for (int rr = 0; rr < nx; rr++)                                                    \
+                    out[(size_t)(r0 + rr) * ostride + i] = acc[rr];                                \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+MMK(q4_k, bq4_k_t, unpack_q4_k)
+MMK(q5_k, bq5_k_t, unpack_q5_k)
+
+/* Q6_K: one weight row against up to 4 activation rows; the 256 6-bit values unpacked once
+ * (8 runs of 32), per pair isum = sum_g sc_g * (q_g . y_g) - 32 * sum_g sc_g * bsums_g, exact,
+ * and DOT_Q6K's float chain. */
+AVX static void a_mm_q6_k(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                          const tensor_t *w, int i0, int i1)
+{
+    int nb = (int)w->ne[0] / QKK;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+    for (int i = i0; i < i1; i++) {
+        const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
+        for (int r0 = 0; r0 < nrows; r0 += 4) {
+            int nx = nrows - r0 < 4 ? nrows - r0 : 4;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int ib = 0; ib < nb; ib++) {
+                /* q[4h + k]: elements 128h + 32k .. +31, i.e. groups 8h + 2k and 8h + 2k + 1 */
+                __m256i q[8], scv[8];
+                for (int h = 0; h < 2; h++) {
+                    __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[ib].ql + 64 * h));
+                    __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[ib].ql + 64 * h + 32));
+                    __m256i hb = _mm256_loadu_si256((const __m256i *)(b[ib].qh + 32 * h));
+                    for (int k = 0; k < 4; k++) {
+                        __m256i lo = (k & 1) ? l1 : l0;
+                        lo = k < 2 ? _mm256_and_si256(lo, m4)
+                                   : _mm256_and_si256(_mm256_srli_epi16(lo, 4), m4);
+                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m2);
+                        q[4 * h + k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                        int g = 8 * h + 2 * k;
+                        scv[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(b[ib].scales[g + 1]),
+                                                          _mm_set1_epi16(b[ib].scales[g]));
+                    }
+                }
+                __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[ib].scales));
+                float dw = _cvtsh_ss(b[ib].d);
+                for (int rr = 0; rr < nx; rr++) {
+                    const bq8_k_t *y =
+                        (const bq8_k_t *)((const char *)x + (size_t)(r0 + rr) * xstride) + ib;
+                    __m256i s = _mm256_setzero_si256();
+                    for (int t = 0; t < 8; t++) {
+                        __m256i p = _mm256_maddubs_epi16(
+                            q[t], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * t)));
+                        s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scv[t]));
+                    }
+                    __m256i bs =
+                        _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+                    __m128i both = hsum4_i32(s, bs, s, bs);
+                    int isum = _mm_cvtsi128_si32(both) - 32 * _mm_extract_epi32(both, 1);
+                    acc[rr] += (y->d * dw) * (float)isum;
+                }
+            }
+            for (int rr = 0; rr < nx; rr++)
+                out[(size_t)(r0 + rr) * ostride + i] = acc[rr];
+        }
+    }
+}
+
 static const kernel_type_t avx2_table[] = {
     {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
-    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, NULL},
-    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, NULL},
-    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, NULL},
+    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, a_mm_f16},
+    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, a_mm_bf16},
+    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, a_mm_q4_0},
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
-    {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, NULL},
+    {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
     {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
-    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, NULL},
-    {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, NULL},
-    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, NULL},
-    {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, NULL},
-    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, NULL},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, a_mm_q8_0},
+    {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
+    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, a_mm_q4_k},
+    {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, a_mm_q5_k},
+    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, a_mm_q6_k},
 };
 _Static_assert(sizeof avx2_table == sizeof generic_table, "one row per type in both tables");
 

@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 /** Instruction sets a kernel table is built for. */
-typedef enum { KERNEL_GENERIC = 0, KERNEL_AVX2 = 1 } kernel_isa_t;
+typedef enum { KERNEL_GENERIC = 0, KERNEL_AVX2 = 1, KERNEL_COUNT } kernel_isa_t;
 
 /** Product of weight rows [i0, i1) with nrows activation rows (already in vec_type):
  *  out[r * ostride + i] for every r < nrows. */
