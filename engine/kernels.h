@@ -27,7 +27,12 @@
 #include <stdint.h>
 
 /** Instruction sets a kernel table is built for. */
-typedef enum { KERNEL_GENERIC = 0, KERNEL_AVX2 = 1, KERNEL_COUNT } kernel_isa_t;
+typedef enum {
+    KERNEL_GENERIC = 0,
+    KERNEL_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    KERNEL_AVX512 = 2, /* AVX-512 F/BW/VL/VNNI besides: the k-quants; AVX2 for the rest */
+    KERNEL_COUNT
+} kernel_isa_t;
 
 /** Product of weight rows [i0, i1) with nrows activation rows (already in vec_type):
  *  out[r * ostride + i] for every r < nrows. */
@@ -47,6 +52,8 @@ typedef struct {
 
 /** The ISA in use (chosen once from the CPU, or forced). */
 kernel_isa_t kernels_isa(void);
+/** Its name ("generic", "avx2", "avx512"), for logs and benchmarks. */
+const char *kernels_isa_name(kernel_isa_t isa);
 /** Force an ISA for the whole process (tests compare the paths): 0, or -ENOTSUP when this
  *  CPU lacks it. Call before any product runs. */
 int kernels_force(kernel_isa_t isa);

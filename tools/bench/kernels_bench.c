@@ -6,7 +6,8 @@
  * streams per second (a decode step is a sequence of such products, so at one row this is
  * the figure to hold against the machine's memory bandwidth) and the multiply-adds per
  * second.
- *   kernels_bench [-t threads] [-r rows] [-c cols] [-i iterations] [-g (generic ISA)] [TYPE...]
+ *   kernels_bench [-t threads] [-r rows] [-c cols] [-i iterations] [-a generic|avx2|avx512]
+ *                 [TYPE...]
  */
 #include "internal.h"
 #include "kernels.h"
@@ -91,7 +92,7 @@ static void chunk(void *arg, int c, int n)
 int main(int argc, char **argv)
 {
     int threads = 1, rows = 8192, cols = 2048, iters = 0, o;
-    while ((o = getopt(argc, argv, "t:r:c:i:g")) != -1) {
+    while ((o = getopt(argc, argv, "t:r:c:i:ga:")) != -1) {
         if (o == 't')
             threads = atoi(optarg);
         else if (o == 'r')
@@ -102,7 +103,16 @@ int main(int argc, char **argv)
             iters = atoi(optarg);
         else if (o == 'g')
             kernels_force(KERNEL_GENERIC);
-        else
+        else if (o == 'a') {
+            int ok = -1;
+            for (int k = 0; k < KERNEL_COUNT; k++)
+                if (!strcmp(optarg, kernels_isa_name((kernel_isa_t)k)))
+                    ok = kernels_force((kernel_isa_t)k);
+            if (ok < 0) {
+                fprintf(stderr, "kernels_bench: ISA %s not available here\n", optarg);
+                return 2;
+            }
+        } else
             return 2;
     }
     const char *deflt[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"};
@@ -112,7 +122,7 @@ int main(int argc, char **argv)
     if (pool_new(&pool, threads) < 0) return 1;
     if (threads == 1) clk = CLOCK_THREAD_CPUTIME_ID;
     printf("kernels_bench: isa %s, threads %d, matrix %d x %d, %s time\n",
-           kernels_isa() == KERNEL_GENERIC ? "generic" : "avx2", threads, rows, cols,
+           kernels_isa_name(kernels_isa()), threads, rows, cols,
            threads == 1 ? "thread CPU" : "wall");
     float *xf = malloc((size_t)16 * cols * sizeof(float));
     float *out = malloc((size_t)16 * rows * sizeof(float));
