@@ -1448,15 +1448,94 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
     }
 }
 
+/* 32-blocks with signed values on VNNI: the values made unsigned by a bias (Q8_0: +128 by
+ * flipping the sign bit, Q4_0: the raw nibbles, bias 8), so one dpbusd per block and row
+ * replaces sign/sign/maddubs/madd; the bias times the activation block's sum comes off the
+ * exact integer sum, which is then the same integer as the AVX2 and generic sums. Four
+ * weight rows at a time, C_SYM's float chain in a 4-lane vector, as TILE32. */
+#define VTILE32(T, BT, UNPACKU, BIAS, XR)                                                          \
+    AVX512 static void v32_##T##_##XR(float *out, int ostride, const bq8_0_t *const *yb,           \
+                                      const BT *const *wb, int nb, int i, int r)                   \
+    {                                                                                              \
+        __m128 acc[XR];                                                                            \
+        for (int b = 0; b < XR; b++)                                                               \
+            acc[b] = _mm_setzero_ps();                                                             \
+        const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();                   \
+        for (int ib = 0; ib < nb; ib++) {                                                          \
+            __m256i u[4];                                                                          \
+            for (int a = 0; a < 4; a++)                                                            \
+                u[a] = UNPACKU(&wb[a][ib]);                                                        \
+            __m128 wd =                                                                            \
+                _mm_cvtph_ps(_mm_setr_epi16((short)wb[0][ib].d, (short)wb[1][ib].d,                \
+                                            (short)wb[2][ib].d, (short)wb[3][ib].d, 0, 0, 0, 0));  \
+            for (int b = 0; b < XR; b++) {                                                         \
+                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs), s[4];               \
+                for (int a = 0; a < 4; a++)                                                        \
+                    s[a] = _mm256_dpbusd_epi32(zero, u[a], y);                                     \
+                __m256i ys = _mm256_dpbusd_epi32(zero, ones, y);                                   \
+                __m128i is = hsum4_i32(s[0], s[1], s[2], s[3]);                                    \
+                __m128i ysum = hsum4_i32(ys, ys, ys, ys);                                          \
+                is = _mm_sub_epi32(is, _mm_mullo_epi32(ysum, _mm_set1_epi32(BIAS)));               \
+                __m128 prod = _mm_mul_ps(wd, _mm_set1_ps(_cvtsh_ss(yb[b][ib].d)));                 \
+                acc[b] = _mm_add_ps(acc[b], _mm_mul_ps(prod, _mm_cvtepi32_ps(is)));                \
+            }                                                                                      \
+        }                                                                                          \
+        for (int b = 0; b < XR; b++)                                                               \
+            _mm_storeu_ps(out + (size_t)(r + b) * ostride + i, acc[b]);                            \
+    }
+
+#define VMM32(T, BT, UNPACKU, BIAS, DOT)                                                           \
+    VTILE32(T, BT, UNPACKU, BIAS, 1)                                                               \
+    VTILE32(T, BT, UNPACKU, BIAS, 2)                                                               \
+    AVX512 static void x_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows, \
+                                const tensor_t *w, int i0, int i1)                                 \
+    {                                                                                              \
+        int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
+        for (; i + 4 <= i1; i += 4) {                                                              \
+            const BT *wb[4];                                                                       \
+            for (int a = 0; a < 4; a++)                                                            \
+                wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
+            int r = 0;                                                                             \
+            for (; r + 2 <= nrows; r += 2) {                                                       \
+                const bq8_0_t *yb[2] = {                                                           \
+                    (const bq8_0_t *)((const char *)x + (size_t)r * xstride),                      \
+                    (const bq8_0_t *)((const char *)x + (size_t)(r + 1) * xstride)};               \
+                v32_##T##_2(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+            if (r < nrows) {                                                                       \
+                const bq8_0_t *yb[1] = {(const bq8_0_t *)((const char *)x + (size_t)r * xstride)}; \
+                v32_##T##_1(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < i1; i++) {                                                                      \
+            const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;                     \
+            for (int r = 0; r < nrows; r++)                                                        \
+                out[(size_t)r * ostride + i] = DOT(n, wi, (const char *)x + (size_t)r * xstride);  \
+        }                                                                                          \
+    }
+
+AVX512 static inline __m256i unpacku_q8_0(const bq8_0_t *b)
+{
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs), _mm256_set1_epi8(-128));
+}
+
+AVX512 static inline __m256i unpacku_q4_0(const bq4_0_t *b)
+{
+    return nibbles(b->qs);
+}
+
+VMM32(q8_0, bq8_0_t, unpacku_q8_0, 128, a_dot_q8_0)
+VMM32(q4_0, bq4_0_t, unpacku_q4_0, 8, a_dot_q4_0)
+
 static const kernel_type_t avx512_table[] = {
     {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
     {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, a_mm_f16},
     {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, a_mm_bf16},
-    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, a_mm_q4_0},
+    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, x_mm_q4_0},
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
     {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
     {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
-    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, a_mm_q8_0},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, x_mm_q8_0},
     {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
     {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, x_mm_q4_k},
     {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, x_mm_q5_k},
