@@ -220,6 +220,22 @@ static void mm_run(void *arg, int c, int nchunks)
 
 /* out_k = x W_k^T for the k segments sharing input x (nrows, n): x is put in each weight's
  * dot format once per format, then the threads split the outputs of all segments. */
+typedef struct {
+    uint32_t vec_type;
+    void *dst; /* (nrows, stride bytes) */
+    size_t stride;
+    const float *x; /* (nrows, n) */
+    int n, nrows;
+} quant_job_t;
+
+static void quant_run(void *arg, int c, int nchunks)
+{
+    quant_job_t *q = arg;
+    for (int r = c; r < q->nrows; r += nchunks)
+        kernels_quantize_row(q->vec_type, (char *)q->dst + (size_t)r * q->stride,
+                             q->x + (size_t)r * q->n, q->n);
+}
+
 static void mm(cpu_t *s, const float *x, int nrows, int nseg, float *const *outs,
                const int *ostrides, const tensor_t *const *ws)
 {
@@ -233,9 +249,10 @@ static void mm(cpu_t *s, const float *x, int nrows, int nseg, float *const *outs
             if (kernels_for(ws[p]->type)->vec_type == kt->vec_type) xq = j.seg[p].x;
         if (!xq && kt->vec_type == DTYPE_F32) xq = x;
         if (!xq) {
-            for (int r = 0; r < nrows; r++)
-                kernels_quantize_row(kt->vec_type, (char *)s->xq[g] + (size_t)r * stride,
-                                     x + (size_t)r * n, n);
+            /* a prompt's rows are many: their conversion is split too */
+            quant_job_t qj = {kt->vec_type, s->xq[g], stride, x, n, nrows};
+            int nth = pool_size(s->pool);
+            pool_run_chunks(s->pool, quant_run, &qj, nrows < 8 * nth ? nrows : 8 * nth);
             xq = s->xq[g];
         }
         j.seg[g] = (mm_seg_t){outs[g], ostrides[g], ws[g], xq, stride};
