@@ -1179,9 +1179,9 @@ AVX static inline void unpack_q5_k(const bq5_k_t *b, __m256i q[8])
         int nb = (int)w->ne[0] / QKK;                                                              \
         for (int i = i0; i < i1; i++) {                                                            \
             const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
-            for (int r0 = 0; r0 < nrows; r0 += 4) {                                                \
-                int nx = nrows - r0 < 4 ? nrows - r0 : 4;                                          \
-                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                           \
+            for (int r0 = 0; r0 < nrows; r0 += 16) {                                               \
+                int nx = nrows - r0 < 16 ? nrows - r0 : 16;                                        \
+                float acc[16] = {0.0f};                                                            \
                 for (int ib = 0; ib < nb; ib++) {                                                  \
                     __m256i q[8];                                                                  \
                     UNPACK(&b[ib], q);                                                             \
@@ -1228,9 +1228,9 @@ AVX static void a_mm_q6_k(float *out, int ostride, const void *x, size_t xstride
     const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
     for (int i = i0; i < i1; i++) {
         const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
-        for (int r0 = 0; r0 < nrows; r0 += 4) {
-            int nx = nrows - r0 < 4 ? nrows - r0 : 4;
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int r0 = 0; r0 < nrows; r0 += 16) {
+            int nx = nrows - r0 < 16 ? nrows - r0 : 16;
+            float acc[16] = {0.0f};
             for (int ib = 0; ib < nb; ib++) {
                 /* q[4h + k]: elements 128h + 32k .. +31, i.e. groups 8h + 2k and 8h + 2k + 1 */
                 __m256i q[8], scv[8];
@@ -1338,6 +1338,9 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
     }
 }
 
+/* One weight row against up to 16 activation rows per unpacking of a super-block: one
+ * activation row keeps the scalar chain; groups of four run their four float chains as the
+ * lanes of one vector (each lane the very operations of the scalar chain). */
 #define MMK512(T, BT, UNPACK)                                                                      \
     AVX512 static void x_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows, \
                                 const tensor_t *w, int i0, int i1)                                 \
@@ -1346,11 +1349,45 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
         __m512i idx[4];                                                                            \
         for (int k = 0; k < 4; k++)                                                                \
             idx[k] = lanes_idx(2 * k, 16);                                                         \
+        if (nrows == 1) {                                                                          \
+            for (int i = i0; i < i1; i++) {                                                        \
+                const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);      \
+                const bq8_k_t *y = (const bq8_k_t *)x;                                             \
+                float acc = 0.0f;                                                                  \
+                for (int ib = 0; ib < nb; ib++) {                                                  \
+                    __m512i q[4];                                                                  \
+                    UNPACK(&b[ib], q);                                                             \
+                    __m128i sm = kscales16(b[ib].scales);                                          \
+                    __m512i sm16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));               \
+                    __m512i s = _mm512_setzero_si512();                                            \
+                    for (int k = 0; k < 4; k++) {                                                  \
+                        __m512i p = _mm512_maddubs_epi16(                                          \
+                            q[k], _mm512_loadu_si512((const void *)(y[ib].qs + 64 * k)));          \
+                        s = _mm512_add_epi32(                                                      \
+                            s, _mm512_madd_epi16(p, _mm512_permutexvar_epi16(idx[k], sm16)));      \
+                    }                                                                              \
+                    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s),                       \
+                                                  _mm512_extracti64x4_epi64(s, 1));                \
+                    __m256i ms = _mm256_madd_epi16(                                                \
+                        _mm256_loadu_si256((const __m256i *)y[ib].bsums), kmins_dup(sm));          \
+                    __m128i both = hsum4_i32(s8, ms, s8, ms);                                      \
+                    int isum = _mm_cvtsi128_si32(both);                                            \
+                    int msum = _mm_extract_epi32(both, 1);                                         \
+                    float d = y[ib].d * _cvtsh_ss(b[ib].d),                                        \
+                          dmin = y[ib].d * _cvtsh_ss(b[ib].dmin);                                  \
+                    acc += d * (float)isum - dmin * (float)msum;                                   \
+                }                                                                                  \
+                out[i] = acc;                                                                      \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
         for (int i = i0; i < i1; i++) {                                                            \
             const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
-            for (int r0 = 0; r0 < nrows; r0 += 4) {                                                \
-                int nx = nrows - r0 < 4 ? nrows - r0 : 4;                                          \
-                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                           \
+            for (int r0 = 0; r0 < nrows; r0 += 16) {                                               \
+                int nx = nrows - r0 < 16 ? nrows - r0 : 16;                                        \
+                __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(),             \
+                                 _mm_setzero_ps()};                                                \
+                float acc1 = 0.0f;                                                                 \
                 for (int ib = 0; ib < nb; ib++) {                                                  \
                     __m512i q[4], scv[4];                                                          \
                     UNPACK(&b[ib], q);                                                             \
@@ -1360,6 +1397,8 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
                         scv[k] = _mm512_permutexvar_epi16(idx[k], _mm512_castsi256_si512(sm16));   \
                     __m256i mins = kmins_dup(sm);                                                  \
                     float dw = _cvtsh_ss(b[ib].d), dmw = _cvtsh_ss(b[ib].dmin);                    \
+                    __m256i si[16], mi[16];                                                        \
+                    float yd[16];                                                                  \
                     for (int rr = 0; rr < nx; rr++) {                                              \
                         const bq8_k_t *y =                                                         \
                             (const bq8_k_t *)((const char *)x + (size_t)(r0 + rr) * xstride) + ib; \
@@ -1369,19 +1408,46 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
                                 q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));         \
                             s = _mm512_add_epi32(s, _mm512_madd_epi16(p, scv[k]));                 \
                         }                                                                          \
-                        __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s),                   \
-                                                      _mm512_extracti64x4_epi64(s, 1));            \
-                        __m256i ms = _mm256_madd_epi16(                                            \
-                            _mm256_loadu_si256((const __m256i *)y->bsums), mins);                  \
-                        __m128i both = hsum4_i32(s8, ms, s8, ms);                                  \
+                        si[rr] = _mm256_add_epi32(_mm512_castsi512_si256(s),                       \
+                                                  _mm512_extracti64x4_epi64(s, 1));                \
+                        mi[rr] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums),  \
+                                                   mins);                                          \
+                        yd[rr] = y->d;                                                             \
+                    }                                                                              \
+                    if (nx == 1) {                                                                 \
+                        __m128i both = hsum4_i32(si[0], mi[0], si[0], mi[0]);                      \
                         int isum = _mm_cvtsi128_si32(both);                                        \
                         int msum = _mm_extract_epi32(both, 1);                                     \
-                        float d = y->d * dw, dmin = y->d * dmw;                                    \
-                        acc[rr] += d * (float)isum - dmin * (float)msum;                           \
+                        float d = yd[0] * dw, dmin = yd[0] * dmw;                                  \
+                        acc1 += d * (float)isum - dmin * (float)msum;                              \
+                        continue;                                                                  \
+                    }                                                                              \
+                    for (int rr = nx; rr < ((nx + 3) & ~3); rr++) {                                \
+                        si[rr] = mi[rr] = _mm256_setzero_si256();                                  \
+                        yd[rr] = 0.0f;                                                             \
+                    }                                                                              \
+                    for (int g = 0; 4 * g < nx; g++) {                                             \
+                        __m128i is =                                                               \
+                            hsum4_i32(si[4 * g], si[4 * g + 1], si[4 * g + 2], si[4 * g + 3]);     \
+                        __m128i ms =                                                               \
+                            hsum4_i32(mi[4 * g], mi[4 * g + 1], mi[4 * g + 2], mi[4 * g + 3]);     \
+                        __m128 y4 = _mm_loadu_ps(yd + 4 * g);                                      \
+                        __m128 d = _mm_mul_ps(y4, _mm_set1_ps(dw));                                \
+                        __m128 dmin = _mm_mul_ps(y4, _mm_set1_ps(dmw));                            \
+                        acc[g] =                                                                   \
+                            _mm_add_ps(acc[g], _mm_sub_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(is)),      \
+                                                          _mm_mul_ps(dmin, _mm_cvtepi32_ps(ms)))); \
                     }                                                                              \
                 }                                                                                  \
+                if (nx == 1) {                                                                     \
+                    out[(size_t)r0 * ostride + i] = acc1;                                          \
+                    continue;                                                                      \
+                }                                                                                  \
+                float a[16];                                                                       \
+                for (int g = 0; g < 4; g++)                                                        \
+                    _mm_storeu_ps(a + 4 * g, acc[g]);                                              \
                 for (int rr = 0; rr < nx; rr++)                                                    \
-                    out[(size_t)(r0 + rr) * ostride + i] = acc[rr];                                \
+                    out[(size_t)(r0 + rr) * ostride + i] = a[rr];                                  \
             }                                                                                      \
         }                                                                                          \
     }
@@ -1399,9 +1465,9 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
         idx[t] = lanes_idx(4 * t, 8);
     for (int i = i0; i < i1; i++) {
         const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
-        for (int r0 = 0; r0 < nrows; r0 += 4) {
-            int nx = nrows - r0 < 4 ? nrows - r0 : 4;
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int r0 = 0; r0 < nrows; r0 += 16) {
+            int nx = nrows - r0 < 16 ? nrows - r0 : 16;
+            float acc[16] = {0.0f};
             for (int ib = 0; ib < nb; ib++) {
                 /* q[t]: 64 values from element 64t (groups 4t .. 4t + 3) */
                 __m512i q[4], scv[4];
