@@ -15,7 +15,9 @@
 #      once by tools/bench/llamacpp.sh, ~10 minutes); LLAMA2C_RUN_C: llama2.c's run.c
 #      (default build-peer/llama2.c/run.c; without it run.c is left out); BUILD_DIR.
 # Models come from tools/mkmodel with random weights (the GGUF ones need mkmodel's GGUF
-# writer with --arch/--type/--tensor-type; the shapes are below).
+# writer with --arch/--type/--tensor-type; the shapes are below); the stories15M-shaped
+# llama2.c file is rewritten as GGUF for llama.cpp by tools/bench/llama2c_to_gguf.py (the
+# same fp32 weights; needs python3-numpy).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="${BUILD_DIR:-$root/build-bench-inf}"
@@ -77,11 +79,13 @@ make_model() {
     file="$mdir/stories15M-shape.bin" tok="$mdir/stories15M-shape.tokenizer.bin"
     [[ -f "$file" ]] || "$mkmodel" --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6 \
       --vocab 32000 --seq-len 256 --seed 15 --out "$file" --tokenizer-out "$tok" >/dev/null
-    if ((gguf_ok)); then
-      gguf="$mdir/stories15M-shape-f32.gguf"
-      [[ -f "$gguf" ]] || "$mkmodel" --arch llama --dim 288 --hidden-dim 768 --layers 6 --heads 6 \
-        --kv-heads 6 --vocab 32000 --seq-len 256 --seed 15 --type F32 --out "$gguf" >/dev/null
+    # the very same weights as GGUF for llama.cpp, written by llama.cpp's gguf-py
+    gguf="$mdir/stories15M-shape-f32.gguf"
+    if [[ -n "$lcpp" && ! -f "$gguf" ]]; then
+      /usr/bin/python3 "$root/tools/bench/llama2c_to_gguf.py" "$root/build-node/llama.cpp/gguf-py" \
+        "$file" "$tok" "$gguf"
     fi
+    [[ -n "$lcpp" ]] || gguf=""
     ;;
   llama1b-*)
     ((gguf_ok)) || return 1
