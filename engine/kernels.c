@@ -916,7 +916,7 @@ TILE(1, 3)
 TILE(1, 2)
 TILE(1, 1)
 
-/* One activation row makes a product a pure stream of weight rows; on short rows (a few
+/* With few activation rows a product is a stream of weight rows; on short rows (a few
  * cache lines) the hardware prefetcher does not run far enough ahead of a tile's four
  * interleaved row streams, so the next tile's rows are requested, in one burst, before the
  * current tile is computed. Measured on stories15M's 32000 x 288 classifier, one thread:
@@ -934,18 +934,10 @@ static inline void prefetch_block(const void *p, size_t bytes)
 AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, const float *w,
                            int n, int i0, int i1)
 {
-    if (nrows == 1 && (size_t)n * 16 <= PF_TILE_BYTES) {
-        int i = i0;
-        for (; i + 4 <= i1; i += 4) {
-            prefetch_block(w + (size_t)(i + 4) * n, (size_t)n * 16);
-            tile_4_1(out, ostride, x, w, n, i, 0);
-        }
-        for (; i < i1; i++)
-            tile_1_1(out, ostride, x, w, n, i, 0);
-        return;
-    }
+    int pf = (size_t)n * 16 <= PF_TILE_BYTES && nrows <= 4;
     int i = i0;
     for (; i + 4 <= i1; i += 4) {
+        if (pf) prefetch_block(w + (size_t)(i + 4) * n, (size_t)n * 16);
         int r = 0;
         for (; r + 3 <= nrows; r += 3)
             tile_4_3(out, ostride, x, w, n, i, r);
@@ -1029,7 +1021,7 @@ AVX static inline __m256 f16x8(const uint16_t *p)
         size_t xs = xstride / 2, ws = wt->row_bytes / 2;                                           \
         int n = (int)wt->ne[0], i = i0;                                                            \
         for (; i + 4 <= i1; i += 4) {                                                              \
-            if (nrows == 1 && 4 * wt->row_bytes <= PF_TILE_BYTES)                                  \
+            if (nrows <= 4 && 4 * wt->row_bytes <= PF_TILE_BYTES)                                  \
                 prefetch_block(w + (size_t)(i + 4) * ws, 4 * wt->row_bytes);                       \
             int r = 0;                                                                             \
             for (; r + 3 <= nrows; r += 3)                                                         \
@@ -1126,7 +1118,7 @@ AVX static inline __m128i hsum4_i32(__m256i s0, __m256i s1, __m256i s2, __m256i 
             const BT *wb[4];                                                                       \
             for (int a = 0; a < 4; a++)                                                            \
                 wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
-            if (nrows == 1 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
+            if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
                 prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);          \
             int r = 0;                                                                             \
             for (; r + 2 <= nrows; r += 2) {                                                       \
@@ -1590,7 +1582,7 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
             const BT *wb[4];                                                                       \
             for (int a = 0; a < 4; a++)                                                            \
                 wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
-            if (nrows == 1 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
+            if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
                 prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);          \
             int r = 0;                                                                             \
             for (; r + 2 <= nrows; r += 2) {                                                       \
