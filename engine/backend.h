@@ -58,7 +58,7 @@ typedef struct {
     int64_t ne[2];    /* {row length, rows} */
     size_t row_bytes; /* bytes of one row (dtype_row_bytes(type, ne[0])) */
     size_t nbytes;    /* row_bytes * ne[1] */
-    char name[48];    /* GGUF tensor name ("blk.3.attn_q.weight"), also for llama2.c files */
+    char name[64];    /* GGUF tensor name ("blk.3.attn_q.weight"), also for llama2.c files */
 } tensor_t;
 
 /** Architectures (GGUF general.architecture). */

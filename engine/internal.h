@@ -6,6 +6,7 @@
 #define INFERD_ENGINE_INTERNAL_H
 
 #include "engine/backend.h"
+#include "engine/gguf.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -22,6 +23,7 @@ typedef enum { MODEL_LLAMA2C = 1, MODEL_GGUF = 2 } model_format_t;
 typedef struct {
     model_view_t v;
     model_format_t format;
+    gguf_t *gguf;          /* GGUF: the open file (metadata incl. tokenizer.ggml.*, mappings) */
     void *map;             /* mmap base (llama2.c) */
     size_t map_size;       /* file size */
     model_layer_t *layers; /* (n_layers) storage behind v.layers */
@@ -33,6 +35,14 @@ typedef struct {
 /** Map and validate a checkpoint; ctx_size = KV positions per sequence (0: the model's
  *  context capped at MODEL_DEFAULT_CTX). 0, or negative errno with a message in err. */
 int model_load(model_t *m, const char *path, int ctx_size, char *err, size_t errlen);
+/** The model view of an open GGUF file: architecture, hyper-parameters, every tensor of
+ *  the table checked. On success m owns g (model_dispose frees it); on failure the caller
+ *  still does. 0 or -EINVAL / -ENOMEM with the file, key or tensor named in err. */
+int model_from_gguf(model_t *m, gguf_t *g, int ctx_size, char *err, size_t errlen);
+/** A GGUF image in memory (kept, not copied) as a model: the fuzz harness's entry point for
+ *  whole models. 0, or -EINVAL / -ENOMEM with the reason in err. */
+int model_parse_gguf(model_t *m, const void *buf, size_t size, int ctx_size, char *err,
+                     size_t errlen);
 /** Validate a llama2.c checkpoint held in memory (size bytes); views point into buf. */
 int model_parse(model_t *m, const void *buf, size_t size, int ctx_size, char *err, size_t errlen);
 void model_dispose(model_t *m);

@@ -341,7 +341,9 @@ static int8_t clamp127(int v)
     return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 }
 
-/* ggml's quantize_row_q8_0_ref */
+/* ggml's quantize_row_q8_0 as its x86 build runs it (id = 127 / amax, round half to even);
+ * the reference quantizer (1 / d, round half away) differs in a rare last step, and such
+ * a step moves a probability by ~1e-3, so inferd follows what llama.cpp runs */
 static void quant_q8_0(void *dst, const float *x, int64_t n)
 {
     bq8_0_t *y = dst;
@@ -349,14 +351,14 @@ static void quant_q8_0(void *dst, const float *x, int64_t n)
         float amax = 0.0f;
         for (int j = 0; j < QK; j++)
             amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK; j++)
-            y[i].qs[j] = clamp127((int)roundf(x[j] * id));
+            y[i].qs[j] = clamp127((int)rintf(x[j] * id));
     }
 }
 
-/* ggml's quantize_row_q8_1_ref: s = d * sum(qs) */
+/* ggml's quantize_row_q8_1 as its x86 build runs it: as Q8_0, and s = d * sum(qs) */
 static void quant_q8_1(void *dst, const float *x, int64_t n)
 {
     bq8_1_t *y = dst;
@@ -364,11 +366,11 @@ static void quant_q8_1(void *dst, const float *x, int64_t n)
         float amax = 0.0f;
         for (int j = 0; j < QK; j++)
             amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[i].d = fp32_to_fp16(d);
         int sum = 0;
         for (int j = 0; j < QK; j++) {
-            y[i].qs[j] = clamp127((int)roundf(x[j] * id));
+            y[i].qs[j] = clamp127((int)rintf(x[j] * id));
             sum += y[i].qs[j];
         }
         y[i].s = fp32_to_fp16((float)sum * d);

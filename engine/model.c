@@ -363,10 +363,34 @@ int model_map(const char *path, void **map, size_t *size, char *err, size_t errl
     return 0;
 }
 
+/* The first bytes of the file: GGUF's magic, or a llama2.c header. */
+static int sniff_gguf(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return errorf(err, errlen, -e, "cannot open model %s: %s", path, strerror(e));
+    }
+    char magic[4] = {0};
+    ssize_t n = read(fd, magic, 4);
+    close(fd);
+    return n == 4 && gguf_is_gguf(magic, 4);
+}
+
 int model_load(model_t *m, const char *path, int ctx_size, char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
     if (!path) return errorf(err, errlen, -EINVAL, "no model path");
+    int is_gguf = sniff_gguf(path, err, errlen);
+    if (is_gguf < 0) return is_gguf;
+    if (is_gguf) {
+        gguf_t *g;
+        int rc = gguf_open(&g, path, err, errlen);
+        if (rc < 0) return rc;
+        rc = model_from_gguf(m, g, ctx_size, err, errlen);
+        if (rc < 0) gguf_free(g);
+        return rc;
+    }
     void *map;
     size_t size;
     int rc = model_map(path, &map, &size, err, errlen);
@@ -386,6 +410,7 @@ int model_load(model_t *m, const char *path, int ctx_size, char *err, size_t err
 void model_dispose(model_t *m)
 {
     if (m->map) munmap(m->map, m->map_size);
+    gguf_free(m->gguf);
     free(m->layers);
     free(m->rope_freq);
     memset(m, 0, sizeof(*m));

@@ -190,22 +190,6 @@ int health_live_body(health_t *h, char **body, size_t *len, int *http_status);
  * "last_transition":"..."}}} ("shutting_down" once draining). Loop thread. Returns 0 or -ENOMEM. */
 int health_ready_body(health_t *h, char **body, size_t *len, int *http_status);
 
-/* --- hooks for the canary and progress prober (issue 5; not implemented yet) ---
- *
- * The prober will live in health/ (health_prober_t, created by main after the engine) and
- * drive endpoint statuses only through health_endpoint_set(); the registry needs no change.
- * What the others will call:
- *   health_prober_note_success(p, endpoint)  a real request completed (finish reason set):
- *       restarts the endpoint's canary timer (DYN_CANARY_WAIT_TIME) and, when NOT_SERVING,
- *       sets SERVING "request succeeded". Any thread (engine completions); atomics + event.
- *   health_prober_note_progress(p, endpoint) a token was produced: feeds the busy-stall
- *       check (DYN_HEALTH_CHECK_BUSY_STALL) and suppresses canaries while traffic flows.
- *   health_prober_note_inflight(p, endpoint, delta) requests in flight (+1 submit, -1 done).
- * What the prober will need from the engine: a submission hook taking a GenerateRequest and
- * a completion callback (tagged as a canary so request metrics skip it, counted in
- * health_canary_total{endpoint,result} and health_canary_duration_seconds), and a cancel for
- * timed-out canaries (DYN_HEALTH_CHECK_REQUEST_TIMEOUT). With DYN_HEALTH_CHECK_ENABLED=false
- * the engine sets its endpoint SERVING once loaded and nothing else runs.
- */
+/* The canary and progress prober that drives the endpoints' statuses is health/prober.h. */
 
 #endif

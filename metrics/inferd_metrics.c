@@ -66,14 +66,15 @@ int inferd_metrics_init(inferd_metrics_t *m, metrics_registry_t *r)
     const double *tok = metrics_token_buckets(&ntok);
     const size_t nreq = sizeof request_buckets / sizeof request_buckets[0];
 
-    /* A NULL here is a name clash (init twice, or a module registered one of these names)
-     * unless memory ran out; registration is start-up only, so report the likelier one. */
+    /* -EEXIST here is a name clash (init twice, or a module registered one of these names). */
+    int rc;
 #define C(field, name, help, labels, flags)                                                        \
-    if (!(m->field = metrics_counter_new(r, name, help, labels, flags))) return -EEXIST;
+    if ((rc = metrics_counter_new(&m->field, r, name, help, labels, flags, NULL, 0))) return rc;
 #define G(field, name, help, labels, flags)                                                        \
-    if (!(m->field = metrics_gauge_new(r, name, help, labels, flags))) return -EEXIST;
+    if ((rc = metrics_gauge_new(&m->field, r, name, help, labels, flags, NULL, 0))) return rc;
 #define H(field, name, help, labels, b, nb, flags)                                                 \
-    if (!(m->field = metrics_histogram_new(r, name, help, labels, b, nb, flags))) return -EEXIST;
+    if ((rc = metrics_histogram_new(&m->field, r, name, help, labels, b, nb, flags, NULL, 0)))     \
+        return rc;
 
     C(grpc_started, "grpc_server_started_total", "Total number of RPCs started on the server.",
       grpc3, np);
@@ -135,7 +136,7 @@ int inferd_metrics_init(inferd_metrics_t *m, metrics_registry_t *r)
         !(m->log_lines_dropped_s = metrics_series(m->log_lines_dropped, NULL)))
         return -ENOMEM;
 
-    int rc = metrics_add_collector(r, collect, m);
+    rc = metrics_add_collector(r, collect, m);
     if (rc) return rc;
     rc = metrics_process_collector_add(r);
     return rc;

@@ -275,82 +275,125 @@ static char *le_text(double b, int om)
     return xstrdup(buf);
 }
 
-static metrics_family_t *family_new(metrics_registry_t *r, metrics_type_t type, const char *name,
-                                    const char *help, const char *const *label_names,
-                                    const double *buckets, size_t n_buckets, unsigned flags)
+static int family_new(metrics_family_t **out, metrics_registry_t *r, metrics_type_t type,
+                      const char *name, const char *help, const char *const *label_names,
+                      const double *buckets, size_t n_buckets, unsigned flags, char *err,
+                      size_t errlen)
 {
-    if (!r || !metric_name_valid(name) || !help || !*help) return NULL;
+    *out = NULL;
+    const char *shown = name ? name : "(null)";
+    if (!r) {
+        snprintf(err, errlen, "metric %.100s: no registry", shown);
+        return -EINVAL;
+    }
+    if (!metric_name_valid(name)) {
+        snprintf(err, errlen, "invalid metric name '%.100s': expected [a-zA-Z_:][a-zA-Z0-9_:]*",
+                 shown);
+        return -EINVAL;
+    }
+    if (!help || !*help) {
+        snprintf(err, errlen, "metric %.100s: help text is required", name);
+        return -EINVAL;
+    }
 
     size_t n_labels = 0;
     if (label_names) {
         for (; label_names[n_labels]; n_labels++) {
             const char *ln = label_names[n_labels];
-            if (n_labels >= METRICS_MAX_LABELS || !label_name_valid(ln)) return NULL;
-            if (type == METRICS_HISTOGRAM && strcmp(ln, "le") == 0) return NULL;
-            for (size_t j = 0; j < n_labels; j++)
-                if (strcmp(label_names[j], ln) == 0) return NULL;
+            int bad = n_labels >= METRICS_MAX_LABELS || !label_name_valid(ln) ||
+                      (type == METRICS_HISTOGRAM && strcmp(ln, "le") == 0);
+            for (size_t j = 0; j < n_labels && !bad; j++)
+                bad = strcmp(label_names[j], ln) == 0;
+            if (bad) {
+                snprintf(err, errlen,
+                         "metric %.100s: invalid, reserved, repeated or too many labels at "
+                         "'%.60s'",
+                         name, ln);
+                return -EINVAL;
+            }
         }
     }
     if (type == METRICS_HISTOGRAM) {
         if (!buckets || n_buckets == 0) buckets = metrics_default_buckets(&n_buckets);
         for (size_t i = 0; i < n_buckets; i++) {
-            if (!isfinite(buckets[i]) || (i > 0 && !(buckets[i] > buckets[i - 1]))) return NULL;
+            if (!isfinite(buckets[i]) || (i > 0 && !(buckets[i] > buckets[i - 1]))) {
+                snprintf(err, errlen,
+                         "metric %.100s: buckets must be finite and strictly ascending", name);
+                return -EINVAL;
+            }
         }
     }
 
+    int rc = -ENOMEM;
     metrics_family_t *f = calloc(1, sizeof *f);
-    if (!f) return NULL;
+    if (!f) goto oom;
     if (pthread_mutex_init(&f->lock, NULL) != 0) {
         free(f);
-        return NULL;
+        f = NULL;
+        goto oom;
     }
     f->reg = r;
     f->type = type;
     f->name = concat((flags & METRICS_NO_PREFIX) ? "" : r->prefix, name);
     f->help = xstrdup(help);
-    if (!f->name || !f->help) goto fail;
+    if (!f->name || !f->help) goto fail_oom;
     size_t len = strlen(f->name);
-    if (len > 200) goto fail;
+    rc = -EINVAL;
+    if (len > 200) {
+        snprintf(err, errlen, "metric %.100s...: name longer than 200 bytes", f->name);
+        goto fail;
+    }
     /* Prometheus conventions (promtool lint): counters end in _total, nothing else does. */
     if (type == METRICS_COUNTER) {
-        if (len <= 6 || !ends_with(f->name, "_total")) goto fail;
+        if (len <= 6 || !ends_with(f->name, "_total")) {
+            snprintf(err, errlen, "counter %s: the name must end in _total", f->name);
+            goto fail;
+        }
         f->om_name = malloc(len - 6 + 1);
-        if (!f->om_name) goto fail;
+        if (!f->om_name) goto fail_oom;
         memcpy(f->om_name, f->name, len - 6);
         f->om_name[len - 6] = 0;
     } else {
-        if (ends_with(f->name, "_total") || ends_with(f->name, "_created")) goto fail;
-        if (type == METRICS_HISTOGRAM &&
-            (ends_with(f->name, "_bucket") || ends_with(f->name, "_sum") ||
-             ends_with(f->name, "_count")))
+        if (ends_with(f->name, "_total") || ends_with(f->name, "_created") ||
+            (type == METRICS_HISTOGRAM &&
+             (ends_with(f->name, "_bucket") || ends_with(f->name, "_sum") ||
+              ends_with(f->name, "_count")))) {
+            snprintf(err, errlen, "metric %s: the name ends in a suffix its type reserves",
+                     f->name);
             goto fail;
+        }
         f->om_name = xstrdup(f->name);
-        if (!f->om_name) goto fail;
+        if (!f->om_name) goto fail_oom;
     }
     if (n_labels) {
         f->label_names = calloc(n_labels, sizeof *f->label_names);
-        if (!f->label_names) goto fail;
+        if (!f->label_names) goto fail_oom;
         f->n_labels = n_labels;
         for (size_t i = 0; i < n_labels; i++)
-            if (!(f->label_names[i] = xstrdup(label_names[i]))) goto fail;
+            if (!(f->label_names[i] = xstrdup(label_names[i]))) goto fail_oom;
     }
     if (type == METRICS_HISTOGRAM) {
         f->bounds = malloc(n_buckets * sizeof *f->bounds);
         f->le = calloc(n_buckets + 1, sizeof *f->le);
         f->le_om = calloc(n_buckets + 1, sizeof *f->le_om);
-        if (!f->bounds || !f->le || !f->le_om) goto fail;
+        if (!f->bounds || !f->le || !f->le_om) goto fail_oom;
         f->n_bounds = n_buckets;
         memcpy(f->bounds, buckets, n_buckets * sizeof *f->bounds);
         for (size_t i = 0; i < n_buckets; i++)
             if (!(f->le[i] = le_text(buckets[i], 0)) || !(f->le_om[i] = le_text(buckets[i], 1)))
-                goto fail;
+                goto fail_oom;
         if (!(f->le[n_buckets] = xstrdup("+Inf")) || !(f->le_om[n_buckets] = xstrdup("+Inf")))
-            goto fail;
+            goto fail_oom;
     }
 
     pthread_mutex_lock(&r->lock);
     if (collides(r, type, f->name)) {
         pthread_mutex_unlock(&r->lock);
+        snprintf(err, errlen,
+                 "metric %s is already registered, or its samples collide with "
+                 "another family's",
+                 f->name);
+        rc = -EEXIST;
         goto fail;
     }
     if (r->n_fams == r->cap_fams) {
@@ -358,7 +401,7 @@ static metrics_family_t *family_new(metrics_registry_t *r, metrics_type_t type, 
         metrics_family_t **fams = realloc(r->fams, cap * sizeof *fams);
         if (!fams) {
             pthread_mutex_unlock(&r->lock);
-            goto fail;
+            goto fail_oom;
         }
         r->fams = fams;
         r->cap_fams = cap;
@@ -369,30 +412,39 @@ static metrics_family_t *family_new(metrics_registry_t *r, metrics_type_t type, 
     /* A family without labels has exactly one series: create it now so it is exposed (as 0)
      * from the first scrape, as client libraries do. */
     if (n_labels == 0) (void)metrics_series(f, NULL);
-    return f;
+    *out = f;
+    return 0;
 
+fail_oom:
+    rc = -ENOMEM;
+oom:
+    snprintf(err, errlen, "out of memory");
 fail:
     family_free(f);
-    return NULL;
+    return rc;
 }
 
-metrics_family_t *metrics_counter_new(metrics_registry_t *r, const char *name, const char *help,
-                                      const char *const *label_names, unsigned flags)
+int metrics_counter_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                        const char *help, const char *const *label_names, unsigned flags, char *err,
+                        size_t errlen)
 {
-    return family_new(r, METRICS_COUNTER, name, help, label_names, NULL, 0, flags);
+    return family_new(out, r, METRICS_COUNTER, name, help, label_names, NULL, 0, flags, err,
+                      errlen);
 }
 
-metrics_family_t *metrics_gauge_new(metrics_registry_t *r, const char *name, const char *help,
-                                    const char *const *label_names, unsigned flags)
+int metrics_gauge_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                      const char *help, const char *const *label_names, unsigned flags, char *err,
+                      size_t errlen)
 {
-    return family_new(r, METRICS_GAUGE, name, help, label_names, NULL, 0, flags);
+    return family_new(out, r, METRICS_GAUGE, name, help, label_names, NULL, 0, flags, err, errlen);
 }
 
-metrics_family_t *metrics_histogram_new(metrics_registry_t *r, const char *name, const char *help,
-                                        const char *const *label_names, const double *buckets,
-                                        size_t n_buckets, unsigned flags)
+int metrics_histogram_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                          const char *help, const char *const *label_names, const double *buckets,
+                          size_t n_buckets, unsigned flags, char *err, size_t errlen)
 {
-    return family_new(r, METRICS_HISTOGRAM, name, help, label_names, buckets, n_buckets, flags);
+    return family_new(out, r, METRICS_HISTOGRAM, name, help, label_names, buckets, n_buckets, flags,
+                      err, errlen);
 }
 
 const char *metrics_family_name(const metrics_family_t *f)

@@ -37,19 +37,23 @@ const char *metrics_registry_prefix(const metrics_registry_t *r);
  * not; label names [a-zA-Z_][a-zA-Z0-9_]* not starting "__", unique, "le" not allowed on
  * histograms; help must be non-empty. A name whose exposed samples would collide with another
  * family's (foo_total vs foo, foo_count vs a histogram foo) counts as a duplicate.
- * Each returns NULL on an invalid or duplicate name/labels or allocation failure. */
+ * Each returns 0 (*out set), -EINVAL (an invalid name, help, labels or buckets), -EEXIST (a
+ * duplicate), -ENOMEM; err (may be NULL with errlen 0) says which. The registry owns the
+ * family. */
 
 /** Registers a counter family (name ends in "_total"). */
-metrics_family_t *metrics_counter_new(metrics_registry_t *r, const char *name, const char *help,
-                                      const char *const *label_names, unsigned flags);
+int metrics_counter_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                        const char *help, const char *const *label_names, unsigned flags, char *err,
+                        size_t errlen);
 /** Registers a gauge family. */
-metrics_family_t *metrics_gauge_new(metrics_registry_t *r, const char *name, const char *help,
-                                    const char *const *label_names, unsigned flags);
+int metrics_gauge_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                      const char *help, const char *const *label_names, unsigned flags, char *err,
+                      size_t errlen);
 /** Registers a histogram family. buckets: strictly ascending finite upper bounds without +Inf
  * (copied); NULL/0 = metrics_default_buckets (latency, 50us..60s). */
-metrics_family_t *metrics_histogram_new(metrics_registry_t *r, const char *name, const char *help,
-                                        const char *const *label_names, const double *buckets,
-                                        size_t n_buckets, unsigned flags);
+int metrics_histogram_new(metrics_family_t **out, metrics_registry_t *r, const char *name,
+                          const char *help, const char *const *label_names, const double *buckets,
+                          size_t n_buckets, unsigned flags, char *err, size_t errlen);
 
 /** The default latency buckets in seconds (50us..60s, roughly log-spaced); sets *n. */
 const double *metrics_default_buckets(size_t *n);

@@ -112,25 +112,29 @@ int metrics_process_collector_add(metrics_registry_t *r)
 
     const unsigned np = METRICS_NO_PREFIX;
     metrics_family_t *f;
-    /* Registration failure here means a name clash (-EEXIST) or no memory. */
-    int err = -EEXIST;
-#define REG(field, ctor)                                                                           \
+    int err;
+#define REG(field, ctor_and_args)                                                                  \
     do {                                                                                           \
-        if (!(f = (ctor)) || !(p->field = metrics_series(f, NULL))) goto fail;                     \
+        if ((err = ctor_and_args)) goto fail;                                                      \
+        if (!(p->field = metrics_series(f, NULL))) {                                               \
+            err = -ENOMEM;                                                                         \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
-    REG(cpu, metrics_counter_new(r, "process_cpu_seconds_total",
-                                 "Total user and system CPU time spent in seconds.", NULL, np));
-    REG(open_fds,
-        metrics_gauge_new(r, "process_open_fds", "Number of open file descriptors.", NULL, np));
-    REG(max_fds, metrics_gauge_new(r, "process_max_fds", "Maximum number of open file descriptors.",
-                                   NULL, np));
-    REG(vsize, metrics_gauge_new(r, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
-                                 NULL, np));
-    REG(rss, metrics_gauge_new(r, "process_resident_memory_bytes", "Resident memory size in bytes.",
-                               NULL, np));
-    REG(start_time,
-        metrics_gauge_new(r, "process_start_time_seconds",
-                          "Start time of the process since unix epoch in seconds.", NULL, np));
+    REG(cpu,
+        metrics_counter_new(&f, r, "process_cpu_seconds_total",
+                            "Total user and system CPU time spent in seconds.", NULL, np, NULL, 0));
+    REG(open_fds, metrics_gauge_new(&f, r, "process_open_fds", "Number of open file descriptors.",
+                                    NULL, np, NULL, 0));
+    REG(max_fds, metrics_gauge_new(&f, r, "process_max_fds",
+                                   "Maximum number of open file descriptors.", NULL, np, NULL, 0));
+    REG(vsize, metrics_gauge_new(&f, r, "process_virtual_memory_bytes",
+                                 "Virtual memory size in bytes.", NULL, np, NULL, 0));
+    REG(rss, metrics_gauge_new(&f, r, "process_resident_memory_bytes",
+                               "Resident memory size in bytes.", NULL, np, NULL, 0));
+    REG(start_time, metrics_gauge_new(&f, r, "process_start_time_seconds",
+                                      "Start time of the process since unix epoch in seconds.",
+                                      NULL, np, NULL, 0));
 #undef REG
 
     stat_t st;

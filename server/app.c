@@ -9,15 +9,17 @@
 #include <string.h>
 
 #include "health/health.h"
+#include "health/prober.h"
 #include "metrics/inferd_metrics.h"
 #include "metrics/metrics.h"
 #include "server/base/config.h"
 #include "server/base/log.h"
 #include "server/core/http.h"
 #include "server/core/server.h"
-#include "server/inference.h"
-#include "server/prober.h"
-#include "server/reflection.h"
+#include "server/services/canary.h"
+#include "server/services/fault.h"
+#include "server/services/inference.h"
+#include "server/services/reflection.h"
 
 /* What each listener serves (DESIGN.md "Health model"; issue 13): the main port everything
  * but fault injection, the system port what Dynamo's system status server serves. */
@@ -43,11 +45,12 @@ struct app {
     metrics_registry_t *reg;
     inferd_metrics_t m;
     int m_ready;
+    Inferd__V1__GenerateRequest *canary; /* --health-check-payload, or NULL */
     server_t *srv;
     health_t *health;
     reflection_t *refl;
     inference_t *inf;
-    prober_t *prober;
+    health_prober_t *prober;
 };
 
 /* SIGTERM: every service NOT_SERVING at once, Watchers hear it. */
@@ -90,13 +93,52 @@ static int health_setup(app_t *a, char *err, size_t errlen)
 
 static int reflection_setup(app_t *a, char *err, size_t errlen)
 {
-    a->refl = reflection_new(inferd_descriptor_set, inferd_descriptor_set_len, err, errlen);
-    if (!a->refl) return -EINVAL;
+    int rc =
+        reflection_new(&a->refl, inferd_descriptor_set, inferd_descriptor_set_len, err, errlen);
+    if (rc) return rc;
     size_t n;
     grpc_method_t *rows = reflection_methods(a->refl, &n);
-    int rc = server_register(a->srv, rows, n);
+    rc = server_register(a->srv, rows, n);
     if (rc) snprintf(err, errlen, "cannot register reflection: %s", strerror(-rc));
     return rc;
+}
+
+/* A real request succeeded: the prober's evidence that the endpoint works. */
+static void on_success(void *arg)
+{
+    health_prober_note_success(arg, "generate");
+}
+
+/* The engine, inferd.v1.Inference, and the prober watching it through inference's ops. */
+static int inference_setup(app_t *a, char *err, size_t errlen)
+{
+    int rc = inference_new(&a->inf, a->srv, err, errlen);
+    if (rc) return -EIO; /* a model that does not load: exit 1, as the README says */
+    char why[400];
+    if (inference_set_canary(a->inf, a->canary, why, sizeof why)) {
+        snprintf(err, errlen, "invalid value '%.120s' for --health-check-payload: %s",
+                 a->cfg->health_check_payload, why);
+        return -EINVAL;
+    }
+    const config_t *cfg = a->cfg;
+    health_prober_options_t po = {
+        .health = a->health,
+        .base = a->base,
+        .m = &a->m,
+        .enabled = cfg->health_check_enabled,
+        .canary_wait_ns = cfg->canary_wait_ns,
+        .request_timeout_ns = cfg->health_request_timeout_ns,
+        .busy_stall_ns = cfg->busy_stall_ns,
+        .payload = a->canary ? "from --health-check-payload" : "BOS, 1 token",
+    };
+    if ((rc = health_prober_new(&a->prober, &po, err, errlen))) return rc;
+    if ((rc = health_prober_add(a->prober, "generate", inference_probe_ops(), a->inf, err, errlen)))
+        return rc;
+    if (cfg->health_check_enabled) {
+        inference_observer_t obs = {.on_success = on_success, .arg = a->prober};
+        inference_set_observer(a->inf, &obs);
+    }
+    return 0;
 }
 
 static int fault_setup(app_t *a, char *err, size_t errlen)
@@ -117,6 +159,8 @@ int app_new(app_t **out, config_t *cfg, char *err, size_t errlen)
     app_t *a = calloc(1, sizeof *a);
     if (!a) goto oom;
     a->cfg = cfg;
+    /* A bad canary payload is an option error: found before anything listens. */
+    if ((rc = canary_payload_load(cfg, &a->canary, err, errlen))) goto fail;
     a->base = event_base_new();
     if (!a->base) goto oom;
     if ((rc = metrics_registry_new(&a->reg, cfg->metrics_prefix, err, errlen))) goto fail;
@@ -135,13 +179,7 @@ int app_new(app_t **out, config_t *cfg, char *err, size_t errlen)
     if ((rc = server_new(&a->srv, &so, err, errlen))) goto fail;
     if ((rc = health_setup(a, err, errlen))) goto fail;
     if ((rc = reflection_setup(a, err, errlen))) goto fail;
-    a->inf = inference_new(a->srv, err, errlen);
-    if (!a->inf) {
-        rc = -EIO;
-        goto fail;
-    }
-    if ((rc = prober_new(&a->prober, a->srv, a->health, err, errlen))) goto fail;
-    if ((rc = prober_add(a->prober, "generate", a->inf, err, errlen))) goto fail;
+    if ((rc = inference_setup(a, err, errlen))) goto fail;
     if ((rc = fault_setup(a, err, errlen))) goto fail;
     *out = a;
     return 0;
@@ -161,11 +199,12 @@ void app_free(app_t *a)
 {
     if (!a) return;
     if (a->srv) server_close_connections(a->srv); /* cancels what is still in the engine */
-    prober_free(a->prober);
+    health_prober_free(a->prober);                /* cancels its canary through inference's ops */
     inference_free(a->inf);
-    server_free(a->srv); /* reads the method rows health and reflection own */
+    server_free(a->srv);
     reflection_free(a->refl);
     health_free(a->health);
+    if (a->canary) protobuf_c_message_free_unpacked(&a->canary->base, NULL);
     if (a->m_ready) inferd_metrics_dispose(&a->m);
     metrics_registry_free(a->reg);
     if (a->base) event_base_free(a->base);

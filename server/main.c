@@ -8,7 +8,6 @@
 #include "server/app.h"
 #include "server/base/config.h"
 #include "server/base/log.h"
-#include "server/prober.h"
 
 #ifndef INFERD_VERSION
 #define INFERD_VERSION "0.1.0"
@@ -40,11 +39,6 @@ int main(int argc, char **argv)
     }
     if (log_configure(cfg.log_spec, !strcmp(cfg.log_format, "jsonl"), err, sizeof err)) {
         fprintf(stderr, "inferd: invalid value '%s' for --log: %s\n", cfg.log_spec, err);
-        config_dispose(&cfg);
-        return 2;
-    }
-    if (prober_check_config(&cfg, err, sizeof err)) {
-        fprintf(stderr, "inferd: %s\n", err);
         config_dispose(&cfg);
         return 2;
     }

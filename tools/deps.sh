@@ -4,7 +4,7 @@ set -euo pipefail
 build=(build-essential cmake pkg-config libnghttp2-dev libevent-dev libprotobuf-c-dev protobuf-c-compiler
        protobuf-compiler libprotobuf-dev libssl-dev zlib1g-dev libjansson-dev libhttp-parser-dev libcmocka-dev
        libutf8proc-dev)
-test=(python3 python3-grpcio python3-protobuf python3-numpy python3-h2 python3-yaml nghttp2-client curl openssl
+test=(python3 python3-grpcio python3-protobuf python3-numpy python3-h2 python3-yaml nghttp2-client curl openssl clang-format
       golang-go golang-google-grpc-dev golang-google-protobuf-dev prometheus procps
       podman runc debootstrap) # the container image test (tools/image.sh)
 bench=(libgrpc++-dev protobuf-compiler-grpc nghttp2-client util-linux)

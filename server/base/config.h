@@ -35,6 +35,7 @@ typedef struct config {
     /* engine */
     char *model, *tokenizer;
     int64_t threads, max_batch, max_queued;
+    int64_t ctx_size;     /* KV positions per sequence; 0 = the model's context, at most 4096 */
     char *device;         /* "auto" | "cpu" | "cuda" | "cuda:N" */
     int64_t cuda_streams; /* CUDA streams, each driven by a host thread */
     char *dtype;          /* "fp32" | "bf16" (weights on the GPU) */

@@ -18,6 +18,13 @@ struct conn;
 struct offload;
 struct server;
 
+/* Messages sent under tag end at byte end of the call's output and carry units. */
+struct taken_mark {
+    uint64_t end;
+    uint64_t tag;
+    uint32_t units;
+};
+
 /* A call whose queued response bytes pass this is congested (producers pause). */
 #define CALL_OUT_HIGH (256u << 10)
 #define CALL_OUT_LOW (64u << 10)
@@ -92,8 +99,11 @@ struct grpc_call {
     ProtobufCMessage *unary_msg; /* unary/server-streaming: held until half-close */
     grpc_enc_t req_enc, resp_enc;
     /* send */
-    struct evbuffer *out; /* framed messages not yet taken by nghttp2 */
-    int response_started; /* HEADERS submitted */
+    struct evbuffer *out;                  /* framed messages not yet taken by nghttp2 */
+    uint64_t out_added, out_taken;         /* bytes ever queued in out / taken from it by nghttp2 */
+    struct taken_mark *marks;              /* grpc_call_send_counted: where each tag's units end */
+    size_t marks_head, marks_n, marks_cap; /* a ring */
+    int response_started;                  /* HEADERS submitted */
     int msgs_sent;
     int finished; /* handler or server ended it: trailers queued */
     int trailers_submitted;

@@ -71,7 +71,16 @@ static int out_add(conn_t *c, struct evbuffer *out, const uint8_t *data, size_t 
 void conn_flush(conn_t *c)
 {
     if (!c || !c->bev || c->in_recv) return;
+    server_t *s = c->srv;
+    if (s->flush_batch) { /* one flush per connection when the batch ends */
+        if (!c->flush_held) {
+            c->flush_held = 1;
+            TAILQ_INSERT_TAIL(&s->held, c, held_link);
+        }
+        return;
+    }
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    c->flushes++;
     if (c->proto == PROTO_H2 && c->h2) {
         uint8_t batch[16384]; /* frames gathered so one flush is one send */
         size_t have = 0;
@@ -458,6 +467,7 @@ void conn_close(conn_t *c)
 {
     server_t *s = c->srv;
     TAILQ_REMOVE(&s->conns, c, link);
+    if (c->flush_held) TAILQ_REMOVE(&s->held, c, held_link);
     s->n_conns--;
     h2_session_free(c);
     http1_free(c);

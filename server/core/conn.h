@@ -87,6 +87,9 @@ struct conn {
     /* http1 */
     http1_t *http1;
     TAILQ_ENTRY(conn) link;
+    int flush_held;   /* on the server's held list (server_flush_begin) */
+    uint64_t flushes; /* flushes done (tests: one per batch) */
+    TAILQ_ENTRY(conn) held_link;
 };
 
 /* A shutdown-stage subscriber (server_on_drain, server_on_stop). */
@@ -101,6 +104,7 @@ struct server {
     struct metrics_registry *reg;
     struct inferd_metrics *m;
     grpc_method_t **methods;
+    void **method_metrics; /* each row's cached series (method_metrics_t), owned here */
     size_t n_methods, cap_methods;
     http_route_t *routes;
     size_t n_routes, cap_routes;
@@ -110,9 +114,11 @@ struct server {
     SSL_CTX *ssl_ctx;
     TAILQ_HEAD(, conn) conns;
     int n_conns;
-    int draining; /* SIGTERM seen */
-    int stopping; /* final GOAWAY sent; exit once connections are gone */
-    int stage;    /* next shutdown stage the stage timer runs */
+    int flush_batch;         /* server_flush_begin depth */
+    TAILQ_HEAD(, conn) held; /* connections to flush at server_flush_end */
+    int draining;            /* SIGTERM seen */
+    int stopping;            /* final GOAWAY sent; exit once connections are gone */
+    int stage;               /* next shutdown stage the stage timer runs */
     struct event *sig_term, *sig_int, *stage_timer, *drain_timer;
     server_hook_t *on_drain, *on_stop;
     size_t n_on_drain, n_on_stop;

@@ -128,6 +128,7 @@ static void call_free(grpc_call_t *c)
     if (c->deadline_ev) event_free(c->deadline_ev);
     grpc_deframer_dispose(&c->deframer);
     if (c->out) evbuffer_free(c->out);
+    free(c->marks);
     free(c->status_msg);
     arena_dispose(&c->arena);
     free(c);
@@ -264,6 +265,53 @@ static int submit_headers(grpc_call_t *c, int trailers_only)
     return nghttp2_submit_response(s, c->stream_id, nva, n, &prd) ? -EPIPE : 0;
 }
 
+/* ---- counted sends: where each producer's units end in the output ---- */
+
+/* Room for one more mark, so a send never queues a message it cannot account for. */
+static int marks_reserve(grpc_call_t *c)
+{
+    if (c->marks_n < c->marks_cap) return 0;
+    size_t cap = c->marks_cap ? c->marks_cap * 2 : 8;
+    struct taken_mark *m = malloc(cap * sizeof *m);
+    if (!m) return -ENOMEM;
+    for (size_t i = 0; i < c->marks_n; i++)
+        m[i] = c->marks[(c->marks_head + i) % c->marks_cap];
+    free(c->marks);
+    c->marks = m;
+    c->marks_cap = cap;
+    c->marks_head = 0;
+    return 0;
+}
+
+/* The message just queued ends where the output ends now; the same tag's marks merge. */
+static void mark_add(grpc_call_t *c, uint64_t tag, uint32_t units)
+{
+    uint64_t end = c->out_taken + evbuffer_get_length(c->out);
+    if (c->marks_n) {
+        struct taken_mark *last = &c->marks[(c->marks_head + c->marks_n - 1) % c->marks_cap];
+        if (last->tag == tag) {
+            last->end = end;
+            last->units += units;
+            return;
+        }
+    }
+    c->marks[(c->marks_head + c->marks_n) % c->marks_cap] = (struct taken_mark){end, tag, units};
+    c->marks_n++;
+}
+
+/* nghttp2 took bytes: tell the producer about every message now wholly taken. */
+static void report_taken(grpc_call_t *c)
+{
+    while (c->marks_n) {
+        struct taken_mark m = c->marks[c->marks_head];
+        if (m.end > c->out_taken) break;
+        c->marks_head = (c->marks_head + 1) % c->marks_cap;
+        c->marks_n--;
+        if (c->method && c->method->on_taken && !c->cancelled)
+            c->method->on_taken(c, m.tag, m.units);
+    }
+}
+
 ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags)
 {
     size_t have = evbuffer_get_length(c->out);
@@ -281,6 +329,10 @@ ssize_t call_read_data(grpc_call_t *c, uint8_t *buf, size_t len, uint32_t *flags
         return 0;
     }
     int n = evbuffer_remove(c->out, buf, len);
+    if (n > 0) {
+        c->out_taken += (uint64_t)n;
+        report_taken(c);
+    }
     if (c->congested && evbuffer_get_length(c->out) < CALL_OUT_LOW)
         c->congested = -1; /* drain reported after send */
     return n;
@@ -303,25 +355,37 @@ static void resume(grpc_call_t *c)
     conn_flush(c->conn);
 }
 
-int grpc_call_send(grpc_call_t *c, const ProtobufCMessage *msg)
+/* Appends one framed message. Uncompressed, it is packed straight into the call's output (one
+ * copy, no allocation); with grpc-encoding gzip through a buffer and deflate. Returns 0 or
+ * -ENOMEM; *wire gets the framed length. */
+static int enqueue(grpc_call_t *c, const ProtobufCMessage *msg, size_t len, size_t *wire)
 {
-    if (!grpc_call_active(c)) return -EPIPE;
-    if ((c->method->kind == GRPC_UNARY || c->method->kind == GRPC_CLIENT_STREAMING) && c->msgs_sent)
-        return -EINVAL;
-    size_t len = protobuf_c_message_get_packed_size(msg);
+    if (c->resp_enc != ENC_GZIP) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(c->out, (ev_ssize_t)(5 + len), &v, 1) < 1) return -ENOMEM;
+        unsigned char *p = v.iov_base;
+        p[0] = 0;
+        p[1] = (unsigned char)(len >> 24);
+        p[2] = (unsigned char)(len >> 16);
+        p[3] = (unsigned char)(len >> 8);
+        p[4] = (unsigned char)len;
+        protobuf_c_message_pack(msg, p + 5);
+        v.iov_len = 5 + len;
+        if (evbuffer_commit_space(c->out, &v, 1)) return -ENOMEM;
+        *wire = 5 + len;
+        return 0;
+    }
     unsigned char *buf = malloc(len ? len : 1), *z = NULL;
     if (!buf) return -ENOMEM;
     protobuf_c_message_pack(msg, buf);
     const unsigned char *payload = buf;
     size_t plen = len;
     int compressed = 0;
-    if (c->resp_enc == ENC_GZIP) {
-        size_t zl;
-        if (gzip_compress(buf, len, &z, &zl) == 0) {
-            payload = z;
-            plen = zl;
-            compressed = 1;
-        }
+    size_t zl;
+    if (gzip_compress(buf, len, &z, &zl) == 0) {
+        payload = z;
+        plen = zl;
+        compressed = 1;
     }
     unsigned char prefix[5] = {(unsigned char)compressed, (unsigned char)(plen >> 24),
                                (unsigned char)(plen >> 16), (unsigned char)(plen >> 8),
@@ -329,9 +393,24 @@ int grpc_call_send(grpc_call_t *c, const ProtobufCMessage *msg)
     int rc = evbuffer_add(c->out, prefix, 5) || evbuffer_add(c->out, payload, plen) ? -ENOMEM : 0;
     free(buf);
     free(z);
-    if (rc) return rc;
+    *wire = 5 + plen;
+    return rc;
+}
+
+static int send_checked(grpc_call_t *c)
+{
+    if (!grpc_call_active(c)) return -EPIPE;
+    if ((c->method->kind == GRPC_UNARY || c->method->kind == GRPC_CLIENT_STREAMING) && c->msgs_sent)
+        return -EINVAL;
+    return 0;
+}
+
+/* After a message was queued: counts, congestion, and HEADERS or a resumed DATA source. The
+ * connection's flush may be deferred (server_flush_begin). */
+static int sent(grpc_call_t *c, size_t wire)
+{
     c->msgs_sent++;
-    c->bytes_out += 5 + plen;
+    c->bytes_out += wire;
     server_count_msg(c->conn->srv, c->method, 1);
     if (evbuffer_get_length(c->out) > CALL_OUT_HIGH) c->congested = 1;
     if (!c->response_started) {
@@ -341,6 +420,28 @@ int grpc_call_send(grpc_call_t *c, const ProtobufCMessage *msg)
         resume(c);
     }
     return 0;
+}
+
+int grpc_call_send(grpc_call_t *c, const ProtobufCMessage *msg)
+{
+    int rc = send_checked(c);
+    if (rc) return rc;
+    size_t wire;
+    if ((rc = enqueue(c, msg, protobuf_c_message_get_packed_size(msg), &wire))) return rc;
+    return sent(c, wire);
+}
+
+int grpc_call_send_counted(grpc_call_t *c, const ProtobufCMessage *msg, uint64_t tag,
+                           uint32_t units, size_t *packed)
+{
+    int rc = send_checked(c);
+    if (rc) return rc;
+    if (marks_reserve(c)) return -ENOMEM;
+    size_t len = protobuf_c_message_get_packed_size(msg), wire;
+    if ((rc = enqueue(c, msg, len, &wire))) return rc;
+    mark_add(c, tag, units);
+    if (packed) *packed = len;
+    return sent(c, wire);
 }
 
 /* Ends the call: status recorded, counted once, trailers queued. */

@@ -62,6 +62,10 @@ typedef void (*grpc_on_half_close_fn)(grpc_call_t *call);
 typedef void (*grpc_on_cancel_fn)(grpc_call_t *call);
 /** Output queued for the call fell below the low watermark after having been above it. */
 typedef void (*grpc_on_drain_fn)(grpc_call_t *call);
+/** HTTP/2 took for the wire the whole of messages sent with grpc_call_send_counted() under tag,
+ * carrying units (tokens) in all: the producer's flow control. Runs inside the connection's
+ * flush: it must not send, finish or free the call. */
+typedef void (*grpc_on_taken_fn)(grpc_call_t *call, uint64_t tag, uint32_t units);
 
 /** Per-row counters, owned by the reactor. */
 typedef struct grpc_method_stats {
@@ -83,6 +87,7 @@ struct grpc_method {
     grpc_on_half_close_fn on_half_close; /* may be NULL */
     grpc_on_cancel_fn on_cancel;         /* may be NULL */
     grpc_on_drain_fn on_drain;           /* may be NULL */
+    grpc_on_taken_fn on_taken;           /* may be NULL */
     void *arg;                           /* handler context, see grpc_call_arg() */
     unsigned flags;
     grpc_method_stats_t stats;
@@ -93,6 +98,11 @@ struct grpc_method {
  * Returns 0, -EPIPE when the call is already finished or cancelled, -EINVAL when the
  * message does not fit the method (second message on a unary call), -ENOMEM. */
 int grpc_call_send(grpc_call_t *call, const ProtobufCMessage *msg);
+/** grpc_call_send() for a producer with flow control of its own: the message is packed straight
+ * into the call's output, and once HTTP/2 has taken all of it for the wire the row's on_taken
+ * hears (tag, units). *packed (may be NULL) gets the message's serialized size. Same returns. */
+int grpc_call_send_counted(grpc_call_t *call, const ProtobufCMessage *msg, uint64_t tag,
+                           uint32_t units, size_t *packed);
 /** Ends the call with trailers (grpc-status, percent-encoded grpc-message; msg may be NULL).
  * With no message sent before, a Trailers-Only response. Returns 0 or -EPIPE if already ended. */
 int grpc_call_finish(grpc_call_t *call, grpc_status_t status, const char *msg);

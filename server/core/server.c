@@ -41,6 +41,9 @@ int server_register(server_t *s, grpc_method_t *rows, size_t n)
             grpc_method_t **m = realloc(s->methods, cap * sizeof *m);
             if (!m) return -ENOMEM;
             s->methods = m;
+            void **mms = realloc(s->method_metrics, cap * sizeof *mms);
+            if (!mms) return -ENOMEM;
+            s->method_metrics = mms;
             s->cap_methods = cap;
         }
         method_metrics_t *mm = calloc(1, sizeof *mm);
@@ -51,6 +54,7 @@ int server_register(server_t *s, grpc_method_t *rows, size_t n)
         mm->sent = metrics_series(s->m->grpc_msg_sent, lv);
         mm->handling = metrics_series(s->m->grpc_handling, lv);
         rows[i].metrics = mm;
+        s->method_metrics[s->n_methods] = mm; /* freed from here: rows may be gone by then */
         s->methods[s->n_methods++] = &rows[i];
     }
     return 0;
@@ -170,6 +174,22 @@ int server_on_drain(server_t *s, server_hook_fn fn, void *arg)
 int server_on_stop(server_t *s, server_hook_fn fn, void *arg)
 {
     return hook_add(&s->on_stop, &s->n_on_stop, fn, arg);
+}
+
+void server_flush_begin(server_t *s)
+{
+    s->flush_batch++;
+}
+
+void server_flush_end(server_t *s)
+{
+    if (--s->flush_batch > 0) return;
+    conn_t *c;
+    while ((c = TAILQ_FIRST(&s->held))) {
+        TAILQ_REMOVE(&s->held, c, held_link);
+        c->flush_held = 0;
+        conn_flush(c);
+    }
 }
 
 int server_draining(const server_t *s)
@@ -360,6 +380,7 @@ int server_new(server_t **out, const server_options_t *opt, char *err, size_t er
     s->start_ns = clock_now_ns();
     trace_rng_init(&s->rng);
     TAILQ_INIT(&s->conns);
+    TAILQ_INIT(&s->held);
     s->base = opt->base;
     if (http_metrics_route_add(s)) goto oom;
     if (cfg->tls_cert && (rc = tls_context_new(&s->ssl_ctx, cfg, err, errlen))) goto fail;
@@ -417,7 +438,8 @@ void server_free(server_t *s)
     if (s->stage_timer) event_free(s->stage_timer);
     if (s->drain_timer) event_free(s->drain_timer);
     for (size_t i = 0; i < s->n_methods; i++)
-        free(s->methods[i]->metrics);
+        free(s->method_metrics[i]);
+    free(s->method_metrics);
     free(s->methods);
     free(s->routes);
     free(s->on_drain);

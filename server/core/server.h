@@ -55,13 +55,21 @@ void server_close_connections(server_t *s);
 /** Frees everything (NULL is a no-op). */
 void server_free(server_t *s);
 
-/** Adds method rows to the method table (rows must outlive the server). Start-up only.
+/** Adds method rows to the method table. The rows must outlive every call on them (free their
+ * owner after server_close_connections(); server_free() does not touch them). Start-up only.
  * Returns 0, -EEXIST for a path already registered, -ENOMEM. */
 int server_register(server_t *s, grpc_method_t *rows, size_t n);
 /** Looks a method up by its :path. Returns NULL when unknown. */
 grpc_method_t *server_find_method(server_t *s, const char *path);
 /** Distinct service names in registration order; returns how many (may exceed cap). */
 size_t server_services(const server_t *s, const char **names, size_t cap);
+
+/** Defers connection flushes until server_flush_end(), so a producer that sends on many calls
+ * in one loop turn (a drain of the engine's events) writes each connection once: one send()
+ * for all its streams. Nests. */
+void server_flush_begin(server_t *s);
+/** Ends a batch: every connection written meanwhile is flushed, once. */
+void server_flush_end(server_t *s);
 
 /** A hook: a shutdown stage was reached. */
 typedef void (*server_hook_fn)(void *arg);

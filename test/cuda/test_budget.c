@@ -57,7 +57,7 @@ static void fake_init(fake_t *f, int dim, int hidden, int layers, int heads, int
     c->rope_dim = c->head_dim;
     c->rope_mode = ROPE_NORM;
     int kvd = kv_heads * (dim / heads);
-    char nm[48];
+    char nm[64];
     for (int l = 0; l < layers; l++) {
         model_layer_t *y = &f->layers[l];
         snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);

@@ -7,12 +7,15 @@
  */
 #include "engine/engine.h"
 #include "engine/internal.h"
+#include "tools/mkmodel/gguf_write.h"
+#include "tools/mkmodel/mkgguf.h"
 
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -168,6 +171,114 @@ static void test_explicit_cuda(void **state)
     assert_non_null(strstr(err, "device cuda:254: "));
 }
 
+#ifdef FAKE_CUDA_DRIVER
+/* a GGUF model of type `type` and architecture `arch`, written to /tmp */
+static const char *gguf_model(const char *arch, const char *type, char *path, size_t len)
+{
+    mkgguf_opts_t o = {.arch = arch,
+                       .type = type,
+                       .dim = 64,
+                       .hidden = 128,
+                       .layers = 1,
+                       .heads = 4,
+                       .kv_heads = 2,
+                       .vocab = 300,
+                       .ctx = 64,
+                       .seed = 3};
+    gguf_writer_t *w;
+    char err[256];
+    assert_int_equal(gguf_writer_new(&w, 3, 32), 0);
+    assert_int_equal(mkgguf_model(w, &o, err, sizeof err), 0);
+    char *pieces[300];
+    float scores[300];
+    for (int i = 0; i < 300; i++) {
+        char b[16];
+        if (i < 259)
+            snprintf(b, sizeof b,
+                     i == 0   ? "<unk>"
+                     : i == 1 ? "<s>"
+                     : i == 2 ? "</s>"
+                              : "<0x%02X>",
+                     i - 3);
+        else
+            snprintf(b, sizeof b, "t%d", i);
+        pieces[i] = strdup(b);
+        scores[i] = 0;
+    }
+    assert_int_equal(mkgguf_vocab_spm(w, pieces, scores, 300), 0);
+    for (int i = 0; i < 300; i++)
+        free(pieces[i]);
+    snprintf(path, len, "/tmp/device_select_%d_%s_%s.gguf", (int)getpid(), arch, type);
+    assert_int_equal(gguf_writer_write(w, path, err, sizeof err), 0);
+    gguf_writer_free(w);
+    return path;
+}
+
+static int open_model(const char *model, const char *tok, const char *dev, engine_t **e, char *err,
+                      size_t errlen)
+{
+    engine_config_t c;
+    engine_config_init(&c);
+    c.model_path = model;
+    c.tokenizer_path = tok;
+    c.threads = 1;
+    c.max_batch = 2;
+    c.device = dev;
+    return engine_new(e, &c, err, errlen);
+}
+
+/* What the CUDA backend does not implement is refused at start-up with the reason, before
+ * any device is touched; --device auto then runs on the CPU and says why. The driver
+ * stand-in makes the engine open the real backend library here, GPU or not. */
+static void test_cuda_refuses_what_it_cannot_run(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("INFERD_CUDA_DRIVER", FAKE_CUDA_DRIVER, 1), 0);
+    char path[256], err[512];
+    engine_t *e = NULL;
+    engine_model_info_t mi;
+    static const struct {
+        const char *arch, *type, *why;
+    } cases[] = {
+        {"llama", "Q8_0",
+         "tensor token_embd.weight is Q8_0; the CUDA backend runs F32 weights "
+         "only"},
+        {"llama", "Q4_K_M", "is Q"},
+        {"llama", "BF16", "is BF16; the CUDA backend runs F32 weights only"},
+        {"qwen2", "F32", "the CUDA backend runs the llama architecture only"},
+        {"qwen3", "F32", "the CUDA backend runs the llama architecture only"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gguf_model(cases[i].arch, cases[i].type, path, sizeof path);
+        assert_int_equal(open_model(path, NULL, "auto", &e, err, sizeof err), 0);
+        engine_model_info(e, &mi);
+        printf("auto, %s %s: %s\n", cases[i].arch, cases[i].type, mi.device_note);
+        assert_string_equal(mi.device, "cpu");
+        assert_non_null(strstr(mi.device_note, "auto: the CUDA backend cannot run this model ("));
+        assert_non_null(strstr(mi.device_note, cases[i].why));
+        assert_non_null(strstr(mi.device_note, "); using cpu"));
+        engine_free(e);
+        e = NULL;
+        assert_int_equal(open_model(path, NULL, "cuda", &e, err, sizeof err), -ENOTSUP);
+        assert_non_null(strstr(err, "device cuda: "));
+        assert_non_null(strstr(err, cases[i].why));
+        assert_null(e);
+        unlink(path);
+    }
+    /* an F32 llama passes the check; then the device itself decides */
+    int rc = open_model(TINY_MODEL, TINY_TOKENIZER, "auto", &e, err, sizeof err);
+    assert_int_equal(rc, 0);
+    engine_model_info(e, &mi);
+    printf("auto, F32 llama2.c: %s\n", mi.device_note);
+    if (!strcmp(mi.device, "cpu")) {
+        assert_non_null(strstr(mi.device_note, "auto: no usable GPU ("));
+        assert_null(strstr(mi.device_note, "cannot run this model"));
+    }
+    engine_free(e);
+    unsetenv("INFERD_CUDA_DRIVER");
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +287,9 @@ int main(void)
         cmocka_unit_test(test_cpu_default_and_explicit),
         cmocka_unit_test(test_auto),
         cmocka_unit_test(test_explicit_cuda),
+#ifdef FAKE_CUDA_DRIVER
+        cmocka_unit_test(test_cuda_refuses_what_it_cannot_run),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,9 +5,12 @@
  *   engine_dump MODEL TOKENIZER greedy N ID,ID,... -> "greedy <t1> <t2> ..." through the
  *        engine API (scheduler, prefill chunking, sampler at temperature 0)
  *   engine_dump MODEL TOKENIZER encode TEXT        -> "tokens <ids...>" (BOS + BPE)
+ * MODEL may be a GGUF file; TOKENIZER "-" then (the file carries its vocabulary).
+ * INFERD_KERNELS=generic forces the portable kernels.
  */
 #include "engine.h"
 #include "internal.h"
+#include "kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +135,9 @@ static int dump_encode(const char *model, const char *tok, const char *text)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && !strcmp(argv[2], "-")) argv[2] = NULL;
+    const char *k = getenv("INFERD_KERNELS");
+    if (k && !strcmp(k, "generic")) kernels_force(KERNEL_GENERIC);
     if (argc >= 5 && strcmp(argv[3], "logits") == 0) return dump_logits(argv[1], argv[4]);
     if (argc >= 6 && strcmp(argv[3], "greedy") == 0)
         return dump_greedy(argv[1], argv[2], atoi(argv[4]), argv[5]);

@@ -67,9 +67,22 @@ def need(tool):
 
 def free_port():
     """A port free on 127.0.0.1 right now (racy but good enough on a test machine)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct ports free on 127.0.0.1 right now: held open together while they are picked,
+    so two calls in a row cannot hand out the same port."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # ---------------------------------------------------------------- protobuf by hand
@@ -226,8 +239,9 @@ class Inferd:
         """wait: until the listeners log 'listening'; wait_ready: also until GET /health answers
         200 (the engine warmed up); by default when the listener is plaintext."""
         self.bin = inferd_bin()
-        self.grpc_port = grpc_port if grpc_port is not None else free_port()
-        self.system_port = system_port if system_port is not None else free_port()
+        ports = free_ports(2)
+        self.grpc_port = grpc_port if grpc_port is not None else ports[0]
+        self.system_port = system_port if system_port is not None else ports[1]
         self.tmp = tempfile.mkdtemp(prefix="inferd-it-")
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
         argv = [self.bin, "--listen", "127.0.0.1:%d" % self.grpc_port,

@@ -27,7 +27,7 @@ MARGIN_MIN, MARGIN_MAX = 5, 60  # seconds of grace beyond delay + drain
 
 
 def seconds(v):
-    """inferd's duration syntax (server/config.c): bare seconds or a unit suffix."""
+    """inferd's duration syntax (server/base/config.c): bare seconds or a unit suffix."""
     m = re.fullmatch(r"([0-9.]+)(ns|us|ms|s|m|h)?", v)
     if not m:
         raise AssertionError("not a duration: %r" % v)

@@ -29,6 +29,8 @@ import urllib.request
 import grpc
 from google.protobuf import descriptor_pb2, message_factory
 
+import inferd_harness as H
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ThreadSanitizer")
@@ -248,12 +250,6 @@ def long_model():
     return m, t
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ser(m):
     return m.SerializeToString()
 
@@ -261,7 +257,7 @@ def _ser(m):
 class Server:
     def __init__(self, model, tokenizer, *args):
         self.model, self.tokenizer = model, tokenizer
-        self.port, self.sport = free_port(), free_port()
+        self.port, self.sport = H.free_ports(2)
         self.errf = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [inferd_bin(), "--listen", "127.0.0.1:%d" % self.port, "--system-port", str(self.sport),

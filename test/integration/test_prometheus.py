@@ -59,12 +59,14 @@ def traffic(server):
             check(H.health_request("liveness"), timeout=5)
         try:
             check(H.health_request("no.such.Service"), timeout=5)
-        except grpc.RpcError:
-            pass
-        try:
-            list(H.server_stream(ch, GENERATE)(generate_request(), timeout=30))
-        except grpc.RpcError:
-            pass  # no engine in this build: the gRPC families still get series
+            raise AssertionError("Check of an unknown service succeeded")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        # a failing Generate would leave the inference families empty: let it fail the test
+        out = list(H.server_stream(ch, GENERATE)(generate_request(), timeout=30))
+        if not out:
+            raise AssertionError("Generate answered no message")
     finally:
         ch.close()
 

@@ -210,8 +210,8 @@ class ListenersTest(unittest.TestCase):
 
     def test_system_port_env(self):
         # no --system-port flag: the port comes from the environment
-        port = H.free_port()
-        argv = [H.inferd_bin(), "--listen", "127.0.0.1:%d" % H.free_port(), "--system-host", "127.0.0.1",
+        port, main_port = H.free_ports(2)
+        argv = [H.inferd_bin(), "--listen", "127.0.0.1:%d" % main_port, "--system-host", "127.0.0.1",
                 "--shutdown-delay", "0"]
         import os
         env = dict(os.environ, DYN_SYSTEM_PORT=str(port))

@@ -14,6 +14,11 @@
 
 #include "metrics.h"
 
+/* A family the assertions below register and do not keep. */
+static metrics_family_t *fam;
+/* The family a registration that must succeed made. */
+#define OK_FAM(call) (assert_int_equal((call), 0), fam)
+
 #define THREADS 8
 #define ITERS 100000
 
@@ -44,9 +49,11 @@ static void test_concurrent_updates(void **state)
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     arg_t base = {0};
     const double b[] = {0, 1, 2};
-    base.c = metrics_series(metrics_counter_new(r, "c_total", "C.", NULL, 0), NULL);
-    base.g = metrics_series(metrics_gauge_new(r, "g", "G.", NULL, 0), NULL);
-    base.h = metrics_series(metrics_histogram_new(r, "h", "H.", NULL, b, 3, 0), NULL);
+    base.c = metrics_series(OK_FAM(metrics_counter_new(&fam, r, "c_total", "C.", NULL, 0, NULL, 0)),
+                            NULL);
+    base.g = metrics_series(OK_FAM(metrics_gauge_new(&fam, r, "g", "G.", NULL, 0, NULL, 0)), NULL);
+    base.h = metrics_series(
+        OK_FAM(metrics_histogram_new(&fam, r, "h", "H.", NULL, b, 3, 0, NULL, 0)), NULL);
     pthread_t t[THREADS];
     arg_t args[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -115,7 +122,8 @@ static void test_concurrent_create_and_render(void **state)
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
-    metrics_family_t *f = metrics_counter_new(r, "c_total", "C.", ln, 0);
+    metrics_family_t *f = NULL;
+    assert_int_equal(metrics_counter_new(&f, r, "c_total", "C.", ln, 0, NULL, 0), 0);
     pthread_t t[4], rt;
     create_arg_t args[4];
     render_arg_t ra = {.r = r};

@@ -12,6 +12,11 @@
 
 #include "metrics.h"
 
+/* A family the assertions below register and do not keep. */
+static metrics_family_t *fam;
+/* The family a registration that must succeed made. */
+#define OK_FAM(call) (assert_int_equal((call), 0), fam)
+
 static void test_prefix(void **state)
 {
     (void)state;
@@ -42,12 +47,20 @@ static void test_types_and_prefix(void **state)
     (void)state;
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
-    metrics_family_t *c = metrics_counter_new(r, "requests_total", "Requests.", NULL, 0);
-    metrics_family_t *g = metrics_gauge_new(r, "inflight_requests", "In flight.", NULL, 0);
-    metrics_family_t *h =
-        metrics_histogram_new(r, "request_duration_seconds", "Dur.", NULL, NULL, 0, 0);
-    metrics_family_t *u =
-        metrics_counter_new(r, "grpc_server_started_total", "Started.", NULL, METRICS_NO_PREFIX);
+    metrics_family_t *c = NULL;
+    assert_int_equal(metrics_counter_new(&c, r, "requests_total", "Requests.", NULL, 0, NULL, 0),
+                     0);
+    metrics_family_t *g = NULL;
+    assert_int_equal(metrics_gauge_new(&g, r, "inflight_requests", "In flight.", NULL, 0, NULL, 0),
+                     0);
+    metrics_family_t *h = NULL;
+    assert_int_equal(
+        metrics_histogram_new(&h, r, "request_duration_seconds", "Dur.", NULL, NULL, 0, 0, NULL, 0),
+        0);
+    metrics_family_t *u = NULL;
+    assert_int_equal(metrics_counter_new(&u, r, "grpc_server_started_total", "Started.", NULL,
+                                         METRICS_NO_PREFIX, NULL, 0),
+                     0);
     assert_non_null(c);
     assert_non_null(g);
     assert_non_null(h);
@@ -73,31 +86,46 @@ static void test_invalid_names(void **state)
     const char *const digit[] = {"1a", NULL};
     const char *const empty[] = {"", NULL};
     const char *const le[] = {"le", NULL};
-    assert_null(metrics_counter_new(r, "x", "no _total", NULL, 0));
-    assert_null(metrics_counter_new(r, "_total", "only suffix", NULL, METRICS_NO_PREFIX));
-    assert_null(metrics_gauge_new(r, "g_total", "gauge with _total", NULL, 0));
-    assert_null(metrics_gauge_new(r, "g_created", "reserved suffix", NULL, 0));
-    assert_null(metrics_histogram_new(r, "h_count", "reserved suffix", NULL, NULL, 0, 0));
-    assert_null(metrics_gauge_new(r, "bad-name", "dash", NULL, 0));
-    assert_null(metrics_gauge_new(r, "9lives", "digit", NULL, METRICS_NO_PREFIX));
-    assert_null(metrics_gauge_new(r, "", "empty", NULL, 0));
-    assert_null(metrics_gauge_new(r, NULL, "null", NULL, 0));
-    assert_null(metrics_gauge_new(r, "nohelp", NULL, NULL, 0));
-    assert_null(metrics_gauge_new(r, "nohelp", "", NULL, 0));
-    assert_null(metrics_gauge_new(r, "g", "dup labels", dup, 0));
-    assert_null(metrics_gauge_new(r, "g", "reserved label", reserved, 0));
-    assert_null(metrics_gauge_new(r, "g", "colon label", colon, 0));
-    assert_null(metrics_gauge_new(r, "g", "digit label", digit, 0));
-    assert_null(metrics_gauge_new(r, "g", "empty label", empty, 0));
-    assert_null(metrics_histogram_new(r, "h", "le label", le, NULL, 0, 0));
-    assert_non_null(metrics_gauge_new(r, "g", "le is fine on a gauge", le, 0));
+    assert_int_equal(metrics_counter_new(&fam, r, "x", "no _total", NULL, 0, NULL, 0), -EINVAL);
+    assert_int_equal(
+        metrics_counter_new(&fam, r, "_total", "only suffix", NULL, METRICS_NO_PREFIX, NULL, 0),
+        -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g_total", "gauge with _total", NULL, 0, NULL, 0),
+                     -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g_created", "reserved suffix", NULL, 0, NULL, 0),
+                     -EINVAL);
+    assert_int_equal(
+        metrics_histogram_new(&fam, r, "h_count", "reserved suffix", NULL, NULL, 0, 0, NULL, 0),
+        -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "bad-name", "dash", NULL, 0, NULL, 0), -EINVAL);
+    assert_int_equal(
+        metrics_gauge_new(&fam, r, "9lives", "digit", NULL, METRICS_NO_PREFIX, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "", "empty", NULL, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, NULL, "null", NULL, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "nohelp", NULL, NULL, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "nohelp", "", NULL, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g", "dup labels", dup, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g", "reserved label", reserved, 0, NULL, 0),
+                     -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g", "colon label", colon, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g", "digit label", digit, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g", "empty label", empty, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_histogram_new(&fam, r, "h", "le label", le, NULL, 0, 0, NULL, 0),
+                     -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, r, "g", "le is fine on a gauge", le, 0, NULL, 0), 0);
     const double unsorted[] = {1, 0.5};
     const double equal[] = {1, 1};
     const double inf[] = {1, INFINITY};
-    assert_null(metrics_histogram_new(r, "h", "unsorted", NULL, unsorted, 2, 0));
-    assert_null(metrics_histogram_new(r, "h", "equal", NULL, equal, 2, 0));
-    assert_null(metrics_histogram_new(r, "h", "inf", NULL, inf, 2, 0));
-    assert_null(metrics_gauge_new(NULL, "g", "no registry", NULL, 0));
+    assert_int_equal(metrics_histogram_new(&fam, r, "h", "unsorted", NULL, unsorted, 2, 0, NULL, 0),
+                     -EINVAL);
+    assert_int_equal(metrics_histogram_new(&fam, r, "h", "equal", NULL, equal, 2, 0, NULL, 0),
+                     -EINVAL);
+    assert_int_equal(metrics_histogram_new(&fam, r, "h", "inf", NULL, inf, 2, 0, NULL, 0), -EINVAL);
+    assert_int_equal(metrics_gauge_new(&fam, NULL, "g", "no registry", NULL, 0, NULL, 0), -EINVAL);
+    char err[200] = "";
+    assert_int_equal(metrics_counter_new(&fam, r, "x", "no _total", NULL, 0, err, sizeof err),
+                     -EINVAL);
+    assert_non_null(strstr(err, "must end in _total"));
     metrics_registry_free(r);
 }
 
@@ -106,17 +134,33 @@ static void test_duplicates(void **state)
     (void)state;
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "p_", NULL, 0), 0);
-    assert_non_null(metrics_counter_new(r, "a_total", "A.", NULL, 0));
-    assert_null(metrics_counter_new(r, "a_total", "A again.", NULL, 0));
-    assert_null(metrics_counter_new(r, "p_a_total", "Same full name.", NULL, METRICS_NO_PREFIX));
+    assert_int_equal(metrics_counter_new(&fam, r, "a_total", "A.", NULL, 0, NULL, 0), 0);
+    char err[200] = "";
+    assert_int_equal(metrics_counter_new(&fam, r, "a_total", "A again.", NULL, 0, err, sizeof err),
+                     -EEXIST);
+    assert_null(fam);
+    assert_non_null(strstr(err, "p_a_total is already registered")); /* never "out of memory" */
+    assert_int_equal(metrics_counter_new(&fam, r, "p_a_total", "Same full name.", NULL,
+                                         METRICS_NO_PREFIX, NULL, 0),
+                     -EEXIST);
     /* a_total exposes family "p_a" in OpenMetrics: a gauge p_a would collide */
-    assert_null(metrics_gauge_new(r, "a", "Collides with counter family.", NULL, 0));
-    assert_non_null(metrics_histogram_new(r, "h_seconds", "H.", NULL, NULL, 0, 0));
-    assert_null(metrics_gauge_new(r, "h_seconds_bucket", "Collides.", NULL, 0));
-    assert_null(metrics_counter_new(r, "h_seconds_total", "Family h_seconds collides.", NULL, 0));
-    assert_null(metrics_gauge_new(r, "h_seconds", "Same name other type.", NULL, 0));
+    assert_int_equal(
+        metrics_gauge_new(&fam, r, "a", "Collides with counter family.", NULL, 0, NULL, 0),
+        -EEXIST);
+    assert_int_equal(metrics_histogram_new(&fam, r, "h_seconds", "H.", NULL, NULL, 0, 0, NULL, 0),
+                     0);
+    assert_int_equal(metrics_gauge_new(&fam, r, "h_seconds_bucket", "Collides.", NULL, 0, NULL, 0),
+                     -EEXIST);
+    assert_int_equal(metrics_counter_new(&fam, r, "h_seconds_total", "Family h_seconds collides.",
+                                         NULL, 0, NULL, 0),
+                     -EEXIST);
+    assert_int_equal(
+        metrics_gauge_new(&fam, r, "h_seconds", "Same name other type.", NULL, 0, NULL, 0),
+        -EEXIST);
     /* same name without prefix is a different metric */
-    assert_non_null(metrics_counter_new(r, "a_total", "Unprefixed.", NULL, METRICS_NO_PREFIX));
+    assert_int_equal(
+        metrics_counter_new(&fam, r, "a_total", "Unprefixed.", NULL, METRICS_NO_PREFIX, NULL, 0),
+        0);
     metrics_registry_free(r);
 }
 
@@ -126,7 +170,8 @@ static void test_series_get_or_create(void **state)
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const names[] = {"model", "status", NULL};
-    metrics_family_t *f = metrics_counter_new(r, "req_total", "R.", names, 0);
+    metrics_family_t *f = NULL;
+    assert_int_equal(metrics_counter_new(&f, r, "req_total", "R.", names, 0, NULL, 0), 0);
     assert_int_equal(metrics_family_label_count(f), 2);
     const char *const v1[] = {"m", "ok"};
     const char *const v2[] = {"m", "error"};
@@ -160,7 +205,8 @@ static void test_series_get_or_create(void **state)
         assert_ptr_equal(metrics_series(f, v), s[i]);
     }
     /* no labels: one series, created at registration */
-    metrics_family_t *g = metrics_gauge_new(r, "g", "G.", NULL, 0);
+    metrics_family_t *g = NULL;
+    assert_int_equal(metrics_gauge_new(&g, r, "g", "G.", NULL, 0, NULL, 0), 0);
     assert_non_null(metrics_series(g, NULL));
     assert_ptr_equal(metrics_series(g, NULL), metrics_series(g, NULL));
     metrics_registry_free(r);
@@ -171,10 +217,12 @@ static void test_updates(void **state)
     (void)state;
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
-    metrics_series_t *c = metrics_series(metrics_counter_new(r, "c_total", "C.", NULL, 0), NULL);
-    metrics_series_t *g = metrics_series(metrics_gauge_new(r, "g", "G.", NULL, 0), NULL);
-    metrics_series_t *h =
-        metrics_series(metrics_histogram_new(r, "h", "H.", NULL, NULL, 0, 0), NULL);
+    metrics_series_t *c = metrics_series(
+        OK_FAM(metrics_counter_new(&fam, r, "c_total", "C.", NULL, 0, NULL, 0)), NULL);
+    metrics_series_t *g =
+        metrics_series(OK_FAM(metrics_gauge_new(&fam, r, "g", "G.", NULL, 0, NULL, 0)), NULL);
+    metrics_series_t *h = metrics_series(
+        OK_FAM(metrics_histogram_new(&fam, r, "h", "H.", NULL, NULL, 0, 0, NULL, 0)), NULL);
 
     metrics_inc(c);
     metrics_inc(c);
@@ -227,7 +275,8 @@ static void test_collector(void **state)
     (void)state;
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
-    metrics_series_t *g = metrics_series(metrics_gauge_new(r, "g", "G.", NULL, 0), NULL);
+    metrics_series_t *g =
+        metrics_series(OK_FAM(metrics_gauge_new(&fam, r, "g", "G.", NULL, 0, NULL, 0)), NULL);
     assert_int_equal(metrics_add_collector(r, NULL, NULL), -EINVAL);
     assert_int_equal(metrics_add_collector(r, collector, g), 0);
     char *out;

@@ -17,6 +17,11 @@
 
 #include "metrics.h"
 
+/* A family the assertions below register and do not keep. */
+static metrics_family_t *fam;
+/* The family a registration that must succeed made. */
+#define OK_FAM(call) (assert_int_equal((call), 0), fam)
+
 #define CT_TEXT "text/plain; version=0.0.4; charset=utf-8"
 #define CT_OM "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -37,9 +42,14 @@ static void test_text_exact(void **state)
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
     const char *const ln[] = {"model", "status", NULL};
-    metrics_family_t *c = metrics_counter_new(r, "requests_total", "Requests finished.", ln, 0);
-    metrics_family_t *g = metrics_gauge_new(r, "temp", "A gauge.", NULL, METRICS_NO_PREFIX);
-    metrics_family_t *empty = metrics_gauge_new(r, "unused", "No series yet.", ln, 0);
+    metrics_family_t *c = NULL;
+    assert_int_equal(
+        metrics_counter_new(&c, r, "requests_total", "Requests finished.", ln, 0, NULL, 0), 0);
+    metrics_family_t *g = NULL;
+    assert_int_equal(metrics_gauge_new(&g, r, "temp", "A gauge.", NULL, METRICS_NO_PREFIX, NULL, 0),
+                     0);
+    metrics_family_t *empty = NULL;
+    assert_int_equal(metrics_gauge_new(&empty, r, "unused", "No series yet.", ln, 0, NULL, 0), 0);
     assert_non_null(empty);
     const char *const v1[] = {"llama", "success"};
     const char *const v2[] = {"llama", "error"};
@@ -66,8 +76,11 @@ static void test_escaping(void **state)
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"v", NULL};
-    metrics_family_t *g =
-        metrics_gauge_new(r, "esc", "Help with \\ backslash,\nnewline and \"quotes\".", ln, 0);
+    metrics_family_t *g = NULL;
+    assert_int_equal(metrics_gauge_new(&g, r, "esc",
+                                       "Help with \\ backslash,\nnewline and \"quotes\".", ln, 0,
+                                       NULL, 0),
+                     0);
     const char *const v[] = {"a\\b\"c\nd"};
     metrics_set(metrics_series(g, v), 1);
     const char *const bad[] = {"x\xff\xc3y\xe2\x82\xac"}; /* invalid bytes, then a valid euro */
@@ -94,7 +107,9 @@ static void test_histogram(void **state)
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const double b[] = {0.1, 0.5, 1, 2.5};
     const char *const ln[] = {"m", NULL};
-    metrics_family_t *h = metrics_histogram_new(r, "lat_seconds", "Latency.", ln, b, 4, 0);
+    metrics_family_t *h = NULL;
+    assert_int_equal(metrics_histogram_new(&h, r, "lat_seconds", "Latency.", ln, b, 4, 0, NULL, 0),
+                     0);
     const char *const v[] = {"x"};
     metrics_series_t *s = metrics_series(h, v);
     /* boundary values go in the bucket equal to them */
@@ -148,8 +163,8 @@ static void test_histogram_default_and_nan(void **state)
         assert_true(d[i] > d[i - 1]);
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
-    metrics_series_t *s =
-        metrics_series(metrics_histogram_new(r, "h_seconds", "H.", NULL, NULL, 0, 0), NULL);
+    metrics_series_t *s = metrics_series(
+        OK_FAM(metrics_histogram_new(&fam, r, "h_seconds", "H.", NULL, NULL, 0, 0, NULL, 0)), NULL);
     metrics_observe(s, 0.00005);
     metrics_observe(s, NAN);
     assert_int_equal(metrics_histogram_bucket(s, 0), 1);
@@ -169,7 +184,8 @@ static void test_numbers(void **state)
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
-    metrics_family_t *g = metrics_gauge_new(r, "n", "Numbers.", ln, 0);
+    metrics_family_t *g = NULL;
+    assert_int_equal(metrics_gauge_new(&g, r, "n", "Numbers.", ln, 0, NULL, 0), 0);
     struct {
         const char *k;
         double v;
@@ -209,8 +225,10 @@ static void test_openmetrics(void **state)
     (void)state;
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "inferd_", NULL, 0), 0);
-    metrics_family_t *c = metrics_counter_new(r, "tokens_total", "Tokens.", NULL, 0);
-    metrics_family_t *g = metrics_gauge_new(r, "inflight", "In flight.", NULL, 0);
+    metrics_family_t *c = NULL;
+    assert_int_equal(metrics_counter_new(&c, r, "tokens_total", "Tokens.", NULL, 0, NULL, 0), 0);
+    metrics_family_t *g = NULL;
+    assert_int_equal(metrics_gauge_new(&g, r, "inflight", "In flight.", NULL, 0, NULL, 0), 0);
     metrics_add(metrics_series(c, NULL), 12);
     metrics_set(metrics_series(g, NULL), 3);
     const char *ct;
@@ -309,8 +327,10 @@ static void test_order(void **state)
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
-    metrics_family_t *b = metrics_gauge_new(r, "b", "B.", ln, 0);
-    metrics_family_t *a = metrics_gauge_new(r, "a", "A.", ln, 0);
+    metrics_family_t *b = NULL;
+    assert_int_equal(metrics_gauge_new(&b, r, "b", "B.", ln, 0, NULL, 0), 0);
+    metrics_family_t *a = NULL;
+    assert_int_equal(metrics_gauge_new(&a, r, "a", "A.", ln, 0, NULL, 0), 0);
     const char *const z[] = {"z"}, *const y[] = {"y"};
     metrics_series(a, z);
     metrics_series(b, z);
@@ -349,8 +369,10 @@ static void test_stream(void **state)
     metrics_registry_t *r = NULL;
     assert_int_equal(metrics_registry_new(&r, "s_", NULL, 0), 0);
     const char *const ln[] = {"k", NULL};
-    metrics_family_t *h = metrics_histogram_new(r, "h_seconds", "H.", ln, NULL, 0, 0);
-    metrics_family_t *c = metrics_counter_new(r, "c_total", "C.", ln, 0);
+    metrics_family_t *h = NULL;
+    assert_int_equal(metrics_histogram_new(&h, r, "h_seconds", "H.", ln, NULL, 0, 0, NULL, 0), 0);
+    metrics_family_t *c = NULL;
+    assert_int_equal(metrics_counter_new(&c, r, "c_total", "C.", ln, 0, NULL, 0), 0);
     char v[64];
     for (int i = 0; i < 2000; i++) { /* ~2 MB: many chunks */
         snprintf(v, sizeof v, "value-%d", i);

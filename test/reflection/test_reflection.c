@@ -13,7 +13,7 @@
 #include "fakes.h"
 #include "google/protobuf/descriptor.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
-#include "reflection.h"
+#include "server/services/reflection.h"
 
 extern const unsigned char test_chain_set[];
 extern const size_t test_chain_set_len;
@@ -55,8 +55,8 @@ static req_t make_req(int which, const char *value)
 static reflection_t *load(const unsigned char *set, size_t len)
 {
     char err[256];
-    reflection_t *r = reflection_new(set, len, err, sizeof err);
-    if (!r) fail_msg("reflection_new: %s", err);
+    reflection_t *r;
+    if (reflection_new(&r, set, len, err, sizeof err)) fail_msg("reflection_new: %s", err);
     return r;
 }
 
@@ -346,11 +346,14 @@ static void test_extensions(void **state)
 static void expect_rejected(const void *set, size_t len, const char *needle)
 {
     char err[256] = "unset";
-    reflection_t *r = reflection_new(set, len, err, sizeof err);
-    if (r) {
+    reflection_t *r;
+    int rc = reflection_new(&r, set, len, err, sizeof err);
+    if (!rc) {
         reflection_free(r);
         fail_msg("accepted a bad set (expected '%s')", needle ? needle : "an error");
     }
+    assert_int_equal(rc, -EINVAL); /* bad input, never reported as out of memory */
+    assert_null(r);
     if (needle && !strstr(err, needle)) fail_msg("error '%s' lacks '%s'", err, needle);
 }
 
@@ -437,12 +440,14 @@ static void test_hostile(void **state)
     /* Every truncation: rejected or (cut at a file boundary) a smaller consistent set; never a
      * crash or a leak. Cutting inside the last file always fails. */
     for (size_t n = 0; n < test_chain_set_len; n++) {
-        reflection_t *r = reflection_new(test_chain_set, n, NULL, 0);
-        reflection_free(r);
+        reflection_t *r;
+        if (reflection_new(&r, test_chain_set, n, NULL, 0) == 0) reflection_free(r);
     }
     expect_rejected(test_chain_set, test_chain_set_len - 1, NULL);
-    for (size_t n = 0; n < inferd_descriptor_set_len; n += 7)
-        reflection_free(reflection_new(inferd_descriptor_set, n, NULL, 0));
+    for (size_t n = 0; n < inferd_descriptor_set_len; n += 7) {
+        reflection_t *r;
+        if (reflection_new(&r, inferd_descriptor_set, n, NULL, 0) == 0) reflection_free(r);
+    }
 
     /* Byte corruption, deterministic. */
     uint8_t *copy = malloc(test_chain_set_len);
@@ -457,7 +462,8 @@ static void test_hostile(void **state)
             copy[at] ^= (uint8_t)(1u << ((seed >> 16) % 8));
         }
         char err[128];
-        reflection_t *r = reflection_new(copy, test_chain_set_len, err, sizeof err);
+        reflection_t *r = NULL;
+        reflection_new(&r, copy, test_chain_set_len, err, sizeof err);
         if (r) {
             /* Whatever was accepted answers without crashing. */
             req_t q = make_req(BY_FILENAME, "chain/top.proto");

@@ -76,6 +76,52 @@ static void hang_cancel(grpc_call_t *call)
     hung = NULL;
 }
 
+/* Hold: server-streaming calls kept open for the test to send on, with on_taken recorded. */
+#define MAX_HELD 8
+static grpc_call_t *held[MAX_HELD];
+static int n_held;
+static struct {
+    uint64_t tag;
+    uint32_t units;
+} taken_log[16];
+static int n_taken;
+
+static void hold(grpc_call_t *call, ProtobufCMessage *msg)
+{
+    (void)msg;
+    assert_true(n_held < MAX_HELD);
+    grpc_call_ref(call);
+    held[n_held++] = call;
+}
+
+static void hold_cancel(grpc_call_t *call)
+{
+    for (int i = 0; i < n_held; i++)
+        if (held[i] == call) {
+            grpc_call_unref(call);
+            held[i] = held[--n_held];
+            return;
+        }
+}
+
+static void hold_taken(grpc_call_t *call, uint64_t tag, uint32_t units)
+{
+    (void)call;
+    assert_true(n_taken < 16);
+    taken_log[n_taken].tag = tag;
+    taken_log[n_taken++].units = units;
+}
+
+/* Ends every held call. */
+static void release_held(void)
+{
+    while (n_held) {
+        grpc_call_t *c = held[--n_held];
+        grpc_call_finish(c, GRPC_STATUS_OK, NULL);
+        grpc_call_unref(c);
+    }
+}
+
 #define ROW(p, n, k, fn)                                                                           \
     {                                                                                              \
         .path = "/test.T/" p, .service = "test.T", .name = p, .kind = k,                           \
@@ -87,6 +133,7 @@ static grpc_method_t rows[] = {
     ROW("Stream", .on_cancel = NULL, GRPC_SERVER_STREAMING, stream3),
     ROW("Bidi", .on_half_close = bidi_done, GRPC_BIDI_STREAMING, echo_msg),
     ROW("Hang", .on_cancel = hang_cancel, GRPC_UNARY, hang),
+    ROW("Hold", .on_cancel = hold_cancel, GRPC_SERVER_STREAMING, hold),
 };
 
 /* ---- client ---- */
@@ -297,7 +344,15 @@ static void stop_server(server_t *s)
     memset(&fx, 0, sizeof fx);
 }
 
+static void client_open_window(client_t *c, server_t *s, uint32_t window);
+
 static void client_open(client_t *c, server_t *s)
+{
+    client_open_window(c, s, 0);
+}
+
+/* window: our SETTINGS_INITIAL_WINDOW_SIZE (0: the default). */
+static void client_open_window(client_t *c, server_t *s, uint32_t window)
 {
     memset(c, 0, sizeof *c);
     c->srv = s;
@@ -315,7 +370,8 @@ static void client_open(client_t *c, server_t *s)
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
     assert_int_equal(nghttp2_session_client_new(&c->s, cb, c), 0);
     nghttp2_session_callbacks_del(cb);
-    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, NULL, 0);
+    nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window};
+    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, &iv, window ? 1 : 0);
 }
 
 static void client_close(client_t *c)
@@ -758,6 +814,103 @@ static void test_http1_pipelining_and_limits(void **state)
     stop_server(s);
 }
 
+/* ---- the per-token path: counted sends, one flush per connection per batch ---- */
+
+/* Opens n Hold calls on c, one after the other (the client has one body source). */
+static void open_held(client_t *c, int n)
+{
+    unsigned char buf[64];
+    size_t len = frame(buf, "h", 0);
+    for (int i = 0; i < n; i++) {
+        int want = n_held + 1;
+        request(c, "POST", "/test.T/Hold", "application/grpc", buf, len, 0, grpc_hdrs);
+        for (int k = 0; k < 2000 && n_held < want; k++) {
+            pump_once(c);
+            poll(NULL, 0, 1);
+        }
+        assert_int_equal(n_held, want);
+    }
+}
+
+static void test_counted_send_reports_when_taken(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    client_t c;
+    client_open_window(&c, s, 16); /* the server may send 16 bytes per stream at a time */
+    n_taken = 0;
+    rows[4].on_taken = hold_taken;
+    open_held(&c, 1);
+    char big[41];
+    memset(big, 'x', 40);
+    big[40] = 0;
+    Grpc__Health__V1__HealthCheckRequest m = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    m.service = big;
+    size_t packed = 0;
+    assert_int_equal(grpc_call_send_counted(held[0], &m.base, 7, 3, &packed), 0);
+    assert_int_equal(packed, 42);
+    /* queued, and 16 bytes of the 47 on the wire: not taken yet, so nothing is reported */
+    assert_int_equal(n_taken, 0);
+    pump_until(&c, &n_taken, 2000); /* the client's WINDOW_UPDATEs let the rest go */
+    assert_int_equal(n_taken, 1);
+    assert_true(taken_log[0].tag == 7 && taken_log[0].units == 3);
+    /* consecutive messages of one tag are reported together, tags in order */
+    m.service = "a";
+    assert_int_equal(grpc_call_send_counted(held[0], &m.base, 8, 1, NULL), 0);
+    assert_int_equal(grpc_call_send_counted(held[0], &m.base, 8, 2, NULL), 0);
+    assert_int_equal(grpc_call_send_counted(held[0], &m.base, 9, 4, NULL), 0);
+    for (int k = 0; k < 2000 && n_taken < 3; k++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(n_taken, 3);
+    assert_true(taken_log[1].tag == 8 && taken_log[1].units == 3);
+    assert_true(taken_log[2].tag == 9 && taken_log[2].units == 4);
+    release_held();
+    rows[4].on_taken = NULL;
+    client_close(&c);
+    stop_server(s);
+}
+
+static void test_one_flush_per_connection_per_batch(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    client_t c;
+    client_open(&c, s);
+    open_held(&c, MAX_HELD);
+    conn_t *conn = TAILQ_FIRST(&s->conns);
+    assert_non_null(conn);
+    Grpc__Health__V1__HealthCheckRequest m = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    m.service = "token";
+    /* unbatched: every send flushes the connection */
+    uint64_t before = conn->flushes;
+    for (int i = 0; i < MAX_HELD; i++)
+        assert_int_equal(grpc_call_send(held[i], &m.base), 0);
+    assert_int_equal(conn->flushes - before, MAX_HELD);
+    /* batched, as a drain of the engine's events: one flush for all of them */
+    before = conn->flushes;
+    server_flush_begin(s);
+    server_flush_begin(s); /* nests */
+    for (int i = 0; i < MAX_HELD; i++)
+        assert_int_equal(grpc_call_send(held[i], &m.base), 0);
+    server_flush_end(s);
+    assert_int_equal(conn->flushes - before, 0);
+    server_flush_end(s);
+    assert_int_equal(conn->flushes - before, 1);
+    /* and every stream got both messages */
+    result_t *last = &c.res[c.nres - 1];
+    for (int k = 0; k < 2000 && last->dlen < 2 * 12; k++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    for (int i = 0; i < c.nres; i++)
+        assert_int_equal(c.res[i].dlen, 2 * (5 + 7));
+    release_held();
+    client_close(&c);
+    stop_server(s);
+}
+
 /* ---- the route table: one table over HTTP/1.1 and HTTP/2, scopes, 405 ---- */
 static void echo_route(void *arg, const http_request_t *req, http_response_t *r)
 {
@@ -862,8 +1015,10 @@ static void test_listener_scope(void **state)
 static void add_series(server_t *s, int n)
 {
     const char *labels[] = {"a", "b", NULL};
-    metrics_family_t *f = metrics_counter_new(server_registry(s), "bulk_total",
-                                              "Series to make a big scrape.", labels, 0);
+    metrics_family_t *f = NULL;
+    assert_int_equal(metrics_counter_new(&f, server_registry(s), "bulk_total",
+                                         "Series to make a big scrape.", labels, 0, NULL, 0),
+                     0);
     assert_non_null(f);
     for (int i = 0; i < n; i++) {
         char a[32], b[32];
@@ -933,6 +1088,8 @@ int main(void)
         cmocka_unit_test(test_http1_pipelining_and_limits),
         cmocka_unit_test(test_large_gzip_scrape_off_loop),
         cmocka_unit_test(test_route_table),
+        cmocka_unit_test(test_counted_send_reports_when_taken),
+        cmocka_unit_test(test_one_flush_per_connection_per_batch),
         cmocka_unit_test(test_listener_scope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,8 +9,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build-bench-metrics}
 cc=${CC:-cc}
 mkdir -p "$build"
-"$cc" -std=c11 -O2 -DNDEBUG -D_GNU_SOURCE -Wall -Wextra -Werror -I"$root/metrics" \
+"$cc" -std=c11 -O2 -DNDEBUG -D_GNU_SOURCE -Wall -Wextra -Werror -I"$root/metrics" -I"$root" \
     "$root"/metrics/metrics.c "$root"/metrics/number.c "$root"/metrics/render.c "$root"/metrics/process.c \
+    "$root"/server/base/clock.c \
     "$root"/metrics/inferd_metrics.c "$root/tools/bench/metrics_bench.c" \
     -o "$build/metrics_bench" -lpthread -lm
 echo "# $(uname -m), $(nproc) CPUs, $("$cc" --version | head -n 1)"

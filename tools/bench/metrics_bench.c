@@ -9,12 +9,11 @@
 #include <time.h>
 
 #include "metrics.h"
+#include "server/base/clock.h"
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)clock_now_ns() / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -35,11 +34,12 @@ static metrics_registry_t *build(int n_series, int hist_percent)
     char name[64];
     for (int i = 0; i < 4; i++) {
         snprintf(name, sizeof name, "bench_counter_%d_total", i);
-        cf[i] = metrics_counter_new(r, name, "Bench counter.", cl, 0);
+        if (metrics_counter_new(&cf[i], r, name, "Bench counter.", cl, 0, NULL, 0)) return NULL;
     }
     for (int i = 0; i < 2; i++) {
         snprintf(name, sizeof name, "bench_latency_%d_seconds", i);
-        hf[i] = metrics_histogram_new(r, name, "Bench histogram.", hl, NULL, 0, 0);
+        if (metrics_histogram_new(&hf[i], r, name, "Bench histogram.", hl, NULL, 0, 0, NULL, 0))
+            return NULL;
     }
     int n_hist = n_series * hist_percent / 100;
     char svc[32], method[32], code[16];
@@ -179,10 +179,13 @@ int main(int argc, char **argv)
 
     metrics_registry_t *h;
     if (metrics_registry_new(&h, "", NULL, 0)) return 1;
-    metrics_family_t *cf = metrics_counter_new(h, "hot_total", "Hot.", NULL, 0);
+    metrics_family_t *cf;
+    if (metrics_counter_new(&cf, h, "hot_total", "Hot.", NULL, 0, NULL, 0)) return 1;
     const char *const ln[] = {"k", NULL};
-    metrics_family_t *cf2 = metrics_counter_new(h, "hot2_total", "Hot.", ln, 0);
-    metrics_family_t *hf = metrics_histogram_new(h, "hot_seconds", "Hot.", NULL, NULL, 0, 0);
+    metrics_family_t *cf2;
+    if (metrics_counter_new(&cf2, h, "hot2_total", "Hot.", ln, 0, NULL, 0)) return 1;
+    metrics_family_t *hf;
+    if (metrics_histogram_new(&hf, h, "hot_seconds", "Hot.", NULL, NULL, 0, 0, NULL, 0)) return 1;
     metrics_series_t *same[2] = {metrics_series(cf, NULL), metrics_series(cf, NULL)};
     const char *const a[] = {"a"}, *const b[] = {"b"};
     metrics_series_t *apart[2] = {metrics_series(cf2, a), metrics_series(cf2, b)};

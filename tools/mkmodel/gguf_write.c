@@ -256,6 +256,27 @@ int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t type, ui
     return 0;
 }
 
+int gguf_writer_remove(gguf_writer_t *w, const char *name)
+{
+    for (size_t i = 0; i < w->n_kv; i++)
+        if (!strcmp(w->kv[i].key, name)) {
+            free(w->kv[i].key);
+            free(w->kv[i].val.p);
+            memmove(&w->kv[i], &w->kv[i + 1], (w->n_kv - i - 1) * sizeof *w->kv);
+            w->n_kv--;
+            return 0;
+        }
+    for (size_t i = 0; i < w->n_t; i++)
+        if (!strcmp(w->t[i].name, name)) {
+            free(w->t[i].name);
+            free(w->t[i].data);
+            memmove(&w->t[i], &w->t[i + 1], (w->n_t - i - 1) * sizeof *w->t);
+            w->n_t--;
+            return 0;
+        }
+    return -ENOENT;
+}
+
 static size_t pad(size_t n, size_t a)
 {
     return (n + a - 1) / a * a;

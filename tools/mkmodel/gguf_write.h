@@ -56,6 +56,9 @@ int gguf_writer_set_arr(gguf_writer_t *w, const char *key, uint32_t type, const 
 int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t type, uint32_t n_dims,
                            const int64_t *ne, const void *data, size_t nbytes);
 
+/** Drop the key or tensor called `name` (tests build broken files this way). 0 or -ENOENT. */
+int gguf_writer_remove(gguf_writer_t *w, const char *name);
+
 /** Write the file. 0, or a negative errno with the reason in err. */
 int gguf_writer_write(const gguf_writer_t *w, const char *path, char *err, size_t errlen);
 

@@ -1,5 +1,7 @@
 /*
- * mkmodel - write a deterministic llama2.c checkpoint and a matching tokenizer.bin.
+ * mkmodel - write a deterministic model: a GGUF file (--out x.gguf, or --format gguf) of any
+ * architecture inferd runs, any shape and any per-tensor type mix (mkgguf.h), or a llama2.c
+ * checkpoint and a matching tokenizer.bin.
  *
  * The tokenizer is a real BPE vocabulary: <unk>, <s>, </s>, the 256 byte tokens
  * <0x00>..<0xFF>, the characters of a small built-in English corpus (plus all of
@@ -8,6 +10,8 @@
  * fillers up to the requested vocab size. Weights come from a fixed xorshift PRNG
  * (Irwin-Hall normals), so the same options always give the same bytes.
  */
+#include "mkgguf.h"
+
 #include <errno.h>
 #include <getopt.h>
 
@@ -334,8 +338,19 @@ static void usage(FILE *o)
                "  --kv-heads N     (=heads)   --vocab N      (512)\n"
                "  --seq-len N      (256)      --unshared     (separate classifier)\n"
                "  --seed N         (1)\n"
-               "  --out PATH       (model.bin)\n"
-               "  --tokenizer-out PATH (tokenizer.bin)\n"
+               "  --out PATH       (model.bin; a .gguf name writes GGUF)\n"
+               "  --tokenizer-out PATH (tokenizer.bin; llama2.c only)\n"
+               "  --format gguf|llama2c      (default: from --out)\n"
+               "GGUF only:\n"
+               "  --arch llama|qwen2|qwen3   (llama)\n"
+               "  --type T         matrices: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q4_K\n"
+               "                   Q5_K Q6_K, or llama.cpp's mixes Q4_K_M Q5_K_M (F32)\n"
+               "  --tensor-type NAME=T       one tensor's type (repeatable)\n"
+               "  --head-dim N     (dim/heads) --rope-dim N (head dim)\n"
+               "  --rope-base F    (10000)    --rms-eps F    (1e-5)\n"
+               "  --rope-scaling none|linear|llama3  --rope-factor F\n"
+               "  --llama3-keys    llama3 scaling as keys, not rope_freqs.weight\n"
+               "  --name S         general.name\n"
                "  --vocab-from DIR  import DIR/tokenizer.json + tokenizer_config.json as the\n"
                "                    tokenizer.ggml.* keys convert_hf_to_gguf.py would write\n"
                "  --vocab-size N    pad the imported vocabulary to N tokens ([PADn], unused)\n"
@@ -388,7 +403,10 @@ int main(int argc, char **argv)
     unsigned long long seed = 1;
     int unshared = 0, vocab_only = 0;
     long vocab_size = 0;
-    const char *out = "model.bin", *tok_out = "tokenizer.bin", *vocab_from = NULL;
+    const char *out = "model.bin", *tok_out = "tokenizer.bin", *format = NULL, *vocab_from = NULL;
+    mkgguf_opts_t g = {0};
+    const char *overrides[65] = {0};
+    int n_over = 0;
     static const struct option opts[] = {{"dim", required_argument, 0, 'd'},
                                          {"hidden-dim", required_argument, 0, 'h'},
                                          {"layers", required_argument, 0, 'l'},
@@ -401,8 +419,20 @@ int main(int argc, char **argv)
                                          {"out", required_argument, 0, 'o'},
                                          {"tokenizer-out", required_argument, 0, 't'},
                                          {"vocab-from", required_argument, 0, 'V'},
-                                         {"vocab-size", required_argument, 0, 'N'},
+                                         {"vocab-size", required_argument, 0, 'Z'},
                                          {"vocab-only", no_argument, 0, 'O'},
+                                         {"format", required_argument, 0, 'f'},
+                                         {"arch", required_argument, 0, 'A'},
+                                         {"type", required_argument, 0, 'T'},
+                                         {"tensor-type", required_argument, 0, 'X'},
+                                         {"head-dim", required_argument, 0, 'D'},
+                                         {"rope-dim", required_argument, 0, 'R'},
+                                         {"rope-base", required_argument, 0, 'B'},
+                                         {"rope-scaling", required_argument, 0, 'C'},
+                                         {"rope-factor", required_argument, 0, 'F'},
+                                         {"llama3-keys", no_argument, 0, 'K'},
+                                         {"rms-eps", required_argument, 0, 'E'},
+                                         {"name", required_argument, 0, 'N'},
                                          {"help", no_argument, 0, '?'},
                                          {0, 0, 0, 0}};
     int c;
@@ -444,11 +474,51 @@ int main(int argc, char **argv)
         case 'V':
             vocab_from = optarg;
             break;
-        case 'N':
+        case 'Z':
             vocab_size = strtol(optarg, NULL, 10);
             break;
         case 'O':
             vocab_only = 1;
+            break;
+        case 'f':
+            format = optarg;
+            break;
+        case 'A':
+            g.arch = optarg;
+            break;
+        case 'T':
+            g.type = optarg;
+            break;
+        case 'X':
+            if (n_over == 64 || !strchr(optarg, '=')) {
+                fprintf(stderr, "mkmodel: --tensor-type NAME=TYPE (at most 64)\n");
+                return 2;
+            }
+            overrides[n_over++] = optarg;
+            break;
+        case 'D':
+            g.head_dim = (int)strtol(optarg, NULL, 10);
+            break;
+        case 'R':
+            g.rope_dim = (int)strtol(optarg, NULL, 10);
+            break;
+        case 'B':
+            g.rope_base = strtof(optarg, NULL);
+            break;
+        case 'C':
+            g.rope_scaling = optarg;
+            break;
+        case 'F':
+            g.rope_factor = strtof(optarg, NULL);
+            break;
+        case 'K':
+            g.llama3_keys = 1;
+            break;
+        case 'E':
+            g.rms_eps = strtof(optarg, NULL);
+            break;
+        case 'N':
+            g.name = optarg;
             break;
         default:
             usage(c == '?' && optopt == 0 ? stdout : stderr);
@@ -456,27 +526,74 @@ int main(int argc, char **argv)
         }
     }
     if (kv_heads < 0) kv_heads = heads;
-    if (vocab_from || vocab_only) {
-        if (!vocab_from || !vocab_only || vocab_size < 0 || vocab_size > 4000000) {
-            fprintf(stderr, "mkmodel: --vocab-from DIR goes with --vocab-only (GGUF models with "
-                            "weights come with the GGUF writer's model mode)\n");
-            return 2;
-        }
+    size_t olen = strlen(out);
+    int gguf = format ? !strcmp(format, "gguf") : olen > 5 && !strcmp(out + olen - 5, ".gguf");
+    if (format && !gguf && strcmp(format, "llama2c")) {
+        fprintf(stderr, "mkmodel: --format %s is not gguf or llama2c\n", format);
+        return 2;
+    }
+    if (vocab_size < 0 || vocab_size > 4000000 || (vocab_only && !vocab_from) ||
+        (vocab_from && !vocab_only && !gguf)) {
+        fprintf(stderr, "mkmodel: --vocab-from DIR goes with --vocab-only or a GGUF model "
+                        "(--out x.gguf); --vocab-size 0..4000000\n");
+        return 2;
+    }
+    if (vocab_only)
         return write_vocab_gguf(vocab_from, vocab_size, dim, hidden, layers, heads, kv_heads, seq,
                                 out);
-    }
     if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kv_heads <= 0 || seq <= 0 ||
         dim > 65536 || hidden > 262144 || layers > 1024 || vocab > 4000000 || seq > 1000000 ||
-        dim % heads || heads % kv_heads || (dim / heads) % 2) {
+        heads % kv_heads || (!g.head_dim && (dim % heads || (dim / heads) % 2))) {
         fprintf(stderr, "mkmodel: inconsistent shape (dim %% heads, heads %% kv_heads, even "
                         "head size, positive values)\n");
         return 2;
     }
     vocab_t v = {0};
-    if (vocab < 3 + 256 + 95 || build_vocab(&v, (int)vocab) < 0) {
+    if (!vocab_from && (vocab < 3 + 256 + 95 || build_vocab(&v, (int)vocab) < 0)) {
         fprintf(stderr, "mkmodel: vocab %ld too small (needs at least %d)\n", vocab,
                 3 + 256 + 95 + 10);
         return 2;
+    }
+    if (gguf) {
+        g.dim = (int)dim;
+        g.hidden = (int)hidden;
+        g.layers = (int)layers;
+        g.heads = (int)heads;
+        g.kv_heads = (int)kv_heads;
+        g.vocab = (int)vocab;
+        g.ctx = (int)seq;
+        g.unshared = unshared;
+        g.seed = seed;
+        g.overrides = n_over ? overrides : NULL;
+        gguf_writer_t *w = NULL;
+        char err[512] = "out of memory";
+        /* a real vocabulary (tokenizer.json) instead of the built-in one: the model's vocab
+         * size is then the imported one (padded to --vocab-size) */
+        vocab_import_t vi;
+        if (vocab_from) {
+            if (vocab_import(&vi, vocab_from, (uint32_t)vocab_size, err, sizeof err) < 0) {
+                fprintf(stderr, "mkmodel: %s\n", err);
+                return 1;
+            }
+            g.vocab = (int)vi.n_tokens;
+        }
+        int rc = gguf_writer_new(&w, 3, 32);
+        if (rc == 0) rc = mkgguf_model(w, &g, err, sizeof err);
+        if (rc == 0 && (rc = vocab_from ? vocab_import_write(&vi, w)
+                                        : mkgguf_vocab_spm(w, v.piece, v.score, v.n)) < 0)
+            snprintf(err, sizeof err, "out of memory");
+        if (vocab_from) vocab_import_free(&vi);
+        if (rc == 0) rc = gguf_writer_write(w, out, err, sizeof err);
+        gguf_writer_free(w);
+        for (int i = 0; i < v.n; i++)
+            free(v.piece[i]);
+        free(v.piece);
+        free(v.score);
+        if (rc < 0) {
+            fprintf(stderr, "mkmodel: %s\n", err);
+            return rc == -EINVAL ? 2 : 1;
+        }
+        return 0;
     }
     if (write_tokenizer(&v, tok_out) < 0) {
         fprintf(stderr, "mkmodel: cannot write %s: %s\n", tok_out, strerror(errno));

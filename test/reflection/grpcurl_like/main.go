@@ -69,6 +69,12 @@ func newClient(ctx context.Context, cc *grpc.ClientConn, method, host string) (*
 func (c *client) ask(req *rpb.ServerReflectionRequest) (*rpb.ServerReflectionResponse, error) {
 	req.Host = c.host
 	if err := c.stream.SendMsg(req); err != nil {
+		// io.EOF: the server ended the stream; its status comes from RecvMsg (grpc-go's rule).
+		if err == io.EOF {
+			if rerr := c.stream.RecvMsg(new(rpb.ServerReflectionResponse)); rerr != nil && rerr != io.EOF {
+				err = rerr
+			}
+		}
 		return nil, fmt.Errorf("send: %w", err)
 	}
 	resp := new(rpb.ServerReflectionResponse)

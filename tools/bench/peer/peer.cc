@@ -24,21 +24,34 @@
 // queues must be frequently polled"); a callback generic service that answers
 // UNIMPLEMENTED for every other path makes it start, as an application's own
 // services would.
-class Unimplemented : public grpc::CallbackGenericService {
-    grpc::ServerGenericBidiReactor *CreateReactor(grpc::GenericCallbackServerContext *) override {
-        class R : public grpc::ServerGenericBidiReactor {
+class Unimplemented : public grpc::CallbackGenericService
+{
+    grpc::ServerGenericBidiReactor *CreateReactor(grpc::GenericCallbackServerContext *) override
+    {
+        class R : public grpc::ServerGenericBidiReactor
+        {
           public:
-            R() { Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "")); }
-            void OnDone() override { delete this; }
+            R()
+            {
+                Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, ""));
+            }
+            void OnDone() override
+            {
+                delete this;
+            }
         };
         return new R;
     }
 };
 
 static volatile std::sig_atomic_t g_stop = 0;
-static void on_signal(int) { g_stop = 1; }
+static void on_signal(int)
+{
+    g_stop = 1;
+}
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (argc < 2) {
         std::fprintf(stderr, "usage: %s PORT [THREADS]\n", argv[0]);
         return 2;
@@ -52,7 +65,8 @@ int main(int argc, char **argv) {
     int port = 0;
     builder.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
     if (argc > 2) {
-        builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, std::atoi(argv[2]));
+        builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS,
+                                    std::atoi(argv[2]));
     }
     std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
     if (!server || port == 0) {
@@ -64,7 +78,8 @@ int main(int argc, char **argv) {
 
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
-    while (!g_stop) pause();
+    while (!g_stop)
+        pause();
     server->Shutdown();
     return 0;
 }

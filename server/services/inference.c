@@ -2,7 +2,7 @@
  * queue is drained here on the loop (woken with event_active from a worker), tokens are
  * coalesced per request per drain and streamed to the call, with flow control fed back to
  * the engine (a request whose client does not read is paused by the engine, alone). */
-#include "inference.h"
+#include "server/services/inference.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -12,12 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "health/health.h"
 #include "inferd/v1/inference.pb-c.h"
+#include "metrics/inferd_metrics.h"
 #include "server/base/clock.h"
 #include "server/base/config.h"
 #include "server/base/log.h"
-#include "metrics/inferd_metrics.h"
 
 #define POLL_BATCH 64
 
@@ -31,7 +30,7 @@ struct gen {
     engine_req_t *req;
     char *request_id;
     uint64_t last_token_ns;
-    uint32_t unacked; /* tokens held back from the engine while the call is congested */
+    uint64_t serial; /* tags its messages: the tokens are acked when HTTP/2 has taken them */
     uint32_t ntok;
     /* tokens of this drain, sent as one message */
     uint32_t *pend_ids;
@@ -39,16 +38,17 @@ struct gen {
     char *pend_text;
     size_t pend_len, pend_text_cap;
     int dirty;
-    /* internal */
-    inference_done_fn done;
+    /* canary */
+    health_canary_done_fn done;
     void *done_arg;
     gen_t *next, *prev; /* in gs->gens */
 };
 
-struct inference_internal {
+/* A canary: a gen without a call, on inf->canaries until it ends or is cancelled. */
+typedef struct canary {
     gen_t g;
-    inference_internal_t *next, *prev; /* inf->internals */
-};
+    struct canary *next, *prev;
+} canary_t;
 
 struct gstream {
     grpc_call_t *call;
@@ -65,22 +65,22 @@ struct inference {
     inferd_metrics_t *m;
     metrics_series_t *inflight_s, *queued_s, *duration_s, *ttft_s, *itl_s, *in_tok_s, *out_tok_s,
         *out_total_s, *req_bytes_s, *resp_bytes_s;
-    inference_stats_t stats;
+    /* what the prober reads (CLOCK_MONOTONIC ns, the engine's event times) */
+    int64_t last_success_ns; /* last request, real or canary, finished with a finish reason */
+    int64_t last_token_ns;   /* last token produced for any request */
+    uint32_t inflight;       /* submitted and not yet finished, real and canaries */
+    uint32_t canaries_inflight;
     inference_observer_t obs;
     int have_obs;
-    inference_internal_t *internals; /* freed with the engine if still running */
+    const Inferd__V1__GenerateRequest *canary_payload; /* NULL: BOS, 1 token, greedy */
+    uint64_t next_serial;
+    canary_t *canaries;    /* in flight; cancelled with the engine if still running */
+    grpc_method_t rows[3]; /* inferd.v1.Inference, registered with the server */
 };
-
-static grpc_method_t rows[3];
 
 engine_t *inference_engine(inference_t *inf)
 {
     return inf->engine;
-}
-
-void inference_stats(const inference_t *inf, inference_stats_t *out)
-{
-    *out = inf->stats;
 }
 
 void inference_set_observer(inference_t *inf, const inference_observer_t *obs)
@@ -102,7 +102,7 @@ static void collect(void *arg)
     engine_stats_t st;
     engine_stats(inf->engine, &st);
     metrics_set(inf->queued_s, (double)st.queued);
-    metrics_set(inf->inflight_s, (double)(inf->stats.inflight - inf->stats.internal_inflight));
+    metrics_set(inf->inflight_s, (double)(inf->inflight - inf->canaries_inflight));
 }
 
 /* ---- gens ---- */
@@ -113,6 +113,7 @@ static gen_t *gen_new(inference_t *inf, grpc_call_t *call, gstream_t *gs, const 
     g->inf = inf;
     g->call = call;
     g->gs = gs;
+    g->serial = ++inf->next_serial;
     g->request_id = strdup(request_id ? request_id : "");
     if (!g->request_id) {
         free(g);
@@ -127,8 +128,8 @@ static void gen_dispose(gen_t *g)
     if (g->req) {
         engine_req_free(inf->engine, g->req); /* cancels it if still running */
         g->req = NULL;
-        inf->stats.inflight--;
-        if (!g->call) inf->stats.internal_inflight--;
+        inf->inflight--;
+        if (!g->call) inf->canaries_inflight--;
     }
     if (g->gs) {
         if (g->prev)
@@ -142,12 +143,12 @@ static void gen_dispose(gen_t *g)
     free(g->pend_text);
 }
 
-static void internal_unlink(inference_t *inf, inference_internal_t *h)
+static void canary_unlink(inference_t *inf, canary_t *h)
 {
     if (h->prev)
         h->prev->next = h->next;
     else
-        inf->internals = h->next;
+        inf->canaries = h->next;
     if (h->next) h->next->prev = h->prev;
 }
 
@@ -216,22 +217,23 @@ static void gen_send(gen_t *g, const engine_event_t *fin)
         err.message = (char *)fin->text;
         r.error = &err;
     }
-    if (g->call && grpc_call_active(g->call)) {
-        grpc_call_send(g->call, &r.base);
-        metrics_add(inf->resp_bytes_s, (double)protobuf_c_message_get_packed_size(&r.base));
-    }
     uint32_t n = (uint32_t)g->pend_n;
+    /* Flow control (engine.h, manual_ack): a token counts as delivered when HTTP/2 has taken
+     * the message carrying it (on_taken below), so a client that stops reading pauses its own
+     * request in the engine. A canary has no client: its tokens are delivered at once. */
+    int counted = 0;
+    if (g->call && grpc_call_active(g->call)) {
+        size_t packed;
+        if (grpc_call_send_counted(g->call, &r.base, g->serial, fin ? 0 : n, &packed) == 0) {
+            metrics_add(inf->resp_bytes_s, (double)packed);
+            counted = 1;
+        }
+    }
+    if (n && g->req && !fin && !counted) engine_req_consumed(inf->engine, g->req, n);
     g->pend_n = 0;
     g->pend_len = 0;
     if (g->pend_text) g->pend_text[0] = 0;
     g->dirty = 0;
-    /* Flow control: acknowledge tokens only while the client keeps up. */
-    if (n && g->req && !fin) {
-        if (g->call && grpc_call_congested(g->call))
-            g->unacked += n;
-        else
-            engine_req_consumed(inf->engine, g->req, n);
-    }
 }
 
 static void stream_free(grpc_call_t *call, gstream_t *gs);
@@ -271,7 +273,7 @@ static void on_event(inference_t *inf, const engine_event_t *ev, gen_t **dirty, 
         }
         g->ntok++;
         g->last_token_ns = ev->t_ns;
-        inf->stats.last_token_ns = ev->t_ns;
+        inf->last_token_ns = (int64_t)ev->t_ns;
         pend_add(g, ev->token, ev->text, ev->len);
         if (!g->dirty) {
             g->dirty = 1;
@@ -281,20 +283,24 @@ static void on_event(inference_t *inf, const engine_event_t *ev, gen_t **dirty, 
     }
     /* final event */
     int ok = ev->type == ENGINE_EV_FINISHED && ev->finish != ENGINE_FINISH_CANCELLED;
-    if (ok) inf->stats.last_success_ns = ev->t_ns;
+    if (ok) inf->last_success_ns = (int64_t)ev->t_ns;
     if (g->dirty) { /* this gen leaves the dirty list: its pending tokens go out with the final */
         for (int i = 0; i < *ndirty; i++)
             if (dirty[i] == g) dirty[i] = NULL;
     }
     if (!real) {
-        inference_done_fn done = g->done;
+        health_canary_done_fn done = g->done;
         void *arg = g->done_arg;
-        inference_internal_t *h = (inference_internal_t *)g;
-        internal_unlink(inf, h);
+        char detail[ENGINE_TEXT_MAX];
+        snprintf(detail, sizeof detail, "%s",
+                 ok                            ? engine_finish_name(ev->finish)
+                 : ev->type == ENGINE_EV_ERROR ? ev->text
+                                               : "cancelled");
+        canary_t *h = (canary_t *)g;
+        canary_unlink(inf, h);
         gen_dispose(g);
         free(h);
-        done(arg, ok, ev->finish,
-             ok ? NULL : (ev->type == ENGINE_EV_ERROR ? ev->text : "cancelled"), 0);
+        done(arg, ok, detail);
         return;
     }
     if (ok) {
@@ -330,18 +336,17 @@ static void drain(evutil_socket_t fd, short what, void *arg)
     inference_t *inf = arg;
     engine_event_t ev[POLL_BATCH];
     gen_t *dirty[POLL_BATCH];
-    int n, progress = 0;
+    int n;
+    server_flush_begin(inf->srv); /* each connection is written once, after every stream */
     do {
         n = engine_poll(inf->engine, ev, POLL_BATCH);
         int nd = 0;
-        for (int i = 0; i < n; i++) {
-            progress |= ev[i].type == ENGINE_EV_TOKEN;
+        for (int i = 0; i < n; i++)
             on_event(inf, &ev[i], dirty, &nd);
-        }
         for (int i = 0; i < nd; i++)
             if (dirty[i]) gen_send(dirty[i], NULL);
     } while (n == POLL_BATCH);
-    if (progress && inf->have_obs && inf->obs.on_progress) inf->obs.on_progress(inf->obs.arg);
+    server_flush_end(inf->srv);
 }
 
 static void notify(void *arg)
@@ -351,14 +356,14 @@ static void notify(void *arg)
 }
 
 /* ---- requests ---- */
-static grpc_status_t build_request(inference_t *inf, const Inferd__V1__GenerateRequest *m,
-                                   engine_request_t *r, char *msg, size_t msglen)
+int inference_request_from_proto(const inference_t *inf, const Inferd__V1__GenerateRequest *m,
+                                 engine_request_t *r, char *msg, size_t msglen)
 {
     engine_request_init(r);
     if (m->model && *m->model && strcmp(m->model, inf->info.name)) {
         snprintf(msg, msglen, "model '%.200s' is not served here (this server serves '%s')",
                  m->model, inf->info.name);
-        return GRPC_STATUS_NOT_FOUND;
+        return -ENOENT;
     }
     r->token_ids = m->token_ids;
     r->n_tokens = m->n_token_ids;
@@ -375,7 +380,7 @@ static grpc_status_t build_request(inference_t *inf, const Inferd__V1__GenerateR
         r->n_stop = m->stop->n_stop_token_ids;
         r->ignore_eos = m->stop->ignore_eos;
     }
-    return GRPC_STATUS_OK;
+    return 0;
 }
 
 /* Validates and submits; on failure fills status and msg (and counts the request). */
@@ -383,16 +388,15 @@ static grpc_status_t submit(inference_t *inf, gen_t *g, const Inferd__V1__Genera
                             char *msg, size_t msglen)
 {
     engine_request_t r;
-    grpc_status_t st = build_request(inf, m, &r, msg, msglen);
-    if (st) {
+    if (inference_request_from_proto(inf, m, &r, msg, msglen)) {
         count_request(inf, INFERD_STATUS_ERROR, "model_not_found");
-        return st;
+        return GRPC_STATUS_NOT_FOUND;
     }
     r.user = g;
     engine_invalid_t why = ENGINE_INVALID_NONE;
     int rc = engine_submit(inf->engine, &r, &g->req, &why, msg, msglen);
     if (rc == 0) {
-        inf->stats.inflight++;
+        inf->inflight++;
         metrics_add(inf->req_bytes_s, (double)protobuf_c_message_get_packed_size(&m->base));
         return GRPC_STATUS_OK;
     }
@@ -455,18 +459,12 @@ static void generate_cancel(grpc_call_t *call)
     grpc_call_unref(call);
 }
 
-static void ack_held(gen_t *g)
-{
-    if (g->unacked && g->req) {
-        engine_req_consumed(g->inf->engine, g->req, g->unacked);
-        g->unacked = 0;
-    }
-}
-
-static void generate_drain(grpc_call_t *call)
+/* HTTP/2 took the messages of request tag: their tokens are delivered (engine_req_consumed). */
+static void generate_taken(grpc_call_t *call, uint64_t tag, uint32_t units)
 {
     gen_t *g = grpc_call_data(call);
-    if (g) ack_held(g);
+    if (g && g->serial == tag && g->req && units)
+        engine_req_consumed(g->inf->engine, g->req, units);
 }
 
 /* GenerateStream: many requests on one call, each answered under its request_id. */
@@ -555,11 +553,14 @@ static void generate_stream_cancel(grpc_call_t *call)
     stream_free(call, gs);
 }
 
-static void generate_stream_drain(grpc_call_t *call)
+static void generate_stream_taken(grpc_call_t *call, uint64_t tag, uint32_t units)
 {
     gstream_t *gs = grpc_call_data(call);
     for (gen_t *g = gs ? gs->gens : NULL; g; g = g->next)
-        ack_held(g);
+        if (g->serial == tag) {
+            if (g->req && units) engine_req_consumed(g->inf->engine, g->req, units);
+            return;
+        }
 }
 
 static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
@@ -584,21 +585,36 @@ static void model_info(grpc_call_t *call, ProtobufCMessage *msg)
     grpc_call_finish(call, GRPC_STATUS_OK, NULL);
 }
 
-/* ---- internal requests ---- */
-int inference_submit_internal(inference_t *inf, const engine_request_t *r, inference_done_fn done,
-                              void *arg, inference_internal_t **out, char *err, size_t errlen)
+/* ---- canaries: the prober's ops (health/prober.h) ---- */
+static int canary_submit(void *impl, health_canary_done_fn done, void *arg, void **out, char *err,
+                         size_t errlen)
 {
-    inference_internal_t *h = calloc(1, sizeof *h);
+    inference_t *inf = impl;
+    uint32_t bos = inf->info.bos_id;
+    Inferd__V1__GenerateRequest def = INFERD__V1__GENERATE_REQUEST__INIT;
+    Inferd__V1__StopConditions stop = INFERD__V1__STOP_CONDITIONS__INIT;
+    Inferd__V1__SamplingOptions samp = INFERD__V1__SAMPLING_OPTIONS__INIT;
+    const Inferd__V1__GenerateRequest *m = inf->canary_payload;
+    if (!m) { /* the minimal canary: BOS, one token, greedy */
+        def.token_ids = &bos;
+        def.n_token_ids = 1;
+        stop.max_tokens = 1;
+        def.stop = &stop;
+        def.sampling = &samp;
+        m = &def;
+    }
+    engine_request_t r;
+    if (inference_request_from_proto(inf, m, &r, err, errlen)) return -ENOENT;
+    canary_t *h = calloc(1, sizeof *h);
     if (!h) return -ENOMEM;
     gen_t *g = &h->g;
     g->inf = inf;
-    g->request_id = strdup("internal");
+    g->request_id = strdup("canary");
     g->done = done;
     g->done_arg = arg;
-    engine_request_t copy = *r;
-    copy.flags |= ENGINE_REQ_CANARY;
-    copy.user = g;
-    int rc = engine_submit(inf->engine, &copy, &g->req, NULL, err, errlen);
+    r.flags |= ENGINE_REQ_CANARY;
+    r.user = g;
+    int rc = g->request_id ? engine_submit(inf->engine, &r, &g->req, NULL, err, errlen) : -ENOMEM;
     if (rc) {
         g->req = NULL;
         gen_dispose(g);
@@ -606,34 +622,59 @@ int inference_submit_internal(inference_t *inf, const engine_request_t *r, infer
         if (rc == -EAGAIN) snprintf(err, errlen, "admission queue full");
         return rc;
     }
-    inf->stats.inflight++;
-    inf->stats.internal_inflight++;
-    h->next = inf->internals;
+    inf->inflight++;
+    inf->canaries_inflight++;
+    h->next = inf->canaries;
     if (h->next) h->next->prev = h;
-    inf->internals = h;
+    inf->canaries = h;
     *out = h;
     return 0;
 }
 
-int inference_submit_message(inference_t *inf, const Inferd__V1__GenerateRequest *m,
-                             inference_done_fn done, void *arg, inference_internal_t **out,
-                             char *err, size_t errlen)
+static void canary_cancel(void *impl, void *canary)
 {
-    engine_request_t r;
-    if (build_request(inf, m, &r, err, errlen)) return -ENOENT;
-    return inference_submit_internal(inf, &r, done, arg, out, err, errlen);
-}
-
-const engine_model_info_t *inference_model_info(const inference_t *inf)
-{
-    return &inf->info;
-}
-
-void inference_internal_cancel(inference_t *inf, inference_internal_t *h)
-{
-    internal_unlink(inf, h);
-    gen_dispose(&h->g);
+    canary_t *h = canary;
+    canary_unlink(impl, h);
+    gen_dispose(&h->g); /* engine_req_free cancels: the slot is freed at the next step */
     free(h);
+}
+
+static void probe_progress(void *impl, health_progress_t *out)
+{
+    inference_t *inf = impl;
+    engine_stats_t es;
+    engine_stats(inf->engine, &es);
+    out->last_success_ns = inf->last_success_ns;
+    out->last_token_ns = inf->last_token_ns;
+    out->inflight = inf->inflight - inf->canaries_inflight;
+    out->paused = (uint32_t)es.paused;
+}
+
+const health_probe_ops_t *inference_probe_ops(void)
+{
+    static const health_probe_ops_t ops = {
+        .submit = canary_submit, .cancel = canary_cancel, .progress = probe_progress};
+    return &ops;
+}
+
+int inference_set_canary(inference_t *inf, const Inferd__V1__GenerateRequest *payload, char *err,
+                         size_t errlen)
+{
+    if (payload) {
+        engine_request_t r;
+        char msg[256];
+        if (inference_request_from_proto(inf, payload, &r, msg, sizeof msg)) {
+            snprintf(err, errlen, "%s", msg);
+            return -EINVAL;
+        }
+        engine_invalid_t why;
+        if (engine_validate(inf->engine, &r, &why, msg, sizeof msg)) {
+            snprintf(err, errlen, "the model rejects it (%s): %s", engine_invalid_name(why), msg);
+            return -EINVAL;
+        }
+    }
+    inf->canary_payload = payload;
+    return 0;
 }
 
 #define MROW(p, k, req, resp, fn, ...)                                                             \
@@ -664,9 +705,11 @@ static const char *default_file(char *buf, size_t n, const char *built)
 }
 #endif
 
-inference_t *inference_new(server_t *s, char *err, size_t errlen)
+int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
 {
+    *out = NULL;
     const config_t *cfg = server_config(s);
+    int rc = -ENOMEM;
     inference_t *inf = calloc(1, sizeof *inf);
     if (!inf) goto oom;
     inf->srv = s;
@@ -686,28 +729,25 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     ec.model_path = cfg->model;
     ec.tokenizer_path = cfg->tokenizer;
 #endif
+    rc = -EINVAL;
     if (!ec.model_path) {
         snprintf(err, errlen, "no model: give --model PATH");
-        goto fail;
-    }
-    if (!ec.tokenizer_path) {
-        snprintf(err, errlen,
-                 "invalid value for --tokenizer: --model %s needs its --tokenizer PATH",
-                 ec.model_path);
         goto fail;
     }
     if (!cfg->model) ec.model_name = "inferd-default";
     ec.threads = (int)cfg->threads;
     ec.max_batch = (int)cfg->max_batch;
+    ec.ctx_size = (int)cfg->ctx_size;
     ec.max_queued = (int)cfg->max_queued;
     ec.device = cfg->device, ec.cuda_streams = (int)cfg->cuda_streams, ec.dtype = cfg->dtype;
     ec.manual_ack = 1;
     ec.notify = notify;
     ec.notify_arg = inf;
     inf->wake = event_new(server_base(s), -1, 0, drain, inf);
+    rc = -ENOMEM;
     if (!inf->wake) goto oom;
     char eerr[400];
-    if (engine_new(&inf->engine, &ec, eerr, sizeof eerr)) {
+    if ((rc = engine_new(&inf->engine, &ec, eerr, sizeof eerr))) {
         snprintf(err, errlen, "cannot start the engine for model %s: %s", ec.model_path, eerr);
         goto fail;
     }
@@ -728,37 +768,46 @@ inference_t *inference_new(server_t *s, char *err, size_t errlen)
     grpc_method_t proto[3] = {
         MROW("Generate", GRPC_SERVER_STREAMING, &inferd__v1__generate_request__descriptor,
              &inferd__v1__generate_response__descriptor, generate, .on_cancel = generate_cancel,
-             .on_drain = generate_drain, .arg = inf),
+             .on_taken = generate_taken, .arg = inf),
         MROW("GenerateStream", GRPC_BIDI_STREAMING, &inferd__v1__generate_request__descriptor,
              &inferd__v1__generate_response__descriptor, generate_stream,
              .on_half_close = generate_stream_half_close, .on_cancel = generate_stream_cancel,
-             .on_drain = generate_stream_drain, .arg = inf),
+             .on_taken = generate_stream_taken, .arg = inf),
         MROW("GetModelInfo", GRPC_UNARY, &inferd__v1__model_info_request__descriptor,
              &inferd__v1__model_info__descriptor, model_info, .arg = inf),
     };
-    memcpy(rows, proto, sizeof rows);
-    if (server_register(s, rows, 3)) goto oom;
+    memcpy(inf->rows, proto, sizeof proto);
+    if ((rc = server_register(s, inf->rows, 3))) {
+        snprintf(err, errlen, "cannot register inferd.v1.Inference: %s", strerror(-rc));
+        goto fail;
+    }
     log_info("engine",
-             "model %s loaded: dim %u, %u layers, %u heads (%u kv), vocab %u, context %u, %llu "
-             "parameters, device %s",
-             inf->info.name, inf->info.dim, inf->info.n_layers, inf->info.n_heads,
-             inf->info.n_kv_heads, inf->info.vocab_size, inf->info.max_seq_len,
+             "model %s loaded: %s %s, dim %u, %u layers, %u heads (%u kv), vocab %u, context %u "
+             "(model %u), %llu parameters, device %s",
+             inf->info.name, inf->info.architecture, inf->info.quantization, inf->info.dim,
+             inf->info.n_layers, inf->info.n_heads, inf->info.n_kv_heads, inf->info.vocab_size,
+             inf->info.max_seq_len, inf->info.train_context,
              (unsigned long long)inf->info.parameters, inf->info.device);
-    /* No warm-up here: the prober's first canary (server/prober.c) runs at once and turns the
+    log_info("engine", "KV cache: %llu bytes (%.1f MiB) for %u sequences x %u positions",
+             (unsigned long long)inf->info.kv_cache_bytes,
+             (double)inf->info.kv_cache_bytes / (1024.0 * 1024.0), inf->info.kv_sequences,
+             inf->info.context_size);
+    /* No warm-up here: the prober's first canary (health/prober.c) runs at once and turns the
      * endpoint SERVING when it passes. */
-    return inf;
+    *out = inf;
+    return 0;
 oom:
     snprintf(err, errlen, "out of memory");
 fail:
     inference_free(inf);
-    return NULL;
+    return rc;
 }
 
 void inference_free(inference_t *inf)
 {
     if (!inf) return;
-    while (inf->internals)
-        inference_internal_cancel(inf, inf->internals);
+    while (inf->canaries)
+        canary_cancel(inf, inf->canaries);
     engine_free(inf->engine); /* workers stop; outstanding handles become invalid */
     if (inf->wake) event_free(inf->wake);
     free(inf);

@@ -1,7 +1,4 @@
-/* Fault injection: POST /debug/fault?mode=... on the system listener sets the engine's fault mode
- * (engine_set_fault), so tests can prove that the health checks catch a hung, failing, stalled
- * or slow engine and recover once it is cleared. A debugging aid, not an API: off unless
- * --enable-fault-injection, and refused unless the system listener is bound to loopback. */
+/* Fault injection (fault.h): the route and its modes, set with engine_set_fault(). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -9,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "inference.h"
-#include "prober.h"
+#include "server/services/fault.h"
+
 #include "server/base/config.h"
 #include "server/base/log.h"
 

@@ -7,8 +7,8 @@
  * messages are wire-identical, so both rows decode and encode with the v1 descriptors and one
  * implementation serves both. Everything but reflection_new/_free runs on the reactor thread; the
  * index is read-only after reflection_new, so reflection_answer is safe from any thread. */
-#ifndef INFERD_SERVER_REFLECTION_H
-#define INFERD_SERVER_REFLECTION_H
+#ifndef INFERD_SERVER_SERVICES_REFLECTION_H
+#define INFERD_SERVER_SERVICES_REFLECTION_H
 
 #include <stddef.h>
 
@@ -23,11 +23,11 @@ extern const size_t inferd_descriptor_set_len;
 typedef struct reflection reflection_t;
 
 /** Parses and indexes a serialized google.protobuf.FileDescriptorSet (copied; fdset need not
- * outlive the result). Rejects, with a reason in err: malformed or truncated input, input over
- * 64 MiB, message nesting deeper than 100, a file without a name, duplicate file names, an import
- * missing from the set, a symbol defined twice. Returns NULL on error (err set) or out of memory.
- */
-reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, size_t errlen);
+ * outlive the result). Returns 0 (*out set); -EINVAL with the reason in err for malformed or
+ * truncated input, input over 64 MiB, message nesting deeper than 100, a file without a name,
+ * duplicate file names, an import missing from the set, a symbol defined twice; -ENOMEM. */
+int reflection_new(reflection_t **out, const unsigned char *fdset, size_t len, char *err,
+                   size_t errlen);
 /** Frees the index (NULL is a no-op). The rows from reflection_methods() die with it, so free it
  * only after the server that registered them. */
 void reflection_free(reflection_t *r);

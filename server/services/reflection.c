@@ -3,7 +3,7 @@
  * google/protobuf/descriptor.proto (proto/descriptor/), never by hand, except for one bounded
  * pre-scan: protobuf-c's unpacker recurses once per nested message without a limit, so a few KiB
  * of hostile nesting would overflow the stack before it could fail. */
-#include "reflection.h"
+#include "server/services/reflection.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -59,6 +59,7 @@ typedef struct {
     reflection_t *r;
     char *err;
     size_t errlen;
+    int rc; /* the first error: -EINVAL (bad input) or -ENOMEM */
 } build_t;
 
 static int fail(build_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -70,7 +71,15 @@ static int fail(build_t *b, const char *fmt, ...)
         vsnprintf(b->err, b->errlen, fmt, ap);
         va_end(ap);
     }
+    if (!b->rc) b->rc = -EINVAL;
     return -EINVAL;
+}
+
+static int oom(build_t *b)
+{
+    fail(b, "out of memory");
+    b->rc = -ENOMEM;
+    return -ENOMEM;
 }
 
 /* ---- bounded pre-scan of the wire format ---- */
@@ -150,7 +159,7 @@ static const char *add_sym(build_t *b, const char *scope, const char *name, size
         size_t cap = r->capsyms ? r->capsyms * 2 : 64;
         sym_t *s = realloc(r->syms, cap * sizeof *s);
         if (!s) {
-            fail(b, "out of memory");
+            oom(b);
             return NULL;
         }
         r->syms = s;
@@ -159,7 +168,7 @@ static const char *add_sym(build_t *b, const char *scope, const char *name, size
     size_t ls = strlen(scope), ln = strlen(name);
     char *full = malloc(ls + ln + 2);
     if (!full) {
-        fail(b, "out of memory");
+        oom(b);
         return NULL;
     }
     if (ls) {
@@ -182,13 +191,13 @@ static int add_ext(build_t *b, const char *scope, const Google__Protobuf__FieldD
     if (r->nexts == r->capexts) {
         size_t cap = r->capexts ? r->capexts * 2 : 16;
         ext_t *e = realloc(r->exts, cap * sizeof *e);
-        if (!e) return fail(b, "out of memory");
+        if (!e) return oom(b);
         r->exts = e;
         r->capexts = cap;
     }
     const char *extendee = f->extendee[0] == '.' ? f->extendee + 1 : f->extendee;
     char *copy = strdup(extendee);
-    if (!copy) return fail(b, "out of memory");
+    if (!copy) return oom(b);
     r->exts[r->nexts++] = (ext_t){.extendee = copy, .number = f->number, .file = file};
     return 0;
 }
@@ -230,7 +239,7 @@ static int index_file(build_t *b, const Google__Protobuf__FileDescriptorProto *f
     if (*pkg) {
         size_t n = strlen(pkg);
         char *prefix = strdup(pkg);
-        if (!prefix) return fail(b, "out of memory");
+        if (!prefix) return oom(b);
         for (size_t i = 0; i <= n; i++) {
             if (i < n && pkg[i] != '.') continue;
             prefix[i] = '\0';
@@ -357,7 +366,7 @@ static int load_files(build_t *b, const Google__Protobuf__FileDescriptorSet *set
     name_key_t *keys = calloc(set->n_file, sizeof *keys);
     if (!r->files || !r->by_name || !keys) {
         free(keys);
-        return fail(b, "out of memory");
+        return oom(b);
     }
     int rc = 0;
     for (size_t i = 0; i < set->n_file; i++) {
@@ -373,7 +382,7 @@ static int load_files(build_t *b, const Google__Protobuf__FileDescriptorSet *set
         f->len = google__protobuf__file_descriptor_proto__get_packed_size(fd);
         f->bytes = malloc(f->len ? f->len : 1);
         if (!f->name || !f->bytes) {
-            rc = fail(b, "out of memory");
+            rc = oom(b);
             goto out;
         }
         google__protobuf__file_descriptor_proto__pack(fd, f->bytes);
@@ -393,7 +402,7 @@ static int load_files(build_t *b, const Google__Protobuf__FileDescriptorSet *set
         if (fd->n_dependency) {
             f->deps = calloc(fd->n_dependency, sizeof *f->deps);
             if (!f->deps) {
-                rc = fail(b, "out of memory");
+                rc = oom(b);
                 goto out;
             }
         }
@@ -419,32 +428,28 @@ out:
 static void on_message(grpc_call_t *call, ProtobufCMessage *msg);
 static void on_half_close(grpc_call_t *call);
 
-reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, size_t errlen)
+int reflection_new(reflection_t **out, const unsigned char *fdset, size_t len, char *err,
+                   size_t errlen)
 {
+    *out = NULL;
     build_t b = {.err = err, .errlen = errlen};
     Google__Protobuf__FileDescriptorSet *set = NULL;
     if (err && errlen) err[0] = '\0';
     if (!fdset || len == 0) {
-        fail(&b, "empty descriptor set");
-        return NULL;
+        return fail(&b, "empty descriptor set");
     }
     if (len > MAX_SET_BYTES) {
-        fail(&b, "descriptor set of %zu bytes exceeds %u", len, MAX_SET_BYTES);
-        return NULL;
+        return fail(&b, "descriptor set of %zu bytes exceeds %u", len, MAX_SET_BYTES);
     }
     int rc = wire_check(fdset, fdset + len, W_SET, 0);
     if (rc) {
-        fail(&b,
-             rc == -2 ? "descriptor set nests messages deeper than %d"
-                      : "descriptor set is malformed or truncated",
-             MAX_DEPTH);
-        return NULL;
+        return fail(&b,
+                    rc == -2 ? "descriptor set nests messages deeper than %d"
+                             : "descriptor set is malformed or truncated",
+                    MAX_DEPTH);
     }
     b.r = calloc(1, sizeof *b.r);
-    if (!b.r) {
-        fail(&b, "out of memory");
-        return NULL;
-    }
+    if (!b.r) return oom(&b);
     set = google__protobuf__file_descriptor_set__unpack(NULL, len, fdset);
     if (!set) {
         fail(&b, "descriptor set does not decode as google.protobuf.FileDescriptorSet");
@@ -474,12 +479,13 @@ reflection_t *reflection_new(const unsigned char *fdset, size_t len, char *err, 
             .on_half_close = on_half_close,
             .arg = b.r,
         };
-    return b.r;
+    *out = b.r;
+    return 0;
 
 fail:
     if (set) google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
     reflection_free(b.r);
-    return NULL;
+    return b.rc ? b.rc : -EINVAL;
 }
 
 void reflection_free(reflection_t *r)
