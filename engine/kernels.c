@@ -1373,11 +1373,47 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
         for (int k = 0; k < 4; k++)                                                                \
             idx[k] = lanes_idx(2 * k, 16);                                                         \
         if (nrows == 1) {                                                                          \
+            const bq8_k_t *y = (const bq8_k_t *)x;                                                 \
             for (int i = i0; i < i1; i++) {                                                        \
                 const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);      \
-                const bq8_k_t *y = (const bq8_k_t *)x;                                             \
                 float acc = 0.0f;                                                                  \
-                for (int ib = 0; ib < nb; ib++) {                                                  \
+                int ib = 0;                                                                        \
+                /* two super-blocks per horizontal sum; the float steps stay in order */           \
+                for (; ib + 2 <= nb; ib += 2) {                                                    \
+                    __m256i s8[2], ms[2];                                                          \
+                    for (int u = 0; u < 2; u++) {                                                  \
+                        const BT *bb = &b[ib + u];                                                 \
+                        __m512i q[4];                                                              \
+                        UNPACK(bb, q);                                                             \
+                        __m128i sm = kscales16(bb->scales);                                        \
+                        __m512i sm16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));           \
+                        __m512i s = _mm512_setzero_si512();                                        \
+                        for (int k = 0; k < 4; k++)                                                \
+                            s = _mm512_dpwssd_epi32(                                               \
+                                s,                                                                 \
+                                _mm512_maddubs_epi16(                                              \
+                                    q[k],                                                          \
+                                    _mm512_loadu_si512((const void *)(y[ib + u].qs + 64 * k))),    \
+                                _mm512_permutexvar_epi16(idx[k], sm16));                           \
+                        s8[u] = _mm256_add_epi32(_mm512_castsi512_si256(s),                        \
+                                                 _mm512_extracti64x4_epi64(s, 1));                 \
+                        ms[u] = _mm256_madd_epi16(                                                 \
+                            _mm256_loadu_si256((const __m256i *)y[ib + u].bsums), kmins_dup(sm));  \
+                    }                                                                              \
+                    /* [isum, msum] of both, their scales [d, dmin] of both times each y.d */      \
+                    __m128 sums = _mm_cvtepi32_ps(hsum4_i32(s8[0], ms[0], s8[1], ms[1]));          \
+                    uint32_t h0, h1;                                                               \
+                    memcpy(&h0, &b[ib].d, 4);                                                      \
+                    memcpy(&h1, &b[ib + 1].d, 4);                                                  \
+                    __m128 dd =                                                                    \
+                        _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)h0), (int)h1, 1));    \
+                    __m128 yd = _mm_setr_ps(y[ib].d, y[ib].d, y[ib + 1].d, y[ib + 1].d);           \
+                    __m128 t = _mm_mul_ps(_mm_mul_ps(dd, yd), sums);                               \
+                    __m128 diff = _mm_hsub_ps(t, t); /* d * isum - dmin * msum, twice */           \
+                    acc += _mm_cvtss_f32(diff);                                                    \
+                    acc += _mm_cvtss_f32(_mm_shuffle_ps(diff, diff, 1));                           \
+                }                                                                                  \
+                for (; ib < nb; ib++) {                                                            \
                     __m512i q[4];                                                                  \
                     UNPACK(&b[ib], q);                                                             \
                     __m128i sm = kscales16(b[ib].scales);                                          \
@@ -1478,6 +1514,91 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
 MMK512(q4_k, bq4_k_t, unpack512_q4_k)
 MMK512(q5_k, bq5_k_t, unpack512_q5_k)
 
+/* the 256 values of a Q6_K super-block as q[t] = 64 values from element 64t, and the scale
+ * vectors scv[t] (groups 4t .. 4t + 3, 16-bit); sc16 = the 16 scales as 16-bit lanes */
+AVX512 static inline void unpack512_q6_k(const bq6_k_t *b, const __m512i idx[4], __m512i q[4],
+                                         __m512i scv[4], __m256i *sc16)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        __m256i v[4];
+        for (int k = 0; k < 4; k++) {
+            __m256i lo = (k & 1) ? l1 : l0;
+            lo = k < 2 ? _mm256_and_si256(lo, m4) : _mm256_and_si256(_mm256_srli_epi16(lo, 4), m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m2);
+            v[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+        }
+        q[2 * h] = pair512(v[0], v[1]);
+        q[2 * h + 1] = pair512(v[2], v[3]);
+    }
+    *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+    for (int t = 0; t < 4; t++)
+        scv[t] = _mm512_permutexvar_epi16(idx[t], _mm512_castsi256_si512(*sc16));
+}
+
+/* One activation row: two super-blocks per horizontal sum, DOT_Q6K's float steps in order. */
+AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1,
+                             const __m512i idx[4])
+{
+    int nb = (int)w->ne[0] / QKK;
+    for (int i = i0; i < i1; i++) {
+        const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
+        float acc = 0.0f;
+        int ib = 0;
+        for (; ib + 2 <= nb; ib += 2) {
+            __m256i s8[2], bs[2];
+            for (int u = 0; u < 2; u++) {
+                __m512i q[4], scv[4];
+                __m256i sc16;
+                unpack512_q6_k(&b[ib + u], idx, q, scv, &sc16);
+                __m512i s = _mm512_setzero_si512();
+                for (int t = 0; t < 4; t++)
+                    s = _mm512_dpwssd_epi32(
+                        s,
+                        _mm512_maddubs_epi16(
+                            q[t], _mm512_loadu_si512((const void *)(y[ib + u].qs + 64 * t))),
+                        scv[t]);
+                s8[u] =
+                    _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+                bs[u] =
+                    _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib + u].bsums), sc16);
+            }
+            /* [S0, B0, S1, B1] -> isum = S - 32 B for both */
+            __m128i v = hsum4_i32(s8[0], bs[0], s8[1], bs[1]);
+            __m128i sv = _mm_shuffle_epi32(v, 0x88), bv = _mm_shuffle_epi32(v, 0xdd);
+            __m128i is = _mm_sub_epi32(sv, _mm_slli_epi32(bv, 5));
+            __m128 d = _mm_mul_ps(
+                _mm_setr_ps(y[ib].d, y[ib + 1].d, 0.0f, 0.0f),
+                _mm_cvtph_ps(_mm_setr_epi16((short)b[ib].d, (short)b[ib + 1].d, 0, 0, 0, 0, 0, 0)));
+            __m128 t = _mm_mul_ps(d, _mm_cvtepi32_ps(is));
+            acc += _mm_cvtss_f32(t);
+            acc += _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+        }
+        for (; ib < nb; ib++) {
+            __m512i q[4], scv[4];
+            __m256i sc16;
+            unpack512_q6_k(&b[ib], idx, q, scv, &sc16);
+            __m512i s = _mm512_setzero_si512();
+            for (int t = 0; t < 4; t++)
+                s = _mm512_dpwssd_epi32(
+                    s,
+                    _mm512_maddubs_epi16(q[t],
+                                         _mm512_loadu_si512((const void *)(y[ib].qs + 64 * t))),
+                    scv[t]);
+            __m256i s8 =
+                _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+            __m256i bsv = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib].bsums), sc16);
+            __m128i both = hsum4_i32(s8, bsv, s8, bsv);
+            int isum = _mm_cvtsi128_si32(both) - 32 * _mm_extract_epi32(both, 1);
+            acc += (y[ib].d * _cvtsh_ss(b[ib].d)) * (float)isum;
+        }
+        out[i] = acc;
+    }
+}
+
 AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstride, int nrows,
                              const tensor_t *w, int i0, int i1)
 {
@@ -1486,6 +1607,10 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
     __m512i idx[4];
     for (int t = 0; t < 4; t++)
         idx[t] = lanes_idx(4 * t, 8);
+    if (nrows == 1) {
+        x_mv_q6_k(out, x, w, i0, i1, idx);
+        return;
+    }
     for (int i = i0; i < i1; i++) {
         const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
         for (int r0 = 0; r0 < nrows; r0 += 16) {
