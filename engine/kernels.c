@@ -1817,14 +1817,26 @@ const kernel_type_t *kernels_for(uint32_t t)
     return NULL;
 }
 
+/* Activation rows per pass over a range of weight rows. A prompt's rows (hundreds) do not fit
+ * in L2 at once; every weight row would stream all of them from L3 again. In blocks of
+ * XBLOCK, one block stays in L1/L2 while the range's weight rows (a thread's chunk) pass
+ * over it, and the chunk stays in L2 for the next block. Each output is still one call of
+ * the same per-element arithmetic (a multiple of the tiles' 16 and 3 rows). */
+#define XBLOCK 48
+
 void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int nrows,
                     const tensor_t *w, int i0, int i1)
 {
     const kernel_type_t *kt = kernels_for(w->type);
-    if (kt->mm)
-        kt->mm(out, ostride, x, xstride, nrows, w, i0, i1);
-    else
-        generic_mm(out, ostride, x, xstride, nrows, w, i0, i1);
+    for (int r = 0; r < nrows; r += XBLOCK) {
+        int n = nrows - r < XBLOCK ? nrows - r : XBLOCK;
+        float *o = out + (size_t)r * (size_t)ostride;
+        const void *xr = (const char *)x + (size_t)r * xstride;
+        if (kt->mm)
+            kt->mm(o, ostride, xr, xstride, n, w, i0, i1);
+        else
+            generic_mm(o, ostride, xr, xstride, n, w, i0, i1);
+    }
 }
 
 float dot_fixed(const float *a, const float *b, int n)
