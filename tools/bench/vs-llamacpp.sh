@@ -42,7 +42,8 @@ cleanup() {
   [[ -n "$srv_pid" ]] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
   rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 lcpp=""
 if [[ "${LLAMACPP:-1}" != 0 ]]; then
