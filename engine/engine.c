@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -231,11 +232,13 @@ void engine_req_free(engine_t *e, engine_req_t *req)
     req_unref(e, req);
 }
 
+/* More acknowledged than produced (a caller acking ahead) is no backlog, not a wrapped
+ * unsigned difference that would pause the request for good. */
 static bool is_paused(const engine_t *e, engine_req_t *r)
 {
-    return atomic_load_explicit(&r->produced, memory_order_relaxed) -
-               atomic_load_explicit(&r->acked, memory_order_relaxed) >=
-           (unsigned)e->max_backlog;
+    unsigned p = atomic_load_explicit(&r->produced, memory_order_relaxed);
+    unsigned a = atomic_load_explicit(&r->acked, memory_order_relaxed);
+    return p > a && p - a >= (unsigned)e->max_backlog;
 }
 
 void engine_req_consumed(engine_t *e, engine_req_t *req, uint32_t n)
@@ -320,7 +323,8 @@ int engine_poll(engine_t *e, engine_event_t *out, int max)
         e->ev_count--;
         engine_req_t *r = ev->req;
         bool final = ev->type != ENGINE_EV_TOKEN;
-        if (!r->released) out[n++] = *ev;
+        /* only the used part of the text: an event is ~4 KiB but a token's text a few bytes */
+        if (!r->released) memcpy(&out[n++], ev, offsetof(engine_event_t, text) + ev->len + 1);
         if (!final && !e->cfg.manual_ack) {
             bool was = is_paused(e, r);
             atomic_fetch_add(&r->acked, 1);
@@ -1133,22 +1137,28 @@ static int open_tokenizer(engine_t *e, const engine_config_t *cfg, char *err, si
 {
     const char *path = cfg->tokenizer_path ? cfg->tokenizer_path : cfg->model_path;
     int vocab = e->model.v.c.vocab_size;
-    unsigned char magic[4] = {0};
-    FILE *f = fopen(path, "rb");
-    size_t got = f ? fread(magic, 1, 4, f) : 0;
-    if (f) fclose(f);
-    if (!gguf_is_gguf(magic, got)) {
-        if (!cfg->tokenizer_path)
-            return errorf(err, errlen, -EINVAL,
-                          "model %s is a llama2.c checkpoint: it needs a tokenizer (--tokenizer)",
-                          path);
-        return tokenizer_load(&e->tok, path, vocab, err, errlen);
+    gguf_t *own = NULL;
+    const gguf_t *g = NULL;
+    int rc;
+    if (!cfg->tokenizer_path && e->model.format == MODEL_GGUF) {
+        g = e->model.gguf; /* the model's own file, already mapped and validated */
+    } else {
+        unsigned char magic[4] = {0};
+        FILE *f = fopen(path, "rb");
+        size_t got = f ? fread(magic, 1, 4, f) : 0;
+        if (f) fclose(f);
+        if (!gguf_is_gguf(magic, got)) {
+            if (!cfg->tokenizer_path)
+                return errorf(err, errlen, -EINVAL,
+                              "the llama2.c checkpoint %s needs its tokenizer.bin (--tokenizer)",
+                              path);
+            return tokenizer_load(&e->tok, path, vocab, err, errlen);
+        }
+        if ((rc = gguf_open(&own, path, err, errlen)) < 0) return rc;
+        g = own;
     }
-    gguf_t *g;
-    int rc = gguf_open(&g, path, err, errlen);
-    if (rc < 0) return rc;
     rc = tokenizer_from_gguf(&e->tok, g, &e->chat_text, err, errlen);
-    gguf_free(g);
+    gguf_free(own);
     if (rc == 0 && e->tok.n_vocab != vocab) {
         rc = errorf(err, errlen, -EINVAL,
                     "%s: tokenizer.ggml.tokens has %d tokens but the model's vocabulary is %d",

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -1314,8 +1315,10 @@ _Static_assert(sizeof avx2_table == sizeof generic_table, "one row per type in b
 
 static int have_avx2(void)
 {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    /* F16C from CPUID itself: clang before 15 does not know "f16c" in __builtin_cpu_supports */
+    unsigned a, b, c, d;
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 /* ---- AVX-512 (F, BW, VL, VNNI) ---------------------------------------------------------------

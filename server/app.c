@@ -195,6 +195,11 @@ int app_run(app_t *a)
     return server_run(a->srv);
 }
 
+server_t *app_server(const app_t *a)
+{
+    return a->srv;
+}
+
 void app_free(app_t *a)
 {
     if (!a) return;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 struct config;
+struct server;
 
 typedef struct app app_t;
 
@@ -17,6 +18,9 @@ typedef struct app app_t;
 int app_new(app_t **out, struct config *cfg, char *err, size_t errlen);
 /** Runs until shutdown completes. Returns the exit status. */
 int app_run(app_t *a);
+/** The server core, for a driver that runs the loop itself and feeds it connections (the fuzz
+ * harnesses of test/fuzz) instead of app_run(). */
+struct server *app_server(const app_t *a);
 /** Stops and frees everything in the order the modules need (NULL is a no-op). */
 void app_free(app_t *a);
 

@@ -6,7 +6,8 @@ build=(build-essential cmake pkg-config libnghttp2-dev libevent-dev libprotobuf-
        libutf8proc-dev)
 test=(python3 python3-grpcio python3-protobuf python3-numpy python3-h2 python3-yaml nghttp2-client curl openssl clang-format
       golang-go golang-google-grpc-dev golang-google-protobuf-dev prometheus procps
-      podman runc debootstrap) # the container image test (tools/image.sh)
+      podman runc debootstrap  # the container image test (tools/image.sh)
+      clang-14 libfuzzer-14-dev) # the fuzz harnesses (test/fuzz, tools/fuzz.sh) and their replay
 bench=(libgrpc++-dev protobuf-compiler-grpc nghttp2-client util-linux)
 want=("${build[@]}")
 case "${1:-build}" in

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: installs missing Debian packages, checks the layering
 # (tools/check-layers.sh) and the formatting (tools/format.sh --check), builds with
-# AddressSanitizer and UndefinedBehaviorSanitizer and runs every test with ctest (arguments go
-# to this ctest), then builds the threaded tests with ThreadSanitizer and runs them. A failed
-# check fails the run at the end, after the tests have run, so one red check does not hide the
-# state of everything else.
+# AddressSanitizer and UndefinedBehaviorSanitizer and runs every test with ctest, then builds
+# the threaded tests with ThreadSanitizer and runs them, then replays the fuzz harnesses' seed
+# corpora and kept regression inputs (build-fuzz/, clang-14: test/fuzz). Arguments go to the
+# ASan and fuzz ctest runs. A failed check fails the run at the end, after the tests have run,
+# so one red check does not hide the state of everything else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh test
@@ -27,6 +28,9 @@ cmake --build build-tsan -j"$(nproc)" --target "${tsan_tests[@]}"
 regex="^($(IFS='|'; echo "${tsan_tests[*]}"))\$"
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   ctest --output-on-failure -j"$(nproc)" --timeout 300 -R "$regex") || tsan=1
+CC=clang-14 cmake -S . -B build-fuzz -DINFERD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target fuzz
+(cd build-fuzz && ctest --output-on-failure -j"$(nproc)" --timeout 300 "$@") || rc=$?
 if [ $checks != 0 ]; then
   echo "test.sh: the layering or formatting check failed (see above)"
   [ $rc != 0 ] || rc=1

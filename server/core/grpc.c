@@ -484,6 +484,16 @@ static void notify_cancel(grpc_call_t *c)
     if (c->dispatched && c->method && c->method->on_cancel) c->method->on_cancel(c);
 }
 
+/* The core ends a call because of what the client sent (a message that does not decode, one
+ * over the limit, a stream ending inside a message). A streaming handler may hold the call
+ * from earlier messages: it must hear that the call ended, as for a reset, or what it holds
+ * (and the call) is never released. */
+static void fail(grpc_call_t *c, grpc_status_t status, const char *msg)
+{
+    finish(c, status, msg);
+    notify_cancel(c);
+}
+
 void call_cancel(grpc_call_t *c, grpc_status_t status, const char *why)
 {
     if (c->finished || c->stream_closed) return;
@@ -704,17 +714,17 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
     unsigned char *plain = NULL;
     if (compressed) {
         if (c->req_enc != ENC_GZIP) {
-            finish(c, GRPC_STATUS_INTERNAL, "compressed message without grpc-encoding");
+            fail(c, GRPC_STATUS_INTERNAL, "compressed message without grpc-encoding");
             return -1;
         }
         size_t pl;
         int rc = gzip_decompress(data, len, (size_t)s->cfg->max_recv_message_size, &plain, &pl);
         if (rc == -EMSGSIZE) {
-            finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "decompressed message larger than max");
+            fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "decompressed message larger than max");
             return -1;
         }
         if (rc) {
-            finish(c, GRPC_STATUS_INTERNAL, "failed to decompress message");
+            fail(c, GRPC_STATUS_INTERNAL, "failed to decompress message");
             return -1;
         }
         data = plain;
@@ -727,7 +737,7 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
         c->method->kind == GRPC_CLIENT_STREAMING || c->method->kind == GRPC_BIDI_STREAMING;
     if (!streaming_in && c->msgs_received > 1) {
         free(plain);
-        finish(c, GRPC_STATUS_UNIMPLEMENTED, "more than one request message for a unary request");
+        fail(c, GRPC_STATUS_UNIMPLEMENTED, "more than one request message for a unary request");
         return -1;
     }
     /* Streaming requests can be long: decode each into the heap and free it after the
@@ -736,7 +746,7 @@ static int on_message(void *arg, int compressed, const unsigned char *data, size
         c->method->request, streaming_in ? NULL : &c->arena.pb, len, data);
     free(plain);
     if (!msg) {
-        finish(c, GRPC_STATUS_INTERNAL, "failed to parse request message");
+        fail(c, GRPC_STATUS_INTERNAL, "failed to parse request message");
         return -1;
     }
     if (!streaming_in) {
@@ -763,8 +773,7 @@ int call_data(grpc_call_t *c, const uint8_t *data, size_t len)
         char msg[128];
         snprintf(msg, sizeof msg, "received message larger than max (%lld bytes)",
                  (long long)c->conn->srv->cfg->max_recv_message_size);
-        finish(c, (grpc_status_t)st,
-               st == GRPC_STATUS_RESOURCE_EXHAUSTED ? msg : "invalid message");
+        fail(c, (grpc_status_t)st, st == GRPC_STATUS_RESOURCE_EXHAUSTED ? msg : "invalid message");
     }
     return 0;
 }
@@ -774,7 +783,7 @@ void call_remote_closed(grpc_call_t *c)
     c->remote_closed = 1;
     if (c->finished || !c->method) return;
     if (grpc_deframer_partial(&c->deframer)) {
-        finish(c, GRPC_STATUS_INTERNAL, "stream ended inside a message");
+        fail(c, GRPC_STATUS_INTERNAL, "stream ended inside a message");
         return;
     }
     int streaming_in =

@@ -35,13 +35,13 @@ typedef struct {
     pthread_mutex_t mu;
 } cpu_shared_t;
 
-static cpu_shared_t *g_shared; /* the shared object of the running test (lane ops only) */
+/* the shared object of the running test, set before the pool starts its lane threads */
+static cpu_shared_t *g_shared;
 
 static int cl_new(void **lane, void *shared, int idx, int max_rows, int max_slots, char *err,
                   size_t errlen)
 {
     cpu_shared_t *S = shared;
-    g_shared = S;
     cpu_lane_t *L = calloc(1, sizeof(*L));
     if (!L) return -ENOMEM;
     L->owner = pthread_self();
@@ -127,6 +127,7 @@ static void shared_init(cpu_shared_t *S)
     S->m = &g_model;
     S->caller = pthread_self();
     pthread_mutex_init(&S->mu, NULL);
+    g_shared = S;
 }
 
 /* ---- the pool computes exactly what one backend computes for the whole batch --------- */

@@ -134,6 +134,7 @@ static grpc_method_t rows[] = {
     ROW("Bidi", .on_half_close = bidi_done, GRPC_BIDI_STREAMING, echo_msg),
     ROW("Hang", .on_cancel = hang_cancel, GRPC_UNARY, hang),
     ROW("Hold", .on_cancel = hold_cancel, GRPC_SERVER_STREAMING, hold),
+    ROW("HangBidi", .on_cancel = hang_cancel, GRPC_BIDI_STREAMING, hang),
 };
 
 /* ---- client ---- */
@@ -650,6 +651,50 @@ static void test_deadline_cancels_work(void **state)
     stop_server(s);
 }
 
+/* A streaming handler holds the call from its first message; the core then ends the call
+ * because of what the client sent next (found by fuzz_h2 as a leak of the call and the
+ * handler's state). The handler must hear it through on_cancel, as for a reset. */
+static void test_core_failure_tells_streaming_handler(void **state)
+{
+    (void)state;
+    server_t *s = start_server(NULL);
+    static const struct {
+        const char *why;
+        unsigned char tail[8];
+        size_t tail_len;
+        int status;
+    } cases[] = {
+        /* a compressed message on a call without grpc-encoding */
+        {"compressed message without grpc-encoding", {1, 0, 0, 0, 0}, 5, GRPC_STATUS_INTERNAL},
+        /* a message over --max-recv-message-size */
+        {"received message larger than max",
+         {0, 0x7f, 0xff, 0xff, 0xff},
+         5,
+         GRPC_STATUS_RESOURCE_EXHAUSTED},
+        /* the stream ends inside a message */
+        {"stream ended inside a message", {0, 0, 0, 0, 9, 0x0a}, 6, GRPC_STATUS_INTERNAL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        client_t c;
+        client_open(&c, s);
+        unsigned char buf[64];
+        size_t n = frame(buf, "h", 0);
+        memcpy(buf + n, cases[i].tail, cases[i].tail_len);
+        n += cases[i].tail_len;
+        hang_cancels = 0;
+        result_t *r =
+            request(&c, "POST", "/test.T/HangBidi", "application/grpc", buf, n, 0, grpc_hdrs);
+        pump_until(&c, &r->closed, 3000);
+        assert_true(r->closed);
+        assert_int_equal(r->grpc_status, cases[i].status);
+        assert_non_null(strstr(r->grpc_message, cases[i].why));
+        assert_int_equal(hang_cancels, 1); /* the handler let go of the call */
+        assert_null(hung);
+        client_close(&c);
+    }
+    stop_server(s);
+}
+
 static void test_client_cancel_stops_work(void **state)
 {
     (void)state;
@@ -1081,6 +1126,7 @@ int main(void)
         cmocka_unit_test(test_status_message_percent_encoded),
         cmocka_unit_test(test_server_and_bidi_streaming),
         cmocka_unit_test(test_deadline_cancels_work),
+        cmocka_unit_test(test_core_failure_tells_streaming_handler),
         cmocka_unit_test(test_client_cancel_stops_work),
         cmocka_unit_test(test_connection_loss_cancels_work),
         cmocka_unit_test(test_settings_and_ping_strikes),

@@ -340,7 +340,9 @@ static void test_stuck_stderr_drops_and_counts(void **state)
     unsigned long dropped = log_dropped() - d0;
     print_message("%d lines in %.1f ms with stderr stuck, %lu dropped\n", lines, took * 1e3,
                   dropped);
-    assert_true(took < 2.0); /* never waited on the pipe */
+    /* never waited on the pipe: a writer that did would not return at all, since nobody reads
+     * it until below; the bound is loose for sanitizer builds on a loaded machine */
+    assert_true(took < 20.0);
     assert_true(dropped > 0 && dropped < (unsigned long)lines);
     /* unblock: everything queued comes out, then one notice with the count */
     fcntl(p[0], F_SETFL, O_NONBLOCK);

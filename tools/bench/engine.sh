@@ -105,7 +105,8 @@ echo
 lp=$!
 sleep 1
 "$inferctl" --addr "127.0.0.1:$port" ping --count 2000 --interval-ms 1 inferd.v1.Inference | sed 's/^/saturated (64 streams): /'
-wait $lp || true
+kill $lp 2>/dev/null || true # the load only had to outlast the pings
+wait $lp 2>/dev/null || true
 echo
 echo "raw runs:"
 cat "$tmp/all"

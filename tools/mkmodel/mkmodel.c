@@ -11,12 +11,10 @@
  * (Irwin-Hall normals), so the same options always give the same bytes.
  */
 #include "mkgguf.h"
+#include "vocab_import.h"
 
 #include <errno.h>
 #include <getopt.h>
-
-#include "gguf_write.h"
-#include "vocab_import.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,11 +349,12 @@ static void usage(FILE *o)
                "  --rope-scaling none|linear|llama3  --rope-factor F\n"
                "  --llama3-keys    llama3 scaling as keys, not rope_freqs.weight\n"
                "  --name S         general.name\n"
-               "  --vocab-from DIR  import DIR/tokenizer.json + tokenizer_config.json as the\n"
-               "                    tokenizer.ggml.* keys convert_hf_to_gguf.py would write\n"
-               "  --vocab-size N    pad the imported vocabulary to N tokens ([PADn], unused)\n"
-               "  --vocab-only      with --vocab-from: write --out as a vocabulary-only GGUF\n"
-               "                    (architecture llama, the shape options as hyper-parameters)\n");
+               "  --vocab-from DIR import DIR/tokenizer.json + tokenizer_config.json as the\n"
+               "                   tokenizer.ggml.* keys convert_hf_to_gguf.py would write\n"
+               "                   (instead of the built-in vocabulary; --vocab is ignored)\n"
+               "  --vocab-size N   pad the imported vocabulary to N tokens ([PADn], unused)\n"
+               "  --vocab-only     with --vocab-from: a vocabulary-only GGUF (no tensors;\n"
+               "                   the shape options as llama hyper-parameters)\n");
 }
 
 /* A GGUF holding the imported vocabulary and the hyper-parameters llama.cpp reads even for a
@@ -401,12 +400,13 @@ int main(int argc, char **argv)
 {
     long dim = 288, hidden = 768, layers = 6, heads = 6, kv_heads = -1, vocab = 512, seq = 256;
     unsigned long long seed = 1;
-    int unshared = 0, vocab_only = 0;
-    long vocab_size = 0;
-    const char *out = "model.bin", *tok_out = "tokenizer.bin", *format = NULL, *vocab_from = NULL;
+    int unshared = 0;
+    const char *out = "model.bin", *tok_out = "tokenizer.bin", *format = NULL;
     mkgguf_opts_t g = {0};
     const char *overrides[65] = {0};
-    int n_over = 0;
+    int n_over = 0, vocab_only = 0;
+    long vocab_size = 0;
+    const char *vocab_from = NULL;
     static const struct option opts[] = {{"dim", required_argument, 0, 'd'},
                                          {"hidden-dim", required_argument, 0, 'h'},
                                          {"layers", required_argument, 0, 'l'},
@@ -418,9 +418,6 @@ int main(int argc, char **argv)
                                          {"seed", required_argument, 0, 'S'},
                                          {"out", required_argument, 0, 'o'},
                                          {"tokenizer-out", required_argument, 0, 't'},
-                                         {"vocab-from", required_argument, 0, 'V'},
-                                         {"vocab-size", required_argument, 0, 'Z'},
-                                         {"vocab-only", no_argument, 0, 'O'},
                                          {"format", required_argument, 0, 'f'},
                                          {"arch", required_argument, 0, 'A'},
                                          {"type", required_argument, 0, 'T'},
@@ -433,6 +430,9 @@ int main(int argc, char **argv)
                                          {"llama3-keys", no_argument, 0, 'K'},
                                          {"rms-eps", required_argument, 0, 'E'},
                                          {"name", required_argument, 0, 'N'},
+                                         {"vocab-from", required_argument, 0, 'V'},
+                                         {"vocab-size", required_argument, 0, 'Z'},
+                                         {"vocab-only", no_argument, 0, 'O'},
                                          {"help", no_argument, 0, '?'},
                                          {0, 0, 0, 0}};
     int c;
@@ -470,15 +470,6 @@ int main(int argc, char **argv)
             break;
         case 't':
             tok_out = optarg;
-            break;
-        case 'V':
-            vocab_from = optarg;
-            break;
-        case 'Z':
-            vocab_size = strtol(optarg, NULL, 10);
-            break;
-        case 'O':
-            vocab_only = 1;
             break;
         case 'f':
             format = optarg;
@@ -520,22 +511,24 @@ int main(int argc, char **argv)
         case 'N':
             g.name = optarg;
             break;
+        case 'V':
+            vocab_from = optarg;
+            break;
+        case 'Z':
+            vocab_size = strtol(optarg, NULL, 10);
+            break;
+        case 'O':
+            vocab_only = 1;
+            break;
         default:
             usage(c == '?' && optopt == 0 ? stdout : stderr);
             return c == '?' ? 0 : 2;
         }
     }
     if (kv_heads < 0) kv_heads = heads;
-    size_t olen = strlen(out);
-    int gguf = format ? !strcmp(format, "gguf") : olen > 5 && !strcmp(out + olen - 5, ".gguf");
-    if (format && !gguf && strcmp(format, "llama2c")) {
-        fprintf(stderr, "mkmodel: --format %s is not gguf or llama2c\n", format);
-        return 2;
-    }
-    if (vocab_size < 0 || vocab_size > 4000000 || (vocab_only && !vocab_from) ||
-        (vocab_from && !vocab_only && !gguf)) {
-        fprintf(stderr, "mkmodel: --vocab-from DIR goes with --vocab-only or a GGUF model "
-                        "(--out x.gguf); --vocab-size 0..4000000\n");
+    if (vocab_size < 0 || vocab_size > 4000000 || (vocab_only && !vocab_from)) {
+        fprintf(stderr,
+                "mkmodel: --vocab-only needs --vocab-from DIR; --vocab-size is 0..4000000\n");
         return 2;
     }
     if (vocab_only)
@@ -549,9 +542,19 @@ int main(int argc, char **argv)
         return 2;
     }
     vocab_t v = {0};
-    if (!vocab_from && (vocab < 3 + 256 + 95 || build_vocab(&v, (int)vocab) < 0)) {
+    if (vocab < 3 + 256 + 95 || build_vocab(&v, (int)vocab) < 0) {
         fprintf(stderr, "mkmodel: vocab %ld too small (needs at least %d)\n", vocab,
                 3 + 256 + 95 + 10);
+        return 2;
+    }
+    size_t olen = strlen(out);
+    int gguf = format ? !strcmp(format, "gguf") : olen > 5 && !strcmp(out + olen - 5, ".gguf");
+    if (format && !gguf && strcmp(format, "llama2c")) {
+        fprintf(stderr, "mkmodel: --format %s is not gguf or llama2c\n", format);
+        return 2;
+    }
+    if (vocab_from && !gguf) {
+        fprintf(stderr, "mkmodel: --vocab-from writes GGUF (--out x.gguf or --format gguf)\n");
         return 2;
     }
     if (gguf) {
@@ -567,22 +570,18 @@ int main(int argc, char **argv)
         g.overrides = n_over ? overrides : NULL;
         gguf_writer_t *w = NULL;
         char err[512] = "out of memory";
-        /* a real vocabulary (tokenizer.json) instead of the built-in one: the model's vocab
-         * size is then the imported one (padded to --vocab-size) */
-        vocab_import_t vi;
+        vocab_import_t iv = {0};
+        int rc = 0;
         if (vocab_from) {
-            if (vocab_import(&vi, vocab_from, (uint32_t)vocab_size, err, sizeof err) < 0) {
-                fprintf(stderr, "mkmodel: %s\n", err);
-                return 1;
-            }
-            g.vocab = (int)vi.n_tokens;
+            rc = vocab_import(&iv, vocab_from, (uint32_t)vocab_size, err, sizeof err);
+            g.vocab = (int)iv.n_tokens;
         }
-        int rc = gguf_writer_new(&w, 3, 32);
+        if (rc == 0) rc = gguf_writer_new(&w, 3, 32);
         if (rc == 0) rc = mkgguf_model(w, &g, err, sizeof err);
-        if (rc == 0 && (rc = vocab_from ? vocab_import_write(&vi, w)
+        if (rc == 0 && (rc = vocab_from ? vocab_import_write(&iv, w)
                                         : mkgguf_vocab_spm(w, v.piece, v.score, v.n)) < 0)
             snprintf(err, sizeof err, "out of memory");
-        if (vocab_from) vocab_import_free(&vi);
+        vocab_import_free(&iv);
         if (rc == 0) rc = gguf_writer_write(w, out, err, sizeof err);
         gguf_writer_free(w);
         for (int i = 0; i < v.n; i++)
