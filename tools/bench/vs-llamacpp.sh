@@ -11,6 +11,7 @@
 #   tools/bench/vs-llamacpp.sh [threads (default: all cores)]
 # env: ROUNDS (3) rounds per measurement; MODELS (all): any of
 #        stories15m llama1b-q4km llama1b-q8_0 llama1b-f16 qwen05b-q8_0
+#      PARTS ("decode batched prefill"): which measurements run;
 #      TOKENS (128) decode tokens per stream; LLAMACPP=0 skips llama.cpp (else it is built
 #      once by tools/bench/llamacpp.sh, ~10 minutes); LLAMA2C_RUN_C: llama2.c's run.c
 #      (default build-peer/llama2.c/run.c; without it run.c is left out); BUILD_DIR.
@@ -25,6 +26,8 @@ threads="${1:-$(nproc)}"
 rounds="${ROUNDS:-3}"
 tokens="${TOKENS:-128}"
 models="${MODELS:-stories15m llama1b-q4km llama1b-q8_0 llama1b-f16 qwen05b-q8_0}"
+parts="${PARTS:-decode batched prefill}"
+has() { [[ " $parts " == *" $1 "* ]]; }
 runc_src="${LLAMA2C_RUN_C:-$root/build-peer/llama2.c/run.c}"
 mdir="$build/models"
 
@@ -171,14 +174,14 @@ for m in $models; do
     [[ -n "$runc" && "$m" == stories15m ]] &&
       OMP_NUM_THREADS=$threads "$runc" "$file" 256 2>&1 | sed -n 's/achieved tok\/s: \([0-9.]*\)/runc1 \1/p' >>"$tmp/r"
     # batched decode at 4 and 16 sequences (32-token prompts)
-    for b in 4 16; do
+    has batched && for b in 4 16; do
       "$core" -p 32 "${ctx[@]}" "$file" "$tok" "$threads" "$tokens" "$b" | sed "s/^/eng$b /" >>"$tmp/r"
       "$inferctl" --addr "$addr" bench --streams "$b" --requests "$b" --max-tokens "$tokens" |
         field 'aggregate' | sed "s/^/srv$b /" >>"$tmp/r"
       [[ -n "$lcpp" && -n "$gguf" ]] && echo "lcpp$b $(lbb_tg "$b")" >>"$tmp/r"
     done
     # time to first token, 512-token prompt (one forward of 512 rows)
-    if [[ "$m" != stories15m ]]; then
+    if has prefill && [[ "$m" != stories15m ]]; then
       "$core" -p 512 -b 512 "${ctx[@]}" "$file" "$tok" "$threads" 2 1 | sed "s/^/pp /" >>"$tmp/r"
       [[ -n "$lcpp" ]] && echo "lcpp_pp $(lb_ts 512 0)" >>"$tmp/r"
     fi
@@ -195,22 +198,24 @@ for m in $models; do
     "$(awk -v a="$c1" -v b="$mb" 'BEGIN{if (a == "nan") print "-"; else printf "%.1f", a*b/1e3}')" "$bw"
   printf '  ratios: inferd/llama.cpp %s (goal >= 1.15), inferd/run.c %s (goal >= 1.24), server/engine %s (goal >= 0.97)\n' \
     "$(ratio "$e1" "$l1")" "$(ratio "$e1" "$c1")" "$(ratio "$s1" "$e1")"
-  for b in 4 16; do
+  has batched && for b in 4 16; do
     eb=$(get "eng$b" 'decode-aggregate') sb=$(get "srv$b") lb=$(get "lcpp$b")
     printf '%-34s %9s %9s %9s   inferd/llama.cpp %s, server/engine %s\n' "aggregate decode tok/s at $b" "$eb" "$sb" "${lb:-nan}" \
       "$(ratio "$eb" "$lb")" "$(ratio "$sb" "$eb")"
   done
-  if [[ "$m" != stories15m ]]; then
+  if has prefill && [[ "$m" != stories15m ]]; then
     tt=$(get pp 'mean ttft') lp=$(get lcpp_pp)
     lt=$(awk -v a="$lp" 'BEGIN{if (a == "nan" || a == 0) print "nan"; else printf "%.1f", 512 / a * 1e3}')
     printf '%-34s %9s %9s %9s   llama.cpp/inferd %s (goal >= 1)\n' "time to first token, 512 (ms)" "$tt" "" "$lt" "$(ratio "$lt" "$tt")"
   fi
   rss=$(get eng16 'rss')
   kv=$(get eng16 'kv')
+  has batched || { rss=$(get eng1 'rss'); kv=$(get eng1 'kv'); }
   fmib=$(awk -v s="$(stat -c %s "$file")" 'BEGIN{printf "%.1f", s/1048576}')
   lrss=""
-  [[ -n "$lcpp" && -n "$gguf" ]] && lrss=$(awk -v k="$(lb_rss)" 'BEGIN{printf "%.1f", k/1024}')
-  printf '  resident with 16 sequences: inferd %s MiB (file %s + KV %s + 64 = %s MiB allowed), llama.cpp %s MiB\n' "$rss" \
+  [[ -n "$lcpp" && -n "$gguf" ]] && has batched && lrss=$(awk -v k="$(lb_rss)" 'BEGIN{printf "%.1f", k/1024}')
+  printf '  resident with %s sequences:' "$(has batched && echo 16 || echo 1)"
+  printf ' inferd %s MiB (file %s + KV %s + 64 = %s MiB allowed), llama.cpp %s MiB\n' "$rss" \
     "$fmib" "$kv" "$(awk -v a="$fmib" -v b="$kv" 'BEGIN{printf "%.1f", a+b+64}')" "${lrss:--}"
   summary+=("$m: decode x$(ratio "$e1" "$l1") llama.cpp, x$(ratio "$e1" "$c1") run.c; 16 seq x$(ratio "$(get eng16 'decode-aggregate')" "$(get lcpp16)"); server/engine $(ratio "$s1" "$e1")")
   cat "$tmp/r" >>"$tmp/all"
