@@ -510,14 +510,6 @@ static float g_dot_bf16(int n, const void *w, const void *x)
 /* Per-block integer sums, then one scalar float order shared by both ISAs. Each
  * `isum_*` returns the exact integer dot of one block. */
 
-static int isum_q4_0(const bq4_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 16; j++)
-        s += ((b->qs[j] & 0x0f) - 8) * y[j] + ((b->qs[j] >> 4) - 8) * y[j + 16];
-    return s;
-}
-
 static int isum_q4_1(const bq4_1_t *b, const int8_t *y)
 {
     int s = 0;
@@ -526,35 +518,11 @@ static int isum_q4_1(const bq4_1_t *b, const int8_t *y)
     return s;
 }
 
-static int isum_q5_0(const bq5_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 32; j++)
-        s += (q5(b->qh, b->qs, j) - 16) * y[j];
-    return s;
-}
-
 static int isum_q5_1(const bq5_1_t *b, const int8_t *y)
 {
     int s = 0;
     for (int j = 0; j < 32; j++)
         s += q5(b->qh, b->qs, j) * y[j];
-    return s;
-}
-
-static int isum_q8_0(const bq8_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 32; j++)
-        s += b->qs[j] * y[j];
-    return s;
-}
-
-static int isum_iq4_nl(const bq4_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 16; j++)
-        s += iq4nl_values[b->qs[j] & 0x0f] * y[j] + iq4nl_values[b->qs[j] >> 4] * y[j + 16];
     return s;
 }
 
@@ -639,12 +607,68 @@ static int isum_q6_k_group(const bq6_k_t *b, int g, const int8_t *y)
         return acc;                                                                                \
     }
 
-DOT_32(, g_dot_q4_0, bq4_0_t, bq8_0_t, isum_q4_0, C_SYM)
+/* The symmetric 32-blocks (Q8_0, Q4_0, Q5_0, IQ4_NL) keep eight float lanes instead of one
+ * scalar chain: lane l takes each block's exact integer sum of elements 4l .. 4l+3, scaled by
+ * (d_w * d_x), added block after block; the lanes are summed at the end in the order
+ * hsum_avx uses. No horizontal sum per block (what made these types the slowest per byte),
+ * and the generic, AVX2 and AVX-512 versions still give the same bits. */
+static inline float hsum8_lanes(const float *v)
+{
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+/* the 32 signed values of a block */
+static void vals_q8_0(const bq8_0_t *b, int *v)
+{
+    for (int j = 0; j < 32; j++)
+        v[j] = b->qs[j];
+}
+static void vals_q4_0(const bq4_0_t *b, int *v)
+{
+    for (int j = 0; j < 16; j++) {
+        v[j] = (b->qs[j] & 0x0f) - 8;
+        v[j + 16] = (b->qs[j] >> 4) - 8;
+    }
+}
+static void vals_q5_0(const bq5_0_t *b, int *v)
+{
+    for (int j = 0; j < 32; j++)
+        v[j] = q5(b->qh, b->qs, j) - 16;
+}
+static void vals_iq4_nl(const bq4_0_t *b, int *v)
+{
+    for (int j = 0; j < 16; j++) {
+        v[j] = iq4nl_values[b->qs[j] & 0x0f];
+        v[j + 16] = iq4nl_values[b->qs[j] >> 4];
+    }
+}
+
+#define DOT_32L(name, btype, vals)                                                                 \
+    static float name(int n, const void *w, const void *x)                                         \
+    {                                                                                              \
+        const btype *b = w;                                                                        \
+        const bq8_0_t *y = x;                                                                      \
+        float acc[8] = {0.0f};                                                                     \
+        for (int i = 0; i < n / QK; i++) {                                                         \
+            int v[32];                                                                             \
+            vals(&b[i], v);                                                                        \
+            float prod = fp16_to_fp32(b[i].d) * fp16_to_fp32(y[i].d);                              \
+            for (int l = 0; l < 8; l++) {                                                          \
+                int p = 0;                                                                         \
+                for (int k = 0; k < 4; k++)                                                        \
+                    p += v[4 * l + k] * y[i].qs[4 * l + k];                                        \
+                acc[l] = acc[l] + prod * (float)p;                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        return hsum8_lanes(acc);                                                                   \
+    }
+
+DOT_32L(g_dot_q8_0, bq8_0_t, vals_q8_0)
+DOT_32L(g_dot_q4_0, bq4_0_t, vals_q4_0)
+DOT_32L(g_dot_q5_0, bq5_0_t, vals_q5_0)
+DOT_32L(g_dot_iq4_nl, bq4_0_t, vals_iq4_nl)
 DOT_32(, g_dot_q4_1, bq4_1_t, bq8_1_t, isum_q4_1, C_MIN)
-DOT_32(, g_dot_q5_0, bq5_0_t, bq8_0_t, isum_q5_0, C_SYM)
 DOT_32(, g_dot_q5_1, bq5_1_t, bq8_1_t, isum_q5_1, C_MIN)
-DOT_32(, g_dot_q8_0, bq8_0_t, bq8_0_t, isum_q8_0, C_SYM)
-DOT_32(, g_dot_iq4_nl, bq4_0_t, bq8_0_t, isum_iq4_nl, C_SYM)
 DOT_K(, g_dot_q4_k, bq4_k_t, isum_q4_k_sub)
 DOT_K(, g_dot_q5_k, bq5_k_t, isum_q5_k_sub)
 DOT_Q6K(, g_dot_q6_k, isum_q6_k_group)
@@ -797,37 +821,14 @@ AVX static inline __m256i load32(const int8_t *y)
     return _mm256_loadu_si256((const __m256i *)y);
 }
 
-AVX static int a_isum_q4_0(const bq4_0_t *b, const int8_t *y)
-{
-    return dot_s8s8(_mm256_sub_epi8(nibbles(b->qs), _mm256_set1_epi8(8)), load32(y));
-}
-
 AVX static int a_isum_q4_1(const bq4_1_t *b, const int8_t *y)
 {
     return dot_u8s8(nibbles(b->qs), load32(y));
 }
 
-AVX static int a_isum_q5_0(const bq5_0_t *b, const int8_t *y)
-{
-    __m256i q = _mm256_or_si256(nibbles(b->qs), q5_high(b->qh));
-    return dot_s8s8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), load32(y));
-}
-
 AVX static int a_isum_q5_1(const bq5_1_t *b, const int8_t *y)
 {
     return dot_u8s8(_mm256_or_si256(nibbles(b->qs), q5_high(b->qh)), load32(y));
-}
-
-AVX static int a_isum_q8_0(const bq8_0_t *b, const int8_t *y)
-{
-    return dot_s8s8(load32(b->qs), load32(y));
-}
-
-AVX static int a_isum_iq4_nl(const bq4_0_t *b, const int8_t *y)
-{
-    __m128i tbl = _mm_loadu_si128((const __m128i *)iq4nl_values);
-    __m256i t2 = _mm256_set_m128i(tbl, tbl);
-    return dot_s8s8(_mm256_shuffle_epi8(t2, nibbles(b->qs)), load32(y));
 }
 
 AVX static int a_isum_q4_k_sub(const bq4_k_t *b, int j, const int8_t *y)
@@ -867,12 +868,8 @@ AVX static int a_isum_q6_k_group(const bq6_k_t *b, int g, const int8_t *y)
 }
 
 /* the same float combinations as the generic dots, with AVX2 block sums */
-DOT_32(AVX, a_dot_q4_0, bq4_0_t, bq8_0_t, a_isum_q4_0, C_SYM)
 DOT_32(AVX, a_dot_q4_1, bq4_1_t, bq8_1_t, a_isum_q4_1, C_MIN)
-DOT_32(AVX, a_dot_q5_0, bq5_0_t, bq8_0_t, a_isum_q5_0, C_SYM)
 DOT_32(AVX, a_dot_q5_1, bq5_1_t, bq8_1_t, a_isum_q5_1, C_MIN)
-DOT_32(AVX, a_dot_q8_0, bq8_0_t, bq8_0_t, a_isum_q8_0, C_SYM)
-DOT_32(AVX, a_dot_iq4_nl, bq4_0_t, bq8_0_t, a_isum_iq4_nl, C_SYM)
 DOT_K(AVX, a_dot_q4_k, bq4_k_t, a_isum_q4_k_sub)
 DOT_K(AVX, a_dot_q5_k, bq5_k_t, a_isum_q5_k_sub)
 DOT_Q6K(AVX, a_dot_q6_k, a_isum_q6_k_group)
@@ -1079,35 +1076,44 @@ AVX static inline __m128i hsum4_i32(__m256i s0, __m256i s1, __m256i s2, __m256i 
  * float chain is C_SYM's: acc += (d_w * d_x) * (float)sum, one block after another. The four
  * rows' chains advance together in one 4-lane vector. UNPACK gives a block's 32 values as
  * signed bytes. */
+/* lane sums of a block: |q| x (y with q's sign), pairs then quads, exact */
+AVX static inline __m256i lanes32(__m256i q, __m256i y)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)),
+                             _mm256_set1_epi16(1));
+}
+
+/* acc + prod * (float)lanes, as DOT_32L's lane step */
+AVX static inline __m256 lane_step(__m256 acc, float prod, __m256i lanes)
+{
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(prod), _mm256_cvtepi32_ps(lanes)));
+}
+
 #define TILE32(T, BT, UNPACK, XR)                                                                  \
     AVX static void t32_##T##_##XR(float *out, int ostride, const bq8_0_t *const *yb,              \
                                    const BT *const *wb, int nb, int i, int r)                      \
     {                                                                                              \
-        __m128 acc[XR];                                                                            \
+        __m256 acc[XR][4];                                                                         \
         for (int b = 0; b < XR; b++)                                                               \
-            acc[b] = _mm_setzero_ps();                                                             \
+            for (int a = 0; a < 4; a++)                                                            \
+                acc[b][a] = _mm256_setzero_ps();                                                   \
         for (int ib = 0; ib < nb; ib++) {                                                          \
-            __m256i q[4], aq[4];                                                                   \
+            __m256i q[4];                                                                          \
+            float wd[4];                                                                           \
             for (int a = 0; a < 4; a++) {                                                          \
                 q[a] = UNPACK(&wb[a][ib]);                                                         \
-                aq[a] = _mm256_sign_epi8(q[a], q[a]);                                              \
+                wd[a] = _cvtsh_ss(wb[a][ib].d);                                                    \
             }                                                                                      \
-            __m128 wd =                                                                            \
-                _mm_cvtph_ps(_mm_setr_epi16((short)wb[0][ib].d, (short)wb[1][ib].d,                \
-                                            (short)wb[2][ib].d, (short)wb[3][ib].d, 0, 0, 0, 0));  \
             for (int b = 0; b < XR; b++) {                                                         \
-                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs), s[4];               \
+                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs);                     \
+                float yd = _cvtsh_ss(yb[b][ib].d);                                                 \
                 for (int a = 0; a < 4; a++)                                                        \
-                    s[a] =                                                                         \
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(aq[a], _mm256_sign_epi8(y, q[a])),  \
-                                          _mm256_set1_epi16(1));                                   \
-                __m128i is = hsum4_i32(s[0], s[1], s[2], s[3]);                                    \
-                __m128 prod = _mm_mul_ps(wd, _mm_set1_ps(_cvtsh_ss(yb[b][ib].d)));                 \
-                acc[b] = _mm_add_ps(acc[b], _mm_mul_ps(prod, _mm_cvtepi32_ps(is)));                \
+                    acc[b][a] = lane_step(acc[b][a], wd[a] * yd, lanes32(q[a], y));                \
             }                                                                                      \
         }                                                                                          \
         for (int b = 0; b < XR; b++)                                                               \
-            _mm_storeu_ps(out + (size_t)(r + b) * ostride + i, acc[b]);                            \
+            for (int a = 0; a < 4; a++)                                                            \
+                out[(size_t)(r + b) * ostride + i + a] = hsum_avx(acc[b][a]);                      \
     }
 
 #define MM32(T, BT, UNPACK, DOT)                                                                   \
@@ -1117,6 +1123,11 @@ AVX static inline __m128i hsum4_i32(__m256i s0, __m256i s1, __m256i s2, __m256i 
                              const tensor_t *w, int i0, int i1)                                    \
     {                                                                                              \
         int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
+        if (nrows == 1) { /* one sequential stream of weight rows: no tile needed */               \
+            for (; i < i1; i++)                                                                    \
+                out[i] = DOT(n, (const char *)w->data + (size_t)i * w->row_bytes, x);              \
+            return;                                                                                \
+        }                                                                                          \
         for (; i + 4 <= i1; i += 4) {                                                              \
             const BT *wb[4];                                                                       \
             for (int a = 0; a < 4; a++)                                                            \
@@ -1162,6 +1173,23 @@ AVX static inline __m256i unpack_iq4_nl(const bq4_0_t *b)
     __m128i tbl = _mm_loadu_si128((const __m128i *)iq4nl_values);
     return _mm256_shuffle_epi8(_mm256_set_m128i(tbl, tbl), nibbles(b->qs));
 }
+
+#define ADOT32L(T, BT, UNPACK)                                                                     \
+    AVX static float a_dot_##T(int n, const void *w, const void *x)                                \
+    {                                                                                              \
+        const BT *b = w;                                                                           \
+        const bq8_0_t *y = x;                                                                      \
+        __m256 acc = _mm256_setzero_ps();                                                          \
+        for (int i = 0; i < n / QK; i++)                                                           \
+            acc = lane_step(acc, _cvtsh_ss(b[i].d) * _cvtsh_ss(y[i].d),                            \
+                            lanes32(UNPACK(&b[i]), _mm256_loadu_si256((const __m256i *)y[i].qs))); \
+        return hsum_avx(acc);                                                                      \
+    }
+
+ADOT32L(q8_0, bq8_0_t, unpack_q8_0)
+ADOT32L(q4_0, bq4_0_t, unpack_q4_0)
+ADOT32L(q5_0, bq5_0_t, unpack_q5_0)
+ADOT32L(iq4_nl, bq4_0_t, unpack_iq4_nl)
 
 MM32(q8_0, bq8_0_t, unpack_q8_0, a_dot_q8_0)
 MM32(q4_0, bq4_0_t, unpack_q4_0, a_dot_q4_0)
@@ -1674,31 +1702,33 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
     AVX512 static void v32_##T##_##XR(float *out, int ostride, const bq8_0_t *const *yb,           \
                                       const BT *const *wb, int nb, int i, int r)                   \
     {                                                                                              \
-        __m128 acc[XR];                                                                            \
+        __m256 acc[XR][4];                                                                         \
         for (int b = 0; b < XR; b++)                                                               \
-            acc[b] = _mm_setzero_ps();                                                             \
+            for (int a = 0; a < 4; a++)                                                            \
+                acc[b][a] = _mm256_setzero_ps();                                                   \
         const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();                   \
         for (int ib = 0; ib < nb; ib++) {                                                          \
             __m256i u[4];                                                                          \
-            for (int a = 0; a < 4; a++)                                                            \
+            float wd[4];                                                                           \
+            for (int a = 0; a < 4; a++) {                                                          \
                 u[a] = UNPACKU(&wb[a][ib]);                                                        \
-            __m128 wd =                                                                            \
-                _mm_cvtph_ps(_mm_setr_epi16((short)wb[0][ib].d, (short)wb[1][ib].d,                \
-                                            (short)wb[2][ib].d, (short)wb[3][ib].d, 0, 0, 0, 0));  \
+                wd[a] = _cvtsh_ss(wb[a][ib].d);                                                    \
+            }                                                                                      \
             for (int b = 0; b < XR; b++) {                                                         \
-                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs), s[4];               \
+                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs);                     \
+                /* the bias times each lane's activation sum, to take off */                       \
+                __m256i off = _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, ones, y),               \
+                                                 _mm256_set1_epi32(BIAS));                         \
+                float yd = _cvtsh_ss(yb[b][ib].d);                                                 \
                 for (int a = 0; a < 4; a++)                                                        \
-                    s[a] = _mm256_dpbusd_epi32(zero, u[a], y);                                     \
-                __m256i ys = _mm256_dpbusd_epi32(zero, ones, y);                                   \
-                __m128i is = hsum4_i32(s[0], s[1], s[2], s[3]);                                    \
-                __m128i ysum = hsum4_i32(ys, ys, ys, ys);                                          \
-                is = _mm_sub_epi32(is, _mm_mullo_epi32(ysum, _mm_set1_epi32(BIAS)));               \
-                __m128 prod = _mm_mul_ps(wd, _mm_set1_ps(_cvtsh_ss(yb[b][ib].d)));                 \
-                acc[b] = _mm_add_ps(acc[b], _mm_mul_ps(prod, _mm_cvtepi32_ps(is)));                \
+                    acc[b][a] =                                                                    \
+                        lane_step(acc[b][a], wd[a] * yd,                                           \
+                                  _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, u[a], y), off));      \
             }                                                                                      \
         }                                                                                          \
         for (int b = 0; b < XR; b++)                                                               \
-            _mm_storeu_ps(out + (size_t)(r + b) * ostride + i, acc[b]);                            \
+            for (int a = 0; a < 4; a++)                                                            \
+                out[(size_t)(r + b) * ostride + i + a] = hsum_avx(acc[b][a]);                      \
     }
 
 #define VMM32(T, BT, UNPACKU, BIAS, DOT)                                                           \
@@ -1708,6 +1738,11 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
                                 const tensor_t *w, int i0, int i1)                                 \
     {                                                                                              \
         int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
+        if (nrows == 1) { /* one sequential stream of weight rows: no tile needed */               \
+            for (; i < i1; i++)                                                                    \
+                out[i] = DOT(n, (const char *)w->data + (size_t)i * w->row_bytes, x);              \
+            return;                                                                                \
+        }                                                                                          \
         for (; i + 4 <= i1; i += 4) {                                                              \
             const BT *wb[4];                                                                       \
             for (int a = 0; a < 4; a++)                                                            \
