@@ -916,12 +916,11 @@ TILE(1, 3)
 TILE(1, 2)
 TILE(1, 1)
 
-/* With few activation rows a product is a stream of weight rows; on short rows (a few
- * cache lines) the hardware prefetcher does not run far enough ahead of a tile's four
- * interleaved row streams, so the next tile's rows are requested, in one burst, before the
- * current tile is computed. Measured on stories15M's 32000 x 288 classifier, one thread:
- * 12 GB/s without, 20-25 GB/s with; on 2048-wide rows (32 KiB a tile, past L1) it costs, so
- * it is kept to tiles of at most PF_TILE_BYTES. */
+/* One activation row reads the weight rows as one sequential stream, a dot per row (the
+ * hardware prefetcher follows it; four interleaved row streams defeated it: stories15M's
+ * fp32 decode on one thread went from ~120 to ~190 tok/s). With 2-4 activation rows the tiles
+ * read four rows at once, and on short rows (a tile within PF_TILE_BYTES) the next tile's
+ * rows are requested in one burst before the current one is computed. */
 #define PF_TILE_BYTES (16 * 1024)
 
 /* Requests `bytes` from p into the cache (prefetches never fault past the matrix's end). */
@@ -934,6 +933,11 @@ static inline void prefetch_block(const void *p, size_t bytes)
 AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, const float *w,
                            int n, int i0, int i1)
 {
+    if (nrows == 1) { /* one sequential stream of weight rows (see MM32) */
+        for (int i = i0; i < i1; i++)
+            out[i] = dot_avx(w + (size_t)i * n, x, n);
+        return;
+    }
     int pf = (size_t)n * 16 <= PF_TILE_BYTES && nrows <= 4;
     int i = i0;
     for (; i + 4 <= i1; i += 4) {
@@ -1020,6 +1024,11 @@ AVX static inline __m256 f16x8(const uint16_t *p)
         const uint16_t *x = xv, *w = wt->data;                                                     \
         size_t xs = xstride / 2, ws = wt->row_bytes / 2;                                           \
         int n = (int)wt->ne[0], i = i0;                                                            \
+        if (nrows == 1) { /* one sequential stream of weight rows (see MM32) */                    \
+            for (; i < i1; i++)                                                                    \
+                out[i] = a_dot_##T(n, w + (size_t)i * ws, x);                                      \
+            return;                                                                                \
+        }                                                                                          \
         for (; i + 4 <= i1; i += 4) {                                                              \
             if (nrows <= 4 && 4 * wt->row_bytes <= PF_TILE_BYTES)                                  \
                 prefetch_block(w + (size_t)(i + 4) * ws, 4 * wt->row_bytes);                       \
