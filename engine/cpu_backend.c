@@ -190,27 +190,23 @@ typedef struct {
     int nrows;
     mm_seg_t seg[MAX_SEGS];
     int nseg;
+    int rows_per_chunk; /* output rows (across the segments, in order) per claimed chunk */
 } mm_job_t;
 
-/* split [0, total) into nth contiguous chunks, aligned to 8 outputs */
-static void chunk(int total, int tid, int nth, int *a, int *b)
+/* Output rows per claimed chunk: about 8 chunks per thread, so a preempted thread holds
+ * back at most an eighth of its share, in multiples of 16 rows (the tiles' 4-row steps). */
+static int chunk_rows(int total, int nth)
 {
-    int units = (total + 7) / 8;
-    int per = units / nth, extra = units % nth;
-    int ua = tid * per + (tid < extra ? tid : extra);
-    int ub = ua + per + (tid < extra ? 1 : 0);
-    *a = ua * 8 < total ? ua * 8 : total;
-    *b = ub * 8 < total ? ub * 8 : total;
+    int per = (total + 8 * nth - 1) / (8 * nth);
+    per = (per + 15) & ~15;
+    return per < 16 ? 16 : per;
 }
 
-static void mm_run(void *arg, int tid, int nth)
+static void mm_run(void *arg, int c, int nchunks)
 {
+    (void)nchunks;
     mm_job_t *j = arg;
-    int total = 0;
-    for (int s = 0; s < j->nseg; s++)
-        total += (int)j->seg[s].w->ne[1];
-    int a, b;
-    chunk(total, tid, nth, &a, &b);
+    int a = c * j->rows_per_chunk, b = a + j->rows_per_chunk;
     int base = 0;
     for (int s = 0; s < j->nseg; s++) {
         const mm_seg_t *g = &j->seg[s];
@@ -224,6 +220,22 @@ static void mm_run(void *arg, int tid, int nth)
 
 /* out_k = x W_k^T for the k segments sharing input x (nrows, n): x is put in each weight's
  * dot format once per format, then the threads split the outputs of all segments. */
+typedef struct {
+    uint32_t vec_type;
+    void *dst; /* (nrows, stride bytes) */
+    size_t stride;
+    const float *x; /* (nrows, n) */
+    int n, nrows;
+} quant_job_t;
+
+static void quant_run(void *arg, int c, int nchunks)
+{
+    quant_job_t *q = arg;
+    for (int r = c; r < q->nrows; r += nchunks)
+        kernels_quantize_row(q->vec_type, (char *)q->dst + (size_t)r * q->stride,
+                             q->x + (size_t)r * q->n, q->n);
+}
+
 static void mm(cpu_t *s, const float *x, int nrows, int nseg, float *const *outs,
                const int *ostrides, const tensor_t *const *ws)
 {
@@ -237,14 +249,19 @@ static void mm(cpu_t *s, const float *x, int nrows, int nseg, float *const *outs
             if (kernels_for(ws[p]->type)->vec_type == kt->vec_type) xq = j.seg[p].x;
         if (!xq && kt->vec_type == DTYPE_F32) xq = x;
         if (!xq) {
-            for (int r = 0; r < nrows; r++)
-                kernels_quantize_row(kt->vec_type, (char *)s->xq[g] + (size_t)r * stride,
-                                     x + (size_t)r * n, n);
+            /* a prompt's rows are many: their conversion is split too */
+            quant_job_t qj = {kt->vec_type, s->xq[g], stride, x, n, nrows};
+            int nth = pool_size(s->pool);
+            pool_run_chunks(s->pool, quant_run, &qj, nrows < 8 * nth ? nrows : 8 * nth);
             xq = s->xq[g];
         }
         j.seg[g] = (mm_seg_t){outs[g], ostrides[g], ws[g], xq, stride};
     }
-    pool_run(s->pool, mm_run, &j);
+    int total = 0;
+    for (int g = 0; g < nseg; g++)
+        total += (int)ws[g]->ne[1];
+    j.rows_per_chunk = chunk_rows(total, pool_size(s->pool));
+    pool_run_chunks(s->pool, mm_run, &j, (total + j.rows_per_chunk - 1) / j.rows_per_chunk);
 }
 
 typedef struct {
@@ -253,16 +270,16 @@ typedef struct {
     int n, layer;
 } att_job_t;
 
-static void att_run(void *arg, int tid, int nth)
+static void att_run(void *arg, int ci, int nchunks)
 {
     att_job_t *j = arg;
     cpu_t *s = j->s;
     const model_config_t *c = &s->m->c;
     int hs = s->hs, kvd = s->kv_dim, kv_mul = c->n_heads / c->n_kv_heads;
     int total = j->n * c->n_heads;
-    int per = total / nth, extra = total % nth;
-    int a = tid * per + (tid < extra ? tid : extra);
-    int b = a + per + (tid < extra ? 1 : 0);
+    int per = total / nchunks, extra = total % nchunks;
+    int a = ci * per + (ci < extra ? ci : extra);
+    int b = a + per + (ci < extra ? 1 : 0);
     float scale = 1.0f / sqrtf((float)hs);
     for (int t = a; t < b; t++) {
         int r = t / c->n_heads, h = t % c->n_heads;
@@ -389,7 +406,8 @@ static int cpu_forward(void *ctx, const fwd_row_t *rows, int n, float *logits)
                    (size_t)kvd * sizeof(float));
         }
         att_job_t aj = {s, rows, n, l};
-        pool_run(s->pool, att_run, &aj);
+        int units = n * c->n_heads, nth = pool_size(s->pool);
+        pool_run_chunks(s->pool, att_run, &aj, units < 8 * nth ? units : 8 * nth);
         mm(s, s->xb, n, 1, (float *const[]){s->xb2}, (const int[]){dim},
            (const tensor_t *const[]){&L->wo});
         for (size_t i = 0; i < (size_t)n * dim; i++)

@@ -1524,6 +1524,9 @@ void engine_model_info(const engine_t *e, engine_model_info_t *out)
     out->n_heads = (uint32_t)c->n_heads;
     out->n_kv_heads = (uint32_t)c->n_kv_heads;
     out->parameters = e->model.v.n_params;
+    out->weight_bytes = e->model.v.weight_bytes;
+    out->step_weight_bytes = e->model.v.weight_bytes;
+    if (!c->shared) out->step_weight_bytes -= e->model.v.tok_embd.nbytes;
 }
 
 void engine_stats(const engine_t *e, engine_stats_t *out)

@@ -213,7 +213,11 @@ typedef struct {
     int32_t eot_id, unk_id, pad_id; /* -1 when the vocabulary has none */
     const uint32_t *eog_ids;        /* ids that end generation (ascending order not promised) */
     uint32_t n_eog;
-    uint32_t max_token_bytes; /* the vocabulary's longest token (the early prompt bound) */
+    uint32_t max_token_bytes;   /* the vocabulary's longest token (the early prompt bound) */
+    uint64_t weight_bytes;      /* bytes of every weight tensor (a shared output counted once) */
+    uint64_t step_weight_bytes; /* weight bytes one decode step reads: all but the token
+                                   embedding, which is read one row at a time unless it is
+                                   also the output (the figure decode speed is bound by) */
 } engine_model_info_t;
 
 /** Counters for metrics/health; read with relaxed atomics, approximately consistent. */

@@ -116,13 +116,17 @@ int sample_argmax(const float *logits, int n);
 /* ---- thread pool (pool.c) ----------------------------------------------- */
 
 typedef struct pool pool_t;
-typedef void (*pool_fn)(void *arg, int tid, int nthreads);
+/** One chunk of a job: chunk c of n (a chunk, not a thread: any thread may run it). */
+typedef void (*pool_fn)(void *arg, int c, int n);
 
-/** nthreads total including the caller of pool_run. */
+/** nthreads total including the caller of pool_run: 0, -ENOMEM or -EAGAIN (no thread). */
 int pool_new(pool_t **out, int nthreads);
 void pool_free(pool_t *p);
 int pool_size(const pool_t *p);
-/** Run fn on every thread (tid 0 = the caller) and wait for all. */
+/** Run fn(arg, c, nchunks) once for every c < nchunks on the pool's threads (the caller
+ *  among them), chunks claimed one at a time; returns when all are done. */
+void pool_run_chunks(pool_t *p, pool_fn fn, void *arg, int nchunks);
+/** pool_run_chunks with one chunk per thread. */
 void pool_run(pool_t *p, pool_fn fn, void *arg);
 
 /* ---- backends ------------------------------------------------------------ */

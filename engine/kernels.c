@@ -510,14 +510,6 @@ static float g_dot_bf16(int n, const void *w, const void *x)
 /* Per-block integer sums, then one scalar float order shared by both ISAs. Each
  * `isum_*` returns the exact integer dot of one block. */
 
-static int isum_q4_0(const bq4_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 16; j++)
-        s += ((b->qs[j] & 0x0f) - 8) * y[j] + ((b->qs[j] >> 4) - 8) * y[j + 16];
-    return s;
-}
-
 static int isum_q4_1(const bq4_1_t *b, const int8_t *y)
 {
     int s = 0;
@@ -526,35 +518,11 @@ static int isum_q4_1(const bq4_1_t *b, const int8_t *y)
     return s;
 }
 
-static int isum_q5_0(const bq5_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 32; j++)
-        s += (q5(b->qh, b->qs, j) - 16) * y[j];
-    return s;
-}
-
 static int isum_q5_1(const bq5_1_t *b, const int8_t *y)
 {
     int s = 0;
     for (int j = 0; j < 32; j++)
         s += q5(b->qh, b->qs, j) * y[j];
-    return s;
-}
-
-static int isum_q8_0(const bq8_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 32; j++)
-        s += b->qs[j] * y[j];
-    return s;
-}
-
-static int isum_iq4_nl(const bq4_0_t *b, const int8_t *y)
-{
-    int s = 0;
-    for (int j = 0; j < 16; j++)
-        s += iq4nl_values[b->qs[j] & 0x0f] * y[j] + iq4nl_values[b->qs[j] >> 4] * y[j + 16];
     return s;
 }
 
@@ -639,12 +607,68 @@ static int isum_q6_k_group(const bq6_k_t *b, int g, const int8_t *y)
         return acc;                                                                                \
     }
 
-DOT_32(, g_dot_q4_0, bq4_0_t, bq8_0_t, isum_q4_0, C_SYM)
+/* The symmetric 32-blocks (Q8_0, Q4_0, Q5_0, IQ4_NL) keep eight float lanes instead of one
+ * scalar chain: lane l takes each block's exact integer sum of elements 4l .. 4l+3, scaled by
+ * (d_w * d_x), added block after block; the lanes are summed at the end in the order
+ * hsum_avx uses. No horizontal sum per block (what made these types the slowest per byte),
+ * and the generic, AVX2 and AVX-512 versions still give the same bits. */
+static inline float hsum8_lanes(const float *v)
+{
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+/* the 32 signed values of a block */
+static void vals_q8_0(const bq8_0_t *b, int *v)
+{
+    for (int j = 0; j < 32; j++)
+        v[j] = b->qs[j];
+}
+static void vals_q4_0(const bq4_0_t *b, int *v)
+{
+    for (int j = 0; j < 16; j++) {
+        v[j] = (b->qs[j] & 0x0f) - 8;
+        v[j + 16] = (b->qs[j] >> 4) - 8;
+    }
+}
+static void vals_q5_0(const bq5_0_t *b, int *v)
+{
+    for (int j = 0; j < 32; j++)
+        v[j] = q5(b->qh, b->qs, j) - 16;
+}
+static void vals_iq4_nl(const bq4_0_t *b, int *v)
+{
+    for (int j = 0; j < 16; j++) {
+        v[j] = iq4nl_values[b->qs[j] & 0x0f];
+        v[j + 16] = iq4nl_values[b->qs[j] >> 4];
+    }
+}
+
+#define DOT_32L(name, btype, vals)                                                                 \
+    static float name(int n, const void *w, const void *x)                                         \
+    {                                                                                              \
+        const btype *b = w;                                                                        \
+        const bq8_0_t *y = x;                                                                      \
+        float acc[8] = {0.0f};                                                                     \
+        for (int i = 0; i < n / QK; i++) {                                                         \
+            int v[32];                                                                             \
+            vals(&b[i], v);                                                                        \
+            float prod = fp16_to_fp32(b[i].d) * fp16_to_fp32(y[i].d);                              \
+            for (int l = 0; l < 8; l++) {                                                          \
+                int p = 0;                                                                         \
+                for (int k = 0; k < 4; k++)                                                        \
+                    p += v[4 * l + k] * y[i].qs[4 * l + k];                                        \
+                acc[l] = acc[l] + prod * (float)p;                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        return hsum8_lanes(acc);                                                                   \
+    }
+
+DOT_32L(g_dot_q8_0, bq8_0_t, vals_q8_0)
+DOT_32L(g_dot_q4_0, bq4_0_t, vals_q4_0)
+DOT_32L(g_dot_q5_0, bq5_0_t, vals_q5_0)
+DOT_32L(g_dot_iq4_nl, bq4_0_t, vals_iq4_nl)
 DOT_32(, g_dot_q4_1, bq4_1_t, bq8_1_t, isum_q4_1, C_MIN)
-DOT_32(, g_dot_q5_0, bq5_0_t, bq8_0_t, isum_q5_0, C_SYM)
 DOT_32(, g_dot_q5_1, bq5_1_t, bq8_1_t, isum_q5_1, C_MIN)
-DOT_32(, g_dot_q8_0, bq8_0_t, bq8_0_t, isum_q8_0, C_SYM)
-DOT_32(, g_dot_iq4_nl, bq4_0_t, bq8_0_t, isum_iq4_nl, C_SYM)
 DOT_K(, g_dot_q4_k, bq4_k_t, isum_q4_k_sub)
 DOT_K(, g_dot_q5_k, bq5_k_t, isum_q5_k_sub)
 DOT_Q6K(, g_dot_q6_k, isum_q6_k_group)
@@ -797,37 +821,14 @@ AVX static inline __m256i load32(const int8_t *y)
     return _mm256_loadu_si256((const __m256i *)y);
 }
 
-AVX static int a_isum_q4_0(const bq4_0_t *b, const int8_t *y)
-{
-    return dot_s8s8(_mm256_sub_epi8(nibbles(b->qs), _mm256_set1_epi8(8)), load32(y));
-}
-
 AVX static int a_isum_q4_1(const bq4_1_t *b, const int8_t *y)
 {
     return dot_u8s8(nibbles(b->qs), load32(y));
 }
 
-AVX static int a_isum_q5_0(const bq5_0_t *b, const int8_t *y)
-{
-    __m256i q = _mm256_or_si256(nibbles(b->qs), q5_high(b->qh));
-    return dot_s8s8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), load32(y));
-}
-
 AVX static int a_isum_q5_1(const bq5_1_t *b, const int8_t *y)
 {
     return dot_u8s8(_mm256_or_si256(nibbles(b->qs), q5_high(b->qh)), load32(y));
-}
-
-AVX static int a_isum_q8_0(const bq8_0_t *b, const int8_t *y)
-{
-    return dot_s8s8(load32(b->qs), load32(y));
-}
-
-AVX static int a_isum_iq4_nl(const bq4_0_t *b, const int8_t *y)
-{
-    __m128i tbl = _mm_loadu_si128((const __m128i *)iq4nl_values);
-    __m256i t2 = _mm256_set_m128i(tbl, tbl);
-    return dot_s8s8(_mm256_shuffle_epi8(t2, nibbles(b->qs)), load32(y));
 }
 
 AVX static int a_isum_q4_k_sub(const bq4_k_t *b, int j, const int8_t *y)
@@ -867,12 +868,8 @@ AVX static int a_isum_q6_k_group(const bq6_k_t *b, int g, const int8_t *y)
 }
 
 /* the same float combinations as the generic dots, with AVX2 block sums */
-DOT_32(AVX, a_dot_q4_0, bq4_0_t, bq8_0_t, a_isum_q4_0, C_SYM)
 DOT_32(AVX, a_dot_q4_1, bq4_1_t, bq8_1_t, a_isum_q4_1, C_MIN)
-DOT_32(AVX, a_dot_q5_0, bq5_0_t, bq8_0_t, a_isum_q5_0, C_SYM)
 DOT_32(AVX, a_dot_q5_1, bq5_1_t, bq8_1_t, a_isum_q5_1, C_MIN)
-DOT_32(AVX, a_dot_q8_0, bq8_0_t, bq8_0_t, a_isum_q8_0, C_SYM)
-DOT_32(AVX, a_dot_iq4_nl, bq4_0_t, bq8_0_t, a_isum_iq4_nl, C_SYM)
 DOT_K(AVX, a_dot_q4_k, bq4_k_t, a_isum_q4_k_sub)
 DOT_K(AVX, a_dot_q5_k, bq5_k_t, a_isum_q5_k_sub)
 DOT_Q6K(AVX, a_dot_q6_k, a_isum_q6_k_group)
@@ -919,11 +916,32 @@ TILE(1, 3)
 TILE(1, 2)
 TILE(1, 1)
 
+/* One activation row reads the weight rows as one sequential stream, a dot per row (the
+ * hardware prefetcher follows it; four interleaved row streams defeated it: stories15M's
+ * fp32 decode on one thread went from ~120 to ~190 tok/s). With 2-4 activation rows the tiles
+ * read four rows at once, and on short rows (a tile within PF_TILE_BYTES) the next tile's
+ * rows are requested in one burst before the current one is computed. */
+#define PF_TILE_BYTES (16 * 1024)
+
+/* Requests `bytes` from p into the cache (prefetches never fault past the matrix's end). */
+static inline void prefetch_block(const void *p, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
 AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, const float *w,
                            int n, int i0, int i1)
 {
+    if (nrows == 1) { /* one sequential stream of weight rows (see MM32) */
+        for (int i = i0; i < i1; i++)
+            out[i] = dot_avx(w + (size_t)i * n, x, n);
+        return;
+    }
+    int pf = (size_t)n * 16 <= PF_TILE_BYTES && nrows <= 4;
     int i = i0;
     for (; i + 4 <= i1; i += 4) {
+        if (pf) prefetch_block(w + (size_t)(i + 4) * n, (size_t)n * 16);
         int r = 0;
         for (; r + 3 <= nrows; r += 3)
             tile_4_3(out, ostride, x, w, n, i, r);
@@ -946,19 +964,389 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
     matmul_avx(out, ostride, x, nrows, w->data, (int)w->ne[0], i0, i1);
 }
 
+/* ---- AVX2 products over many rows ------------------------------------------------------------
+ * Tiles of weight rows x activation rows. Every (weight row, activation row) pair goes through
+ * the very operations of its type's dot, in the same order: the tiles only share loads and
+ * unpacking between pairs and interleave independent pairs so that their dependency chains
+ * overlap. So a result never depends on the tile it was computed in (batch invariance), and
+ * the quantized ones stay bit-for-bit equal to the generic dots. */
+
+/* 16-bit float rows (F16, BF16): WR weight rows x XR activation rows, one 8-lane FMA chain
+ * per pair as in a_dot_f16 / a_dot_bf16, the same horizontal sum and scalar tail */
+#define TILEH(T, LOAD, CONV, WR, XR)                                                               \
+    AVX static void tile_##T##_##WR##_##XR(float *out, int ostride, const uint16_t *x, size_t xs,  \
+                                           const uint16_t *w, size_t ws, int n, int i, int r)      \
+    {                                                                                              \
+        __m256 acc[WR][XR];                                                                        \
+        const uint16_t *wp[WR], *xp[XR];                                                           \
+        for (int a = 0; a < WR; a++) {                                                             \
+            wp[a] = w + (size_t)(i + a) * ws;                                                      \
+            for (int b = 0; b < XR; b++)                                                           \
+                acc[a][b] = _mm256_setzero_ps();                                                   \
+        }                                                                                          \
+        for (int b = 0; b < XR; b++)                                                               \
+            xp[b] = x + (size_t)(r + b) * xs;                                                      \
+        int j = 0;                                                                                 \
+        for (; j + 8 <= n; j += 8) {                                                               \
+            __m256 xv[XR];                                                                         \
+            for (int b = 0; b < XR; b++)                                                           \
+                xv[b] = LOAD(xp[b] + j);                                                           \
+            for (int a = 0; a < WR; a++) {                                                         \
+                __m256 wv = LOAD(wp[a] + j);                                                       \
+                for (int b = 0; b < XR; b++)                                                       \
+                    acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int a = 0; a < WR; a++)                                                               \
+            for (int b = 0; b < XR; b++) {                                                         \
+                float s = hsum_avx(acc[a][b]);                                                     \
+                for (int k = j; k < n; k++)                                                        \
+                    s += CONV(wp[a][k]) * CONV(xp[b][k]);                                          \
+                out[(size_t)(r + b) * ostride + i + a] = s;                                        \
+            }                                                                                      \
+    }
+
+AVX static inline __m256 f16x8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+#define TILES16(T, LOAD, CONV)                                                                     \
+    TILEH(T, LOAD, CONV, 4, 3)                                                                     \
+    TILEH(T, LOAD, CONV, 4, 2)                                                                     \
+    TILEH(T, LOAD, CONV, 4, 1)                                                                     \
+    TILEH(T, LOAD, CONV, 1, 3)                                                                     \
+    TILEH(T, LOAD, CONV, 1, 2)                                                                     \
+    TILEH(T, LOAD, CONV, 1, 1)                                                                     \
+    AVX static void a_mm_##T(float *out, int ostride, const void *xv, size_t xstride, int nrows,   \
+                             const tensor_t *wt, int i0, int i1)                                   \
+    {                                                                                              \
+        const uint16_t *x = xv, *w = wt->data;                                                     \
+        size_t xs = xstride / 2, ws = wt->row_bytes / 2;                                           \
+        int n = (int)wt->ne[0], i = i0;                                                            \
+        if (nrows == 1) { /* one sequential stream of weight rows (see MM32) */                    \
+            for (; i < i1; i++)                                                                    \
+                out[i] = a_dot_##T(n, w + (size_t)i * ws, x);                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (; i + 4 <= i1; i += 4) {                                                              \
+            if (nrows <= 4 && 4 * wt->row_bytes <= PF_TILE_BYTES)                                  \
+                prefetch_block(w + (size_t)(i + 4) * ws, 4 * wt->row_bytes);                       \
+            int r = 0;                                                                             \
+            for (; r + 3 <= nrows; r += 3)                                                         \
+                tile_##T##_4_3(out, ostride, x, xs, w, ws, n, i, r);                               \
+            if (nrows - r == 2) tile_##T##_4_2(out, ostride, x, xs, w, ws, n, i, r);               \
+            if (nrows - r == 1) tile_##T##_4_1(out, ostride, x, xs, w, ws, n, i, r);               \
+        }                                                                                          \
+        for (; i < i1; i++) {                                                                      \
+            int r = 0;                                                                             \
+            for (; r + 3 <= nrows; r += 3)                                                         \
+                tile_##T##_1_3(out, ostride, x, xs, w, ws, n, i, r);                               \
+            if (nrows - r == 2) tile_##T##_1_2(out, ostride, x, xs, w, ws, n, i, r);               \
+            if (nrows - r == 1) tile_##T##_1_1(out, ostride, x, xs, w, ws, n, i, r);               \
+        }                                                                                          \
+    }
+
+TILES16(f16, f16x8, fp16_to_fp32)
+TILES16(bf16, bf16x8, bf16_to_fp32)
+
+/* The 8 scales and 8 mins of a Q4_K/Q5_K super-block (kscale for every j at once) as 16
+ * bytes sc0..sc7, m0..m7, computed in general registers: bytes stored one at a time and then
+ * loaded as a vector would stall store forwarding. */
+AVX static inline __m128i kscales16(const uint8_t *s)
+{
+    uint32_t w0, w1, w2;
+    memcpy(&w0, s, 4);
+    memcpy(&w1, s + 4, 4);
+    memcpy(&w2, s + 8, 4);
+    uint32_t sc_lo = w0 & 0x3f3f3f3fu;
+    uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
+    uint32_t m_lo = w1 & 0x3f3f3f3fu;
+    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
+    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+}
+
+/* the mins of kscales16's result, each twice, as 16-bit lanes (for madd with the bsums) */
+AVX static inline __m256i kmins_dup(__m128i sm)
+{
+    __m128i m8 = _mm_unpackhi_epi64(sm, sm);
+    return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+}
+
+/* Four sums of 8 int32 lanes each, as one vector of four int32 (exact). */
+AVX static inline __m128i hsum4_i32(__m256i s0, __m256i s1, __m256i s2, __m256i s3)
+{
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* 32-blocks with one fp16 scale and signed values (Q8_0, Q4_0, Q5_0, IQ4_NL): four weight
+ * rows at a time against XR activation rows; per pair the block sums are exact and the
+ * float chain is C_SYM's: acc += (d_w * d_x) * (float)sum, one block after another. The four
+ * rows' chains advance together in one 4-lane vector. UNPACK gives a block's 32 values as
+ * signed bytes. */
+/* lane sums of a block: |q| x (y with q's sign), pairs then quads, exact */
+AVX static inline __m256i lanes32(__m256i q, __m256i y)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)),
+                             _mm256_set1_epi16(1));
+}
+
+/* acc + prod * (float)lanes, as DOT_32L's lane step */
+AVX static inline __m256 lane_step(__m256 acc, float prod, __m256i lanes)
+{
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(prod), _mm256_cvtepi32_ps(lanes)));
+}
+
+#define TILE32(T, BT, UNPACK, XR)                                                                  \
+    AVX static void t32_##T##_##XR(float *out, int ostride, const bq8_0_t *const *yb,              \
+                                   const BT *const *wb, int nb, int i, int r)                      \
+    {                                                                                              \
+        __m256 acc[XR][4];                                                                         \
+        for (int b = 0; b < XR; b++)                                                               \
+            for (int a = 0; a < 4; a++)                                                            \
+                acc[b][a] = _mm256_setzero_ps();                                                   \
+        for (int ib = 0; ib < nb; ib++) {                                                          \
+            __m256i q[4];                                                                          \
+            float wd[4];                                                                           \
+            for (int a = 0; a < 4; a++) {                                                          \
+                q[a] = UNPACK(&wb[a][ib]);                                                         \
+                wd[a] = _cvtsh_ss(wb[a][ib].d);                                                    \
+            }                                                                                      \
+            for (int b = 0; b < XR; b++) {                                                         \
+                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs);                     \
+                float yd = _cvtsh_ss(yb[b][ib].d);                                                 \
+                for (int a = 0; a < 4; a++)                                                        \
+                    acc[b][a] = lane_step(acc[b][a], wd[a] * yd, lanes32(q[a], y));                \
+            }                                                                                      \
+        }                                                                                          \
+        for (int b = 0; b < XR; b++)                                                               \
+            for (int a = 0; a < 4; a++)                                                            \
+                out[(size_t)(r + b) * ostride + i + a] = hsum_avx(acc[b][a]);                      \
+    }
+
+#define MM32(T, BT, UNPACK, DOT)                                                                   \
+    TILE32(T, BT, UNPACK, 1)                                                                       \
+    TILE32(T, BT, UNPACK, 2)                                                                       \
+    AVX static void a_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows,    \
+                             const tensor_t *w, int i0, int i1)                                    \
+    {                                                                                              \
+        int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
+        if (nrows == 1) { /* one sequential stream of weight rows: no tile needed */               \
+            for (; i < i1; i++)                                                                    \
+                out[i] = DOT(n, (const char *)w->data + (size_t)i * w->row_bytes, x);              \
+            return;                                                                                \
+        }                                                                                          \
+        for (; i + 4 <= i1; i += 4) {                                                              \
+            const BT *wb[4];                                                                       \
+            for (int a = 0; a < 4; a++)                                                            \
+                wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
+            if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
+                prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);          \
+            int r = 0;                                                                             \
+            for (; r + 2 <= nrows; r += 2) {                                                       \
+                const bq8_0_t *yb[2] = {                                                           \
+                    (const bq8_0_t *)((const char *)x + (size_t)r * xstride),                      \
+                    (const bq8_0_t *)((const char *)x + (size_t)(r + 1) * xstride)};               \
+                t32_##T##_2(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+            if (r < nrows) {                                                                       \
+                const bq8_0_t *yb[1] = {(const bq8_0_t *)((const char *)x + (size_t)r * xstride)}; \
+                t32_##T##_1(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < i1; i++) {                                                                      \
+            const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;                     \
+            for (int r = 0; r < nrows; r++)                                                        \
+                out[(size_t)r * ostride + i] = DOT(n, wi, (const char *)x + (size_t)r * xstride);  \
+        }                                                                                          \
+    }
+
+AVX static inline __m256i unpack_q8_0(const bq8_0_t *b)
+{
+    return _mm256_loadu_si256((const __m256i *)b->qs);
+}
+
+AVX static inline __m256i unpack_q4_0(const bq4_0_t *b)
+{
+    return _mm256_sub_epi8(nibbles(b->qs), _mm256_set1_epi8(8));
+}
+
+AVX static inline __m256i unpack_q5_0(const bq5_0_t *b)
+{
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles(b->qs), q5_high(b->qh)), _mm256_set1_epi8(16));
+}
+
+AVX static inline __m256i unpack_iq4_nl(const bq4_0_t *b)
+{
+    __m128i tbl = _mm_loadu_si128((const __m128i *)iq4nl_values);
+    return _mm256_shuffle_epi8(_mm256_set_m128i(tbl, tbl), nibbles(b->qs));
+}
+
+#define ADOT32L(T, BT, UNPACK)                                                                     \
+    AVX static float a_dot_##T(int n, const void *w, const void *x)                                \
+    {                                                                                              \
+        const BT *b = w;                                                                           \
+        const bq8_0_t *y = x;                                                                      \
+        __m256 acc = _mm256_setzero_ps();                                                          \
+        for (int i = 0; i < n / QK; i++)                                                           \
+            acc = lane_step(acc, _cvtsh_ss(b[i].d) * _cvtsh_ss(y[i].d),                            \
+                            lanes32(UNPACK(&b[i]), _mm256_loadu_si256((const __m256i *)y[i].qs))); \
+        return hsum_avx(acc);                                                                      \
+    }
+
+ADOT32L(q8_0, bq8_0_t, unpack_q8_0)
+ADOT32L(q4_0, bq4_0_t, unpack_q4_0)
+ADOT32L(q5_0, bq5_0_t, unpack_q5_0)
+ADOT32L(iq4_nl, bq4_0_t, unpack_iq4_nl)
+
+MM32(q8_0, bq8_0_t, unpack_q8_0, a_dot_q8_0)
+MM32(q4_0, bq4_0_t, unpack_q4_0, a_dot_q4_0)
+MM32(q5_0, bq5_0_t, unpack_q5_0, a_dot_q5_0)
+MM32(iq4_nl, bq4_0_t, unpack_iq4_nl, a_dot_iq4_nl)
+
+/* Q4_K / Q5_K: one weight row against up to 4 activation rows. A super-block is unpacked once
+ * (its 8 sub-blocks of 32 unsigned values, 8 scales, 8 mins) and used for every activation
+ * row; per pair isum = sum_j sc_j * (q_j . y_j) and msum = sum_j m_j * (bsums of j) are exact,
+ * and the float chain is DOT_K's. */
+AVX static inline void unpack_q4_k(const bq4_k_t *b, __m256i q[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        q[2 * k] = _mm256_and_si256(v, m4);
+        q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+}
+
+AVX static inline void unpack_q5_k(const bq5_k_t *b, __m256i q[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256i h = _mm256_loadu_si256((const __m256i *)b->qh);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * k), one);
+        __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * k + 1), one);
+        q[2 * k] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_slli_epi16(h0, 4));
+        q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                                       _mm256_slli_epi16(h1, 4));
+    }
+}
+
+#define MMK(T, BT, UNPACK)                                                                         \
+    AVX static void a_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows,    \
+                             const tensor_t *w, int i0, int i1)                                    \
+    {                                                                                              \
+        int nb = (int)w->ne[0] / QKK;                                                              \
+        for (int i = i0; i < i1; i++) {                                                            \
+            const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
+            for (int r0 = 0; r0 < nrows; r0 += 16) {                                               \
+                int nx = nrows - r0 < 16 ? nrows - r0 : 16;                                        \
+                float acc[16] = {0.0f};                                                            \
+                for (int ib = 0; ib < nb; ib++) {                                                  \
+                    __m256i q[8];                                                                  \
+                    UNPACK(&b[ib], q);                                                             \
+                    __m128i sm = kscales16(b[ib].scales);                                          \
+                    __m256i sc2 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));              \
+                    __m256i mins = kmins_dup(sm);                                                  \
+                    float dw = _cvtsh_ss(b[ib].d), dmw = _cvtsh_ss(b[ib].dmin);                    \
+                    for (int rr = 0; rr < nx; rr++) {                                              \
+                        const bq8_k_t *y =                                                         \
+                            (const bq8_k_t *)((const char *)x + (size_t)(r0 + rr) * xstride) + ib; \
+                        __m256i s = _mm256_setzero_si256();                                        \
+                        for (int j = 0; j < 8; j++) {                                              \
+                            __m256i p = _mm256_maddubs_epi16(                                      \
+                                q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));      \
+                            __m256i scj = _mm256_shuffle_epi8(                                     \
+                                sc2, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));             \
+                            s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scj));                    \
+                        }                                                                          \
+                        __m256i ms = _mm256_madd_epi16(                                            \
+                            _mm256_loadu_si256((const __m256i *)y->bsums), mins);                  \
+                        __m128i both = hsum4_i32(s, ms, s, ms);                                    \
+                        int isum = _mm_cvtsi128_si32(both);                                        \
+                        int msum = _mm_extract_epi32(both, 1);                                     \
+                        float d = y->d * dw, dmin = y->d * dmw;                                    \
+                        acc[rr] += d * (float)isum - dmin * (float)msum;                           \
+                    }                                                                              \
+                }                                                                                  \
+                for (int rr = 0; rr < nx; rr++)                                                    \
+                    out[(size_t)(r0 + rr) * ostride + i] = acc[rr];                                \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+MMK(q4_k, bq4_k_t, unpack_q4_k)
+MMK(q5_k, bq5_k_t, unpack_q5_k)
+
+/* Q6_K: one weight row against up to 4 activation rows; the 256 6-bit values unpacked once
+ * (8 runs of 32), per pair isum = sum_g sc_g * (q_g . y_g) - 32 * sum_g sc_g * bsums_g, exact,
+ * and DOT_Q6K's float chain. */
+AVX static void a_mm_q6_k(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                          const tensor_t *w, int i0, int i1)
+{
+    int nb = (int)w->ne[0] / QKK;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+    for (int i = i0; i < i1; i++) {
+        const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
+        for (int r0 = 0; r0 < nrows; r0 += 16) {
+            int nx = nrows - r0 < 16 ? nrows - r0 : 16;
+            float acc[16] = {0.0f};
+            for (int ib = 0; ib < nb; ib++) {
+                /* q[4h + k]: elements 128h + 32k .. +31, i.e. groups 8h + 2k and 8h + 2k + 1 */
+                __m256i q[8], scv[8];
+                for (int h = 0; h < 2; h++) {
+                    __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[ib].ql + 64 * h));
+                    __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[ib].ql + 64 * h + 32));
+                    __m256i hb = _mm256_loadu_si256((const __m256i *)(b[ib].qh + 32 * h));
+                    for (int k = 0; k < 4; k++) {
+                        __m256i lo = (k & 1) ? l1 : l0;
+                        lo = k < 2 ? _mm256_and_si256(lo, m4)
+                                   : _mm256_and_si256(_mm256_srli_epi16(lo, 4), m4);
+                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m2);
+                        q[4 * h + k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                        int g = 8 * h + 2 * k;
+                        scv[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(b[ib].scales[g + 1]),
+                                                          _mm_set1_epi16(b[ib].scales[g]));
+                    }
+                }
+                __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[ib].scales));
+                float dw = _cvtsh_ss(b[ib].d);
+                for (int rr = 0; rr < nx; rr++) {
+                    const bq8_k_t *y =
+                        (const bq8_k_t *)((const char *)x + (size_t)(r0 + rr) * xstride) + ib;
+                    __m256i s = _mm256_setzero_si256();
+                    for (int t = 0; t < 8; t++) {
+                        __m256i p = _mm256_maddubs_epi16(
+                            q[t], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * t)));
+                        s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scv[t]));
+                    }
+                    __m256i bs =
+                        _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+                    __m128i both = hsum4_i32(s, bs, s, bs);
+                    int isum = _mm_cvtsi128_si32(both) - 32 * _mm_extract_epi32(both, 1);
+                    acc[rr] += (y->d * dw) * (float)isum;
+                }
+            }
+            for (int rr = 0; rr < nx; rr++)
+                out[(size_t)(r0 + rr) * ostride + i] = acc[rr];
+        }
+    }
+}
+
 static const kernel_type_t avx2_table[] = {
     {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
-    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, NULL},
-    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, NULL},
-    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, NULL},
+    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, a_mm_f16},
+    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, a_mm_bf16},
+    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, a_mm_q4_0},
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
-    {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, NULL},
+    {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
     {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
-    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, NULL},
-    {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, NULL},
-    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, NULL},
-    {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, NULL},
-    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, NULL},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, a_mm_q8_0},
+    {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
+    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, a_mm_q4_k},
+    {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, a_mm_q5_k},
+    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, a_mm_q6_k},
 };
 _Static_assert(sizeof avx2_table == sizeof generic_table, "one row per type in both tables");
 
@@ -968,6 +1356,460 @@ static int have_avx2(void)
     unsigned a, b, c, d;
     int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+}
+
+/* ---- AVX-512 (F, BW, VL, VNNI) ---------------------------------------------------------------
+ * The k-quants with two sub-blocks per 512-bit register: half the instructions per weight of
+ * the AVX2 tiles for the same exact integer sums and the same float chains, so the results
+ * are the generic dots' bits here too. Every other type runs its AVX2 kernels. */
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* index vectors for permutexvar_epi16: lane L takes 16-bit element base + L / per */
+AVX512 static inline __m512i lanes_idx(int base, int per)
+{
+    uint16_t v[32];
+    for (int l = 0; l < 32; l++)
+        v[l] = (uint16_t)(base + l / per);
+    return _mm512_loadu_si512(v);
+}
+
+AVX512 static inline __m512i pair512(__m256i lo, __m256i hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* q[k] = sub-blocks 2k and 2k+1 (64 values, the order of y->qs + 64k) */
+AVX512 static inline void unpack512_q4_k(const bq4_k_t *b, __m512i q[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        q[k] = _mm512_and_si512(pair512(v, _mm256_srli_epi16(v, 4)), m4);
+    }
+}
+
+AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), one = _mm512_set1_epi8(1);
+    __m256i h = _mm256_loadu_si256((const __m256i *)b->qh);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        __m512i lo = _mm512_and_si512(pair512(v, _mm256_srli_epi16(v, 4)), m4);
+        __m512i hb = _mm512_and_si512(
+            pair512(_mm256_srli_epi16(h, 2 * k), _mm256_srli_epi16(h, 2 * k + 1)), one);
+        q[k] = _mm512_or_si512(lo, _mm512_slli_epi16(hb, 4));
+    }
+}
+
+/* One weight row against up to 16 activation rows per unpacking of a super-block: one
+ * activation row keeps the scalar chain; groups of four run their four float chains as the
+ * lanes of one vector (each lane the very operations of the scalar chain). */
+#define MMK512(T, BT, UNPACK)                                                                      \
+    AVX512 static void x_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows, \
+                                const tensor_t *w, int i0, int i1)                                 \
+    {                                                                                              \
+        int nb = (int)w->ne[0] / QKK;                                                              \
+        __m512i idx[4];                                                                            \
+        for (int k = 0; k < 4; k++)                                                                \
+            idx[k] = lanes_idx(2 * k, 16);                                                         \
+        if (nrows == 1) {                                                                          \
+            const bq8_k_t *y = (const bq8_k_t *)x;                                                 \
+            for (int i = i0; i < i1; i++) {                                                        \
+                const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);      \
+                float acc = 0.0f;                                                                  \
+                int ib = 0;                                                                        \
+                /* two super-blocks per horizontal sum; the float steps stay in order */           \
+                for (; ib + 2 <= nb; ib += 2) {                                                    \
+                    __m256i s8[2], ms[2];                                                          \
+                    for (int u = 0; u < 2; u++) {                                                  \
+                        const BT *bb = &b[ib + u];                                                 \
+                        __m512i q[4];                                                              \
+                        UNPACK(bb, q);                                                             \
+                        __m128i sm = kscales16(bb->scales);                                        \
+                        __m512i sm16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));           \
+                        __m512i s = _mm512_setzero_si512();                                        \
+                        for (int k = 0; k < 4; k++)                                                \
+                            s = _mm512_dpwssd_epi32(                                               \
+                                s,                                                                 \
+                                _mm512_maddubs_epi16(                                              \
+                                    q[k],                                                          \
+                                    _mm512_loadu_si512((const void *)(y[ib + u].qs + 64 * k))),    \
+                                _mm512_permutexvar_epi16(idx[k], sm16));                           \
+                        s8[u] = _mm256_add_epi32(_mm512_castsi512_si256(s),                        \
+                                                 _mm512_extracti64x4_epi64(s, 1));                 \
+                        ms[u] = _mm256_madd_epi16(                                                 \
+                            _mm256_loadu_si256((const __m256i *)y[ib + u].bsums), kmins_dup(sm));  \
+                    }                                                                              \
+                    /* [isum, msum] of both, their scales [d, dmin] of both times each y.d */      \
+                    __m128 sums = _mm_cvtepi32_ps(hsum4_i32(s8[0], ms[0], s8[1], ms[1]));          \
+                    uint32_t h0, h1;                                                               \
+                    memcpy(&h0, &b[ib].d, 4);                                                      \
+                    memcpy(&h1, &b[ib + 1].d, 4);                                                  \
+                    __m128 dd =                                                                    \
+                        _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)h0), (int)h1, 1));    \
+                    __m128 yd = _mm_setr_ps(y[ib].d, y[ib].d, y[ib + 1].d, y[ib + 1].d);           \
+                    __m128 t = _mm_mul_ps(_mm_mul_ps(dd, yd), sums);                               \
+                    __m128 diff = _mm_hsub_ps(t, t); /* d * isum - dmin * msum, twice */           \
+                    acc += _mm_cvtss_f32(diff);                                                    \
+                    acc += _mm_cvtss_f32(_mm_shuffle_ps(diff, diff, 1));                           \
+                }                                                                                  \
+                for (; ib < nb; ib++) {                                                            \
+                    __m512i q[4];                                                                  \
+                    UNPACK(&b[ib], q);                                                             \
+                    __m128i sm = kscales16(b[ib].scales);                                          \
+                    __m512i sm16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));               \
+                    __m512i s = _mm512_setzero_si512();                                            \
+                    for (int k = 0; k < 4; k++) {                                                  \
+                        __m512i p = _mm512_maddubs_epi16(                                          \
+                            q[k], _mm512_loadu_si512((const void *)(y[ib].qs + 64 * k)));          \
+                        s = _mm512_add_epi32(                                                      \
+                            s, _mm512_madd_epi16(p, _mm512_permutexvar_epi16(idx[k], sm16)));      \
+                    }                                                                              \
+                    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s),                       \
+                                                  _mm512_extracti64x4_epi64(s, 1));                \
+                    __m256i ms = _mm256_madd_epi16(                                                \
+                        _mm256_loadu_si256((const __m256i *)y[ib].bsums), kmins_dup(sm));          \
+                    __m128i both = hsum4_i32(s8, ms, s8, ms);                                      \
+                    int isum = _mm_cvtsi128_si32(both);                                            \
+                    int msum = _mm_extract_epi32(both, 1);                                         \
+                    float d = y[ib].d * _cvtsh_ss(b[ib].d),                                        \
+                          dmin = y[ib].d * _cvtsh_ss(b[ib].dmin);                                  \
+                    acc += d * (float)isum - dmin * (float)msum;                                   \
+                }                                                                                  \
+                out[i] = acc;                                                                      \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (int i = i0; i < i1; i++) {                                                            \
+            const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
+            for (int r0 = 0; r0 < nrows; r0 += 16) {                                               \
+                int nx = nrows - r0 < 16 ? nrows - r0 : 16;                                        \
+                __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(),             \
+                                 _mm_setzero_ps()};                                                \
+                float acc1 = 0.0f;                                                                 \
+                for (int ib = 0; ib < nb; ib++) {                                                  \
+                    __m512i q[4], scv[4];                                                          \
+                    UNPACK(&b[ib], q);                                                             \
+                    __m128i sm = kscales16(b[ib].scales);                                          \
+                    __m256i sm16 = _mm256_cvtepu8_epi16(sm);                                       \
+                    for (int k = 0; k < 4; k++)                                                    \
+                        scv[k] = _mm512_permutexvar_epi16(idx[k], _mm512_castsi256_si512(sm16));   \
+                    __m256i mins = kmins_dup(sm);                                                  \
+                    float dw = _cvtsh_ss(b[ib].d), dmw = _cvtsh_ss(b[ib].dmin);                    \
+                    __m256i si[16], mi[16];                                                        \
+                    float yd[16];                                                                  \
+                    for (int rr = 0; rr < nx; rr++) {                                              \
+                        const bq8_k_t *y =                                                         \
+                            (const bq8_k_t *)((const char *)x + (size_t)(r0 + rr) * xstride) + ib; \
+                        __m512i s = _mm512_setzero_si512();                                        \
+                        for (int k = 0; k < 4; k++) {                                              \
+                            __m512i p = _mm512_maddubs_epi16(                                      \
+                                q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));         \
+                            s = _mm512_add_epi32(s, _mm512_madd_epi16(p, scv[k]));                 \
+                        }                                                                          \
+                        si[rr] = _mm256_add_epi32(_mm512_castsi512_si256(s),                       \
+                                                  _mm512_extracti64x4_epi64(s, 1));                \
+                        mi[rr] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums),  \
+                                                   mins);                                          \
+                        yd[rr] = y->d;                                                             \
+                    }                                                                              \
+                    if (nx == 1) {                                                                 \
+                        __m128i both = hsum4_i32(si[0], mi[0], si[0], mi[0]);                      \
+                        int isum = _mm_cvtsi128_si32(both);                                        \
+                        int msum = _mm_extract_epi32(both, 1);                                     \
+                        float d = yd[0] * dw, dmin = yd[0] * dmw;                                  \
+                        acc1 += d * (float)isum - dmin * (float)msum;                              \
+                        continue;                                                                  \
+                    }                                                                              \
+                    for (int rr = nx; rr < ((nx + 3) & ~3); rr++) {                                \
+                        si[rr] = mi[rr] = _mm256_setzero_si256();                                  \
+                        yd[rr] = 0.0f;                                                             \
+                    }                                                                              \
+                    for (int g = 0; 4 * g < nx; g++) {                                             \
+                        __m128i is =                                                               \
+                            hsum4_i32(si[4 * g], si[4 * g + 1], si[4 * g + 2], si[4 * g + 3]);     \
+                        __m128i ms =                                                               \
+                            hsum4_i32(mi[4 * g], mi[4 * g + 1], mi[4 * g + 2], mi[4 * g + 3]);     \
+                        __m128 y4 = _mm_loadu_ps(yd + 4 * g);                                      \
+                        __m128 d = _mm_mul_ps(y4, _mm_set1_ps(dw));                                \
+                        __m128 dmin = _mm_mul_ps(y4, _mm_set1_ps(dmw));                            \
+                        acc[g] =                                                                   \
+                            _mm_add_ps(acc[g], _mm_sub_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(is)),      \
+                                                          _mm_mul_ps(dmin, _mm_cvtepi32_ps(ms)))); \
+                    }                                                                              \
+                }                                                                                  \
+                if (nx == 1) {                                                                     \
+                    out[(size_t)r0 * ostride + i] = acc1;                                          \
+                    continue;                                                                      \
+                }                                                                                  \
+                float a[16];                                                                       \
+                for (int g = 0; g < 4; g++)                                                        \
+                    _mm_storeu_ps(a + 4 * g, acc[g]);                                              \
+                for (int rr = 0; rr < nx; rr++)                                                    \
+                    out[(size_t)(r0 + rr) * ostride + i] = a[rr];                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+MMK512(q4_k, bq4_k_t, unpack512_q4_k)
+MMK512(q5_k, bq5_k_t, unpack512_q5_k)
+
+/* the 256 values of a Q6_K super-block as q[t] = 64 values from element 64t, and the scale
+ * vectors scv[t] (groups 4t .. 4t + 3, 16-bit); sc16 = the 16 scales as 16-bit lanes */
+AVX512 static inline void unpack512_q6_k(const bq6_k_t *b, const __m512i idx[4], __m512i q[4],
+                                         __m512i scv[4], __m256i *sc16)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        __m256i v[4];
+        for (int k = 0; k < 4; k++) {
+            __m256i lo = (k & 1) ? l1 : l0;
+            lo = k < 2 ? _mm256_and_si256(lo, m4) : _mm256_and_si256(_mm256_srli_epi16(lo, 4), m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m2);
+            v[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+        }
+        q[2 * h] = pair512(v[0], v[1]);
+        q[2 * h + 1] = pair512(v[2], v[3]);
+    }
+    *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+    for (int t = 0; t < 4; t++)
+        scv[t] = _mm512_permutexvar_epi16(idx[t], _mm512_castsi256_si512(*sc16));
+}
+
+/* One activation row: two super-blocks per horizontal sum, DOT_Q6K's float steps in order. */
+AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1,
+                             const __m512i idx[4])
+{
+    int nb = (int)w->ne[0] / QKK;
+    for (int i = i0; i < i1; i++) {
+        const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
+        float acc = 0.0f;
+        int ib = 0;
+        for (; ib + 2 <= nb; ib += 2) {
+            __m256i s8[2], bs[2];
+            for (int u = 0; u < 2; u++) {
+                __m512i q[4], scv[4];
+                __m256i sc16;
+                unpack512_q6_k(&b[ib + u], idx, q, scv, &sc16);
+                __m512i s = _mm512_setzero_si512();
+                for (int t = 0; t < 4; t++)
+                    s = _mm512_dpwssd_epi32(
+                        s,
+                        _mm512_maddubs_epi16(
+                            q[t], _mm512_loadu_si512((const void *)(y[ib + u].qs + 64 * t))),
+                        scv[t]);
+                s8[u] =
+                    _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+                bs[u] =
+                    _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib + u].bsums), sc16);
+            }
+            /* [S0, B0, S1, B1] -> isum = S - 32 B for both */
+            __m128i v = hsum4_i32(s8[0], bs[0], s8[1], bs[1]);
+            __m128i sv = _mm_shuffle_epi32(v, 0x88), bv = _mm_shuffle_epi32(v, 0xdd);
+            __m128i is = _mm_sub_epi32(sv, _mm_slli_epi32(bv, 5));
+            __m128 d = _mm_mul_ps(
+                _mm_setr_ps(y[ib].d, y[ib + 1].d, 0.0f, 0.0f),
+                _mm_cvtph_ps(_mm_setr_epi16((short)b[ib].d, (short)b[ib + 1].d, 0, 0, 0, 0, 0, 0)));
+            __m128 t = _mm_mul_ps(d, _mm_cvtepi32_ps(is));
+            acc += _mm_cvtss_f32(t);
+            acc += _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+        }
+        for (; ib < nb; ib++) {
+            __m512i q[4], scv[4];
+            __m256i sc16;
+            unpack512_q6_k(&b[ib], idx, q, scv, &sc16);
+            __m512i s = _mm512_setzero_si512();
+            for (int t = 0; t < 4; t++)
+                s = _mm512_dpwssd_epi32(
+                    s,
+                    _mm512_maddubs_epi16(q[t],
+                                         _mm512_loadu_si512((const void *)(y[ib].qs + 64 * t))),
+                    scv[t]);
+            __m256i s8 =
+                _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+            __m256i bsv = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib].bsums), sc16);
+            __m128i both = hsum4_i32(s8, bsv, s8, bsv);
+            int isum = _mm_cvtsi128_si32(both) - 32 * _mm_extract_epi32(both, 1);
+            acc += (y[ib].d * _cvtsh_ss(b[ib].d)) * (float)isum;
+        }
+        out[i] = acc;
+    }
+}
+
+AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                             const tensor_t *w, int i0, int i1)
+{
+    int nb = (int)w->ne[0] / QKK;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+    __m512i idx[4];
+    for (int t = 0; t < 4; t++)
+        idx[t] = lanes_idx(4 * t, 8);
+    if (nrows == 1) {
+        x_mv_q6_k(out, x, w, i0, i1, idx);
+        return;
+    }
+    for (int i = i0; i < i1; i++) {
+        const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
+        for (int r0 = 0; r0 < nrows; r0 += 16) {
+            int nx = nrows - r0 < 16 ? nrows - r0 : 16;
+            float acc[16] = {0.0f};
+            for (int ib = 0; ib < nb; ib++) {
+                /* q[t]: 64 values from element 64t (groups 4t .. 4t + 3) */
+                __m512i q[4], scv[4];
+                for (int h = 0; h < 2; h++) {
+                    __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[ib].ql + 64 * h));
+                    __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[ib].ql + 64 * h + 32));
+                    __m256i hb = _mm256_loadu_si256((const __m256i *)(b[ib].qh + 32 * h));
+                    __m256i v[4];
+                    for (int k = 0; k < 4; k++) {
+                        __m256i lo = (k & 1) ? l1 : l0;
+                        lo = k < 2 ? _mm256_and_si256(lo, m4)
+                                   : _mm256_and_si256(_mm256_srli_epi16(lo, 4), m4);
+                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m2);
+                        v[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                    }
+                    q[2 * h] = pair512(v[0], v[1]);
+                    q[2 * h + 1] = pair512(v[2], v[3]);
+                }
+                __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[ib].scales));
+                for (int t = 0; t < 4; t++)
+                    scv[t] = _mm512_permutexvar_epi16(idx[t], _mm512_castsi256_si512(sc16));
+                float dw = _cvtsh_ss(b[ib].d);
+                for (int rr = 0; rr < nx; rr++) {
+                    const bq8_k_t *y =
+                        (const bq8_k_t *)((const char *)x + (size_t)(r0 + rr) * xstride) + ib;
+                    __m512i s = _mm512_setzero_si512();
+                    for (int t = 0; t < 4; t++) {
+                        __m512i p = _mm512_maddubs_epi16(
+                            q[t], _mm512_loadu_si512((const void *)(y->qs + 64 * t)));
+                        s = _mm512_add_epi32(s, _mm512_madd_epi16(p, scv[t]));
+                    }
+                    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s),
+                                                  _mm512_extracti64x4_epi64(s, 1));
+                    __m256i bs =
+                        _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+                    __m128i both = hsum4_i32(s8, bs, s8, bs);
+                    int isum = _mm_cvtsi128_si32(both) - 32 * _mm_extract_epi32(both, 1);
+                    acc[rr] += (y->d * dw) * (float)isum;
+                }
+            }
+            for (int rr = 0; rr < nx; rr++)
+                out[(size_t)(r0 + rr) * ostride + i] = acc[rr];
+        }
+    }
+}
+
+/* 32-blocks with signed values on VNNI: the values made unsigned by a bias (Q8_0: +128 by
+ * flipping the sign bit, Q4_0: the raw nibbles, bias 8), so one dpbusd per block and row
+ * replaces sign/sign/maddubs/madd; the bias times the activation block's sum comes off the
+ * exact integer sum, which is then the same integer as the AVX2 and generic sums. Four
+ * weight rows at a time, C_SYM's float chain in a 4-lane vector, as TILE32. */
+#define VTILE32(T, BT, UNPACKU, BIAS, XR)                                                          \
+    AVX512 static void v32_##T##_##XR(float *out, int ostride, const bq8_0_t *const *yb,           \
+                                      const BT *const *wb, int nb, int i, int r)                   \
+    {                                                                                              \
+        __m256 acc[XR][4];                                                                         \
+        for (int b = 0; b < XR; b++)                                                               \
+            for (int a = 0; a < 4; a++)                                                            \
+                acc[b][a] = _mm256_setzero_ps();                                                   \
+        const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();                   \
+        for (int ib = 0; ib < nb; ib++) {                                                          \
+            __m256i u[4];                                                                          \
+            float wd[4];                                                                           \
+            for (int a = 0; a < 4; a++) {                                                          \
+                u[a] = UNPACKU(&wb[a][ib]);                                                        \
+                wd[a] = _cvtsh_ss(wb[a][ib].d);                                                    \
+            }                                                                                      \
+            for (int b = 0; b < XR; b++) {                                                         \
+                __m256i y = _mm256_loadu_si256((const __m256i *)yb[b][ib].qs);                     \
+                /* the bias times each lane's activation sum, to take off */                       \
+                __m256i off = _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, ones, y),               \
+                                                 _mm256_set1_epi32(BIAS));                         \
+                float yd = _cvtsh_ss(yb[b][ib].d);                                                 \
+                for (int a = 0; a < 4; a++)                                                        \
+                    acc[b][a] =                                                                    \
+                        lane_step(acc[b][a], wd[a] * yd,                                           \
+                                  _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, u[a], y), off));      \
+            }                                                                                      \
+        }                                                                                          \
+        for (int b = 0; b < XR; b++)                                                               \
+            for (int a = 0; a < 4; a++)                                                            \
+                out[(size_t)(r + b) * ostride + i + a] = hsum_avx(acc[b][a]);                      \
+    }
+
+#define VMM32(T, BT, UNPACKU, BIAS, DOT)                                                           \
+    VTILE32(T, BT, UNPACKU, BIAS, 1)                                                               \
+    VTILE32(T, BT, UNPACKU, BIAS, 2)                                                               \
+    AVX512 static void x_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows, \
+                                const tensor_t *w, int i0, int i1)                                 \
+    {                                                                                              \
+        int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
+        if (nrows == 1) { /* one sequential stream of weight rows: no tile needed */               \
+            for (; i < i1; i++)                                                                    \
+                out[i] = DOT(n, (const char *)w->data + (size_t)i * w->row_bytes, x);              \
+            return;                                                                                \
+        }                                                                                          \
+        for (; i + 4 <= i1; i += 4) {                                                              \
+            const BT *wb[4];                                                                       \
+            for (int a = 0; a < 4; a++)                                                            \
+                wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
+            if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
+                prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);          \
+            int r = 0;                                                                             \
+            for (; r + 2 <= nrows; r += 2) {                                                       \
+                const bq8_0_t *yb[2] = {                                                           \
+                    (const bq8_0_t *)((const char *)x + (size_t)r * xstride),                      \
+                    (const bq8_0_t *)((const char *)x + (size_t)(r + 1) * xstride)};               \
+                v32_##T##_2(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+            if (r < nrows) {                                                                       \
+                const bq8_0_t *yb[1] = {(const bq8_0_t *)((const char *)x + (size_t)r * xstride)}; \
+                v32_##T##_1(out, ostride, yb, wb, nb, i, r);                                       \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < i1; i++) {                                                                      \
+            const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;                     \
+            for (int r = 0; r < nrows; r++)                                                        \
+                out[(size_t)r * ostride + i] = DOT(n, wi, (const char *)x + (size_t)r * xstride);  \
+        }                                                                                          \
+    }
+
+AVX512 static inline __m256i unpacku_q8_0(const bq8_0_t *b)
+{
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs), _mm256_set1_epi8(-128));
+}
+
+AVX512 static inline __m256i unpacku_q4_0(const bq4_0_t *b)
+{
+    return nibbles(b->qs);
+}
+
+VMM32(q8_0, bq8_0_t, unpacku_q8_0, 128, a_dot_q8_0)
+VMM32(q4_0, bq4_0_t, unpacku_q4_0, 8, a_dot_q4_0)
+
+static const kernel_type_t avx512_table[] = {
+    {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
+    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, a_mm_f16},
+    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, a_mm_bf16},
+    {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, x_mm_q4_0},
+    {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
+    {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
+    {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, x_mm_q8_0},
+    {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
+    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, x_mm_q4_k},
+    {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, x_mm_q5_k},
+    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, x_mm_q6_k},
+};
+_Static_assert(sizeof avx512_table == sizeof generic_table, "one row per type in every table");
+
+static int have_avx512(void)
+{
+    return have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
 #endif
 
@@ -984,6 +1826,7 @@ kernel_isa_t kernels_isa(void)
         v = KERNEL_GENERIC;
 #ifdef HAVE_X86
         if (have_avx2()) v = KERNEL_AVX2;
+        if (have_avx512()) v = KERNEL_AVX512;
 #endif
         atomic_store_explicit(&isa_in_use, v, memory_order_relaxed);
     }
@@ -992,44 +1835,61 @@ kernel_isa_t kernels_isa(void)
 
 int kernels_force(kernel_isa_t isa)
 {
-    if (isa == KERNEL_AVX2) {
+    int ok = isa == KERNEL_GENERIC;
 #ifdef HAVE_X86
-        if (!have_avx2()) return -ENOTSUP;
-#else
-        return -ENOTSUP;
+    if (isa == KERNEL_AVX2) ok = have_avx2();
+    if (isa == KERNEL_AVX512) ok = have_avx512();
 #endif
-    } else if (isa != KERNEL_GENERIC) {
-        return -ENOTSUP;
-    }
+    if (!ok) return -ENOTSUP;
     atomic_store(&isa_in_use, (int)isa);
     return 0;
+}
+
+const char *kernels_isa_name(kernel_isa_t isa)
+{
+    static const char *const names[] = {"generic", "avx2", "avx512"};
+    return isa >= 0 && isa < KERNEL_COUNT ? names[isa] : "unknown";
 }
 
 const kernel_type_t *kernels_for(uint32_t t)
 {
     const kernel_type_t *tab = generic_table;
 #ifdef HAVE_X86
-    if (kernels_isa() == KERNEL_AVX2) tab = avx2_table;
+    kernel_isa_t isa = kernels_isa();
+    if (isa == KERNEL_AVX2) tab = avx2_table;
+    if (isa == KERNEL_AVX512) tab = avx512_table;
 #endif
     for (size_t i = 0; i < N_TYPES; i++)
         if (tab[i].type == t) return &tab[i];
     return NULL;
 }
 
+/* Activation rows per pass over a range of weight rows. A prompt's rows (hundreds) do not fit
+ * in L2 at once; every weight row would stream all of them from L3 again. In blocks of
+ * XBLOCK, one block stays in L1/L2 while the range's weight rows (a thread's chunk) pass
+ * over it, and the chunk stays in L2 for the next block. Each output is still one call of
+ * the same per-element arithmetic (a multiple of the tiles' 16 and 3 rows). */
+#define XBLOCK 48
+
 void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int nrows,
                     const tensor_t *w, int i0, int i1)
 {
     const kernel_type_t *kt = kernels_for(w->type);
-    if (kt->mm)
-        kt->mm(out, ostride, x, xstride, nrows, w, i0, i1);
-    else
-        generic_mm(out, ostride, x, xstride, nrows, w, i0, i1);
+    for (int r = 0; r < nrows; r += XBLOCK) {
+        int n = nrows - r < XBLOCK ? nrows - r : XBLOCK;
+        float *o = out + (size_t)r * (size_t)ostride;
+        const void *xr = (const char *)x + (size_t)r * xstride;
+        if (kt->mm)
+            kt->mm(o, ostride, xr, xstride, n, w, i0, i1);
+        else
+            generic_mm(o, ostride, xr, xstride, n, w, i0, i1);
+    }
 }
 
 float dot_fixed(const float *a, const float *b, int n)
 {
 #ifdef HAVE_X86
-    if (kernels_isa() == KERNEL_AVX2) return dot_avx(a, b, n);
+    if (kernels_isa() != KERNEL_GENERIC) return dot_avx(a, b, n);
 #endif
     return dot_generic(a, b, n);
 }
@@ -1038,7 +1898,7 @@ void matmul_rows(float *out, int ostride, const float *x, int nrows, const float
                  int i1)
 {
 #ifdef HAVE_X86
-    if (kernels_isa() == KERNEL_AVX2) {
+    if (kernels_isa() != KERNEL_GENERIC) {
         matmul_avx(out, ostride, x, nrows, w, n, i0, i1);
         return;
     }

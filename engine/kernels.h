@@ -7,16 +7,20 @@
  * Q4_1/Q5_1 weights Q8_1 blocks, the k-quants Q8_K blocks. Each output element is one
  * call of the type's dot on one weight row and one activation row: its reduction order
  * depends on n alone, never on how many rows the batch has or which thread runs it
- * (batch invariance). The quantized dots sum integer products exactly and combine the
- * blocks in a fixed scalar order, so their AVX2 and generic versions agree bit for bit;
- * the float dots (F32, F16, BF16) use 8 lanes with FMA on AVX2 and without FMA in the
- * generic version, so those two differ in the last bits.
+ * (batch invariance). The quantized dots sum integer products exactly and combine them
+ * in one fixed float order shared by every ISA, so their generic, AVX2 and AVX-512 versions
+ * agree bit for bit: the k-quants and Q4_1/Q5_1 in a scalar chain over blocks, the
+ * symmetric 32-blocks (Q8_0, Q4_0, Q5_0, IQ4_NL) in eight lanes (lane l: the block's exact
+ * sum of elements 4l..4l+3 times d_w * d_x) summed at the end. The float dots (F32, F16,
+ * BF16) use 8 lanes with FMA on AVX2 and without FMA in the generic version, so those two
+ * differ in the last bits.
  *
  * Dequantization (dequant) is bit-for-bit llama.cpp's reference (gguf-py/gguf/quants.py):
  * it feeds embedding lookups and the tests.
  *
- * To specialize: a type's table row may carry `mm` (a matrix-matrix tile over many
- * rows at once) besides `dot`; kernels_isa() picks the ISA once per process.
+ * To specialize: a type's table row may carry `mm` (tiles of weight rows x activation rows
+ * that share loads and unpacking, never arithmetic) besides `dot`; kernels_isa() picks the
+ * ISA once per process (AVX-512 F/BW/VL/VNNI, AVX2+FMA+F16C, or generic).
  */
 #ifndef INFERD_ENGINE_KERNELS_H
 #define INFERD_ENGINE_KERNELS_H
@@ -27,7 +31,12 @@
 #include <stdint.h>
 
 /** Instruction sets a kernel table is built for. */
-typedef enum { KERNEL_GENERIC = 0, KERNEL_AVX2 = 1 } kernel_isa_t;
+typedef enum {
+    KERNEL_GENERIC = 0,
+    KERNEL_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    KERNEL_AVX512 = 2, /* AVX-512 F/BW/VL/VNNI besides: the k-quants; AVX2 for the rest */
+    KERNEL_COUNT
+} kernel_isa_t;
 
 /** Product of weight rows [i0, i1) with nrows activation rows (already in vec_type):
  *  out[r * ostride + i] for every r < nrows. */
@@ -47,6 +56,8 @@ typedef struct {
 
 /** The ISA in use (chosen once from the CPU, or forced). */
 kernel_isa_t kernels_isa(void);
+/** Its name ("generic", "avx2", "avx512"), for logs and benchmarks. */
+const char *kernels_isa_name(kernel_isa_t isa);
 /** Force an ISA for the whole process (tests compare the paths): 0, or -ENOTSUP when this
  *  CPU lacks it. Call before any product runs. */
 int kernels_force(kernel_isa_t isa);

@@ -1,8 +1,19 @@
 /*
- * pool.c - fork/join thread pool for the forward pass. A step runs ~30 parallel
- * regions per token, so helpers spin briefly on a generation counter before they
- * sleep on a condition variable (a futex round trip per region would cost more
- * than the region itself).
+ * pool.c - fork/join thread pool for the forward pass.
+ *
+ * A step runs ~10 parallel regions per layer, so helpers spin briefly on the job word
+ * before they sleep on a condition variable (a futex round trip per region would cost
+ * more than many regions). Work is handed out in chunks that threads claim one at a time
+ * from a shared counter, never split in advance: on a machine with as many threads as
+ * cores, the reactor's per-token wakeup (or any other process) preempts one of them now
+ * and then, and with a static split every other thread would wait at the join for the
+ * preempted one's whole share; with claimed chunks they take over the chunks it has not
+ * started, and only the chunk it is in can be late. The caller claims chunks too, so a
+ * job finishes even while every helper is descheduled.
+ *
+ * The job word packs the job's generation (high 32 bits) and the next unclaimed chunk
+ * (low 32 bits): a helper that woke late for job g can claim nothing from job g + 1 by
+ * mistake, because its compare-and-swap carries g. Nothing is allocated per job.
  */
 #include "internal.h"
 
@@ -10,6 +21,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,51 +31,73 @@
 #define cpu_relax() ((void)0)
 #endif
 
+/* ~0.2-0.5 ms of pause: longer than the serial code between two regions of a step, far
+ * shorter than the idle time between requests */
 #define SPIN_ITERS 20000
 
 struct pool {
     int n;                /* threads including the caller */
     pthread_t *threads;   /* (n - 1) helpers */
-    _Atomic unsigned gen; /* bumped once per pool_run */
-    atomic_int pending;   /* helpers still running the current job */
+    _Atomic uint64_t job; /* generation << 32 | next chunk to claim */
+    atomic_int done;      /* chunks of the current job finished */
     atomic_int sleepers;  /* helpers blocked on cv */
     atomic_bool stop;
-    pool_fn fn;
-    void *arg;
+    /* the current job, written before its generation is published; atomics (relaxed)
+     * because a helper that woke late may read them while the next job is being set */
+    _Atomic(pool_fn) fn;
+    _Atomic(void *) arg;
+    atomic_int nchunks;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
 
-typedef struct {
-    pool_t *p;
-    int tid;
-} helper_arg_t;
+/* Claims and runs chunks of the job whose word was last seen as w, until none is left or
+ * the job is no longer the current one. Returns how many chunks this thread ran. */
+static int work(pool_t *p, uint64_t w)
+{
+    uint32_t gen = (uint32_t)(w >> 32);
+    pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+    void *arg = atomic_load_explicit(&p->arg, memory_order_relaxed);
+    int nchunks = atomic_load_explicit(&p->nchunks, memory_order_relaxed), ran = 0;
+    for (;;) {
+        uint32_t c = (uint32_t)w;
+        if ((uint32_t)(w >> 32) != gen || c >= (uint32_t)nchunks) return ran;
+        /* success proves job `gen` is still current, so fn/arg/nchunks read above are its */
+        if (atomic_compare_exchange_weak_explicit(&p->job, &w, w + 1, memory_order_acquire,
+                                                  memory_order_acquire)) {
+            fn(arg, (int)c, nchunks);
+            atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+            ran++;
+            w++;
+        }
+    }
+}
 
 static void *helper(void *a)
 {
-    helper_arg_t ha = *(helper_arg_t *)a;
-    free(a);
-    pool_t *p = ha.p;
-    unsigned seen = 0; /* gen at creation: a job may be posted before we get here */
+    pool_t *p = a;
+    uint32_t seen = 0; /* generation last worked on; jobs start at generation 1 */
     for (;;) {
         int spins = 0;
-        while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen &&
-               !atomic_load(&p->stop)) {
+        uint64_t w;
+        while ((uint32_t)((w = atomic_load_explicit(&p->job, memory_order_acquire)) >> 32) ==
+                   seen &&
+               !atomic_load_explicit(&p->stop, memory_order_relaxed)) {
             if (++spins < SPIN_ITERS) {
                 cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
-            while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
+            while ((uint32_t)(atomic_load(&p->job) >> 32) == seen && !atomic_load(&p->stop))
                 pthread_cond_wait(&p->cv, &p->mu);
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
+            spins = 0;
         }
         if (atomic_load(&p->stop)) return NULL;
-        seen++; /* exactly one job per generation: pool_run waits for every helper */
-        p->fn(p->arg, ha.tid, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        seen = (uint32_t)(w >> 32);
+        work(p, w);
     }
 }
 
@@ -72,31 +106,23 @@ int pool_new(pool_t **out, int nthreads)
     if (nthreads < 1) nthreads = 1;
     pool_t *p = calloc(1, sizeof(*p));
     if (!p) return -ENOMEM;
-    p->n = nthreads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    p->n = 1; /* only started helpers count, for unwinding */
     p->threads = calloc((size_t)nthreads, sizeof(pthread_t));
-    if (!p->threads) goto fail;
-    for (int i = 1; i < nthreads; i++) {
-        helper_arg_t *ha = malloc(sizeof(*ha));
-        if (!ha) goto fail_threads;
-        ha->p = p;
-        ha->tid = i;
-        if (pthread_create(&p->threads[i - 1], NULL, helper, ha) != 0) {
-            free(ha);
-            goto fail_threads;
-        }
-        p->n = i + 1; /* count only started helpers for unwinding */
+    if (!p->threads) {
+        pool_free(p);
+        return -ENOMEM;
     }
-    p->n = nthreads;
+    for (int i = 1; i < nthreads; i++) {
+        if (pthread_create(&p->threads[i - 1], NULL, helper, p) != 0) {
+            pool_free(p);
+            return -EAGAIN;
+        }
+        p->n = i + 1;
+    }
     *out = p;
     return 0;
-fail_threads:
-    pool_free(p);
-    return -EAGAIN;
-fail:
-    free(p);
-    return -ENOMEM;
 }
 
 void pool_free(pool_t *p)
@@ -119,27 +145,38 @@ int pool_size(const pool_t *p)
     return p ? p->n : 1;
 }
 
-void pool_run(pool_t *p, pool_fn fn, void *arg)
+void pool_run_chunks(pool_t *p, pool_fn fn, void *arg, int nchunks)
 {
-    if (!p || p->n == 1) {
-        fn(arg, 0, 1);
+    if (nchunks <= 0) return;
+    if (!p || p->n == 1 || nchunks == 1) {
+        for (int c = 0; c < nchunks; c++)
+            fn(arg, c, nchunks);
         return;
     }
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store(&p->pending, p->n - 1);
-    atomic_fetch_add(&p->gen, 1);
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&p->nchunks, nchunks, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint64_t w = ((atomic_load_explicit(&p->job, memory_order_relaxed) >> 32) + 1) << 32;
+    if ((w >> 32) == 0) w = 1ull << 32; /* generation 0 is "none yet" for the helpers */
+    atomic_store_explicit(&p->job, w, memory_order_release);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    fn(arg, 0, p->n);
+    work(p, w);
+    /* every chunk is claimed now; wait for the ones still running elsewhere */
     int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < nchunks) {
         if (++spins < SPIN_ITERS)
             cpu_relax();
         else
             sched_yield();
     }
+}
+
+void pool_run(pool_t *p, pool_fn fn, void *arg)
+{
+    pool_run_chunks(p, fn, arg, pool_size(p));
 }

@@ -1,12 +1,18 @@
 /*
  * engine_core_bench - engine-only throughput (no server): for each concurrency N,
- * N greedy streams of T tokens each; prints single-stream decode tokens/s and the
- * aggregate tokens/s. Usage: engine_core_bench MODEL TOKENIZER [threads] [tokens] [N...]
+ * N greedy streams of T tokens each; prints single-stream decode tokens/s, the
+ * aggregate tokens/s, the time to first token, the weight bytes a decode step reads and
+ * the bandwidth that implies, and the process's resident memory while the N streams
+ * decode.
+ * Usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK]
+ *                          MODEL TOKENIZER|- [threads] [tokens] [N...]
  */
 #include "engine.h"
 
 #include <fcntl.h>
+#include <getopt.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +26,20 @@ static void on_notify(void *arg)
     (void)r;
 }
 
+static int prompt_len = 5, ctx_size, prefill_chunk;
+
+/* VmRSS of this process in MiB (the sampling point is the caller's choice) */
+static double rss_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lf", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib / 1024.0;
+}
+
 static int run(const char *model, const char *tok, int threads, int tokens, int n)
 {
     int pfd[2];
@@ -27,7 +47,9 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     engine_config_t cfg;
     engine_config_init(&cfg);
     cfg.model_path = model;
-    cfg.tokenizer_path = tok;
+    cfg.tokenizer_path = strcmp(tok, "-") ? tok : NULL;
+    cfg.ctx_size = ctx_size;
+    cfg.prefill_chunk = prefill_chunk;
     cfg.threads = threads;
     cfg.max_batch = n;
     cfg.max_queued = n;
@@ -42,17 +64,24 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     }
     engine_model_info_t mi;
     engine_model_info(e, &mi);
-    if ((uint32_t)tokens + 8 > mi.max_seq_len) tokens = (int)mi.max_seq_len - 8;
+    if ((uint32_t)(tokens + prompt_len) + 4 > mi.max_seq_len)
+        tokens = (int)mi.max_seq_len - prompt_len - 4;
+    uint32_t *ids = calloc((size_t)prompt_len, sizeof(uint32_t));
+    double rss = 0;
     engine_req_t **reqs = calloc((size_t)n, sizeof(*reqs));
     uint64_t *first = calloc((size_t)n, 8), *last = calloc((size_t)n, 8);
     int *count = calloc((size_t)n, sizeof(int));
     uint64_t t0 = engine_now_ns();
     for (int i = 0; i < n; i++) {
-        uint32_t ids[8] = {1, (uint32_t)(10 + i) % mi.vocab_size, 200, 300, 17};
+        /* BOS, then ids that differ per stream and per position (the 5-token prompt of
+         * earlier runs is 1, 10+i, 200, 300, 17) */
+        uint32_t base[5] = {mi.bos_id, (uint32_t)(10 + i), 200, 300, 17};
+        for (int t = 0; t < prompt_len; t++)
+            ids[t] = (t < 5 ? base[t] : (uint32_t)(1000 + 7 * t + 13 * i)) % mi.vocab_size;
         engine_request_t r;
         engine_request_init(&r);
         r.token_ids = ids;
-        r.n_tokens = 5;
+        r.n_tokens = (size_t)prompt_len;
         r.max_tokens = (uint32_t)tokens;
         r.ignore_eos = true;
         r.user = (void *)(intptr_t)i;
@@ -74,6 +103,7 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
             for (int j = 0; j < k; j++) {
                 int i = (int)(intptr_t)ev[j].user;
                 if (ev[j].type == ENGINE_EV_TOKEN) {
+                    if (count[i] == tokens / 2 && rss == 0) rss = rss_mib(); /* all decoding */
                     if (!count[i]++) first[i] = ev[j].t_ns;
                     last[i] = ev[j].t_ns;
                 } else {
@@ -84,17 +114,30 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
         }
     }
     uint64_t t1 = engine_now_ns();
-    long total = 0;
+    long total = 0, after_first = 0;
     double decode = 0, ttft = 0;
+    uint64_t dec0 = UINT64_MAX, dec1 = 0;
     for (int i = 0; i < n; i++) {
         total += count[i];
+        after_first += count[i] - 1;
         decode += (count[i] - 1) / ((double)(last[i] - first[i]) / 1e9);
         ttft += (double)(first[i] - t0) / 1e6;
+        if (first[i] < dec0) dec0 = first[i];
+        if (last[i] > dec1) dec1 = last[i];
     }
-    printf("streams %3d  threads %d  tokens/stream %d  aggregate %8.1f tok/s  per-stream "
-           "decode %7.1f tok/s  mean ttft %.1f ms\n",
-           n, threads, tokens, (double)total / ((double)(t1 - t0) / 1e9), decode / n, ttft / n);
+    /* decode-only aggregate: tokens after each stream's first over the span from the first
+     * first token to the last token (llama-batched-bench's S_TG counts the same way) */
+    double dec_agg = (double)after_first / ((double)(dec1 - dec0) / 1e9);
+    double step_mb = (double)mi.step_weight_bytes / 1e6;
+    printf("streams %3d  threads %d  tokens/stream %d  prompt %d  aggregate %8.1f tok/s  "
+           "decode-aggregate %8.1f tok/s  per-stream decode %7.1f tok/s  mean ttft %.1f ms  "
+           "weights/step %.1f MB  weight-read %.1f GB/s  rss %.1f MiB  kv %.1f MiB  weights %.1f "
+           "MiB\n",
+           n, threads, tokens, prompt_len, (double)total / ((double)(t1 - t0) / 1e9), dec_agg,
+           decode / n, ttft / n, step_mb, step_mb * (decode / n) / 1e3, rss,
+           (double)mi.kv_cache_bytes / 1048576.0, (double)mi.weight_bytes / 1048576.0);
     fflush(stdout);
+    free(ids);
     free(reqs);
     free(first);
     free(last);
@@ -107,8 +150,22 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: engine_core_bench MODEL TOKENIZER [threads] [tokens] [N...]\n");
+    int o;
+    while ((o = getopt(argc, argv, "+p:c:b:")) != -1) {
+        if (o == 'p')
+            prompt_len = atoi(optarg);
+        else if (o == 'c')
+            ctx_size = atoi(optarg);
+        else if (o == 'b')
+            prefill_chunk = atoi(optarg);
+        else
+            return 2;
+    }
+    argc -= optind - 1;
+    argv += optind - 1;
+    if (argc < 3 || prompt_len < 1) {
+        fprintf(stderr, "usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] "
+                        "MODEL TOKENIZER|- [threads] [tokens] [N...]\n");
         return 2;
     }
     int threads = argc > 3 ? atoi(argv[3]) : 0;

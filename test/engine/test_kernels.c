@@ -1,0 +1,277 @@
+/*
+ * test_kernels.c - the matrix products of every weight type, on random valid blocks:
+ *   - batch invariance: a product over many activation rows and any range of weight rows
+ *     (so every tile shape and remainder the fast kernels have) gives, for each output,
+ *     the very bits of that type's dot on one weight row and one activation row;
+ *   - across ISAs: the quantized types give the same bits on every ISA this CPU has (their
+ *     block sums are exact integers and their float order is shared); the float types
+ *     agree within 1e-5 relative to the sum of magnitudes;
+ *   - against arithmetic: every output is within a small tolerance of the float64 dot of
+ *     the dequantized weight row and the dequantized activation row.
+ * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
+ */
+#include "internal.h"
+#include "kernels.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static uint64_t rs = 0x243f6a8885a308d3ull;
+static uint64_t rnd(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return rs;
+}
+static float unit(void)
+{
+    return (float)(rnd() >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+}
+
+/* byte offsets of the fp16 scale fields in a block */
+static int scale_offsets(uint32_t t, int off[2])
+{
+    off[0] = 0;
+    off[1] = -1;
+    switch (t) {
+    case DTYPE_Q4_1:
+    case DTYPE_Q5_1:
+    case DTYPE_Q4_K:
+    case DTYPE_Q5_K:
+        off[1] = 2;
+        return 0;
+    case DTYPE_Q6_K:
+        off[0] = 208;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* random weights of type t: floats in [-1, 1], or random bytes with finite scales */
+static void fill(uint32_t t, uint8_t *p, size_t nbytes)
+{
+    if (t == DTYPE_F32) {
+        for (size_t i = 0; i < nbytes / 4; i++)
+            ((float *)p)[i] = unit();
+        return;
+    }
+    if (t == DTYPE_F16 || t == DTYPE_BF16) {
+        for (size_t i = 0; i < nbytes / 2; i++)
+            ((uint16_t *)p)[i] = t == DTYPE_F16 ? fp32_to_fp16(unit()) : fp32_to_bf16(unit());
+        return;
+    }
+    for (size_t i = 0; i < nbytes; i++)
+        p[i] = (uint8_t)rnd();
+    size_t bs = dtype_info(t)->bytes;
+    int off[2];
+    scale_offsets(t, off);
+    for (size_t b = 0; b + bs <= nbytes; b += bs)
+        for (int k = 0; k < 2; k++)
+            if (off[k] >= 0) {
+                uint16_t h = fp32_to_fp16(unit() * 0.1f);
+                memcpy(p + b + off[k], &h, 2);
+            }
+}
+
+static const uint32_t types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q4_0,
+                                 DTYPE_Q4_1, DTYPE_Q5_0, DTYPE_Q5_1, DTYPE_Q8_0,
+                                 DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_IQ4_NL};
+#define NTYPES (sizeof types / sizeof types[0])
+#define ROWS 37  /* weight rows: 9 tiles of 4 and a remainder */
+#define XROWS 11 /* activation rows: every tile height and remainder */
+
+typedef struct {
+    tensor_t w;
+    uint8_t *wdata;
+    float *xf;  /* (XROWS, n) */
+    uint8_t *x; /* (XROWS, xs) in the vec type */
+    size_t xs;
+    int n;
+} case_t;
+
+static void case_make(case_t *c, uint32_t t, int n)
+{
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    c->w.type = t;
+    c->w.ne[0] = n;
+    c->w.ne[1] = ROWS;
+    c->w.row_bytes = dtype_row_bytes(t, (uint64_t)n);
+    c->w.nbytes = c->w.row_bytes * ROWS;
+    c->wdata = malloc(c->w.nbytes);
+    fill(t, c->wdata, c->w.nbytes);
+    c->w.data = c->wdata;
+    c->xf = malloc(sizeof(float) * XROWS * (size_t)n);
+    for (int i = 0; i < XROWS * n; i++)
+        c->xf[i] = unit() * 2.0f;
+}
+
+/* the activations in the vec type of the kernels now in use */
+static void case_quantize(case_t *c)
+{
+    const kernel_type_t *kt = kernels_for(c->w.type);
+    c->xs = kernels_act_row_bytes(kt->vec_type, c->n);
+    free(c->x);
+    c->x = malloc(c->xs * XROWS);
+    for (int r = 0; r < XROWS; r++)
+        kernels_quantize_row(kt->vec_type, c->x + (size_t)r * c->xs, c->xf + (size_t)r * c->n,
+                             c->n);
+}
+
+static void case_free(case_t *c)
+{
+    free(c->wdata);
+    free(c->xf);
+    free(c->x);
+}
+
+/* out (XROWS, ROWS) through kernels_matmul over [i0, i1) in pieces of `step` rows */
+static void product(const case_t *c, float *out, int nrows, int step)
+{
+    for (int i = 0; i < ROWS; i += step)
+        kernels_matmul(out, ROWS, c->x, c->xs, nrows, &c->w, i, i + step < ROWS ? i + step : ROWS);
+}
+
+static int isa_count(kernel_isa_t *isas)
+{
+    int n = 0;
+    for (int i = KERNEL_GENERIC; i < KERNEL_COUNT; i++)
+        if (kernels_force((kernel_isa_t)i) == 0) isas[n++] = (kernel_isa_t)i;
+    return n;
+}
+
+static void test_batch_invariance(void **state)
+{
+    (void)state;
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    int sizes[] = {256, 512, 2048 + 256};
+    float *all = malloc(sizeof(float) * XROWS * ROWS), *one = malloc(sizeof(float) * ROWS);
+    for (int k = 0; k < nisa; k++) {
+        assert_int_equal(kernels_force(isas[k]), 0);
+        for (size_t ti = 0; ti < NTYPES; ti++)
+            for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+                case_t c;
+                case_make(&c, types[ti], sizes[si]);
+                case_quantize(&c);
+                const kernel_type_t *kt = kernels_for(types[ti]);
+                for (int nrows = 1; nrows <= XROWS; nrows++)
+                    for (int step = 1; step <= 17; step += 8) {
+                        memset(all, 0xff, sizeof(float) * XROWS * ROWS);
+                        product(&c, all, nrows, step);
+                        for (int r = 0; r < nrows; r++)
+                            for (int i = 0; i < ROWS; i++) {
+                                float d = kt->dot(c.n, c.wdata + (size_t)i * c.w.row_bytes,
+                                                  c.x + (size_t)r * c.xs);
+                                if (memcmp(&d, &all[r * ROWS + i], 4)) {
+                                    fail_msg("isa %d %s n %d: %d activation rows, steps of %d: "
+                                             "out[%d][%d] = %.9g, the dot gives %.9g",
+                                             isas[k], dtype_name(types[ti]), c.n, nrows, step, r, i,
+                                             (double)all[r * ROWS + i], (double)d);
+                                }
+                            }
+                    }
+                (void)one;
+                case_free(&c);
+            }
+    }
+    free(all);
+    free(one);
+    kernels_force(isas[nisa - 1]);
+}
+
+static void test_isas_and_reference(void **state)
+{
+    (void)state;
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    int n = 1024;
+    float *ref = malloc(sizeof(float) * XROWS * ROWS), *got = malloc(sizeof(float) * XROWS * ROWS);
+    float *wrow = malloc(sizeof(float) * (size_t)n), *xrow = malloc(sizeof(float) * (size_t)n);
+    for (size_t ti = 0; ti < NTYPES; ti++) {
+        case_t c;
+        case_make(&c, types[ti], n);
+        int quant = types[ti] != DTYPE_F32 && types[ti] != DTYPE_F16 && types[ti] != DTYPE_BF16;
+        for (int k = 0; k < nisa; k++) {
+            assert_int_equal(kernels_force(isas[k]), 0);
+            case_quantize(&c);
+            product(&c, k == 0 ? ref : got, XROWS, 16);
+            const kernel_type_t *kt = kernels_for(types[ti]);
+            const kernel_type_t *kv =
+                kernels_for(kt->vec_type == DTYPE_Q8_K ? DTYPE_Q8_0 : kt->vec_type);
+            for (int r = 0; r < XROWS; r++) {
+                /* the activation row as the kernel sees it */
+                if (kt->vec_type == DTYPE_Q8_K) {
+                    /* Q8_K: float d, then 256 int8 per block (kernels.c's layout) */
+                    const uint8_t *p = c.x + (size_t)r * c.xs;
+                    for (int b = 0; b < n / 256; b++) {
+                        float d;
+                        memcpy(&d, p + (size_t)b * 292, 4);
+                        for (int l = 0; l < 256; l++)
+                            xrow[b * 256 + l] = d * (float)(int8_t)p[(size_t)b * 292 + 4 + l];
+                    }
+                } else if (kt->vec_type == DTYPE_Q8_1) {
+                    const uint8_t *p = c.x + (size_t)r * c.xs;
+                    for (int b = 0; b < n / 32; b++) {
+                        uint16_t h;
+                        memcpy(&h, p + (size_t)b * 36, 2);
+                        for (int l = 0; l < 32; l++)
+                            xrow[b * 32 + l] =
+                                fp16_to_fp32(h) * (float)(int8_t)p[(size_t)b * 36 + 4 + l];
+                    }
+                } else {
+                    kv->dequant(xrow, c.x + (size_t)r * c.xs, n);
+                }
+                for (int i = 0; i < ROWS; i++) {
+                    kt->dequant(wrow, c.wdata + (size_t)i * c.w.row_bytes, n);
+                    double s = 0, mag = 0;
+                    for (int j = 0; j < n; j++) {
+                        s += (double)wrow[j] * (double)xrow[j];
+                        mag += fabs((double)wrow[j] * (double)xrow[j]);
+                    }
+                    float v = (k == 0 ? ref : got)[r * ROWS + i];
+                    /* Q4_1/Q5_1: the min term uses the activation block's fp16 sum, not the
+                     * exact one: allow the fp16 rounding of that sum */
+                    double tol =
+                        (types[ti] == DTYPE_Q4_1 || types[ti] == DTYPE_Q5_1 ? 2e-3 : 1e-5) * mag +
+                        1e-6;
+                    if (fabs((double)v - s) > tol)
+                        fail_msg("isa %d %s: out[%d][%d] = %.9g, float64 %.9g (tolerance %.3g)",
+                                 isas[k], dtype_name(types[ti]), r, i, (double)v, s, tol);
+                    if (k > 0) {
+                        float g = ref[r * ROWS + i];
+                        if (quant ? memcmp(&v, &g, 4) != 0
+                                  : fabs((double)v - (double)g) > 1e-5 * mag + 1e-6)
+                            fail_msg("%s: isa %d gives %.9g, generic %.9g at [%d][%d]",
+                                     dtype_name(types[ti]), isas[k], (double)v, (double)g, r, i);
+                    }
+                }
+            }
+        }
+        case_free(&c);
+    }
+    free(ref);
+    free(got);
+    free(wrow);
+    free(xrow);
+    kernels_force(isas[nisa - 1]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_isas_and_reference),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
