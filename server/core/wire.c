@@ -228,8 +228,9 @@ static int walk_msg(walk_t *w, const ProtobufCMessageDescriptor *d, const unsign
             join(dp, sizeof dp, dpath, f->name, idx);
             counts[i] += (uint32_t)k;
             if (lim && lim->max_count && counts[i] > lim->max_count) {
-                rc = bad(w, GRPC_STATUS_INVALID_ARGUMENT, "field '%s%s' has more than %u values%s%s",
-                         dpath, f->name, lim->max_count, lim->why ? ": " : "", lim->why ? lim->why : "");
+                rc = bad(w, GRPC_STATUS_INVALID_ARGUMENT,
+                         "field '%s%s' has more than %u values%s%s", dpath, f->name, lim->max_count,
+                         lim->why ? ": " : "", lim->why ? lim->why : "");
                 break;
             }
         } else {
@@ -238,9 +239,9 @@ static int walk_msg(walk_t *w, const ProtobufCMessageDescriptor *d, const unsign
         if (wt != 2) continue;
         if (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_BYTES) {
             if (lim && lim->max_len && v > lim->max_len) {
-                rc = bad(w, GRPC_STATUS_INVALID_ARGUMENT, "field '%s' is %llu bytes long, at most %u%s%s",
-                         dp, (unsigned long long)v, lim->max_len, lim->why ? ": " : "",
-                         lim->why ? lim->why : "");
+                rc = bad(w, GRPC_STATUS_INVALID_ARGUMENT,
+                         "field '%s' is %llu bytes long, at most %u%s%s", dp, (unsigned long long)v,
+                         lim->max_len, lim->why ? ": " : "", lim->why ? lim->why : "");
                 break;
             }
             int nul;

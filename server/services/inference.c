@@ -69,6 +69,7 @@ struct inference {
     inference_job_t *canaries; /* in flight; cancelled with the engine if still running */
     grpc_method_t rows[4];     /* inferd.v1.Inference, registered with the server */
     grpc_field_limit_t gen_limits[9], info_limits[2], tok_limits[6]; /* checked on the wire */
+    char text_why[128]; /* why a prompt or a chat message is too long */
 };
 
 engine_t *inference_engine(inference_t *inf)
@@ -1087,23 +1088,26 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     uint64_t prompt_max =
         (uint64_t)ctx * (inf->info.max_token_bytes ? inf->info.max_token_bytes : 1);
     uint32_t text_max = prompt_max > UINT32_MAX ? UINT32_MAX : (uint32_t)prompt_max;
+    snprintf(inf->text_why, sizeof inf->text_why,
+             "so many bytes cannot fit the context of %u tokens (a token covers at most %u bytes)",
+             ctx, inf->info.max_token_bytes ? inf->info.max_token_bytes : 1);
     const grpc_field_limit_t gen[] = {
         {"request_id", INFERENCE_MAX_REQUEST_ID, 0, "every response repeats it"},
         {"model", INFERENCE_MAX_MODEL_NAME, 0, NULL},
-        {"prompt", text_max, 0, "no more can fit the model's context"},
+        {"prompt", text_max, 0, inf->text_why},
         {"token_ids", 0, ctx, "the model's context"},
         {"stop.stop_token_ids", 0, 64, NULL},
         {"messages", 0, ENGINE_MAX_MESSAGES, NULL},
-        {"messages.content", text_max, 0, "no more can fit the model's context"},
+        {"messages.content", text_max, 0, inf->text_why},
         {"messages.role", 64, 0, NULL},
         {NULL, 0, 0, NULL},
     };
     memcpy(inf->gen_limits, gen, sizeof gen);
     const grpc_field_limit_t tok[] = {
         {"model", INFERENCE_MAX_MODEL_NAME, 0, NULL},
-        {"prompt", text_max, 0, "no more can fit the model's context"},
+        {"prompt", text_max, 0, inf->text_why},
         {"messages", 0, ENGINE_MAX_MESSAGES, NULL},
-        {"messages.content", text_max, 0, "no more can fit the model's context"},
+        {"messages.content", text_max, 0, inf->text_why},
         {"messages.role", 64, 0, NULL},
         {NULL, 0, 0, NULL},
     };

@@ -176,8 +176,9 @@ def generate_request(prompt="", token_ids=(), max_tokens=16, ignore_eos=False, r
 
 
 def generate_response(buf):
-    """inferd.v1.GenerateResponse -> dict(request_id, token_ids, text, finish_reason, usage=(prompt, completion))."""
-    r = {"request_id": "", "token_ids": [], "text": "", "finish_reason": 0, "usage": None}
+    """inferd.v1.GenerateResponse -> dict(request_id, token_ids, text, finish_reason, usage=(prompt, completion),
+    error=(code, message) or None)."""
+    r = {"request_id": "", "token_ids": [], "text": "", "finish_reason": 0, "usage": None, "error": None}
     for f, wt, v in pb_fields(buf):
         if f == 1:
             r["request_id"] = v.decode()
@@ -190,6 +191,9 @@ def generate_response(buf):
         elif f == 5:
             u = dict((uf, uv) for uf, _, uv in pb_fields(v))
             r["usage"] = (u.get(1, 0), u.get(2, 0))
+        elif f == 6:
+            e = dict((ef, ev) for ef, _, ev in pb_fields(v))
+            r["error"] = (e.get(1, 0), e.get(2, b"").decode("utf-8", "replace"))
     return r
 
 

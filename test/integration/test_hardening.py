@@ -206,15 +206,20 @@ class RequestFieldLimitsTest(H.ServerTestCase):
                               H.pb_string(2, "m" * 300) + H.generate_request(token_ids=[1], max_tokens=1))
         self.assertEqual(st, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("field 'model' is 300 bytes long, at most 256", msg)
-        # GenerateStream: the same cap (the stream ends with the status)
+        # GenerateStream: the same cap; that request fails alone (its response carries the
+        # error, under a generated id since its own is what is wrong) and the stream goes on
         ch = H.grpc_channel(self.server.target)
         try:
             call = ch.stream_stream(GENERATE_STREAM, request_serializer=None, response_deserializer=None)
-            with self.assertRaises(grpc.RpcError) as cm:
-                list(call(iter([H.generate_request(token_ids=[1], max_tokens=1, request_id="x" * 200)]),
-                          timeout=30))
-            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-            self.assertIn("field 'request_id' is 200 bytes long", cm.exception.details())
+            out = [H.generate_response(r) for r in call(iter([
+                H.generate_request(token_ids=[1], max_tokens=1, request_id="x" * 200),
+                H.generate_request(token_ids=[1], max_tokens=1, request_id="fine")]), timeout=30)]
+            errs = [r for r in out if r["error"]]
+            self.assertEqual(len(errs), 1, out)
+            self.assertEqual(errs[0]["error"][0], grpc.StatusCode.INVALID_ARGUMENT.value[0])
+            self.assertIn("field 'request_id' is 200 bytes long", errs[0]["error"][1])
+            self.assertNotIn("x" * 200, errs[0]["request_id"])
+            self.assertTrue(any(r["request_id"] == "fine" and r["usage"] for r in out), out)
         finally:
             ch.close()
 

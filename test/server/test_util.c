@@ -350,10 +350,11 @@ static void test_wire_strings_and_limits(void **state)
     } bad[] = {
         {"ab\0cd", 5, "field 'prompt' contains a NUL character at byte 2 (of 5)"},
         {"abc\xff", 4, "field 'prompt' is not valid UTF-8 at byte 3 (of 4)"},
-        {"\xc0\xaf", 2, "field 'prompt' is not valid UTF-8 at byte 0 (of 2)"},      /* overlong '/' */
-        {"x\xed\xa0\x80", 4, "field 'prompt' is not valid UTF-8 at byte 1 (of 4)"}, /* a surrogate */
-        {"\xf4\x90\x80\x80", 4, "not valid UTF-8 at byte 0"},        /* past U+10FFFF */
-        {"caf\xc3", 4, "not valid UTF-8 at byte 3"},                 /* cut short */
+        {"\xc0\xaf", 2, "field 'prompt' is not valid UTF-8 at byte 0 (of 2)"}, /* overlong '/' */
+        {"x\xed\xa0\x80", 4,
+         "field 'prompt' is not valid UTF-8 at byte 1 (of 4)"}, /* a surrogate */
+        {"\xf4\x90\x80\x80", 4, "not valid UTF-8 at byte 0"},   /* past U+10FFFF */
+        {"caf\xc3", 4, "not valid UTF-8 at byte 3"},            /* cut short */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         n = put_str(m, 4, bad[i].s, bad[i].len);
@@ -362,7 +363,8 @@ static void test_wire_strings_and_limits(void **state)
     n = put_str(m, 4, "caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", 14);
     wire_expect(m, n, GRPC_STATUS_OK, NULL);
     n = put_str(m, 1, "123456789", 9); /* request_id limited to 8 bytes */
-    wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT, "field 'request_id' is 9 bytes long, at most 8");
+    wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT,
+                "field 'request_id' is 9 bytes long, at most 8");
     n = put_str(m, 1, "12345678", 8);
     wire_expect(m, n, GRPC_STATUS_OK, NULL);
     /* token_ids: at most 4, packed or not, counted together */
@@ -374,7 +376,8 @@ static void test_wire_strings_and_limits(void **state)
     unsigned char stop[16];
     size_t sn = put_str(stop, 2, "\x01\x02\x80\x01", 4); /* three packed stop ids */
     n = put_str(m, 6, (const char *)stop, sn);
-    wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT, "field 'stop.stop_token_ids' has more than 2 values");
+    wire_expect(m, n, GRPC_STATUS_INVALID_ARGUMENT,
+                "field 'stop.stop_token_ids' has more than 2 values");
     /* not a protobuf message: INTERNAL, as protobuf-c would say */
     const unsigned char trunc[] = {0x22, 0x10, 'a'};
     wire_expect(trunc, sizeof trunc, GRPC_STATUS_INTERNAL, "failed to parse");
@@ -433,7 +436,10 @@ static void test_wire_names_field_and_byte(void **state)
     poke(buf, n, "Xo", (const uint8_t *)"\xffo");
     wire_expect(buf, n, GRPC_STATUS_INVALID_ARGUMENT,
                 "field 'messages[1].content' is not valid UTF-8 at byte 3 (of 5)");
-    n = pack_chat(buf, sizeof buf, "\x80" "bcdefghijk", "hello"); /* a lone continuation */
+    n = pack_chat(buf, sizeof buf,
+                  "\x80"
+                  "bcdefghijk",
+                  "hello"); /* a lone continuation */
     wire_expect(buf, n, GRPC_STATUS_INVALID_ARGUMENT,
                 "field 'prompt' is not valid UTF-8 at byte 0 (of 11)");
 }
