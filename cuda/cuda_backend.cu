@@ -104,7 +104,7 @@ static int cuda_err(char *err, size_t errlen, cudaError_t e, const char *call, c
                     int line)
 {
     return errorf(err, errlen, e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO, "%s: %s (%s:%d)",
-                call, cudaGetErrorString(e), file, line);
+                  call, cudaGetErrorString(e), file, line);
 }
 
 static const char *blas_str(cublasStatus_t s)
@@ -147,8 +147,8 @@ static int lane_cuda_fail(lane_t *L, cudaError_t e, const char *call, const char
     do {                                                                                           \
         cublasStatus_t s_ = (call);                                                                \
         if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            return errorf(L->err, sizeof L->err, -EIO, "%s: %s (%s:%d)", #call, blas_str(s_),        \
-                        __FILE__, __LINE__);                                                       \
+            return errorf(L->err, sizeof L->err, -EIO, "%s: %s (%s:%d)", #call, blas_str(s_),      \
+                          __FILE__, __LINE__);                                                     \
     } while (0)
 /* Load-side checks write into (err, errlen) and jump to the unwind label `out`. */
 #define CK(call)                                                                                   \
@@ -159,13 +159,6 @@ static int lane_cuda_fail(lane_t *L, cudaError_t e, const char *call, const char
             goto out;                                                                              \
         }                                                                                          \
     } while (0)
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- probe and budget ---------------------------------------------------------------------- */
 
@@ -180,25 +173,25 @@ extern "C" int cuda_probe(int device, char *info, size_t infolen)
     if (n == 0) return errorf(info, infolen, -ENODEV, "no CUDA device is present");
     if (device < 0 || device >= n)
         return errorf(info, infolen, -ENODEV, "cuda:%d does not exist (%d device%s)", device, n,
-                    n == 1 ? "" : "s");
+                      n == 1 ? "" : "s");
     cudaDeviceProp p;
     e = cudaGetDeviceProperties(&p, device);
     if (e != cudaSuccess)
         return errorf(info, infolen, -ENODEV, "cudaGetDeviceProperties(%d): %s", device,
-                    cudaGetErrorString(e));
+                      cudaGetErrorString(e));
     if (p.major < 8)
         return errorf(info, infolen, -ENODEV,
-                    "%s is sm_%d%d; inferd's CUDA kernels need sm_80 or newer", p.name, p.major,
-                    p.minor);
+                      "%s is sm_%d%d; inferd's CUDA kernels need sm_80 or newer", p.name, p.major,
+                      p.minor);
     e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaFree(0); /* creates the context */
     if (e != cudaSuccess) {
         cudaGetLastError();
         return errorf(info, infolen, -ENODEV, "cannot create a context on %s: %s", p.name,
-                    cudaGetErrorString(e));
+                      cudaGetErrorString(e));
     }
     return errorf(info, infolen, 0, "%s, sm_%d%d, %.1f GiB", p.name, p.major, p.minor,
-                (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+                  (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
 }
 
 /* ---- what the kernels implement -------------------------------------------------------- */
@@ -218,8 +211,7 @@ static void check_f32(const tensor_t *t, void *arg)
                        dtype_name(t->type));
 }
 
-extern "C" int cuda_check(const model_view_t *m, const backend_opts_t *o, char *why,
-                          size_t whylen)
+extern "C" int cuda_check(const model_view_t *m, const backend_opts_t *o, char *why, size_t whylen)
 {
     const model_config_t *c = &m->c;
     (void)o;
@@ -237,16 +229,16 @@ extern "C" int cuda_check(const model_view_t *m, const backend_opts_t *o, char *
                       "the CUDA backend needs heads x head size = width (%d x %d != %d)",
                       c->n_heads, c->head_dim, c->dim);
     if (c->rms_eps != 1e-5f)
-        return errorf(why, whylen, BACKEND_ENOTSUP,
-                      "RMS epsilon %g: the CUDA kernels use 1e-5", (double)c->rms_eps);
+        return errorf(why, whylen, BACKEND_ENOTSUP, "RMS epsilon %g: the CUDA kernels use 1e-5",
+                      (double)c->rms_eps);
     check_t k = {why, whylen, 0};
     model_view_each(m, check_f32, &k);
     return k.rc;
 }
 
-extern "C" uint64_t cuda_budget_bytes(const model_view_t *m, const backend_opts_t *o,
-                                      int max_rows, int max_slots, uint64_t *weights,
-                                      uint64_t *kv, uint64_t *scratch)
+extern "C" uint64_t cuda_budget_bytes(const model_view_t *m, const backend_opts_t *o, int max_rows,
+                                      int max_slots, uint64_t *weights, uint64_t *kv,
+                                      uint64_t *scratch)
 {
     const model_config_t *c = &m->c;
     uint64_t dim = (uint64_t)c->dim, hid = (uint64_t)c->hidden_dim, L = (uint64_t)c->n_layers;
@@ -289,7 +281,7 @@ static void sample_mem(cmodel_t *M)
     } else {
         cudaGetLastError();
     }
-    M->mem_sampled_ns.store(now_ns(), std::memory_order_relaxed);
+    M->mem_sampled_ns.store(backend_now_ns(), std::memory_order_relaxed);
 }
 
 /* ---- lanes ------------------------------------------------------------------------------------
@@ -357,7 +349,7 @@ static int lane_new(void **out, void *shared, int idx, int max_rows, int max_slo
     do {                                                                                           \
         rc = (call);                                                                               \
         if (rc < 0) {                                                                              \
-            errorf(err, errlen, rc, "lane %d: %s", idx, L->err);                                     \
+            errorf(err, errlen, rc, "lane %d: %s", idx, L->err);                                   \
             goto done;                                                                             \
         }                                                                                          \
     } while (0)
@@ -537,8 +529,8 @@ static int run(lane_t *L, const fwd_row_t *rows, int n, float *logits)
         if (w->slot < 0 || w->slot >= L->max_slots || w->pos < 0 || w->pos >= L->cap[w->slot] ||
             w->token < 0 || w->token >= c->vocab_size || w->logits_row >= L->max_slots)
             return errorf(L->err, sizeof L->err, -EINVAL,
-                        "row %d (slot %d pos %d token %d) is out of range", r, w->slot, w->pos,
-                        w->token);
+                          "row %d (slot %d pos %d token %d) is out of range", r, w->slot, w->pos,
+                          w->token);
         L->hrows[r] = make_int4(w->slot, w->pos, w->token, w->logits_row);
         if (w->logits_row + 1 > nl) nl = w->logits_row + 1;
         if (w->logits_row != r) decode = false;
@@ -569,7 +561,7 @@ static int run(lane_t *L, const fwd_row_t *rows, int n, float *logits)
     mm->gpu_ns_total.fetch_add(ns, std::memory_order_relaxed);
     mm->gpu_ns_last.store(ns, std::memory_order_relaxed);
     if (L->idx == 0 &&
-        now_ns() - mm->mem_sampled_ns.load(std::memory_order_relaxed) > 1000000000ull)
+        backend_now_ns() - mm->mem_sampled_ns.load(std::memory_order_relaxed) > 1000000000ull)
         sample_mem(mm);
     return 0;
 }
@@ -678,12 +670,12 @@ static int be_load(void **ctx, const model_view_t *m, const backend_opts_t *o, p
     if (need + RESERVE_BYTES > fr) {
         const double MiB = 1024.0 * 1024.0;
         return errorf(err, errlen, -ENOMEM,
-                    "device memory budget does not fit cuda:%d: need %.0f MiB (weights %.0f, KV "
-                    "cache %.0f for max_batch %d x context %d, scratch %.0f) + %.0f MiB reserve, "
-                    "but %.0f MiB of %.0f MiB are free; lower --max-batch or --cuda-streams, or "
-                    "use --dtype bf16",
-                    o->device, need / MiB, wb / MiB, kvb / MiB, max_slots, c->seq_len, scb / MiB,
-                    RESERVE_BYTES / MiB, fr / MiB, tot / MiB);
+                      "device memory budget does not fit cuda:%d: need %.0f MiB (weights %.0f, KV "
+                      "cache %.0f for max_batch %d x context %d, scratch %.0f) + %.0f MiB reserve, "
+                      "but %.0f MiB of %.0f MiB are free; lower --max-batch or --cuda-streams, or "
+                      "use --dtype bf16",
+                      o->device, need / MiB, wb / MiB, kvb / MiB, max_slots, c->seq_len, scb / MiB,
+                      RESERVE_BYTES / MiB, fr / MiB, tot / MiB);
     }
     cmodel_t *M = new (std::nothrow) cmodel_t();
     if (!M) return errorf(err, errlen, -ENOMEM, "out of memory");

@@ -52,15 +52,6 @@ struct spool {
     atomic_ullong st_lane[SPOOL_MAX_LANES];
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 static void *lane_main(void *arg)
 {
     lane_t *L = arg;
@@ -143,8 +134,8 @@ int spool_new(spool_t **out, const spool_ops_t *ops, void *shared, int lanes, in
         return errorf(err, errlen, -EINVAL, "stream pool: incomplete lane operations");
     if (lanes < 1 || lanes > SPOOL_MAX_LANES || max_rows < 1 || max_slots < 1 || vocab < 1)
         return errorf(err, errlen, -EINVAL,
-                    "stream pool: %d lanes (1..%d), %d rows, %d slots, vocab %d are not valid",
-                    lanes, SPOOL_MAX_LANES, max_rows, max_slots, vocab);
+                      "stream pool: %d lanes (1..%d), %d rows, %d slots, vocab %d are not valid",
+                      lanes, SPOOL_MAX_LANES, max_rows, max_slots, vocab);
     if (lanes > max_slots) lanes = max_slots; /* a lane without a slot would never run */
     struct spool *p = calloc(1, sizeof(*p));
     if (!p) return errorf(err, errlen, -ENOMEM, "out of memory");
@@ -250,7 +241,7 @@ void spool_seq_free(spool_t *p, int slot)
 int spool_forward(spool_t *p, const fwd_row_t *rows, int n, float *logits)
 {
     if (n <= 0 || n > p->max_rows) return -EINVAL;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = backend_now_ns();
     for (int i = 0; i < p->nlanes; i++)
         p->lanes[i].n = p->lanes[i].nl = 0;
     memset(p->seen_lr, 0, (size_t)p->max_slots);
@@ -294,7 +285,7 @@ int spool_forward(spool_t *p, const fwd_row_t *rows, int n, float *logits)
         }
     }
     pthread_mutex_unlock(&p->mu);
-    uint64_t dt = now_ns() - t0;
+    uint64_t dt = backend_now_ns() - t0;
     atomic_fetch_add_explicit(&p->st_steps, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->st_ns_total, dt, memory_order_relaxed);
     atomic_store_explicit(&p->st_ns_last, dt, memory_order_relaxed);

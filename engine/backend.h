@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,6 +47,15 @@ static inline int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
         va_end(ap);
     }
     return rc;
+}
+
+/* CLOCK_MONOTONIC in nanoseconds: the engine's and every backend's time base (engine_now_ns,
+ * event times, step times). Inline for the same reason as errorf. */
+static inline uint64_t backend_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- the model view -------------------------------------------------------------------- */

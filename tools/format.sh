@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# clang-format with the repository's .clang-format over the folders it covers so far:
-# server/, health/, metrics/, tools/ (not tools/mkmodel/), test/ (not test/engine/, test/cuda/).
-# The other folders join once their branches have merged.
+# clang-format with the repository's .clang-format over every C, C++ and CUDA source of the
+# project (server/, health/, metrics/, engine/, cuda/, tools/, test/).
 #
 #   tools/format.sh          reformat those files in place
 #   tools/format.sh --check  list the files clang-format would change and fail (CI)
@@ -12,9 +11,9 @@ if [ -z "$cf" ]; then
   echo "format.sh: clang-format not installed (tools/deps.sh test installs it)" >&2
   exit 2
 fi
-mapfile -d '' files < <(find server health metrics tools test -type f \
-  \( -name '*.c' -o -name '*.h' -o -name '*.cc' \) \
-  ! -path 'tools/mkmodel/*' ! -path 'test/engine/*' ! -path 'test/cuda/*' -print0 | sort -z)
+mapfile -d '' files < <(find server health metrics engine cuda tools test -type f \
+  \( -name '*.c' -o -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \) -print0 |
+  sort -z)
 if [ "${1:-}" = --check ]; then
   bad=()
   for f in "${files[@]}"; do
