@@ -18,12 +18,10 @@
 static pthread_mutex_t access_mu = PTHREAD_MUTEX_INITIALIZER;
 static log_ratelimit_t access_rl = {.per_sec = ACCESS_LOG_PER_SEC};
 
-void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
+/* Takes one line from the access-log budget: 1 when it may be written. Lines held back since
+ * the last one written are reported first, as one "suppressed" line. */
+static int access_take(void)
 {
-    (void)s;
-    grpc_method_t *m = c->method;
-    log_level_t lvl = m && (m->flags & GRPC_METHOD_PROBE) ? LOG_DEBUG : LOG_INFO;
-    if (!log_enabled(lvl, "access")) return;
     unsigned long held;
     pthread_mutex_lock(&access_mu);
     int ok = log_ratelimit_take(&access_rl, clock_now_ns(), &held);
@@ -35,7 +33,16 @@ void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
         log_write(LOG_INFO, "access", f, "suppressed %lu access lines (over %d/s)", held,
                   ACCESS_LOG_PER_SEC);
     }
-    if (!ok) return;
+    return ok;
+}
+
+void access_log_call(server_t *s, grpc_call_t *c, double secs, unsigned code)
+{
+    (void)s;
+    grpc_method_t *m = c->method;
+    log_level_t lvl = m && (m->flags & GRPC_METHOD_PROBE) ? LOG_DEBUG : LOG_INFO;
+    if (!log_enabled(lvl, "access")) return;
+    if (!access_take()) return;
     char dur[32], in[24], out[24], num[12];
     snprintf(num, sizeof num, "%u", code);
     snprintf(dur, sizeof dur, "%.6f", secs);
@@ -63,18 +70,7 @@ void access_log_http(server_t *s, const char *method, const char *path, int stat
 {
     (void)s;
     if (!log_enabled(LOG_INFO, "access")) return;
-    unsigned long held;
-    pthread_mutex_lock(&access_mu);
-    int ok = log_ratelimit_take(&access_rl, clock_now_ns(), &held);
-    pthread_mutex_unlock(&access_mu);
-    if (held) {
-        char n[24];
-        snprintf(n, sizeof n, "%lu", held);
-        const char *f[] = {"suppressed", n, NULL};
-        log_write(LOG_INFO, "access", f, "suppressed %lu access lines (over %d/s)", held,
-                  ACCESS_LOG_PER_SEC);
-    }
-    if (!ok) return;
+    if (!access_take()) return;
     char dur[32], in[24], out[24], st[12], target[300];
     snprintf(st, sizeof st, "%d", status);
     snprintf(dur, sizeof dur, "%.6f", secs);

@@ -11,28 +11,7 @@
 #include <string.h>
 
 #include "server/base/config.h"
-
-static const char *json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "?";
-}
+#include "server/services/json_kind.h"
 
 /* lowerCamelCase (the proto JSON name) -> snake_case */
 static void snake(const char *in, char *out, size_t cap)

@@ -18,6 +18,7 @@
 #include "server/base/log.h"
 #include "server/core/grpc.h"
 #include "server/core/http.h"
+#include "server/services/json_kind.h"
 
 /* ---- a growing text buffer ---- */
 typedef struct sb {
@@ -219,31 +220,10 @@ static int json_depth(const char *s, size_t n, int max)
     return deepest;
 }
 
-static const char *kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "?";
-}
-
 static int wrong_type(openai_error_t *e, const char *field, const char *want, const json_t *v)
 {
-    return fail(e, 400, field, "invalid_type", "'%s' must be %s, not %s", field, want, kind(v));
+    return fail(e, 400, field, "invalid_type", "'%s' must be %s, not %s", field, want,
+                json_kind(v));
 }
 
 /* Optional fields: *present 0 for absent or null. */
@@ -664,7 +644,7 @@ int openai_request_parse(const char *body, size_t len, int chat, openai_request_
     r->root = root;
     if (!json_is_object(root)) {
         int rc = fail(e, 400, NULL, "invalid_json",
-                      "the request body must be a JSON object, not %s", kind(root));
+                      "the request body must be a JSON object, not %s", json_kind(root));
         openai_request_dispose(r);
         return rc;
     }
