@@ -506,6 +506,16 @@ static int too_slow(const config_t *cfg, int64_t now, int64_t since_ns, uint64_t
     return late > 0 && (double)bytes < (double)cfg->min_body_rate * (double)late / 1e9;
 }
 
+/* Stops a call its client does not let go on: a gRPC call ends with a status that says why; a
+ * streamed HTTP answer, whose status went out with its head, is reset. */
+static void stop_call(grpc_call_t *call, const char *msg)
+{
+    if (call->hs)
+        call_reset(call, NGHTTP2_CANCEL);
+    else
+        call_abort(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+}
+
 /* The streams of an HTTP/2 connection, about once a second: a stream whose client takes none
  * of its response for --stream-stall-timeout is cancelled; beyond --max-paused-streams
  * streams waiting on their client, the newest are; a request message that trickles in slower
@@ -519,7 +529,7 @@ static void scan_calls(conn_t *c, int64_t now)
     c->in_recv = 1; /* no stream closes under the loop: answers go out at the flush below */
     TAILQ_FOREACH(call, &c->calls, link)
     {
-        if (!grpc_call_active(call) || !call->method) continue;
+        if (!grpc_call_active(call) || (!call->method && !call->hs)) continue;
         int64_t waited = evbuffer_get_length(call->out) ? now - call->out_since_ns : 0;
         if (cfg->stream_stall_timeout_ns > 0 && waited >= cfg->stream_stall_timeout_ns) {
             char msg[160];
@@ -529,7 +539,7 @@ static void scan_calls(conn_t *c, int64_t now)
                      (double)waited / 1e9);
             log_debug("server", "%s: stream %d: %s", c->peer, call->stream_id, msg);
             server_count_limit(s, "stream_stall");
-            call_abort(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+            stop_call(call, msg);
             continue;
         }
         if (waited >= BLOCKED_NS) {
@@ -543,7 +553,7 @@ static void scan_calls(conn_t *c, int64_t now)
             }
             blocked[nb++] = call;
         }
-        if (call->in_held) continue; /* held by us, not slow */
+        if (!call->method || call->in_held) continue; /* a whole body, or held by us */
         int unary_in =
             call->method->kind == GRPC_UNARY || call->method->kind == GRPC_SERVER_STREAMING;
         int slow = call->msg_start_ns
@@ -568,7 +578,7 @@ static void scan_calls(conn_t *c, int64_t now)
                      "(--max-paused-streams %lld)",
                      (long long)cfg->max_paused_streams);
             server_count_limit(s, "paused_streams");
-            call_abort(blocked[i], GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+            stop_call(blocked[i], msg);
         }
     }
     if (blocked != stack) free(blocked);
@@ -610,6 +620,17 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         } else if (h->body_start_ns && too_slow(cfg, now, h->body_start_ns, h->body_bytes)) {
             server_count_limit(c->srv, "min_body_rate");
             http1_timeout(c, "the request body arrived slower than --min-body-rate");
+        } else if (h->stream && cfg->stream_stall_timeout_ns > 0 &&
+                   h->stream->queued > h->stream->taken &&
+                   now - h->stream->moved_ns >= cfg->stream_stall_timeout_ns) {
+            /* its status went out with the head: the close is what tells the client */
+            log_debug("server",
+                      "closing %s: the client took none of its answer for %.1fs "
+                      "(--stream-stall-timeout)",
+                      c->peer, (double)(now - h->stream->moved_ns) / 1e9);
+            server_count_limit(c->srv, "stream_stall");
+            conn_close(c);
+            return;
         } else if (!h->head_start_ns && !h->body_start_ns && !h->job && cfg->idle_timeout_ns > 0 &&
                    now - c->last_activity_ns >= cfg->idle_timeout_ns) {
             log_debug("server", "closing idle connection %s", c->peer);
@@ -651,6 +672,8 @@ static void arm_timer(conn_t *c)
         const http1_t *h = c->http1;
         if (h->head_start_ns) SOONER(h->head_start_ns + cfg->request_header_timeout_ns);
         if (h->body_start_ns) SOONER(now + SEC);
+        if (h->stream && cfg->stream_stall_timeout_ns > 0)
+            SOONER(now + (cfg->stream_stall_timeout_ns < SEC ? cfg->stream_stall_timeout_ns : SEC));
         if (cfg->idle_timeout_ns > 0) SOONER(c->last_activity_ns + cfg->idle_timeout_ns);
     } else if (c->proto == PROTO_H2) {
         if (c->n_streams > 0) {

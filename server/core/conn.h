@@ -89,6 +89,8 @@ struct http_stream {
     int chunked;              /* HTTP/1.1: chunked transfer (1.0: the body runs to the close) */
     uint64_t queued;          /* HTTP/1.1: bytes of this answer handed to the connection */
     uint64_t taken;           /* HTTP/1.1: of those, written to the socket */
+    int64_t moved_ns;         /* HTTP/1.1: its queued bytes last moved (became pending, or the
+                                 socket took some): --stream-stall-timeout counts from here */
     size_t ahead;             /* HTTP/1.1: bytes of earlier answers still queued when it started */
     struct taken_mark *marks; /* where each tag's units end (a ring) */
     size_t marks_head, marks_n, marks_cap;

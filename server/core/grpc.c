@@ -606,6 +606,15 @@ void call_abort(grpc_call_t *c, grpc_status_t status, const char *msg)
     call_cancel(c, status, msg);
 }
 
+void call_reset(grpc_call_t *c, uint32_t code)
+{
+    if (c->finished || c->stream_closed) return;
+    release_io(c);
+    nghttp2_session *s = session_of(c);
+    if (s) nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id, code);
+    conn_flush(c->conn);
+}
+
 void call_stream_closed(grpc_call_t *c, uint32_t error_code)
 {
     if (c->hs) { /* a streamed HTTP answer whose client went away (or reset the stream) */

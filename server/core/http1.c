@@ -433,6 +433,7 @@ static void out_taken(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     size_t a = n < st->ahead ? n : st->ahead;
     st->ahead -= a;
     st->taken += n - a;
+    if (n > a) st->moved_ns = clock_now_ns(); /* the client takes its answer: not stalled */
     hstream_taken(st, st->taken);
 }
 
@@ -465,6 +466,7 @@ int http1_stream_head(conn_t *c, http_stream_t *st, int status, const char *cont
 #undef PUT
     size_t sent = 0;
     if (conn_write(c, head, k, &sent)) return -ENOMEM;
+    if (st->queued == st->taken) st->moved_ns = clock_now_ns(); /* starts waiting to be taken */
     st->queued += k;
     st->taken += sent;
     conn_touch(c);
@@ -488,6 +490,7 @@ int http1_stream_body(conn_t *c, http_stream_t *st, const void *data, size_t len
     int rc = conn_write(c, buf, k, &sent);
     if (buf != small) free(buf);
     if (rc) return -ENOMEM;
+    if (st->queued == st->taken) st->moved_ns = clock_now_ns(); /* starts waiting to be taken */
     st->queued += k;
     st->taken += sent;
     *end = st->queued;

@@ -2096,9 +2096,9 @@ static void sx_finish(void)
     http_stream_unref(st);
 }
 
-static server_t *start_stream_server(void)
+static server_t *start_stream_server_with(char **extra)
 {
-    server_t *s = start_server(NULL);
+    server_t *s = start_server(extra);
     memset(&sx, 0, sizeof sx);
     http_route_t srows[] = {{.name = "stream",
                              .path = "/stream",
@@ -2121,6 +2121,11 @@ static server_t *start_stream_server(void)
     both.handler = echo_route;
     assert_int_equal(server_route_add(s, &both, 1), -EINVAL); /* a row is one kind or the other */
     return s;
+}
+
+static server_t *start_stream_server(void)
+{
+    return start_stream_server_with(NULL);
 }
 
 /* A raw HTTP/1.1 connection the test keeps open. */
@@ -2357,6 +2362,68 @@ static void test_stream_h2(void **state)
     stop_server(s);
 }
 
+/* A streamed answer whose client takes none of it is ended after --stream-stall-timeout, as a
+ * gRPC stream is: over HTTP/2 the stream is reset, over HTTP/1.1 (whose status went out with
+ * the head) the connection is closed; either way the route's handler hears the client go. */
+static void test_stalled_streamed_answers(void **state)
+{
+    (void)state;
+    server_t *s = start_stream_server_with((char *[]){"--stream-stall-timeout", "2s", NULL});
+    /* HTTP/2: a client that grants 16 bytes and never more */
+    client_t c;
+    client_open_stingy(&c, s);
+    result_t *r = request(&c, "POST", "/stream", "application/json", (const unsigned char *)"hold",
+                          4, 0, NULL);
+    for (int i = 0; i < 2000 && !sx.held; i++) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_non_null(sx.held);
+    char big[4096];
+    memset(big, 'y', sizeof big);
+    assert_int_equal(http_stream_write(sx.held, big, sizeof big, 2, 1), 0);
+    int64_t t0 = clock_now_ns(), until = t0 + 10000000000LL;
+    while (sx.cancels == 0 && clock_now_ns() < until) {
+        pump_once(&c);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(sx.cancels, 1);
+    assert_true(clock_now_ns() - t0 >= 1900000000LL); /* not before the timeout */
+    pump_until(&c, &r->closed, 2000);
+    assert_true(r->got_rst);
+    assert_int_equal(limit_count("stream_stall"), 1);
+    client_close(&c);
+    /* HTTP/1.1: more than the socket buffers hold, never read */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)server_port(s, 0)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const char req[] = "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nhold";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    for (int i = 0; i < 2000 && !sx.held; i++) {
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+        poll(NULL, 0, 1);
+    }
+    assert_non_null(sx.held);
+    static char huge[16 << 20];
+    memset(huge, 'z', sizeof huge);
+    assert_int_equal(http_stream_write(sx.held, huge, sizeof huge, 3, 1), 0);
+    t0 = clock_now_ns();
+    until = t0 + 10000000000LL;
+    while (sx.cancels == 1 && clock_now_ns() < until) {
+        event_base_loop(server_base(s), EVLOOP_NONBLOCK);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(sx.cancels, 2);
+    assert_true(clock_now_ns() - t0 >= 1900000000LL);
+    assert_int_equal(limit_count("stream_stall"), 2);
+    close(fd);
+    stop_server(s);
+}
+
 int main(void)
 {
     evthread_use_pthreads(); /* the compression job wakes the loop from its thread */
@@ -2399,6 +2466,7 @@ int main(void)
         cmocka_unit_test(test_connection_and_process_output_bounds),
         cmocka_unit_test(test_stream_http1),
         cmocka_unit_test(test_stream_h2),
+        cmocka_unit_test(test_stalled_streamed_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
