@@ -1323,7 +1323,8 @@ static int have_avx2(void)
 /* ---- AVX-512 (F, BW, VL, VNNI) ---------------------------------------------------------------
  * The k-quants with two sub-blocks per 512-bit register: half the instructions per weight of
  * the AVX2 tiles for the same exact integer sums and the same float chains, so the results
- * are the generic dots' bits here too. Every other type runs its AVX2 kernels. */
+ * are the generic dots' bits here too; Q8_0/Q4_0 on VNNI; the float tiles with 32 registers
+ * (below). Every other kernel is the AVX2 one. */
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* index vectors for permutexvar_epi16: lane L takes 16-bit element base + L / per */

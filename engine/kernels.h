@@ -38,7 +38,7 @@
 typedef enum {
     KERNEL_GENERIC = 0,
     KERNEL_AVX2 = 1,   /* AVX2 + FMA + F16C */
-    KERNEL_AVX512 = 2, /* AVX-512 F/BW/VL/VNNI besides: the k-quants; AVX2 for the rest */
+    KERNEL_AVX512 = 2, /* AVX-512 F/BW/VL/VNNI besides: k-quants, Q8_0/Q4_0, float tiles */
     KERNEL_COUNT
 } kernel_isa_t;
 
