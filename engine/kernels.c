@@ -1806,22 +1806,20 @@ AVX512 static inline __m256 hi256(__m512 v)
             ZSTEP(T##x16, WR, XR, 0, j);                                                           \
             ZSTEP(T##x16, WR, XR, 1, j + 16);                                                      \
         }                                                                                          \
-        for (int a = 0; a < WR; a++)                                                               \
-            for (int b = 0; b < XR; b++) {                                                         \
-                __m256 c0 = _mm512_castps512_ps256(acc[a][b][0]), c1 = hi256(acc[a][b][0]);        \
-                __m256 c2 = _mm512_castps512_ps256(acc[a][b][1]), c3 = hi256(acc[a][b][1]);        \
-                int k = j;                                                                         \
-                if (k + 8 <= n)                                                                    \
-                    c0 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c0), k += 8;            \
-                if (k + 8 <= n)                                                                    \
-                    c1 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c1), k += 8;            \
-                if (k + 8 <= n)                                                                    \
-                    c2 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c2), k += 8;            \
-                float s = hsum_chains_avx(c0, c1, c2, c3);                                         \
-                for (; k < n; k++)                                                                 \
-                    s += CONV(wp[a][k]) * CONV(xp[b][k]);                                          \
-                out[(size_t)(r + b) * ostride + i + a] = s;                                        \
-            }                                                                                      \
+        _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
+            _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++)                                   \
+        {                                                                                          \
+            __m256 c0 = _mm512_castps512_ps256(acc[a][b][0]), c1 = hi256(acc[a][b][0]);            \
+            __m256 c2 = _mm512_castps512_ps256(acc[a][b][1]), c3 = hi256(acc[a][b][1]);            \
+            int k = j;                                                                             \
+            if (k + 8 <= n) c0 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c0), k += 8;    \
+            if (k + 8 <= n) c1 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c1), k += 8;    \
+            if (k + 8 <= n) c2 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c2), k += 8;    \
+            float s = hsum_chains_avx(c0, c1, c2, c3);                                             \
+            for (; k < n; k++)                                                                     \
+                s += CONV(wp[a][k]) * CONV(xp[b][k]);                                              \
+            out[(size_t)(r + b) * ostride + i + a] = s;                                            \
+        }                                                                                          \
     }
 
 MMF(ZTILE, AVX512, x_, f32, float, f32x8, f32_id, 4)
