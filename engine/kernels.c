@@ -5,7 +5,7 @@
  * Block layouts are ggml's (ggml-common.h): little-endian, packed, fp16 scales.
  * Quantized dots: each block's integer sum is exact (AVX2 or scalar alike) and the
  * blocks are combined in one scalar float order shared by both ISAs; float dots keep
- * one 8-lane accumulator, a fixed horizontal sum and a scalar tail.
+ * four 8-lane accumulators, a fixed horizontal sum and a scalar tail (kernels.h).
  */
 #include "kernels.h"
 
@@ -458,21 +458,34 @@ void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t 
 
 /* ---- generic dots ----------------------------------------------------------------------- */
 
-/* Reduction order of every float dot (both ISAs): one 8-lane accumulator over the
- * 8-element blocks in order, a fixed pairwise horizontal sum, then the tail in order. */
+/* Reduction order of every float dot (every ISA): the 8-element blocks in order, block k
+ * into accumulator k % FCHAINS (FCHAINS independent 8-lane chains, so one core keeps that
+ * many multiply-adds in flight instead of waiting on one chain's latency), the chains summed
+ * lane by lane as (c0 + c1) + (c2 + c3), a fixed pairwise horizontal sum, then the tail
+ * (n % 8 elements) in order. */
+#define FCHAINS 4
+
 static inline float hsum8(const float *v)
 {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
+static inline float hsum_chains(float acc[FCHAINS][8])
+{
+    float v[8];
+    for (int l = 0; l < 8; l++)
+        v[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    return hsum8(v);
+}
+
 static float dot_generic(const float *a, const float *b, int n)
 {
-    float acc[8] = {0};
+    float acc[FCHAINS][8] = {{0}};
     int j = 0;
-    for (; j + 8 <= n; j += 8)
+    for (int k = 0; j + 8 <= n; j += 8, k++)
         for (int l = 0; l < 8; l++)
-            acc[l] += a[j + l] * b[j + l];
-    float s = hsum8(acc);
+            acc[k % FCHAINS][l] += a[j + l] * b[j + l];
+    float s = hsum_chains(acc);
     for (; j < n; j++)
         s += a[j] * b[j];
     return s;
@@ -486,12 +499,12 @@ static float g_dot_f32(int n, const void *w, const void *x)
 /* h: the type's 16-bit to f32 converter */
 static inline float dot16_generic(const uint16_t *a, const uint16_t *b, int n, float (*h)(uint16_t))
 {
-    float acc[8] = {0};
+    float acc[FCHAINS][8] = {{0}};
     int j = 0;
-    for (; j + 8 <= n; j += 8)
+    for (int k = 0; j + 8 <= n; j += 8, k++)
         for (int l = 0; l < 8; l++)
-            acc[l] += h(a[j + l]) * h(b[j + l]);
-    float s = hsum8(acc);
+            acc[k % FCHAINS][l] += h(a[j + l]) * h(b[j + l]);
+    float s = hsum_chains(acc);
     for (; j < n; j++)
         s += h(a[j]) * h(b[j]);
     return s;
@@ -719,37 +732,19 @@ AVX static inline float hsum_avx(__m256 v)
     return _mm_cvtss_f32(u);
 }
 
-AVX static float dot_avx(const float *a, const float *b, int n)
+AVX static inline float hsum_chains_avx(__m256 c0, __m256 c1, __m256 c2, __m256 c3)
 {
-    __m256 acc = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
-    float s = hsum_avx(acc);
-    for (; j < n; j++)
-        s += a[j] * b[j];
-    return s;
+    return hsum_avx(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
 }
 
-AVX static float a_dot_f32(int n, const void *w, const void *x)
+AVX static inline __m256 f32x8(const float *p)
 {
-    return dot_avx(w, x, n);
+    return _mm256_loadu_ps(p);
 }
 
-AVX static float a_dot_f16(int n, const void *w, const void *x)
+AVX static inline __m256 f16x8(const uint16_t *p)
 {
-    const uint16_t *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 va = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + j)));
-        __m256 vb = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j)));
-        acc = _mm256_fmadd_ps(va, vb, acc);
-    }
-    float s = hsum_avx(acc);
-    for (; j < n; j++)
-        s += fp16_to_fp32(a[j]) * fp16_to_fp32(b[j]);
-    return s;
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
 AVX static inline __m256 bf16x8(const uint16_t *p)
@@ -758,18 +753,40 @@ AVX static inline __m256 bf16x8(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-AVX static float a_dot_bf16(int n, const void *w, const void *x)
+static inline float f32_id(float v)
 {
-    const uint16_t *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        acc = _mm256_fmadd_ps(bf16x8(a + j), bf16x8(b + j), acc);
-    float s = hsum_avx(acc);
-    for (; j < n; j++)
-        s += bf16_to_fp32(a[j]) * bf16_to_fp32(b[j]);
-    return s;
+    return v;
 }
+
+/* The float dots: FCHAINS (4) FMA chains, 8-block k into chain k % 4, as dot_generic orders
+ * them; LOAD widens 8 elements to f32, CONV one (the tail). */
+#define DOTF(T, ET, LOAD, CONV)                                                                    \
+    AVX static float dot_##T##_avx(const ET *a, const ET *b, int n)                                \
+    {                                                                                              \
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                                \
+        int j = 0;                                                                                 \
+        for (; j + 32 <= n; j += 32) {                                                             \
+            c0 = _mm256_fmadd_ps(LOAD(a + j), LOAD(b + j), c0);                                    \
+            c1 = _mm256_fmadd_ps(LOAD(a + j + 8), LOAD(b + j + 8), c1);                            \
+            c2 = _mm256_fmadd_ps(LOAD(a + j + 16), LOAD(b + j + 16), c2);                          \
+            c3 = _mm256_fmadd_ps(LOAD(a + j + 24), LOAD(b + j + 24), c3);                          \
+        }                                                                                          \
+        if (j + 8 <= n) c0 = _mm256_fmadd_ps(LOAD(a + j), LOAD(b + j), c0), j += 8;                \
+        if (j + 8 <= n) c1 = _mm256_fmadd_ps(LOAD(a + j), LOAD(b + j), c1), j += 8;                \
+        if (j + 8 <= n) c2 = _mm256_fmadd_ps(LOAD(a + j), LOAD(b + j), c2), j += 8;                \
+        float s = hsum_chains_avx(c0, c1, c2, c3);                                                 \
+        for (; j < n; j++)                                                                         \
+            s += CONV(a[j]) * CONV(b[j]);                                                          \
+        return s;                                                                                  \
+    }                                                                                              \
+    AVX static float a_dot_##T(int n, const void *w, const void *x)                                \
+    {                                                                                              \
+        return dot_##T##_avx(w, x, n);                                                             \
+    }
+
+DOTF(f32, float, f32x8, f32_id)
+DOTF(f16, uint16_t, f16x8, fp16_to_fp32)
+DOTF(bf16, uint16_t, bf16x8, bf16_to_fp32)
 
 AVX static inline int hsum_i32(__m256i v)
 {
@@ -874,52 +891,10 @@ DOT_K(AVX, a_dot_q4_k, bq4_k_t, a_isum_q4_k_sub)
 DOT_K(AVX, a_dot_q5_k, bq5_k_t, a_isum_q5_k_sub)
 DOT_Q6K(AVX, a_dot_q6_k, a_isum_q6_k_group)
 
-/* F32 product in tiles: WR weight rows x XR activation rows; every (row, output) pair runs
- * exactly dot_avx's operation sequence, so the tiling never changes a result. */
-#define TILE(WR, XR)                                                                               \
-    AVX static void tile_##WR##_##XR(float *out, int ostride, const float *x, const float *w,      \
-                                     int n, int i, int r)                                          \
-    {                                                                                              \
-        __m256 acc[WR][XR];                                                                        \
-        for (int a = 0; a < WR; a++)                                                               \
-            for (int b = 0; b < XR; b++)                                                           \
-                acc[a][b] = _mm256_setzero_ps();                                                   \
-        const float *wp[WR], *xp[XR];                                                              \
-        for (int a = 0; a < WR; a++)                                                               \
-            wp[a] = w + (size_t)(i + a) * n;                                                       \
-        for (int b = 0; b < XR; b++)                                                               \
-            xp[b] = x + (size_t)(r + b) * n;                                                       \
-        int j = 0;                                                                                 \
-        for (; j + 8 <= n; j += 8) {                                                               \
-            __m256 xv[XR];                                                                         \
-            for (int b = 0; b < XR; b++)                                                           \
-                xv[b] = _mm256_loadu_ps(xp[b] + j);                                                \
-            for (int a = 0; a < WR; a++) {                                                         \
-                __m256 wv = _mm256_loadu_ps(wp[a] + j);                                            \
-                for (int b = 0; b < XR; b++)                                                       \
-                    acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);                             \
-            }                                                                                      \
-        }                                                                                          \
-        for (int a = 0; a < WR; a++)                                                               \
-            for (int b = 0; b < XR; b++) {                                                         \
-                float s = hsum_avx(acc[a][b]);                                                     \
-                for (int k = j; k < n; k++)                                                        \
-                    s += wp[a][k] * xp[b][k];                                                      \
-                out[(size_t)(r + b) * ostride + i + a] = s;                                        \
-            }                                                                                      \
-    }
-
-TILE(4, 3)
-TILE(4, 2)
-TILE(4, 1)
-TILE(1, 3)
-TILE(1, 2)
-TILE(1, 1)
-
 /* One activation row reads the weight rows as one sequential stream, a dot per row (the
  * hardware prefetcher follows it; four interleaved row streams defeated it: stories15M's
  * fp32 decode on one thread went from ~120 to ~190 tok/s). With 2-4 activation rows the tiles
- * read four rows at once, and on short rows (a tile within PF_TILE_BYTES) the next tile's
+ * read several rows at once, and on short rows (a tile within PF_TILE_BYTES) the next tile's
  * rows are requested in one burst before the current one is computed. */
 #define PF_TILE_BYTES (16 * 1024)
 
@@ -930,40 +905,6 @@ static inline void prefetch_block(const void *p, size_t bytes)
         _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
-AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, const float *w,
-                           int n, int i0, int i1)
-{
-    if (nrows == 1) { /* one sequential stream of weight rows (see MM32) */
-        for (int i = i0; i < i1; i++)
-            out[i] = dot_avx(w + (size_t)i * n, x, n);
-        return;
-    }
-    int pf = (size_t)n * 16 <= PF_TILE_BYTES && nrows <= 4;
-    int i = i0;
-    for (; i + 4 <= i1; i += 4) {
-        if (pf) prefetch_block(w + (size_t)(i + 4) * n, (size_t)n * 16);
-        int r = 0;
-        for (; r + 3 <= nrows; r += 3)
-            tile_4_3(out, ostride, x, w, n, i, r);
-        if (nrows - r == 2) tile_4_2(out, ostride, x, w, n, i, r);
-        if (nrows - r == 1) tile_4_1(out, ostride, x, w, n, i, r);
-    }
-    for (; i < i1; i++) {
-        int r = 0;
-        for (; r + 3 <= nrows; r += 3)
-            tile_1_3(out, ostride, x, w, n, i, r);
-        if (nrows - r == 2) tile_1_2(out, ostride, x, w, n, i, r);
-        if (nrows - r == 1) tile_1_1(out, ostride, x, w, n, i, r);
-    }
-}
-
-AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride, int nrows,
-                         const tensor_t *w, int i0, int i1)
-{
-    (void)xstride; /* f32 rows are packed: xstride == 4 * ne[0] */
-    matmul_avx(out, ostride, x, nrows, w->data, (int)w->ne[0], i0, i1);
-}
-
 /* ---- AVX2 products over many rows ------------------------------------------------------------
  * Tiles of weight rows x activation rows. Every (weight row, activation row) pair goes through
  * the very operations of its type's dot, in the same order: the tiles only share loads and
@@ -971,84 +912,105 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
  * overlap. So a result never depends on the tile it was computed in (batch invariance), and
  * the quantized ones stay bit-for-bit equal to the generic dots. */
 
-/* 16-bit float rows (F16, BF16): WR weight rows x XR activation rows, one 8-lane FMA chain
- * per pair as in a_dot_f16 / a_dot_bf16, the same horizontal sum and scalar tail */
-#define TILEH(T, LOAD, CONV, WR, XR)                                                               \
-    AVX static void tile_##T##_##WR##_##XR(float *out, int ostride, const uint16_t *x, size_t xs,  \
-                                           const uint16_t *w, size_t ws, int n, int i, int r)      \
+/* Float rows (F32, F16, BF16): WR weight rows x XR activation rows, each pair with its own
+ * FCHAINS accumulators fed exactly as in dot_T_avx (8-block k into chain k % 4, the same
+ * chain sum, horizontal sum and scalar tail). With 4 chains a pair holds 4 registers: the
+ * AVX2 tiles are 1 x 3 (12 accumulators of 16 registers; AVX-512 has its own, ZTILE). */
+#define TSTEP(LOAD, WR, XR, c, jj)                                                                 \
+    do {                                                                                           \
+        __m256 xv[XR];                                                                             \
+        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xv[b] = LOAD(xp[b] + (jj));           \
+        _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
+        {                                                                                          \
+            __m256 wv = LOAD(wp[a] + (jj));                                                        \
+            _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) acc[a][b][c] =                    \
+                _mm256_fmadd_ps(wv, xv[b], acc[a][b][c]);                                          \
+        }                                                                                          \
+    } while (0)
+
+#define TILEF(ATTR, PFX, T, ET, LOAD, CONV, WR, XR)                                                \
+    ATTR static void PFX##tile_##T##_##WR##_##XR(float *out, int ostride, const ET *x, size_t xs,  \
+                                                 const ET *w, size_t ws, int n, int i, int r)      \
     {                                                                                              \
-        __m256 acc[WR][XR];                                                                        \
-        const uint16_t *wp[WR], *xp[XR];                                                           \
-        for (int a = 0; a < WR; a++) {                                                             \
+        __m256 acc[WR][XR][FCHAINS];                                                               \
+        const ET *wp[WR], *xp[XR];                                                                 \
+        _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
+        {                                                                                          \
             wp[a] = w + (size_t)(i + a) * ws;                                                      \
-            for (int b = 0; b < XR; b++)                                                           \
-                acc[a][b] = _mm256_setzero_ps();                                                   \
+            _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++)                                   \
+                _Pragma("GCC unroll 4") for (int c = 0; c < FCHAINS; c++) acc[a][b][c] =           \
+                    _mm256_setzero_ps();                                                           \
         }                                                                                          \
-        for (int b = 0; b < XR; b++)                                                               \
-            xp[b] = x + (size_t)(r + b) * xs;                                                      \
+        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xp[b] = x + (size_t)(r + b) * xs;     \
         int j = 0;                                                                                 \
-        for (; j + 8 <= n; j += 8) {                                                               \
-            __m256 xv[XR];                                                                         \
-            for (int b = 0; b < XR; b++)                                                           \
-                xv[b] = LOAD(xp[b] + j);                                                           \
-            for (int a = 0; a < WR; a++) {                                                         \
-                __m256 wv = LOAD(wp[a] + j);                                                       \
-                for (int b = 0; b < XR; b++)                                                       \
-                    acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);                             \
-            }                                                                                      \
+        for (; j + 32 <= n; j += 32) {                                                             \
+            TSTEP(LOAD, WR, XR, 0, j);                                                             \
+            TSTEP(LOAD, WR, XR, 1, j + 8);                                                         \
+            TSTEP(LOAD, WR, XR, 2, j + 16);                                                        \
+            TSTEP(LOAD, WR, XR, 3, j + 24);                                                        \
         }                                                                                          \
-        for (int a = 0; a < WR; a++)                                                               \
-            for (int b = 0; b < XR; b++) {                                                         \
-                float s = hsum_avx(acc[a][b]);                                                     \
-                for (int k = j; k < n; k++)                                                        \
-                    s += CONV(wp[a][k]) * CONV(xp[b][k]);                                          \
-                out[(size_t)(r + b) * ostride + i + a] = s;                                        \
-            }                                                                                      \
+        if (j + 8 <= n) {                                                                          \
+            TSTEP(LOAD, WR, XR, 0, j);                                                             \
+            j += 8;                                                                                \
+        }                                                                                          \
+        if (j + 8 <= n) {                                                                          \
+            TSTEP(LOAD, WR, XR, 1, j);                                                             \
+            j += 8;                                                                                \
+        }                                                                                          \
+        if (j + 8 <= n) {                                                                          \
+            TSTEP(LOAD, WR, XR, 2, j);                                                             \
+            j += 8;                                                                                \
+        }                                                                                          \
+        _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
+            _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++)                                   \
+        {                                                                                          \
+            float s = hsum_chains_avx(acc[a][b][0], acc[a][b][1], acc[a][b][2], acc[a][b][3]);     \
+            for (int k = j; k < n; k++)                                                            \
+                s += CONV(wp[a][k]) * CONV(xp[b][k]);                                              \
+            out[(size_t)(r + b) * ostride + i + a] = s;                                            \
+        }                                                                                          \
     }
 
-AVX static inline __m256 f16x8(const uint16_t *p)
-{
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-#define TILES16(T, LOAD, CONV)                                                                     \
-    TILEH(T, LOAD, CONV, 4, 3)                                                                     \
-    TILEH(T, LOAD, CONV, 4, 2)                                                                     \
-    TILEH(T, LOAD, CONV, 4, 1)                                                                     \
-    TILEH(T, LOAD, CONV, 1, 3)                                                                     \
-    TILEH(T, LOAD, CONV, 1, 2)                                                                     \
-    TILEH(T, LOAD, CONV, 1, 1)                                                                     \
-    AVX static void a_mm_##T(float *out, int ostride, const void *xv, size_t xstride, int nrows,   \
-                             const tensor_t *wt, int i0, int i1)                                   \
+/* The product over [i0, i1) x nrows of one float type: x (nrows, xs elements), w (rows, ws
+ * elements); weight rows left over from the WR-row tiles take the dot itself (the same
+ * arithmetic). */
+#define MMF(TILEM, ATTR, PFX, T, ET, LOAD, CONV, WR)                                               \
+    TILEM(ATTR, PFX, T, ET, LOAD, CONV, WR, 3)                                                     \
+    TILEM(ATTR, PFX, T, ET, LOAD, CONV, WR, 2)                                                     \
+    TILEM(ATTR, PFX, T, ET, LOAD, CONV, WR, 1)                                                     \
+    ATTR static void PFX##mmf_##T(float *out, int ostride, const ET *x, size_t xs, int nrows,      \
+                                  const ET *w, size_t ws, int n, int i0, int i1)                   \
     {                                                                                              \
-        const uint16_t *x = xv, *w = wt->data;                                                     \
-        size_t xs = xstride / 2, ws = wt->row_bytes / 2;                                           \
-        int n = (int)wt->ne[0], i = i0;                                                            \
-        if (nrows == 1) { /* one sequential stream of weight rows (see MM32) */                    \
+        int i = i0;                                                                                \
+        if (nrows == 1) { /* one sequential stream of weight rows */                               \
             for (; i < i1; i++)                                                                    \
-                out[i] = a_dot_##T(n, w + (size_t)i * ws, x);                                      \
+                out[i] = dot_##T##_avx(w + (size_t)i * ws, x, n);                                  \
             return;                                                                                \
         }                                                                                          \
-        for (; i + 4 <= i1; i += 4) {                                                              \
-            if (nrows <= 4 && 4 * wt->row_bytes <= PF_TILE_BYTES)                                  \
-                prefetch_block(w + (size_t)(i + 4) * ws, 4 * wt->row_bytes);                       \
+        size_t tb = (size_t)WR * ws * sizeof(ET);                                                  \
+        for (; i + WR <= i1; i += WR) {                                                            \
+            if (nrows <= 4 && tb <= PF_TILE_BYTES) prefetch_block(w + (size_t)(i + WR) * ws, tb);  \
             int r = 0;                                                                             \
             for (; r + 3 <= nrows; r += 3)                                                         \
-                tile_##T##_4_3(out, ostride, x, xs, w, ws, n, i, r);                               \
-            if (nrows - r == 2) tile_##T##_4_2(out, ostride, x, xs, w, ws, n, i, r);               \
-            if (nrows - r == 1) tile_##T##_4_1(out, ostride, x, xs, w, ws, n, i, r);               \
+                PFX##tile_##T##_##WR##_3(out, ostride, x, xs, w, ws, n, i, r);                     \
+            if (nrows - r == 2) PFX##tile_##T##_##WR##_2(out, ostride, x, xs, w, ws, n, i, r);     \
+            if (nrows - r == 1) PFX##tile_##T##_##WR##_1(out, ostride, x, xs, w, ws, n, i, r);     \
         }                                                                                          \
-        for (; i < i1; i++) {                                                                      \
-            int r = 0;                                                                             \
-            for (; r + 3 <= nrows; r += 3)                                                         \
-                tile_##T##_1_3(out, ostride, x, xs, w, ws, n, i, r);                               \
-            if (nrows - r == 2) tile_##T##_1_2(out, ostride, x, xs, w, ws, n, i, r);               \
-            if (nrows - r == 1) tile_##T##_1_1(out, ostride, x, xs, w, ws, n, i, r);               \
-        }                                                                                          \
+        for (; i < i1; i++)                                                                        \
+            for (int r = 0; r < nrows; r++)                                                        \
+                out[(size_t)r * ostride + i] =                                                     \
+                    dot_##T##_avx(w + (size_t)i * ws, x + (size_t)r * xs, n);                      \
+    }                                                                                              \
+    ATTR static void PFX##mm_##T(float *out, int ostride, const void *x, size_t xstride,           \
+                                 int nrows, const tensor_t *w, int i0, int i1)                     \
+    {                                                                                              \
+        PFX##mmf_##T(out, ostride, x, xstride / sizeof(ET), nrows, w->data,                        \
+                     w->row_bytes / sizeof(ET), (int)w->ne[0], i0, i1);                            \
     }
 
-TILES16(f16, f16x8, fp16_to_fp32)
-TILES16(bf16, bf16x8, bf16_to_fp32)
+MMF(TILEF, AVX, a_, f32, float, f32x8, f32_id, 1)
+MMF(TILEF, AVX, a_, f16, uint16_t, f16x8, fp16_to_fp32, 1)
+MMF(TILEF, AVX, a_, bf16, uint16_t, bf16x8, bf16_to_fp32, 1)
 
 /* The 8 scales and 8 mins of a Q4_K/Q5_K super-block (kscale for every j at once) as 16
  * bytes sc0..sc7, m0..m7, computed in general registers: bytes stored one at a time and then
@@ -1361,7 +1323,8 @@ static int have_avx2(void)
 /* ---- AVX-512 (F, BW, VL, VNNI) ---------------------------------------------------------------
  * The k-quants with two sub-blocks per 512-bit register: half the instructions per weight of
  * the AVX2 tiles for the same exact integer sums and the same float chains, so the results
- * are the generic dots' bits here too. Every other type runs its AVX2 kernels. */
+ * are the generic dots' bits here too; Q8_0/Q4_0 on VNNI; the float tiles with 32 registers
+ * (below). Every other kernel is the AVX2 one. */
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* index vectors for permutexvar_epi16: lane L takes 16-bit element base + L / per */
@@ -1790,10 +1753,83 @@ AVX512 static inline __m256i unpacku_q4_0(const bq4_0_t *b)
 VMM32(q8_0, bq8_0_t, unpacku_q8_0, 128, a_dot_q8_0)
 VMM32(q4_0, bq4_0_t, unpacku_q4_0, 8, a_dot_q4_0)
 
+/* The float tiles with 512-bit registers: a register holds two chains of a pair (16
+ * consecutive elements are 8-blocks 2h and 2h + 1 of a 32-element round: chains 2h and
+ * 2h + 1, lanes 0-7 and 8-15), so a pair needs two registers and 4 x 3 pairs fit in 32.
+ * Per lane the FMAs are the AVX2 ones; the leftover 8-blocks and the sums run on the four
+ * 256-bit halves exactly as dot_T_avx, so every output is its dot's bits. F16 keeps 256-bit
+ * tiles (2 x 3 with the 32 registers): a 512-bit vcvtph2ps made its tiles slower on Zen 4
+ * (16 rows in L2: 38 GMAC/s against 53). */
+AVX512 static inline __m512 f32x16(const float *p)
+{
+    return _mm512_loadu_ps(p);
+}
+
+AVX512 static inline __m512 bf16x16(const uint16_t *p)
+{
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+AVX512 static inline __m256 hi256(__m512 v)
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+#define ZSTEP(LOAD16, WR, XR, h, jj)                                                               \
+    do {                                                                                           \
+        __m512 xv[XR];                                                                             \
+        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xv[b] = LOAD16(xp[b] + (jj));         \
+        _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
+        {                                                                                          \
+            __m512 wv = LOAD16(wp[a] + (jj));                                                      \
+            _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) acc[a][b][h] =                    \
+                _mm512_fmadd_ps(wv, xv[b], acc[a][b][h]);                                          \
+        }                                                                                          \
+    } while (0)
+
+#define ZTILE(ATTR, PFX, T, ET, LOAD, CONV, WR, XR)                                                \
+    ATTR static void PFX##tile_##T##_##WR##_##XR(float *out, int ostride, const ET *x, size_t xs,  \
+                                                 const ET *w, size_t ws, int n, int i, int r)      \
+    {                                                                                              \
+        __m512 acc[WR][XR][2];                                                                     \
+        const ET *wp[WR], *xp[XR];                                                                 \
+        _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
+        {                                                                                          \
+            wp[a] = w + (size_t)(i + a) * ws;                                                      \
+            _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) acc[a][b][0] = acc[a][b][1] =     \
+                _mm512_setzero_ps();                                                               \
+        }                                                                                          \
+        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xp[b] = x + (size_t)(r + b) * xs;     \
+        int j = 0;                                                                                 \
+        for (; j + 32 <= n; j += 32) {                                                             \
+            ZSTEP(T##x16, WR, XR, 0, j);                                                           \
+            ZSTEP(T##x16, WR, XR, 1, j + 16);                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
+            _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++)                                   \
+        {                                                                                          \
+            __m256 c0 = _mm512_castps512_ps256(acc[a][b][0]), c1 = hi256(acc[a][b][0]);            \
+            __m256 c2 = _mm512_castps512_ps256(acc[a][b][1]), c3 = hi256(acc[a][b][1]);            \
+            int k = j;                                                                             \
+            if (k + 8 <= n) c0 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c0), k += 8;    \
+            if (k + 8 <= n) c1 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c1), k += 8;    \
+            if (k + 8 <= n) c2 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c2), k += 8;    \
+            float s = hsum_chains_avx(c0, c1, c2, c3);                                             \
+            for (; k < n; k++)                                                                     \
+                s += CONV(wp[a][k]) * CONV(xp[b][k]);                                              \
+            out[(size_t)(r + b) * ostride + i + a] = s;                                            \
+        }                                                                                          \
+    }
+
+MMF(ZTILE, AVX512, x_, f32, float, f32x8, f32_id, 4)
+MMF(TILEF, AVX512, x_, f16, uint16_t, f16x8, fp16_to_fp32, 2)
+MMF(ZTILE, AVX512, x_, bf16, uint16_t, bf16x8, bf16_to_fp32, 4)
+
 static const kernel_type_t avx512_table[] = {
-    {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
-    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, a_mm_f16},
-    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, a_mm_bf16},
+    {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, x_mm_f32},
+    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, x_mm_f16},
+    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, x_mm_bf16},
     {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, x_mm_q4_0},
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
     {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
@@ -1889,7 +1925,7 @@ void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int 
 float dot_fixed(const float *a, const float *b, int n)
 {
 #ifdef HAVE_X86
-    if (kernels_isa() != KERNEL_GENERIC) return dot_avx(a, b, n);
+    if (kernels_isa() != KERNEL_GENERIC) return dot_f32_avx(a, b, n);
 #endif
     return dot_generic(a, b, n);
 }
@@ -1898,8 +1934,13 @@ void matmul_rows(float *out, int ostride, const float *x, int nrows, const float
                  int i1)
 {
 #ifdef HAVE_X86
-    if (kernels_isa() != KERNEL_GENERIC) {
-        matmul_avx(out, ostride, x, nrows, w, n, i0, i1);
+    kernel_isa_t isa = kernels_isa();
+    if (isa == KERNEL_AVX512) {
+        x_mmf_f32(out, ostride, x, (size_t)n, nrows, w, (size_t)n, n, i0, i1);
+        return;
+    }
+    if (isa == KERNEL_AVX2) {
+        a_mmf_f32(out, ostride, x, (size_t)n, nrows, w, (size_t)n, n, i0, i1);
         return;
     }
 #endif

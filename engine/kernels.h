@@ -12,8 +12,12 @@
  * agree bit for bit: the k-quants and Q4_1/Q5_1 in a scalar chain over blocks, the
  * symmetric 32-blocks (Q8_0, Q4_0, Q5_0, IQ4_NL) in eight lanes (lane l: the block's exact
  * sum of elements 4l..4l+3 times d_w * d_x) summed at the end. The float dots (F32, F16,
- * BF16) use 8 lanes with FMA on AVX2 and without FMA in the generic version, so those two
- * differ in the last bits.
+ * BF16) run four independent 8-lane chains (8-element block k into chain k % 4; one chain
+ * would leave a core waiting on the multiply-add latency, ~2 weights per 4 cycles), summed
+ * lane by lane as (c0 + c1) + (c2 + c3), then across lanes, then the n % 8 tail in order:
+ * the same split on every ISA and in every tile, with FMA on AVX2/AVX-512 and without it
+ * (and with another across-lane order) in the generic version, so those differ in the last
+ * bits while each ISA's result for a row is one fixed value.
  *
  * Dequantization (dequant) is bit-for-bit llama.cpp's reference (gguf-py/gguf/quants.py):
  * it feeds embedding lookups and the tests.
@@ -34,7 +38,7 @@
 typedef enum {
     KERNEL_GENERIC = 0,
     KERNEL_AVX2 = 1,   /* AVX2 + FMA + F16C */
-    KERNEL_AVX512 = 2, /* AVX-512 F/BW/VL/VNNI besides: the k-quants; AVX2 for the rest */
+    KERNEL_AVX512 = 2, /* AVX-512 F/BW/VL/VNNI besides: k-quants, Q8_0/Q4_0, float tiles */
     KERNEL_COUNT
 } kernel_isa_t;
 

@@ -7,7 +7,9 @@
  *     block sums are exact integers and their float order is shared); the float types
  *     agree within 1e-5 relative to the sum of magnitudes;
  *   - against arithmetic: every output is within a small tolerance of the float64 dot of
- *     the dequantized weight row and the dequantized activation row.
+ *     the dequantized weight row and the dequantized activation row;
+ *   - the float types' order (kernels.h): on lengths that are no multiple of 8 or 32, every
+ *     output of every ISA is the bits of the documented four-chain sum computed here.
  * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
  */
 #include "internal.h"
@@ -267,11 +269,110 @@ static void test_isas_and_reference(void **state)
     kernels_force(isas[nisa - 1]);
 }
 
+/* The float dots' documented order: 8-block k into chain k % 4, the chains summed lane by
+ * lane as (c0 + c1) + (c2 + c3), a horizontal sum, then the tail in order. The generic
+ * kernels multiply then add and sum the lanes ((0+4)+(1+5))+((2+6)+(3+7)); the x86 ones fuse
+ * (fmaf: one rounding) and sum them ((0+4)+(2+6))+((1+5)+(3+7)), as hsum_avx does. */
+static float dot_order(const float *a, const float *b, int n, int fused)
+{
+    float c[4][8] = {{0}};
+    int j = 0;
+    for (int k = 0; j + 8 <= n; j += 8, k++)
+        for (int l = 0; l < 8; l++) {
+            float p = a[j + l] * b[j + l];
+            c[k % 4][l] = fused ? fmaf(a[j + l], b[j + l], c[k % 4][l]) : c[k % 4][l] + p;
+        }
+    float v[8];
+    for (int l = 0; l < 8; l++)
+        v[l] = (c[0][l] + c[1][l]) + (c[2][l] + c[3][l]);
+    float s = fused ? ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
+                    : ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+    for (; j < n; j++) {
+        float p = a[j] * b[j];
+        s += p;
+    }
+    return s;
+}
+
+static void test_float_chains(void **state)
+{
+    (void)state;
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    /* below, at and around one 8-block, one 32-element round, and each count of leftover
+     * 8-blocks (0..3) with and without a tail */
+    static const int lens[] = {1,  7,  8,  9,  15, 16, 24,  31,   32,  33,
+                               40, 47, 56, 63, 64, 65, 100, 1000, 2051};
+    static const uint32_t ftypes[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16};
+    float *all = malloc(sizeof(float) * XROWS * ROWS);
+    for (int k = 0; k < nisa; k++) {
+        assert_int_equal(kernels_force(isas[k]), 0);
+        for (size_t ti = 0; ti < 3; ti++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                int n = lens[li];
+                case_t c;
+                case_make(&c, ftypes[ti], n);
+                case_quantize(&c);
+                const kernel_type_t *kt = kernels_for(ftypes[ti]);
+                float *wrow = malloc(sizeof(float) * (size_t)n * ROWS);
+                float *xrow = malloc(sizeof(float) * (size_t)n * XROWS);
+                for (int i = 0; i < ROWS; i++)
+                    kt->dequant(wrow + (size_t)i * n, c.wdata + (size_t)i * c.w.row_bytes, n);
+                for (int r = 0; r < XROWS; r++)
+                    kt->dequant(xrow + (size_t)r * n, c.x + (size_t)r * c.xs, n);
+                for (int nrows = 1; nrows <= XROWS; nrows += 2) {
+                    memset(all, 0xff, sizeof(float) * XROWS * ROWS);
+                    product(&c, all, nrows, 17);
+                    for (int r = 0; r < nrows; r++)
+                        for (int i = 0; i < ROWS; i++) {
+                            const float *wr = wrow + (size_t)i * n, *xr = xrow + (size_t)r * n;
+                            float want = dot_order(wr, xr, n, isas[k] != KERNEL_GENERIC);
+                            float d = kt->dot(n, c.wdata + (size_t)i * c.w.row_bytes,
+                                              c.x + (size_t)r * c.xs);
+                            double s = 0, mag = 0;
+                            for (int j = 0; j < n; j++) {
+                                s += (double)wr[j] * (double)xr[j];
+                                mag += fabs((double)wr[j] * (double)xr[j]);
+                            }
+                            if (memcmp(&d, &want, 4) || memcmp(&all[r * ROWS + i], &want, 4) ||
+                                fabs((double)want - s) > 1e-5 * mag + 1e-6)
+                                fail_msg("isa %d %s n %d, %d rows: out[%d][%d] = %.9g, dot %.9g, "
+                                         "the documented order %.9g, float64 %.9g",
+                                         isas[k], dtype_name(ftypes[ti]), n, nrows, r, i,
+                                         (double)all[r * ROWS + i], (double)d, (double)want, s);
+                        }
+                }
+                if (ftypes[ti] == DTYPE_F32) {
+                    /* the engine's own f32 products: the same order */
+                    float o[XROWS * ROWS];
+                    matmul_rows(o, ROWS, xrow, XROWS, wrow, n, 0, ROWS);
+                    for (int r = 0; r < XROWS; r++)
+                        for (int i = 0; i < ROWS; i++) {
+                            float want = dot_order(wrow + (size_t)i * n, xrow + (size_t)r * n, n,
+                                                   isas[k] != KERNEL_GENERIC);
+                            float d = dot_fixed(wrow + (size_t)i * n, xrow + (size_t)r * n, n);
+                            if (memcmp(&o[r * ROWS + i], &want, 4) || memcmp(&d, &want, 4))
+                                fail_msg("isa %d n %d: matmul_rows %.9g, dot_fixed %.9g, the "
+                                         "documented order %.9g at [%d][%d]",
+                                         isas[k], n, (double)o[r * ROWS + i], (double)d,
+                                         (double)want, r, i);
+                        }
+                }
+                free(wrow);
+                free(xrow);
+                case_free(&c);
+            }
+    }
+    free(all);
+    kernels_force(isas[nisa - 1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_isas_and_reference),
+        cmocka_unit_test(test_float_chains),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
