@@ -286,7 +286,7 @@ static size_t copy_known(const ProtobufCMessageDescriptor *d, const unsigned cha
     const unsigned char *q = p, *end = p + len;
     while (q < end) {
         const unsigned char *start = q, *val = NULL;
-        uint64_t key, v = 0;
+        uint64_t key = 0, v = 0; /* walk_msg checked the input: varint always sets key */
         varint(&q, end, &key);
         switch (key & 7) {
         case 0:
