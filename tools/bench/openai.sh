@@ -89,7 +89,7 @@ for c in $streams; do
     p50=$(field 'p50' <"$tmp/$api" | median)
     p99=$(field 'p99' <"$tmp/$api" | median)
     fail=$(sed -n 's/.*failed \([0-9]*\).*/\1/p' <"$tmp/$api" | awk '{s+=$1} END {print s+0}')
-    eval "ticks=\$ticks_$api"
+    if [ "$api" = grpc ]; then ticks=$ticks_grpc; else ticks=$ticks_openai; fi
     cpu=$(awk -v t="$ticks" -v hz="$hz" -v n="$ntok" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
     printf "%-6s streams %3d  aggregate %8.1f tok/s  per-stream decode %7.1f tok/s  ttft p50 %7.2f ms  p99 %7.2f ms  reactor CPU/token %5.1f us  failed %s\n" \
       "$api" "$c" "$agg" "$dec" "$p50" "$p99" "$cpu" "$fail"
