@@ -10,6 +10,7 @@
 #            include_usage, one HTTP/1.1 keep-alive connection per stream)
 # alternately REPEAT times (grpc, openai, grpc, ...), medians kept, because the machine may be
 # shared. Prints aggregate tokens/s, per-stream decode tokens/s, time to first token p50/p99,
+# the reactor thread's CPU time per streamed token (1/CLK_TCK resolution, over all runs of an API),
 # and openai/grpc. Goal (issue 12): within 3%.
 #
 #   tools/bench/openai.sh [threads (default: all cores)] [tokens per stream (200)]
@@ -57,28 +58,44 @@ echo "model: stories15M shape (dim 288, hidden 768, 6 layers, 6 heads, vocab 320
 # median of the numbers on stdin
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.*$1 *\([0-9.]*\).*/\1/p"; }
+# CPU ticks (user+system) of the reactor, inferd's main thread, which runs both APIs: its time per
+# streamed token is the API path's own cost, a figure a shared machine's load moves far less than
+# tokens/s
+reactor_ticks() { awk '{print $14 + $15}' "/proc/$pid/task/$pid/stat"; }
+hz=$(getconf CLK_TCK)
 
 for c in $streams; do
   n=${REQUESTS:-$((2 * c))}
   : >"$tmp/grpc" && : >"$tmp/openai"
   r=0
+  ticks_grpc=0 ticks_openai=0
   while [ $r -lt "$repeat" ]; do
+    t0=$(reactor_ticks)
     "$inferctl" --addr "127.0.0.1:$port" bench --streams "$c" --requests "$n" --max-tokens "$tokens" \
       --conns "$c" >>"$tmp/grpc"
+    t1=$(reactor_ticks)
     "$inferctl" --addr "127.0.0.1:$port" bench --streams "$c" --requests "$n" --max-tokens "$tokens" \
       --api openai >>"$tmp/openai"
+    t2=$(reactor_ticks)
+    ticks_grpc=$((ticks_grpc + t1 - t0)) ticks_openai=$((ticks_openai + t2 - t1))
     r=$((r + 1))
   done
+  # tokens each API streamed: the measured requests plus inferctl's warm-up round (16 per stream)
+  w=$((tokens < 16 ? tokens : 16))
+  ntok=$((repeat * (n * tokens + c * w)))
   for api in grpc openai; do
     agg=$(field 'aggregate' <"$tmp/$api" | median)
     dec=$(field 'decode' <"$tmp/$api" | median)
     p50=$(field 'p50' <"$tmp/$api" | median)
     p99=$(field 'p99' <"$tmp/$api" | median)
     fail=$(sed -n 's/.*failed \([0-9]*\).*/\1/p' <"$tmp/$api" | awk '{s+=$1} END {print s+0}')
-    printf "%-6s streams %3d  aggregate %8.1f tok/s  per-stream decode %7.1f tok/s  ttft p50 %7.2f ms  p99 %7.2f ms  failed %s\n" \
-      "$api" "$c" "$agg" "$dec" "$p50" "$p99" "$fail"
-    eval "agg_$api=$agg; p50_$api=$p50"
+    if [ "$api" = grpc ]; then ticks=$ticks_grpc; else ticks=$ticks_openai; fi
+    cpu=$(awk -v t="$ticks" -v hz="$hz" -v n="$ntok" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+    printf "%-6s streams %3d  aggregate %8.1f tok/s  per-stream decode %7.1f tok/s  ttft p50 %7.2f ms  p99 %7.2f ms  reactor CPU/token %5.1f us  failed %s\n" \
+      "$api" "$c" "$agg" "$dec" "$p50" "$p99" "$cpu" "$fail"
+    eval "agg_$api=$agg; p50_$api=$p50; cpu_$api=$cpu"
   done
-  awk -v a="$agg_openai" -v g="$agg_grpc" -v ta="$p50_openai" -v tg="$p50_grpc" -v c="$c" \
-    'BEGIN {printf "openai/grpc streams %3d  aggregate %.3f  ttft p50 %.3f\n", c, a / g, ta / tg}'
+  awk -v a="$agg_openai" -v g="$agg_grpc" -v ta="$p50_openai" -v tg="$p50_grpc" -v ca="$cpu_openai" \
+    -v cg="$cpu_grpc" -v c="$c" \
+    'BEGIN {printf "openai/grpc streams %3d  aggregate %.3f  ttft p50 %.3f  reactor CPU/token %.2f\n", c, a / g, ta / tg, (cg > 0 ? ca / cg : 0)}'
 done

@@ -69,10 +69,12 @@ ctx = 4096
 size = ctx * longest - 1
 words = "The quick brown fox jumps over the lazy dog 12345, and then some more. "
 prompt = (words * (size // len(words) + 1))[:size]
-sent, errors = [0], []
+sent, tokenized, errors = [0], [0], []
 
 def sender():
-    c = grpc.insecure_channel(target)
+    # its own connection: grpcio shares one subchannel (one TCP connection) between channels
+    # with the same target and options, which would put all 12 on one connection
+    c = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
     g = c.unary_stream("/inferd.v1.Inference/Generate", request_serializer=_ser,
                        response_deserializer=parse_response)
     for _ in range(prompts):
@@ -80,7 +82,9 @@ def sender():
             for _ in g(req(prompt=prompt, max_tokens=1), timeout=300):
                 pass
         except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                tokenized[0] += 1
+            else:
                 errors.append(e.details())
         sent[0] += 1
     c.close()
@@ -99,8 +103,10 @@ for t in ths:
     t.join()
 secs = time.monotonic() - t0
 lat.sort()
-print("prompts: %d of %d bytes (context %d x longest token %d) from %d connections in %.1f s%s"
-      % (sent[0], size, ctx, longest, conns, secs, ", errors: %s" % errors[:2] if errors else ""))
+print("prompts: %d of %d bytes (context %d x longest token %d) from %d connections in %.1f s;"
+      " %d tokenized and refused as too long, %d other errors%s"
+      % (sent[0], size, ctx, longest, conns, secs, tokenized[0], len(errors),
+         " (%s)" % "; ".join(sorted(set(errors))[:3]) if errors else ""))
 print("health Check during the load: %d calls  p50 %.3f ms  p99 %.3f ms  max %.3f ms"
       % (len(lat), lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1]))
 PY
