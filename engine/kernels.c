@@ -5,7 +5,8 @@
  * Block layouts are ggml's (ggml-common.h): little-endian, packed, fp16 scales.
  * Quantized dots: each block's integer sum is exact (AVX2 or scalar alike) and the
  * blocks are combined in one scalar float order shared by both ISAs; float dots keep
- * four 8-lane accumulators, a fixed horizontal sum and a scalar tail (kernels.h).
+ * one (F32) or four (F16, BF16) 8-lane accumulators, a fixed horizontal sum and a scalar
+ * tail (kernels.h).
  */
 #include "kernels.h"
 
@@ -458,11 +459,14 @@ void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t 
 
 /* ---- generic dots ----------------------------------------------------------------------- */
 
-/* Reduction order of every float dot (every ISA): the 8-element blocks in order, block k
- * into accumulator k % FCHAINS (FCHAINS independent 8-lane chains, so one core keeps that
- * many multiply-adds in flight instead of waiting on one chain's latency), the chains summed
- * lane by lane as (c0 + c1) + (c2 + c3), a fixed pairwise horizontal sum, then the tail
- * (n % 8 elements) in order. */
+/* Reduction order of the float dots (every ISA): the 8-element blocks in order into 8-lane
+ * accumulators, a fixed pairwise horizontal sum, then the tail (n % 8 elements) in order.
+ * F32 (and dot_fixed/matmul_rows) keeps one accumulator: its products are memory-bound at
+ * one row and its tiles need one register per pair (4 x 3 on AVX2). F16 and BF16 put block
+ * k into accumulator k % FCHAINS (independent chains, so one core keeps that many
+ * multiply-adds in flight instead of waiting on one chain's latency: their conversions made
+ * one chain compute-bound), summed lane by lane as (c0 + c1) + (c2 + c3) before the
+ * horizontal sum. */
 #define FCHAINS 4
 
 static inline float hsum8(const float *v)
@@ -480,12 +484,12 @@ static inline float hsum_chains(float acc[FCHAINS][8])
 
 static float dot_generic(const float *a, const float *b, int n)
 {
-    float acc[FCHAINS][8] = {{0}};
+    float acc[8] = {0};
     int j = 0;
-    for (int k = 0; j + 8 <= n; j += 8, k++)
+    for (; j + 8 <= n; j += 8)
         for (int l = 0; l < 8; l++)
-            acc[k % FCHAINS][l] += a[j + l] * b[j + l];
-    float s = hsum_chains(acc);
+            acc[l] += a[j + l] * b[j + l];
+    float s = hsum8(acc);
     for (; j < n; j++)
         s += a[j] * b[j];
     return s;
@@ -737,11 +741,6 @@ AVX static inline float hsum_chains_avx(__m256 c0, __m256 c1, __m256 c2, __m256 
     return hsum_avx(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
 }
 
-AVX static inline __m256 f32x8(const float *p)
-{
-    return _mm256_loadu_ps(p);
-}
-
 AVX static inline __m256 f16x8(const uint16_t *p)
 {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
@@ -753,13 +752,26 @@ AVX static inline __m256 bf16x8(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-static inline float f32_id(float v)
+/* F32's dot: one FMA chain, as dot_generic orders it. */
+AVX static float dot_avx(const float *a, const float *b, int n)
 {
-    return v;
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
+    float s = hsum_avx(acc);
+    for (; j < n; j++)
+        s += a[j] * b[j];
+    return s;
 }
 
-/* The float dots: FCHAINS (4) FMA chains, 8-block k into chain k % 4, as dot_generic orders
- * them; LOAD widens 8 elements to f32, CONV one (the tail). */
+AVX static float a_dot_f32(int n, const void *w, const void *x)
+{
+    return dot_avx(w, x, n);
+}
+
+/* The F16/BF16 dots: FCHAINS (4) FMA chains, 8-block k into chain k % 4, as dot16_generic
+ * orders them; LOAD widens 8 elements to f32, CONV one (the tail). */
 #define DOTF(T, ET, LOAD, CONV)                                                                    \
     AVX static float dot_##T##_avx(const ET *a, const ET *b, int n)                                \
     {                                                                                              \
@@ -784,7 +796,6 @@ static inline float f32_id(float v)
         return dot_##T##_avx(w, x, n);                                                             \
     }
 
-DOTF(f32, float, f32x8, f32_id)
 DOTF(f16, uint16_t, f16x8, fp16_to_fp32)
 DOTF(bf16, uint16_t, bf16x8, bf16_to_fp32)
 
@@ -905,6 +916,83 @@ static inline void prefetch_block(const void *p, size_t bytes)
         _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
+/* F32 product in tiles: WR weight rows x XR activation rows; every (row, output) pair runs
+ * exactly dot_avx's operation sequence (one accumulator), so the tiling never changes a
+ * result. AVX-512 CPUs run these too: 4 x 3 pairs hold 12 of 16 registers. */
+#define TILE(WR, XR)                                                                               \
+    AVX static void tile_##WR##_##XR(float *out, int ostride, const float *x, const float *w,      \
+                                     int n, int i, int r)                                          \
+    {                                                                                              \
+        __m256 acc[WR][XR];                                                                        \
+        for (int a = 0; a < WR; a++)                                                               \
+            for (int b = 0; b < XR; b++)                                                           \
+                acc[a][b] = _mm256_setzero_ps();                                                   \
+        const float *wp[WR], *xp[XR];                                                              \
+        for (int a = 0; a < WR; a++)                                                               \
+            wp[a] = w + (size_t)(i + a) * n;                                                       \
+        for (int b = 0; b < XR; b++)                                                               \
+            xp[b] = x + (size_t)(r + b) * n;                                                       \
+        int j = 0;                                                                                 \
+        for (; j + 8 <= n; j += 8) {                                                               \
+            __m256 xv[XR];                                                                         \
+            for (int b = 0; b < XR; b++)                                                           \
+                xv[b] = _mm256_loadu_ps(xp[b] + j);                                                \
+            for (int a = 0; a < WR; a++) {                                                         \
+                __m256 wv = _mm256_loadu_ps(wp[a] + j);                                            \
+                for (int b = 0; b < XR; b++)                                                       \
+                    acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int a = 0; a < WR; a++)                                                               \
+            for (int b = 0; b < XR; b++) {                                                         \
+                float s = hsum_avx(acc[a][b]);                                                     \
+                for (int k = j; k < n; k++)                                                        \
+                    s += wp[a][k] * xp[b][k];                                                      \
+                out[(size_t)(r + b) * ostride + i + a] = s;                                        \
+            }                                                                                      \
+    }
+
+TILE(4, 3)
+TILE(4, 2)
+TILE(4, 1)
+TILE(1, 3)
+TILE(1, 2)
+TILE(1, 1)
+
+AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, const float *w,
+                           int n, int i0, int i1)
+{
+    if (nrows == 1) { /* one sequential stream of weight rows */
+        for (int i = i0; i < i1; i++)
+            out[i] = dot_avx(w + (size_t)i * n, x, n);
+        return;
+    }
+    int pf = (size_t)n * 16 <= PF_TILE_BYTES && nrows <= 4;
+    int i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        if (pf) prefetch_block(w + (size_t)(i + 4) * n, (size_t)n * 16);
+        int r = 0;
+        for (; r + 3 <= nrows; r += 3)
+            tile_4_3(out, ostride, x, w, n, i, r);
+        if (nrows - r == 2) tile_4_2(out, ostride, x, w, n, i, r);
+        if (nrows - r == 1) tile_4_1(out, ostride, x, w, n, i, r);
+    }
+    for (; i < i1; i++) {
+        int r = 0;
+        for (; r + 3 <= nrows; r += 3)
+            tile_1_3(out, ostride, x, w, n, i, r);
+        if (nrows - r == 2) tile_1_2(out, ostride, x, w, n, i, r);
+        if (nrows - r == 1) tile_1_1(out, ostride, x, w, n, i, r);
+    }
+}
+
+AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                         const tensor_t *w, int i0, int i1)
+{
+    (void)xstride; /* f32 rows are packed: xstride == 4 * ne[0] */
+    matmul_avx(out, ostride, x, nrows, w->data, (int)w->ne[0], i0, i1);
+}
+
 /* ---- AVX2 products over many rows ------------------------------------------------------------
  * Tiles of weight rows x activation rows. Every (weight row, activation row) pair goes through
  * the very operations of its type's dot, in the same order: the tiles only share loads and
@@ -912,7 +1000,7 @@ static inline void prefetch_block(const void *p, size_t bytes)
  * overlap. So a result never depends on the tile it was computed in (batch invariance), and
  * the quantized ones stay bit-for-bit equal to the generic dots. */
 
-/* Float rows (F32, F16, BF16): WR weight rows x XR activation rows, each pair with its own
+/* F16/BF16 rows: WR weight rows x XR activation rows, each pair with its own
  * FCHAINS accumulators fed exactly as in dot_T_avx (8-block k into chain k % 4, the same
  * chain sum, horizontal sum and scalar tail). With 4 chains a pair holds 4 registers: the
  * AVX2 tiles are 1 x 3 (12 accumulators of 16 registers; AVX-512 has its own, ZTILE). */
@@ -1008,7 +1096,6 @@ static inline void prefetch_block(const void *p, size_t bytes)
                      w->row_bytes / sizeof(ET), (int)w->ne[0], i0, i1);                            \
     }
 
-MMF(TILEF, AVX, a_, f32, float, f32x8, f32_id, 1)
 MMF(TILEF, AVX, a_, f16, uint16_t, f16x8, fp16_to_fp32, 1)
 MMF(TILEF, AVX, a_, bf16, uint16_t, bf16x8, bf16_to_fp32, 1)
 
@@ -1753,18 +1840,13 @@ AVX512 static inline __m256i unpacku_q4_0(const bq4_0_t *b)
 VMM32(q8_0, bq8_0_t, unpacku_q8_0, 128, a_dot_q8_0)
 VMM32(q4_0, bq4_0_t, unpacku_q4_0, 8, a_dot_q4_0)
 
-/* The float tiles with 512-bit registers: a register holds two chains of a pair (16
+/* The BF16 tiles with 512-bit registers: a register holds two chains of a pair (16
  * consecutive elements are 8-blocks 2h and 2h + 1 of a 32-element round: chains 2h and
  * 2h + 1, lanes 0-7 and 8-15), so a pair needs two registers and 4 x 3 pairs fit in 32.
  * Per lane the FMAs are the AVX2 ones; the leftover 8-blocks and the sums run on the four
  * 256-bit halves exactly as dot_T_avx, so every output is its dot's bits. F16 keeps 256-bit
  * tiles (2 x 3 with the 32 registers): a 512-bit vcvtph2ps made its tiles slower on Zen 4
- * (16 rows in L2: 38 GMAC/s against 53). */
-AVX512 static inline __m512 f32x16(const float *p)
-{
-    return _mm512_loadu_ps(p);
-}
-
+ * (16 rows in L2: 38 GMAC/s against 53). F32 (one chain) keeps AVX2's 4 x 3 tiles. */
 AVX512 static inline __m512 bf16x16(const uint16_t *p)
 {
     __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
@@ -1822,12 +1904,11 @@ AVX512 static inline __m256 hi256(__m512 v)
         }                                                                                          \
     }
 
-MMF(ZTILE, AVX512, x_, f32, float, f32x8, f32_id, 4)
 MMF(TILEF, AVX512, x_, f16, uint16_t, f16x8, fp16_to_fp32, 2)
 MMF(ZTILE, AVX512, x_, bf16, uint16_t, bf16x8, bf16_to_fp32, 4)
 
 static const kernel_type_t avx512_table[] = {
-    {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, x_mm_f32},
+    {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
     {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, x_mm_f16},
     {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, x_mm_bf16},
     {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, x_mm_q4_0},
@@ -1925,7 +2006,7 @@ void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int 
 float dot_fixed(const float *a, const float *b, int n)
 {
 #ifdef HAVE_X86
-    if (kernels_isa() != KERNEL_GENERIC) return dot_f32_avx(a, b, n);
+    if (kernels_isa() != KERNEL_GENERIC) return dot_avx(a, b, n);
 #endif
     return dot_generic(a, b, n);
 }
@@ -1934,13 +2015,8 @@ void matmul_rows(float *out, int ostride, const float *x, int nrows, const float
                  int i1)
 {
 #ifdef HAVE_X86
-    kernel_isa_t isa = kernels_isa();
-    if (isa == KERNEL_AVX512) {
-        x_mmf_f32(out, ostride, x, (size_t)n, nrows, w, (size_t)n, n, i0, i1);
-        return;
-    }
-    if (isa == KERNEL_AVX2) {
-        a_mmf_f32(out, ostride, x, (size_t)n, nrows, w, (size_t)n, n, i0, i1);
+    if (kernels_isa() != KERNEL_GENERIC) {
+        matmul_avx(out, ostride, x, nrows, w, n, i0, i1);
         return;
     }
 #endif

@@ -11,13 +11,17 @@
  * in one fixed float order shared by every ISA, so their generic, AVX2 and AVX-512 versions
  * agree bit for bit: the k-quants and Q4_1/Q5_1 in a scalar chain over blocks, the
  * symmetric 32-blocks (Q8_0, Q4_0, Q5_0, IQ4_NL) in eight lanes (lane l: the block's exact
- * sum of elements 4l..4l+3 times d_w * d_x) summed at the end. The float dots (F32, F16,
- * BF16) run four independent 8-lane chains (8-element block k into chain k % 4; one chain
- * would leave a core waiting on the multiply-add latency, ~2 weights per 4 cycles), summed
- * lane by lane as (c0 + c1) + (c2 + c3), then across lanes, then the n % 8 tail in order:
- * the same split on every ISA and in every tile, with FMA on AVX2/AVX-512 and without it
- * (and with another across-lane order) in the generic version, so those differ in the last
- * bits while each ISA's result for a row is one fixed value.
+ * sum of elements 4l..4l+3 times d_w * d_x) summed at the end. The F16 and BF16 dots run
+ * four independent 8-lane chains (8-element block k into chain k % 4; one chain would leave
+ * a core waiting on the multiply-add latency, ~2 weights per 4 cycles), summed lane by lane
+ * as (c0 + c1) + (c2 + c3), then across lanes, then the n % 8 tail in order. The F32 dot
+ * (and matmul_rows, dot_fixed) runs one 8-lane chain over the blocks in order, then across
+ * lanes, then the tail: at one row it is memory-bound either way, and one accumulator per
+ * output lets a tile keep 4 weight rows x 3 activation rows in registers (four chains
+ * shrank the AVX2 tiles to 1 x 3 and cost 19% of stories15M's decode at 16 streams).
+ * Each order is the same on every ISA and in every tile, with FMA on AVX2/AVX-512 and
+ * without it (and with another across-lane order) in the generic version, so those differ
+ * in the last bits while each ISA's result for a row is one fixed value.
  *
  * Dequantization (dequant) is bit-for-bit llama.cpp's reference (gguf-py/gguf/quants.py):
  * it feeds embedding lookups and the tests.

@@ -9,7 +9,8 @@
  *   - against arithmetic: every output is within a small tolerance of the float64 dot of
  *     the dequantized weight row and the dequantized activation row;
  *   - the float types' order (kernels.h): on lengths that are no multiple of 8 or 32, every
- *     output of every ISA is the bits of the documented four-chain sum computed here.
+ *     output of every ISA is the bits of the documented sum computed here (F32 one chain,
+ *     F16/BF16 four chains; matmul_rows and dot_fixed as F32).
  * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
  */
 #include "internal.h"
@@ -269,22 +270,24 @@ static void test_isas_and_reference(void **state)
     kernels_force(isas[nisa - 1]);
 }
 
-/* The float dots' documented order: 8-block k into chain k % 4, the chains summed lane by
- * lane as (c0 + c1) + (c2 + c3), a horizontal sum, then the tail in order. The generic
+/* The float dots' documented order: with `chains` 4 (F16, BF16) 8-block k into chain k % 4,
+ * the chains summed lane by lane as (c0 + c1) + (c2 + c3); with 1 (F32, matmul_rows, dot_fixed)
+ * every 8-block into the one chain; then a horizontal sum and the tail in order. The generic
  * kernels multiply then add and sum the lanes ((0+4)+(1+5))+((2+6)+(3+7)); the x86 ones fuse
  * (fmaf: one rounding) and sum them ((0+4)+(2+6))+((1+5)+(3+7)), as hsum_avx does. */
-static float dot_order(const float *a, const float *b, int n, int fused)
+static float dot_order(const float *a, const float *b, int n, int fused, int chains)
 {
     float c[4][8] = {{0}};
     int j = 0;
     for (int k = 0; j + 8 <= n; j += 8, k++)
         for (int l = 0; l < 8; l++) {
             float p = a[j + l] * b[j + l];
-            c[k % 4][l] = fused ? fmaf(a[j + l], b[j + l], c[k % 4][l]) : c[k % 4][l] + p;
+            float *acc = &c[k % chains][l];
+            *acc = fused ? fmaf(a[j + l], b[j + l], *acc) : *acc + p;
         }
     float v[8];
     for (int l = 0; l < 8; l++)
-        v[l] = (c[0][l] + c[1][l]) + (c[2][l] + c[3][l]);
+        v[l] = chains == 1 ? c[0][l] : (c[0][l] + c[1][l]) + (c[2][l] + c[3][l]);
     float s = fused ? ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
                     : ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
     for (; j < n; j++) {
@@ -326,7 +329,8 @@ static void test_float_chains(void **state)
                     for (int r = 0; r < nrows; r++)
                         for (int i = 0; i < ROWS; i++) {
                             const float *wr = wrow + (size_t)i * n, *xr = xrow + (size_t)r * n;
-                            float want = dot_order(wr, xr, n, isas[k] != KERNEL_GENERIC);
+                            float want = dot_order(wr, xr, n, isas[k] != KERNEL_GENERIC,
+                                                   ftypes[ti] == DTYPE_F32 ? 1 : 4);
                             float d = kt->dot(n, c.wdata + (size_t)i * c.w.row_bytes,
                                               c.x + (size_t)r * c.xs);
                             double s = 0, mag = 0;
@@ -343,13 +347,13 @@ static void test_float_chains(void **state)
                         }
                 }
                 if (ftypes[ti] == DTYPE_F32) {
-                    /* the engine's own f32 products: the same order */
+                    /* the engine's own f32 products: F32's one-chain order */
                     float o[XROWS * ROWS];
                     matmul_rows(o, ROWS, xrow, XROWS, wrow, n, 0, ROWS);
                     for (int r = 0; r < XROWS; r++)
                         for (int i = 0; i < ROWS; i++) {
                             float want = dot_order(wrow + (size_t)i * n, xrow + (size_t)r * n, n,
-                                                   isas[k] != KERNEL_GENERIC);
+                                                   isas[k] != KERNEL_GENERIC, 1);
                             float d = dot_fixed(wrow + (size_t)i * n, xrow + (size_t)r * n, n);
                             if (memcmp(&o[r * ROWS + i], &want, 4) || memcmp(&d, &want, 4))
                                 fail_msg("isa %d n %d: matmul_rows %.9g, dot_fixed %.9g, the "
