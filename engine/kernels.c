@@ -1174,11 +1174,11 @@ AVX static inline __m256 lane_step(__m256 acc, float prod, __m256i lanes)
                 out[(size_t)(r + b) * ostride + i + a] = hsum_avx(acc[b][a]);                      \
     }
 
-#define MM32(T, BT, UNPACK, DOT)                                                                   \
-    TILE32(T, BT, UNPACK, 1)                                                                       \
-    TILE32(T, BT, UNPACK, 2)                                                                       \
-    AVX static void a_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows,    \
-                             const tensor_t *w, int i0, int i1)                                    \
+/* The driver of a 32-block type's product: one weight row stream at one activation row,
+ * else tiles of 4 weight rows x 2 (then 1) activation rows, the remainder by the dot. */
+#define MM32_DRIVER(ATTR, NAME, TILE2, TILE1, BT, DOT)                                             \
+    ATTR static void NAME(float *out, int ostride, const void *x, size_t xstride, int nrows,       \
+                          const tensor_t *w, int i0, int i1)                                       \
     {                                                                                              \
         int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
         if (nrows == 1) { /* one sequential stream of weight rows: no tile needed */               \
@@ -1197,11 +1197,11 @@ AVX static inline __m256 lane_step(__m256 acc, float prod, __m256i lanes)
                 const bq8_0_t *yb[2] = {                                                           \
                     (const bq8_0_t *)((const char *)x + (size_t)r * xstride),                      \
                     (const bq8_0_t *)((const char *)x + (size_t)(r + 1) * xstride)};               \
-                t32_##T##_2(out, ostride, yb, wb, nb, i, r);                                       \
+                TILE2(out, ostride, yb, wb, nb, i, r);                                             \
             }                                                                                      \
             if (r < nrows) {                                                                       \
                 const bq8_0_t *yb[1] = {(const bq8_0_t *)((const char *)x + (size_t)r * xstride)}; \
-                t32_##T##_1(out, ostride, yb, wb, nb, i, r);                                       \
+                TILE1(out, ostride, yb, wb, nb, i, r);                                             \
             }                                                                                      \
         }                                                                                          \
         for (; i < i1; i++) {                                                                      \
@@ -1210,6 +1210,11 @@ AVX static inline __m256 lane_step(__m256 acc, float prod, __m256i lanes)
                 out[(size_t)r * ostride + i] = DOT(n, wi, (const char *)x + (size_t)r * xstride);  \
         }                                                                                          \
     }
+
+#define MM32(T, BT, UNPACK, DOT)                                                                   \
+    TILE32(T, BT, UNPACK, 1)                                                                       \
+    TILE32(T, BT, UNPACK, 2)                                                                       \
+    MM32_DRIVER(AVX, a_mm_##T, t32_##T##_2, t32_##T##_1, BT, DOT)
 
 AVX static inline __m256i unpack_q8_0(const bq8_0_t *b)
 {
@@ -1793,39 +1798,7 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
 #define VMM32(T, BT, UNPACKU, BIAS, DOT)                                                           \
     VTILE32(T, BT, UNPACKU, BIAS, 1)                                                               \
     VTILE32(T, BT, UNPACKU, BIAS, 2)                                                               \
-    AVX512 static void x_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows, \
-                                const tensor_t *w, int i0, int i1)                                 \
-    {                                                                                              \
-        int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
-        if (nrows == 1) { /* one sequential stream of weight rows: no tile needed */               \
-            for (; i < i1; i++)                                                                    \
-                out[i] = DOT(n, (const char *)w->data + (size_t)i * w->row_bytes, x);              \
-            return;                                                                                \
-        }                                                                                          \
-        for (; i + 4 <= i1; i += 4) {                                                              \
-            const BT *wb[4];                                                                       \
-            for (int a = 0; a < 4; a++)                                                            \
-                wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
-            if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
-                prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);          \
-            int r = 0;                                                                             \
-            for (; r + 2 <= nrows; r += 2) {                                                       \
-                const bq8_0_t *yb[2] = {                                                           \
-                    (const bq8_0_t *)((const char *)x + (size_t)r * xstride),                      \
-                    (const bq8_0_t *)((const char *)x + (size_t)(r + 1) * xstride)};               \
-                v32_##T##_2(out, ostride, yb, wb, nb, i, r);                                       \
-            }                                                                                      \
-            if (r < nrows) {                                                                       \
-                const bq8_0_t *yb[1] = {(const bq8_0_t *)((const char *)x + (size_t)r * xstride)}; \
-                v32_##T##_1(out, ostride, yb, wb, nb, i, r);                                       \
-            }                                                                                      \
-        }                                                                                          \
-        for (; i < i1; i++) {                                                                      \
-            const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;                     \
-            for (int r = 0; r < nrows; r++)                                                        \
-                out[(size_t)r * ostride + i] = DOT(n, wi, (const char *)x + (size_t)r * xstride);  \
-        }                                                                                          \
-    }
+    MM32_DRIVER(AVX512, x_mm_##T, v32_##T##_2, v32_##T##_1, BT, DOT)
 
 AVX512 static inline __m256i unpacku_q8_0(const bq8_0_t *b)
 {
