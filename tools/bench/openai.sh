@@ -17,6 +17,7 @@
 # env: REPEAT (5), STREAMS ("1 16"), REQUESTS (per stream count: 2 x streams), BUILD_DIR
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/tools/bench/lib.sh"
 build=${BUILD_DIR:-$root/build-bench-inf}
 threads=${1:-$(nproc)}
 tokens=${2:-200}
@@ -34,34 +35,15 @@ if [ ! -f "$model" ]; then
     --vocab 32000 --seq-len 256 --seed 15 --out "$model" --tokenizer-out "$tok" >/dev/null
 fi
 inferctl=$build/tools/inferctl/inferctl
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-tmp=$(mktemp -d)
-"$build/server/inferd" --listen "127.0.0.1:$port" --system-port -1 --model "$model" --tokenizer "$tok" \
-  --threads "$threads" --max-batch 64 --max-queued 1024 --log warn --shutdown-delay 0 2>"$tmp/inferd.err" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
-i=0
-until "$inferctl" --addr "127.0.0.1:$port" health inferd.v1.Inference >/dev/null 2>&1; do
-  i=$((i + 1))
-  if [ $i -gt 300 ] || ! kill -0 $pid 2>/dev/null; then
-    echo "inferd did not become SERVING:" >&2
-    cat "$tmp/inferd.err" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
+start_inferd "$build" --model "$model" --tokenizer "$tok" --threads "$threads" --max-batch 64 \
+  --max-queued 1024
 
-echo "openai.sh: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
-  "threads $threads, $tokens tokens/stream, median of $repeat, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "openai.sh: $(machine), threads $threads, $tokens tokens/stream, median of $repeat," \
+  "load average $(load_average)"
 echo "model: stories15M shape (dim 288, hidden 768, 6 layers, 6 heads, vocab 32000, seq 256), fp32 random weights"
 
-# median of the numbers on stdin
-median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-field() { sed -n "s/.*$1 *\([0-9.]*\).*/\1/p"; }
-# CPU ticks (user+system) of the reactor, inferd's main thread, which runs both APIs: its time per
-# streamed token is the API path's own cost, a figure a shared machine's load moves far less than
-# tokens/s
-reactor_ticks() { awk '{print $14 + $15}' "/proc/$pid/task/$pid/stat"; }
+# the reactor runs both APIs: its CPU time per streamed token is the API path's own cost, a
+# figure a shared machine's load moves far less than tokens/s (reactor_ticks, tools/bench/lib.sh)
 hz=$(getconf CLK_TCK)
 
 for c in $streams; do

@@ -14,6 +14,7 @@
 #   tools/bench/prompt_load.sh      env: PROMPTS (20 per connection), BUILD_DIR, CONNS (12)
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/tools/bench/lib.sh"
 build=${BUILD_DIR:-$root/build-bench-prompt}
 prompts=${PROMPTS:-20}
 conns=${CONNS:-12}
@@ -30,24 +31,8 @@ if [ ! -f "$model" ]; then
     --out "$model" >/dev/null
 fi
 inferctl=$build/tools/inferctl/inferctl
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-tmp=$(mktemp -d)
-"$build/server/inferd" --listen "127.0.0.1:$port" --system-port -1 --model "$model" --max-batch 16 \
-  --log warn --shutdown-delay 0 2>"$tmp/inferd.err" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
-i=0
-until "$inferctl" --addr "127.0.0.1:$port" health inferd.v1.Inference >/dev/null 2>&1; do
-  i=$((i + 1))
-  if [ $i -gt 300 ] || ! kill -0 $pid 2>/dev/null; then
-    echo "inferd did not become SERVING:" >&2
-    cat "$tmp/inferd.err" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-echo "prompt_load.sh: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
-  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+start_inferd "$build" --model "$model" --max-batch 16
+echo "prompt_load.sh: $(machine), load average $(load_average)"
 
 PYTHONPATH="$root/test/integration" PYTHONDONTWRITEBYTECODE=1 INFERD_BIN="$build/server/inferd" \
   /usr/bin/python3 - "$port" "$inferctl" "$prompts" "$conns" <<'PY'
