@@ -1120,6 +1120,8 @@ static void *driver_main(void *arg)
             pthread_mutex_unlock(&e->smu);
             break;
         }
+        /* a fault set while we waited (before the submit that woke us) governs this admission */
+        fault = atomic_load(&e->fault);
         /* requests cancelled while queued left the queue in engine_cancel; they end here,
          * without a slot */
         cancelled = e->dropped;

@@ -815,12 +815,6 @@ AVX static inline int dot_u8s8(__m256i u, __m256i y)
     return hsum_i32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-/* signed x signed: |x| as unsigned, the sign moved onto y */
-AVX static inline int dot_s8s8(__m256i x, __m256i y)
-{
-    return dot_u8s8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-}
-
 /* 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles */
 AVX static inline __m256i nibbles(const uint8_t *qs)
 {
