@@ -3,6 +3,7 @@
  * so the reactor never waits on stderr. The lock is held only to copy bytes in or out of the
  * ring, never across a write(). */
 #include "server/base/log.h"
+#include "server/base/utf8.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -183,31 +184,6 @@ static int lb_raw(lb_t *o, const char *s, size_t n)
     memcpy(o->b + o->len, s, n);
     o->len += n;
     return 0;
-}
-
-/* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    if (c < 0x80) return 1;
-    size_t k;
-    unsigned min;
-    if (c >= 0xC2 && c <= 0xDF)
-        k = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        k = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        k = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < k) return 0;
-    unsigned cp = c & (0x7F >> k);
-    for (size_t i = 1; i < k; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return k;
 }
 
 /* The escaped form of the character at p (n bytes left): JSON (\uXXXX, bad UTF-8 as U+FFFD)

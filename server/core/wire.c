@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/base/utf8.h"
 #include "server/core/call.h"
 
 #define MAX_DEPTH 32
@@ -74,32 +75,12 @@ static size_t utf8_check(const unsigned char *s, size_t n, int *nul)
             i += 8;
         }
         if (i == n) break;
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            if (c == 0) {
-                *nul = 1;
-                return i;
-            }
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
+        if (s[i] == 0) {
+            *nul = 1;
             return i;
         }
-        if (n - i < len) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return i;
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+        size_t len = utf8_len(s + i, n - i);
+        if (!len) return i;
         i += len;
     }
     return n;

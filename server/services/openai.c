@@ -16,6 +16,7 @@
 
 #include "server/base/config.h"
 #include "server/base/log.h"
+#include "server/base/utf8.h"
 #include "server/core/grpc.h"
 #include "server/core/http.h"
 #include "server/services/json_kind.h"
@@ -61,27 +62,6 @@ __attribute__((format(printf, 2, 3))) static void sb_printf(sb_t *b, const char 
     va_end(ap);
     if (n < 0) return;
     sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t k;
-    uint32_t cp, min;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        k = 2, cp = p[0] & 0x1f, min = 0x80;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        k = 3, cp = p[0] & 0x0f, min = 0x800;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        k = 4, cp = p[0] & 0x07, min = 0x10000;
-    else
-        return 0;
-    if (n < k) return 0;
-    for (size_t j = 1; j < k; j++) {
-        if ((p[j] & 0xc0) != 0x80) return 0;
-        cp = cp << 6 | (p[j] & 0x3f);
-    }
-    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : k;
 }
 
 /* A JSON string. The engine's text is valid UTF-8, but a message may quote a client's bytes
