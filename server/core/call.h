@@ -187,12 +187,9 @@ void call_resume_input(grpc_call_t *call);
  * process's queued output is over the bound. */
 int call_input_gated(const grpc_call_t *call);
 /** Ends the call with status and msg, dropping the response it queued (a stalled client, a
- * limit): trailers, then RST_STREAM(CANCEL); the handler hears on_cancel. */
+ * limit): trailers, then RST_STREAM(CANCEL); the handler hears on_cancel. A streamed HTTP answer
+ * (whose status went out with its head) is reset instead; its route hears the client go. */
 void call_abort(grpc_call_t *call, grpc_status_t status, const char *msg);
-/** Ends a streamed HTTP answer over HTTP/2 that cannot go on (its client takes none of it):
- * its queued output is dropped and the stream reset with code; the route's handler hears it as
- * the client going away. */
-void call_reset(grpc_call_t *call, uint32_t code);
 
 /* A streamed HTTP answer on an h2 stream (hstream.c drives these). */
 /** :status and headers (x-request-id, content-length when length >= 0). Returns 0 or -EPIPE. */

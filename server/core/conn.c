@@ -506,16 +506,6 @@ static int too_slow(const config_t *cfg, int64_t now, int64_t since_ns, uint64_t
     return late > 0 && (double)bytes < (double)cfg->min_body_rate * (double)late / 1e9;
 }
 
-/* Stops a call its client does not let go on: a gRPC call ends with a status that says why; a
- * streamed HTTP answer, whose status went out with its head, is reset. */
-static void stop_call(grpc_call_t *call, const char *msg)
-{
-    if (call->hs)
-        call_reset(call, NGHTTP2_CANCEL);
-    else
-        call_abort(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
-}
-
 /* The streams of an HTTP/2 connection, about once a second: a stream whose client takes none
  * of its response for --stream-stall-timeout is cancelled; beyond --max-paused-streams
  * streams waiting on their client, the newest are; a request message that trickles in slower
@@ -539,7 +529,7 @@ static void scan_calls(conn_t *c, int64_t now)
                      (double)waited / 1e9);
             log_debug("server", "%s: stream %d: %s", c->peer, call->stream_id, msg);
             server_count_limit(s, "stream_stall");
-            stop_call(call, msg);
+            call_abort(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
             continue;
         }
         if (waited >= BLOCKED_NS) {
@@ -578,7 +568,7 @@ static void scan_calls(conn_t *c, int64_t now)
                      "(--max-paused-streams %lld)",
                      (long long)cfg->max_paused_streams);
             server_count_limit(s, "paused_streams");
-            stop_call(blocked[i], msg);
+            call_abort(blocked[i], GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         }
     }
     if (blocked != stack) free(blocked);

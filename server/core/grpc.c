@@ -589,6 +589,11 @@ void call_abort(grpc_call_t *c, grpc_status_t status, const char *msg)
     if (c->finished || c->stream_closed) return;
     release_io(c);
     nghttp2_session *s = session_of(c);
+    if (c->hs) { /* a streamed HTTP answer: its status went out with its head, so a reset */
+        if (s) nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
+        conn_flush(c->conn);
+        return;
+    }
     if (s && c->response_started && !c->trailers_submitted && !c->http_status &&
         nghttp2_session_get_stream_remote_window_size(s, c->stream_id) <= 0) {
         /* The client's window is shut: nghttp2 would not ask for the (now empty) data again, so
@@ -604,15 +609,6 @@ void call_abort(grpc_call_t *c, grpc_status_t status, const char *msg)
         return;
     }
     call_cancel(c, status, msg);
-}
-
-void call_reset(grpc_call_t *c, uint32_t code)
-{
-    if (c->finished || c->stream_closed) return;
-    release_io(c);
-    nghttp2_session *s = session_of(c);
-    if (s) nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id, code);
-    conn_flush(c->conn);
 }
 
 void call_stream_closed(grpc_call_t *c, uint32_t error_code)
