@@ -1102,6 +1102,7 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
         {"messages.role", 64, 0, NULL},
         {NULL, 0, 0, NULL},
     };
+    _Static_assert(sizeof gen == sizeof inf->gen_limits, "gen_limits holds the table");
     memcpy(inf->gen_limits, gen, sizeof gen);
     const grpc_field_limit_t tok[] = {
         {"model", INFERENCE_MAX_MODEL_NAME, 0, NULL},
@@ -1111,6 +1112,7 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
         {"messages.role", 64, 0, NULL},
         {NULL, 0, 0, NULL},
     };
+    _Static_assert(sizeof tok == sizeof inf->tok_limits, "tok_limits holds the table");
     memcpy(inf->tok_limits, tok, sizeof tok);
     inf->info_limits[0] = (grpc_field_limit_t){"model", INFERENCE_MAX_MODEL_NAME, 0, NULL};
     inf->rows[0].limits = inf->rows[1].limits = inf->gen_limits;
