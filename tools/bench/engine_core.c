@@ -3,7 +3,10 @@
  * N greedy streams of T tokens each; prints single-stream decode tokens/s, the
  * aggregate tokens/s, the time to first token, the weight bytes a decode step reads and
  * the bandwidth that implies, and the process's resident memory while the N streams
- * decode.
+ * decode. "steady-decode" is the aggregate over the span in which every stream decodes (from
+ * the last stream's first token to the first stream's last), the figure llama-batched-bench's
+ * S_TG reports (it runs every prompt first, then times the decode of all sequences at once);
+ * "decode-aggregate" includes the steps that still ran later streams' prompts.
  * Usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK]
  *                          MODEL TOKENIZER|- [threads] [tokens] [N...]
  */
@@ -71,6 +74,7 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     engine_req_t **reqs = calloc((size_t)n, sizeof(*reqs));
     uint64_t *first = calloc((size_t)n, 8), *last = calloc((size_t)n, 8);
     int *count = calloc((size_t)n, sizeof(int));
+    uint64_t *stamp = calloc((size_t)n * (size_t)tokens, 8); /* (n, tokens) token times */
     uint64_t t0 = engine_now_ns();
     for (int i = 0; i < n; i++) {
         /* BOS, then ids that differ per stream and per position (the 5-token prompt of
@@ -104,6 +108,8 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
                 int i = (int)(intptr_t)ev[j].user;
                 if (ev[j].type == ENGINE_EV_TOKEN) {
                     if (count[i] == tokens / 2 && rss == 0) rss = rss_mib(); /* all decoding */
+                    if (count[i] < tokens)
+                        stamp[(size_t)i * (size_t)tokens + (size_t)count[i]] = ev[j].t_ns;
                     if (!count[i]++) first[i] = ev[j].t_ns;
                     last[i] = ev[j].t_ns;
                 } else {
@@ -128,13 +134,27 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     /* decode-only aggregate: tokens after each stream's first over the span from the first
      * first token to the last token (llama-batched-bench's S_TG counts the same way) */
     double dec_agg = (double)after_first / ((double)(dec1 - dec0) / 1e9);
+    /* steady decode: tokens stamped in (last first token, first last token] */
+    uint64_t s0 = 0, s1 = UINT64_MAX;
+    for (int i = 0; i < n; i++) {
+        if (first[i] > s0) s0 = first[i];
+        if (last[i] < s1) s1 = last[i];
+    }
+    long in_span = 0;
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < count[i] && t < tokens; t++) {
+            uint64_t ts = stamp[(size_t)i * (size_t)tokens + (size_t)t];
+            in_span += ts > s0 && ts <= s1;
+        }
+    double steady = s1 > s0 ? (double)in_span / ((double)(s1 - s0) / 1e9) : dec_agg;
     double step_mb = (double)mi.step_weight_bytes / 1e6;
     printf("streams %3d  threads %d  tokens/stream %d  prompt %d  aggregate %8.1f tok/s  "
-           "decode-aggregate %8.1f tok/s  per-stream decode %7.1f tok/s  mean ttft %.1f ms  "
+           "decode-aggregate %8.1f tok/s  steady-decode %8.1f tok/s  per-stream decode %7.1f tok/s "
+           " mean ttft %.1f ms  "
            "weights/step %.1f MB  weight-read %.1f GB/s  rss %.1f MiB  kv %.1f MiB  weights %.1f "
            "MiB\n",
            n, threads, tokens, prompt_len, (double)total / ((double)(t1 - t0) / 1e9), dec_agg,
-           decode / n, ttft / n, step_mb, step_mb * (decode / n) / 1e3, rss,
+           steady, decode / n, ttft / n, step_mb, step_mb * (decode / n) / 1e3, rss,
            (double)mi.kv_cache_bytes / 1048576.0, (double)mi.weight_bytes / 1048576.0);
     fflush(stdout);
     free(ids);
@@ -142,6 +162,7 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     free(first);
     free(last);
     free(count);
+    free(stamp);
     engine_free(e);
     close(pfd[0]);
     close(pfd[1]);

@@ -199,7 +199,7 @@ for m in $models; do
   printf '  ratios: inferd/llama.cpp %s (goal >= 1.15), inferd/run.c %s (goal >= 1.24), server/engine %s (goal >= 0.97)\n' \
     "$(ratio "$e1" "$l1")" "$(ratio "$e1" "$c1")" "$(ratio "$s1" "$e1")"
   has batched && for b in 4 16; do
-    eb=$(get "eng$b" 'decode-aggregate') sb=$(get "srv$b") lb=$(get "lcpp$b")
+    eb=$(get "eng$b" 'steady-decode') sb=$(get "srv$b") lb=$(get "lcpp$b")
     printf '%-34s %9s %9s %9s   inferd/llama.cpp %s, server/engine %s\n' "aggregate decode tok/s at $b" "$eb" "$sb" "${lb:-nan}" \
       "$(ratio "$eb" "$lb")" "$(ratio "$sb" "$eb")"
   done
@@ -217,7 +217,7 @@ for m in $models; do
   printf '  resident with %s sequences:' "$(has batched && echo 16 || echo 1)"
   printf ' inferd %s MiB (file %s + KV %s + 64 = %s MiB allowed), llama.cpp %s MiB\n' "$rss" \
     "$fmib" "$kv" "$(awk -v a="$fmib" -v b="$kv" 'BEGIN{printf "%.1f", a+b+64}')" "${lrss:--}"
-  summary+=("$m: decode x$(ratio "$e1" "$l1") llama.cpp, x$(ratio "$e1" "$c1") run.c; 16 seq x$(ratio "$(get eng16 'decode-aggregate')" "$(get lcpp16)"); server/engine $(ratio "$s1" "$e1")")
+  summary+=("$m: decode x$(ratio "$e1" "$l1") llama.cpp, x$(ratio "$e1" "$c1") run.c; 16 seq x$(ratio "$(get eng16 'steady-decode')" "$(get lcpp16)"); server/engine $(ratio "$s1" "$e1")")
   cat "$tmp/r" >>"$tmp/all"
 done
 echo
