@@ -910,6 +910,13 @@ static inline void prefetch_block(const void *p, size_t bytes)
         _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
+/* Requests `bytes` from p into L2 only (for tiles over many activation rows, below). */
+static inline void prefetch_l2(const void *p, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)p + o, _MM_HINT_T1);
+}
+
 /* F32 product in tiles: WR weight rows x XR activation rows; every (row, output) pair runs
  * exactly dot_avx's operation sequence (one accumulator), so the tiling never changes a
  * result. AVX-512 CPUs run these too: 4 x 3 pairs hold 12 of 16 registers. */
@@ -953,12 +960,42 @@ TILE(1, 3)
 TILE(1, 2)
 TILE(1, 1)
 
+/* Many activation rows (a batch, a prompt): each 4-row weight tile is read by every tile of
+ * activation rows, from L1 after the first; on short rows the next weight tile is requested
+ * into L2 meanwhile (into L1 it would evict the rows in use). Measured on stories15M's
+ * classifier (32000 x 288, 16 rows, one thread): 7.0 -> 4.5 ms a product. */
+AVX static void matmul_many_avx(float *out, int ostride, const float *x, int nrows, const float *w,
+                                int n, int i0, int i1)
+{
+    int pf = (size_t)n * 16 <= PF_TILE_BYTES;
+    int i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        if (pf) prefetch_l2(w + (size_t)(i + 4) * n, (size_t)n * 16);
+        int r = 0;
+        for (; r + 3 <= nrows; r += 3)
+            tile_4_3(out, ostride, x, w, n, i, r);
+        if (nrows - r == 2) tile_4_2(out, ostride, x, w, n, i, r);
+        if (nrows - r == 1) tile_4_1(out, ostride, x, w, n, i, r);
+    }
+    for (; i < i1; i++) {
+        int r = 0;
+        for (; r + 3 <= nrows; r += 3)
+            tile_1_3(out, ostride, x, w, n, i, r);
+        if (nrows - r == 2) tile_1_2(out, ostride, x, w, n, i, r);
+        if (nrows - r == 1) tile_1_1(out, ostride, x, w, n, i, r);
+    }
+}
+
 AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, const float *w,
                            int n, int i0, int i1)
 {
     if (nrows == 1) { /* one sequential stream of weight rows */
         for (int i = i0; i < i1; i++)
             out[i] = dot_avx(w + (size_t)i * n, x, n);
+        return;
+    }
+    if (nrows > 4) {
+        matmul_many_avx(out, ostride, x, nrows, w, n, i0, i1);
         return;
     }
     int pf = (size_t)n * 16 <= PF_TILE_BYTES && nrows <= 4;
@@ -1071,7 +1108,12 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
         }                                                                                          \
         size_t tb = (size_t)WR * ws * sizeof(ET);                                                  \
         for (; i + WR <= i1; i += WR) {                                                            \
-            if (nrows <= 4 && tb <= PF_TILE_BYTES) prefetch_block(w + (size_t)(i + WR) * ws, tb);  \
+            if (tb <= PF_TILE_BYTES) {                                                             \
+                if (nrows <= 4)                                                                    \
+                    prefetch_block(w + (size_t)(i + WR) * ws, tb);                                 \
+                else                                                                               \
+                    prefetch_l2(w + (size_t)(i + WR) * ws, tb);                                    \
+            }                                                                                      \
             int r = 0;                                                                             \
             for (; r + 3 <= nrows; r += 3)                                                         \
                 PFX##tile_##T##_##WR##_3(out, ostride, x, xs, w, ws, n, i, r);                     \
