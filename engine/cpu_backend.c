@@ -289,8 +289,7 @@ static void att_run(void *arg, int ci, int nchunks)
         const float *q = s->q + (size_t)r * s->q_dim + (size_t)h * hs;
         float *att = s->att + ((size_t)r * c->n_heads + h) * (size_t)s->ctx;
         int kvh = h / kv_mul;
-        for (int p = 0; p <= row->pos; p++)
-            att[p] = dot_fixed(q, kc + (size_t)p * kvd + (size_t)kvh * hs, hs) * scale;
+        att_scores(att, q, kc + (size_t)kvh * hs, (size_t)kvd, row->pos + 1, hs, scale);
         float maxv = att[0];
         for (int p = 1; p <= row->pos; p++)
             if (att[p] > maxv) maxv = att[p];
@@ -301,13 +300,7 @@ static void att_run(void *arg, int ci, int nchunks)
         }
         float inv = (float)(1.0 / sum);
         float *out = s->xb + (size_t)r * s->q_dim + (size_t)h * hs;
-        memset(out, 0, (size_t)hs * sizeof(float));
-        for (int p = 0; p <= row->pos; p++) {
-            const float *v = vc + (size_t)p * kvd + (size_t)kvh * hs;
-            float a_p = att[p] * inv;
-            for (int i = 0; i < hs; i++)
-                out[i] += a_p * v[i];
-        }
+        att_mix(out, att, inv, vc + (size_t)kvh * hs, (size_t)kvd, row->pos + 1, hs);
     }
 }
 

@@ -2033,3 +2033,87 @@ void matmul_rows(float *out, int ostride, const float *x, int nrows, const float
         for (int r = 0; r < nrows; r++)
             out[(size_t)r * ostride + i] = dot_generic(w + (size_t)i * n, x + (size_t)r * n, n);
 }
+
+/* ---- attention ------------------------------------------------------------------------------
+ * A prompt row attends to hundreds of positions per head: the per-position dispatch of
+ * dot_fixed and the scalar (SSE2) weighted sum of the value rows were a tenth of a 512-token
+ * prefill. Both keep their scalar definitions' arithmetic: the scores are dot_fixed's chain,
+ * the mix accumulates each output element over the positions in order (vector lanes are
+ * independent elements). */
+
+static void att_mix_generic(float *out, const float *att, float inv, const float *v, size_t vstride,
+                            int npos, int n)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = 0.0f;
+    for (int p = 0; p < npos; p++) {
+        const float *vp = v + (size_t)p * vstride;
+        float a = att[p] * inv;
+        for (int i = 0; i < n; i++)
+            out[i] += a * vp[i];
+    }
+}
+
+#ifdef HAVE_X86
+AVX static void att_scores_avx(float *att, const float *q, const float *k, size_t kstride, int npos,
+                               int n, float scale)
+{
+    for (int p = 0; p < npos; p++)
+        att[p] = dot_avx(q, k + (size_t)p * kstride, n) * scale;
+}
+
+/* 32 output elements per pass over the positions in four registers, then 8, then one */
+AVX static void att_mix_avx(float *out, const float *att, float inv, const float *v, size_t vstride,
+                            int npos, int n)
+{
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        for (int p = 0; p < npos; p++) {
+            const float *vp = v + (size_t)p * vstride + i;
+            __m256 a = _mm256_set1_ps(att[p] * inv);
+            c0 = _mm256_add_ps(c0, _mm256_mul_ps(a, _mm256_loadu_ps(vp)));
+            c1 = _mm256_add_ps(c1, _mm256_mul_ps(a, _mm256_loadu_ps(vp + 8)));
+            c2 = _mm256_add_ps(c2, _mm256_mul_ps(a, _mm256_loadu_ps(vp + 16)));
+            c3 = _mm256_add_ps(c3, _mm256_mul_ps(a, _mm256_loadu_ps(vp + 24)));
+        }
+        _mm256_storeu_ps(out + i, c0);
+        _mm256_storeu_ps(out + i + 8, c1);
+        _mm256_storeu_ps(out + i + 16, c2);
+        _mm256_storeu_ps(out + i + 24, c3);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 c = _mm256_setzero_ps();
+        for (int p = 0; p < npos; p++)
+            c = _mm256_add_ps(c, _mm256_mul_ps(_mm256_set1_ps(att[p] * inv),
+                                               _mm256_loadu_ps(v + (size_t)p * vstride + i)));
+        _mm256_storeu_ps(out + i, c);
+    }
+    if (i < n) att_mix_generic(out + i, att, inv, v + i, vstride, npos, n - i);
+}
+#endif
+
+void att_scores(float *att, const float *q, const float *k, size_t kstride, int npos, int n,
+                float scale)
+{
+#ifdef HAVE_X86
+    if (kernels_isa() != KERNEL_GENERIC) {
+        att_scores_avx(att, q, k, kstride, npos, n, scale);
+        return;
+    }
+#endif
+    for (int p = 0; p < npos; p++)
+        att[p] = dot_generic(q, k + (size_t)p * kstride, n) * scale;
+}
+
+void att_mix(float *out, const float *att, float inv, const float *v, size_t vstride, int npos,
+             int n)
+{
+#ifdef HAVE_X86
+    if (kernels_isa() != KERNEL_GENERIC) {
+        att_mix_avx(out, att, inv, v, vstride, npos, n);
+        return;
+    }
+#endif
+    att_mix_generic(out, att, inv, v, vstride, npos, n);
+}

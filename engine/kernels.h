@@ -95,4 +95,13 @@ void matmul_rows(float *out, int ostride, const float *x, int nrows, const float
 /** Dot product with the same reduction order as matmul_rows. */
 float dot_fixed(const float *a, const float *b, int n);
 
+/** Attention scores: att[p] = dot_fixed(q, k + p * kstride, n) * scale for p < npos (the same
+ *  bits as that loop, without a dispatch per position). */
+void att_scores(float *att, const float *q, const float *k, size_t kstride, int npos, int n,
+                float scale);
+/** Attention mix: out[i] = sum over p < npos, in order from 0.0f, of (att[p] * inv) *
+ *  v[p * vstride + i] (a mul then an add per term, the same bits on every path); out: (n). */
+void att_mix(float *out, const float *att, float inv, const float *v, size_t vstride, int npos,
+             int n);
+
 #endif
