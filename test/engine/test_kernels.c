@@ -11,6 +11,8 @@
  *   - the float types' order (kernels.h): on lengths that are no multiple of 8 or 32, every
  *     output of every ISA is the bits of the documented sum computed here (F32 one chain,
  *     F16/BF16 four chains; matmul_rows and dot_fixed as F32).
+ *   - attention (att_scores, att_mix): on every ISA, the bits of dot_fixed's order times the
+ *     scale, and of the value rows' weighted sum accumulated element by element in order.
  * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
  */
 #include "internal.h"
@@ -371,12 +373,69 @@ static void test_float_chains(void **state)
     kernels_force(isas[nisa - 1]);
 }
 
+static void test_attention(void **state)
+{
+    (void)state;
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    /* head sizes around the 8- and 32-element steps of the vector paths; positions from one
+     * to more than a register tile's reuse */
+    static const int heads[] = {1, 5, 8, 31, 32, 40, 48, 64, 71, 96, 128};
+    static const int positions[] = {1, 2, 7, 33, 300};
+    enum { KSTRIDE = 136, MAXPOS = 300 };
+    float *k = malloc(sizeof(float) * KSTRIDE * MAXPOS),
+          *v = malloc(sizeof(float) * KSTRIDE * MAXPOS);
+    float q[KSTRIDE], att[MAXPOS], got[MAXPOS], out[KSTRIDE];
+    for (int i = 0; i < KSTRIDE * MAXPOS; i++) {
+        k[i] = unit();
+        v[i] = unit();
+    }
+    for (int i = 0; i < KSTRIDE; i++)
+        q[i] = unit();
+    for (int ki = 0; ki < nisa; ki++) {
+        assert_int_equal(kernels_force(isas[ki]), 0);
+        for (size_t hi = 0; hi < sizeof heads / sizeof heads[0]; hi++)
+            for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++) {
+                int n = heads[hi], np = positions[pi];
+                float scale = 1.0f / sqrtf((float)n);
+                const float *kh = k + 3, *vh = v + 5; /* a head that starts mid-row */
+                att_scores(got, q, kh, KSTRIDE, np, n, scale);
+                for (int p = 0; p < np; p++) {
+                    float want =
+                        dot_order(q, kh + (size_t)p * KSTRIDE, n, isas[ki] != KERNEL_GENERIC, 1) *
+                        scale;
+                    if (memcmp(&got[p], &want, 4))
+                        fail_msg("isa %d att_scores n %d npos %d: [%d] = %.9g, want %.9g", isas[ki],
+                                 n, np, p, (double)got[p], (double)want);
+                    att[p] = (float)(p % 5) * 0.25f - 0.3f;
+                }
+                float inv = 1.0f / 3.0f;
+                att_mix(out, att, inv, vh, KSTRIDE, np, n);
+                for (int i = 0; i < n; i++) {
+                    float want = 0.0f;
+                    for (int p = 0; p < np; p++) {
+                        float a = att[p] * inv;
+                        float t = a * vh[(size_t)p * KSTRIDE + i];
+                        want += t;
+                    }
+                    if (memcmp(&out[i], &want, 4))
+                        fail_msg("isa %d att_mix n %d npos %d: out[%d] = %.9g, want %.9g", isas[ki],
+                                 n, np, i, (double)out[i], (double)want);
+                }
+            }
+    }
+    free(k);
+    free(v);
+    kernels_force(isas[nisa - 1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_isas_and_reference),
         cmocka_unit_test(test_float_chains),
+        cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
