@@ -1770,12 +1770,6 @@ AVX512 static inline __m512i zpair_q8(const bq8_0_t *y0, const bq8_0_t *y1)
                               _mm256_loadu_si256((const __m256i *)y1->qs), 1);
 }
 
-/* two fp16 scales as [d0 x 8 | d1 x 8] */
-AVX512 static inline __m512 zpair_d(uint16_t d0, uint16_t d1)
-{
-    return _mm512_cvtph_ps(_mm256_mask_set1_epi16(_mm256_set1_epi16((short)d0), 0xff00, (short)d1));
-}
-
 /* a weight block's 32 unsigned values in both halves */
 AVX512 static inline __m512i unpackz_q8_0(const bq8_0_t *b)
 {
@@ -1799,16 +1793,19 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
 }
 
 /* Tile: weight rows i .. i + 3 (wb) x activation rows r .. r + xr - 1 (yb[0 .. 2 NP - 1], the
- * last one repeated when xr is odd; only xr rows are stored). */
+ * last one repeated when xr is odd; only xr rows are stored); ydp[ib][p]: the scales of rows
+ * 2p and 2p + 1 in block ib as two floats (the driver's, converted once per row group). */
 #define ZTILE32(T, BT, UNPACKZ, BIAS, NP)                                                          \
     AVX512 static void z32_##T##_##NP(float *out, int ostride, const bq8_0_t *const *yb,           \
-                                      const BT *const *wb, int nb, int i, int r, int xr)           \
+                                      const double(*ydp)[4], const BT *const *wb, int nb, int i,   \
+                                      int r, int xr)                                               \
     {                                                                                              \
         __m512 acc[4][NP];                                                                         \
         for (int a = 0; a < 4; a++)                                                                \
             for (int p = 0; p < NP; p++)                                                           \
                 acc[a][p] = _mm512_setzero_ps();                                                   \
         const __m512i bias = _mm512_set1_epi8((char)(BIAS)), zero = _mm512_setzero_si512();        \
+        const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);  \
         for (int ib = 0; ib < nb; ib++) {                                                          \
             __m512i u[4];                                                                          \
             __m512 wd[4];                                                                          \
@@ -1820,7 +1817,8 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
                 const bq8_0_t *y0 = &yb[2 * p][ib], *y1 = &yb[2 * p + 1][ib];                      \
                 __m512i y = zpair_q8(y0, y1);                                                      \
                 __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, y));        \
-                __m512 yd = zpair_d(y0->d, y1->d);                                                 \
+                __m512 yd =                                                                        \
+                    _mm512_permutexvar_ps(halves, _mm512_castpd_ps(_mm512_set1_pd(ydp[ib][p])));   \
                 for (int a = 0; a < 4; a++) {                                                      \
                     __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, u[a], y));            \
                     acc[a][p] =                                                                    \
@@ -1835,9 +1833,13 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
                         hsum_avx(zhalf(acc[a][p], h));                                             \
     }
 
-/* The driver: one weight row stream at one activation row (the dot), else tiles of 4 weight
- * rows x 8 activation rows, the last 1-7 rows by a tile of fewer pairs; weight rows past the
- * last 4 by the dot. */
+/* Blocks per row whose activation scales the driver converts at once for a group of 8 rows
+ * (a 32 KiB stack buffer); longer rows (n > 32768) go by the dot. */
+#define ZD_MAXNB 1024
+
+/* The driver: one weight row stream at one activation row (the dot), else per group of 8
+ * activation rows (the last 1-7 by a tile of fewer pairs) the group's scales as floats, then
+ * tiles of 4 weight rows over the range; weight rows past the last 4 by the dot. */
 #define ZMM32(T, BT, UNPACKZ, BIAS, DOT)                                                           \
     ZTILE32(T, BT, UNPACKZ, BIAS, 1)                                                               \
     ZTILE32(T, BT, UNPACKZ, BIAS, 2)                                                               \
@@ -1846,41 +1848,51 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
     AVX512 static void x_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows, \
                                 const tensor_t *w, int i0, int i1)                                 \
     {                                                                                              \
-        int n = (int)w->ne[0], nb = n / QK, i = i0;                                                \
-        if (nrows == 1) { /* one sequential stream of weight rows: no tile needed */               \
-            for (; i < i1; i++)                                                                    \
-                out[i] = DOT(n, (const char *)w->data + (size_t)i * w->row_bytes, x);              \
-            return;                                                                                \
-        }                                                                                          \
-        for (; i + 4 <= i1; i += 4) {                                                              \
-            const BT *wb[4];                                                                       \
-            for (int a = 0; a < 4; a++)                                                            \
-                wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
-            if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
-                prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);          \
+        int n = (int)w->ne[0], nb = n / QK, i4 = i0 + (i1 - i0) / 4 * 4;                           \
+        if (nrows == 1 || nb > ZD_MAXNB) { /* one row: a sequential stream, no tile needed */      \
+            i4 = i0;                                                                               \
+        } else {                                                                                   \
+            double ydp[ZD_MAXNB][4];                                                               \
             for (int r = 0; r < nrows; r += 8) {                                                   \
                 int xr = nrows - r < 8 ? nrows - r : 8;                                            \
                 const bq8_0_t *yb[8];                                                              \
                 for (int b = 0; b < 8; b++)                                                        \
                     yb[b] = (const bq8_0_t *)((const char *)x +                                    \
                                               (size_t)(r + (b < xr ? b : xr - 1)) * xstride);      \
-                switch ((xr + 1) / 2) {                                                            \
-                case 1:                                                                            \
-                    z32_##T##_1(out, ostride, yb, wb, nb, i, r, xr);                               \
-                    break;                                                                         \
-                case 2:                                                                            \
-                    z32_##T##_2(out, ostride, yb, wb, nb, i, r, xr);                               \
-                    break;                                                                         \
-                case 3:                                                                            \
-                    z32_##T##_3(out, ostride, yb, wb, nb, i, r, xr);                               \
-                    break;                                                                         \
-                default:                                                                           \
-                    z32_##T##_4(out, ostride, yb, wb, nb, i, r, xr);                               \
-                    break;                                                                         \
+                for (int ib = 0; ib < nb; ib++) {                                                  \
+                    float f[8];                                                                    \
+                    _mm256_storeu_ps(                                                              \
+                        f, _mm256_cvtph_ps(_mm_setr_epi16(                                         \
+                               (short)yb[0][ib].d, (short)yb[1][ib].d, (short)yb[2][ib].d,         \
+                               (short)yb[3][ib].d, (short)yb[4][ib].d, (short)yb[5][ib].d,         \
+                               (short)yb[6][ib].d, (short)yb[7][ib].d)));                          \
+                    memcpy(ydp[ib], f, sizeof f);                                                  \
+                }                                                                                  \
+                for (int i = i0; i < i4; i += 4) {                                                 \
+                    const BT *wb[4];                                                               \
+                    for (int a = 0; a < 4; a++)                                                    \
+                        wb[a] =                                                                    \
+                            (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);  \
+                    if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                           \
+                        prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);  \
+                    switch ((xr + 1) / 2) {                                                        \
+                    case 1:                                                                        \
+                        z32_##T##_1(out, ostride, yb, ydp, wb, nb, i, r, xr);                      \
+                        break;                                                                     \
+                    case 2:                                                                        \
+                        z32_##T##_2(out, ostride, yb, ydp, wb, nb, i, r, xr);                      \
+                        break;                                                                     \
+                    case 3:                                                                        \
+                        z32_##T##_3(out, ostride, yb, ydp, wb, nb, i, r, xr);                      \
+                        break;                                                                     \
+                    default:                                                                       \
+                        z32_##T##_4(out, ostride, yb, ydp, wb, nb, i, r, xr);                      \
+                        break;                                                                     \
+                    }                                                                              \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
-        for (; i < i1; i++) {                                                                      \
+        for (int i = i4; i < i1; i++) {                                                            \
             const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;                     \
             for (int r = 0; r < nrows; r++)                                                        \
                 out[(size_t)r * ostride + i] = DOT(n, wi, (const char *)x + (size_t)r * xstride);  \
