@@ -1143,13 +1143,17 @@ AVX static inline __m256 lane_step(__m256 acc, float prod, __m256i lanes)
 
 #define TILE32(T, BT, UNPACK, XR)                                                                  \
     AVX static void t32_##T##_##XR(float *out, int ostride, const bq8_0_t *const *yb,              \
-                                   const BT *const *wb, int nb, int i, int r)                      \
+                                   const BT *const *wb, int nb, int i, int r, const char *pf)      \
     {                                                                                              \
         __m256 acc[XR][4];                                                                         \
         for (int b = 0; b < XR; b++)                                                               \
             for (int a = 0; a < 4; a++)                                                            \
                 acc[b][a] = _mm256_setzero_ps();                                                   \
         for (int ib = 0; ib < nb; ib++) {                                                          \
+            if (pf) {                                                                              \
+                _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib, _MM_HINT_T0);                       \
+                _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib + 64, _MM_HINT_T0);                  \
+            }                                                                                      \
             __m256i q[4];                                                                          \
             float wd[4];                                                                           \
             for (int a = 0; a < 4; a++) {                                                          \
@@ -1184,18 +1188,18 @@ AVX static inline __m256 lane_step(__m256 acc, float prod, __m256i lanes)
             const BT *wb[4];                                                                       \
             for (int a = 0; a < 4; a++)                                                            \
                 wb[a] = (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);      \
-            if (nrows <= 4 && 4 * w->row_bytes <= PF_TILE_BYTES)                                   \
-                prefetch_block((const char *)wb[0] + 4 * w->row_bytes, 4 * w->row_bytes);          \
+            /* the next tile's rows, spread over the first activation rows' pass */                \
+            const char *pf = (const char *)wb[0] + 4 * w->row_bytes;                               \
             int r = 0;                                                                             \
             for (; r + 2 <= nrows; r += 2) {                                                       \
                 const bq8_0_t *yb[2] = {                                                           \
                     (const bq8_0_t *)((const char *)x + (size_t)r * xstride),                      \
                     (const bq8_0_t *)((const char *)x + (size_t)(r + 1) * xstride)};               \
-                TILE2(out, ostride, yb, wb, nb, i, r);                                             \
+                TILE2(out, ostride, yb, wb, nb, i, r, r == 0 ? pf : NULL);                         \
             }                                                                                      \
             if (r < nrows) {                                                                       \
                 const bq8_0_t *yb[1] = {(const bq8_0_t *)((const char *)x + (size_t)r * xstride)}; \
-                TILE1(out, ostride, yb, wb, nb, i, r);                                             \
+                TILE1(out, ostride, yb, wb, nb, i, r, r == 0 ? pf : NULL);                         \
             }                                                                                      \
         }                                                                                          \
         for (; i < i1; i++) {                                                                      \
