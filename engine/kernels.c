@@ -900,7 +900,8 @@ DOT_Q6K(AVX, a_dot_q6_k, a_isum_q6_k_group)
  * hardware prefetcher follows it; four interleaved row streams defeated it: stories15M's
  * fp32 decode on one thread went from ~120 to ~190 tok/s). With 2-4 activation rows the tiles
  * read several rows at once, and on short rows (a tile within PF_TILE_BYTES) the next tile's
- * rows are requested in one burst before the current one is computed. */
+ * rows are requested in one burst before the current one is computed. (The 32-block tiles
+ * instead request the next tile two lines per block while computing, for any row count.) */
 #define PF_TILE_BYTES (16 * 1024)
 
 /* Requests `bytes` from p into the cache (prefetches never fault past the matrix's end). */
@@ -2056,7 +2057,7 @@ const kernel_type_t *kernels_for(uint32_t t)
  * in L2 at once; every weight row would stream all of them from L3 again. In blocks of
  * XBLOCK, one block stays in L1/L2 while the range's weight rows (a thread's chunk) pass
  * over it, and the chunk stays in L2 for the next block. Each output is still one call of
- * the same per-element arithmetic (a multiple of the tiles' 16 and 3 rows). */
+ * the same per-element arithmetic (a multiple of the tiles' 16, 8 and 3 rows). */
 #define XBLOCK 48
 
 void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int nrows,
