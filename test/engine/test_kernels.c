@@ -10,7 +10,8 @@
  *     the dequantized weight row and the dequantized activation row;
  *   - the float types' order (kernels.h): on lengths that are no multiple of 8 or 32, every
  *     output of every ISA is the bits of the documented sum computed here (F32 one chain,
- *     F16/BF16 four chains; matmul_rows and dot_fixed as F32).
+ *     F16/BF16 four chains; matmul_rows and dot_fixed as F32);
+ *   - rows too long for the AVX-512 Q8_0/Q4_0 tiles' scale buffer give the dot's bits too;
  *   - attention (att_scores, att_mix): on every ISA, the bits of dot_fixed's order times the
  *     scale, and of the value rows' weighted sum accumulated element by element in order.
  * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
@@ -92,8 +93,10 @@ static const uint32_t types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q4_0,
                                  DTYPE_Q4_1, DTYPE_Q5_0, DTYPE_Q5_1, DTYPE_Q8_0,
                                  DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_IQ4_NL};
 #define NTYPES (sizeof types / sizeof types[0])
-#define ROWS 37  /* weight rows: 9 tiles of 4 and a remainder */
-#define XROWS 11 /* activation rows: every tile height and remainder */
+#define ROWS 37 /* weight rows: 9 tiles of 4 and a remainder */
+/* activation rows: every tile height and remainder (F32: 3-row tiles; the AVX-512 Q8_0/Q4_0
+ * tiles: 8 rows, so 19 = two whole tiles and 3) */
+#define XROWS 19
 
 typedef struct {
     tensor_t w;
@@ -174,6 +177,17 @@ static void test_batch_invariance(void **state)
                     for (int step = 1; step <= 17; step += 8) {
                         memset(all, 0xff, sizeof(float) * XROWS * ROWS);
                         product(&c, all, nrows, step);
+                        /* rows past nrows are not written (a tile's repeated last row) */
+                        for (int r = nrows; r < XROWS; r++)
+                            for (int i = 0; i < ROWS; i++) {
+                                uint32_t u;
+                                memcpy(&u, &all[r * ROWS + i], 4);
+                                if (u != 0xffffffffu)
+                                    fail_msg("isa %d %s n %d: %d activation rows, steps of %d: "
+                                             "out[%d][%d] written",
+                                             isas[k], dtype_name(types[ti]), c.n, nrows, step, r,
+                                             i);
+                            }
                         for (int r = 0; r < nrows; r++)
                             for (int i = 0; i < ROWS; i++) {
                                 float d = kt->dot(c.n, c.wdata + (size_t)i * c.w.row_bytes,
@@ -373,6 +387,47 @@ static void test_float_chains(void **state)
     kernels_force(isas[nisa - 1]);
 }
 
+/* Rows longer than the AVX-512 Q8_0/Q4_0 driver converts the activation scales of at once
+ * (32768 elements) go by the dot: the same bits, every row count, nothing past them written. */
+static void test_long_rows(void **state)
+{
+    (void)state;
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    static const uint32_t ltypes[] = {DTYPE_Q8_0, DTYPE_Q4_0};
+    static const int lens[] = {32768, 32768 + 32};
+    float *all = malloc(sizeof(float) * XROWS * ROWS);
+    for (int k = 0; k < nisa; k++) {
+        assert_int_equal(kernels_force(isas[k]), 0);
+        for (size_t ti = 0; ti < sizeof ltypes / sizeof ltypes[0]; ti++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                case_t c;
+                case_make(&c, ltypes[ti], lens[li]);
+                case_quantize(&c);
+                const kernel_type_t *kt = kernels_for(ltypes[ti]);
+                for (int nrows = 2; nrows <= 11; nrows += 9) {
+                    memset(all, 0xff, sizeof(float) * XROWS * ROWS);
+                    product(&c, all, nrows, 17);
+                    for (int r = 0; r < XROWS; r++)
+                        for (int i = 0; i < ROWS; i++) {
+                            float d = kt->dot(c.n, c.wdata + (size_t)i * c.w.row_bytes,
+                                              c.x + (size_t)r * c.xs);
+                            uint32_t u;
+                            memcpy(&u, &all[r * ROWS + i], 4);
+                            if (r < nrows ? memcmp(&d, &all[r * ROWS + i], 4) != 0
+                                          : u != 0xffffffffu)
+                                fail_msg("isa %d %s n %d, %d rows: out[%d][%d] = %.9g, dot %.9g",
+                                         isas[k], dtype_name(ltypes[ti]), c.n, nrows, r, i,
+                                         (double)all[r * ROWS + i], (double)d);
+                        }
+                }
+                case_free(&c);
+            }
+    }
+    free(all);
+    kernels_force(isas[nisa - 1]);
+}
+
 static void test_attention(void **state)
 {
     (void)state;
@@ -435,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_isas_and_reference),
         cmocka_unit_test(test_float_chains),
+        cmocka_unit_test(test_long_rows),
         cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
