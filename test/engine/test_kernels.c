@@ -8,6 +8,9 @@
  *     agree within 1e-5 relative to the sum of magnitudes;
  *   - against arithmetic: every output is within a small tolerance of the float64 dot of
  *     the dequantized weight row and the dequantized activation row;
+ *   - the k-quants at their extremes (every value its largest, activations +-127): the
+ *     AVX-512 sums keep four products per 16-bit lane (4 * 63 * 127 fits), so these give the
+ *     generic bits too;
  *   - the float types' order (kernels.h): on lengths that are no multiple of 8 or 32, every
  *     output of every ISA is the bits of the documented sum computed here (F32 one chain,
  *     F16/BF16 four chains; matmul_rows and dot_fixed as F32);
@@ -95,8 +98,9 @@ static const uint32_t types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q4_0,
 #define NTYPES (sizeof types / sizeof types[0])
 #define ROWS 37 /* weight rows: 9 tiles of 4 and a remainder */
 /* activation rows: every tile height and remainder (F32: 3-row tiles; the AVX-512 Q8_0/Q4_0
- * tiles: 8 rows, so 19 = two whole tiles and 3) */
-#define XROWS 19
+ * tiles: 8 rows; the k-quants: 16-row chunks of 8-row groups), so 21 = two whole Q8_0 tiles and
+ * 5, a whole k-quant chunk and 5 */
+#define XROWS 21
 
 typedef struct {
     tensor_t w;
@@ -163,8 +167,11 @@ static void test_batch_invariance(void **state)
     (void)state;
     kernel_isa_t isas[KERNEL_COUNT];
     int nisa = isa_count(isas);
-    int sizes[] = {256, 512, 2048 + 256};
-    float *all = malloc(sizeof(float) * XROWS * ROWS), *one = malloc(sizeof(float) * ROWS);
+    /* 4096 + 256: k-quant rows of over 2 KiB, so the AVX-512 many-row paths split the 37
+     * weight rows into blocks (KBLOCK_BYTES) when a call covers them all */
+    int sizes[] = {256, 512, 2048 + 256, 4096 + 256};
+    int steps[] = {1, 9, 17, ROWS};
+    float *all = malloc(sizeof(float) * XROWS * ROWS), *dots = malloc(sizeof(float) * XROWS * ROWS);
     for (int k = 0; k < nisa; k++) {
         assert_int_equal(kernels_force(isas[k]), 0);
         for (size_t ti = 0; ti < NTYPES; ti++)
@@ -173,8 +180,13 @@ static void test_batch_invariance(void **state)
                 case_make(&c, types[ti], sizes[si]);
                 case_quantize(&c);
                 const kernel_type_t *kt = kernels_for(types[ti]);
+                for (int r = 0; r < XROWS; r++)
+                    for (int i = 0; i < ROWS; i++)
+                        dots[r * ROWS + i] = kt->dot(c.n, c.wdata + (size_t)i * c.w.row_bytes,
+                                                     c.x + (size_t)r * c.xs);
                 for (int nrows = 1; nrows <= XROWS; nrows++)
-                    for (int step = 1; step <= 17; step += 8) {
+                    for (size_t sti = 0; sti < sizeof steps / sizeof steps[0]; sti++) {
+                        int step = steps[sti];
                         memset(all, 0xff, sizeof(float) * XROWS * ROWS);
                         product(&c, all, nrows, step);
                         /* rows past nrows are not written (a tile's repeated last row) */
@@ -190,8 +202,7 @@ static void test_batch_invariance(void **state)
                             }
                         for (int r = 0; r < nrows; r++)
                             for (int i = 0; i < ROWS; i++) {
-                                float d = kt->dot(c.n, c.wdata + (size_t)i * c.w.row_bytes,
-                                                  c.x + (size_t)r * c.xs);
+                                float d = dots[r * ROWS + i];
                                 if (memcmp(&d, &all[r * ROWS + i], 4)) {
                                     fail_msg("isa %d %s n %d: %d activation rows, steps of %d: "
                                              "out[%d][%d] = %.9g, the dot gives %.9g",
@@ -200,12 +211,11 @@ static void test_batch_invariance(void **state)
                                 }
                             }
                     }
-                (void)one;
                 case_free(&c);
             }
     }
     free(all);
-    free(one);
+    free(dots);
     kernels_force(isas[nisa - 1]);
 }
 
@@ -273,6 +283,90 @@ static void test_isas_and_reference(void **state)
                                   : fabs((double)v - (double)g) > 1e-5 * mag + 1e-6)
                             fail_msg("%s: isa %d gives %.9g, generic %.9g at [%d][%d]",
                                      dtype_name(types[ti]), isas[k], (double)v, (double)g, r, i);
+                    }
+                }
+            }
+        }
+        case_free(&c);
+    }
+    free(ref);
+    free(got);
+    free(wrow);
+    free(xrow);
+    kernels_force(isas[nisa - 1]);
+}
+
+/* The largest k-quant values (Q4_K 15, Q5_K 31, Q6_K 63, the 6-bit scales and mins 63, the
+ * Q6_K scales +127 and -128 in turn) against activations of +-127 (Q8_K quantizes a block's
+ * largest magnitude to -127: all +1 gives -127 everywhere, +1 then -1s gives +127 after the
+ * first): every ISA's product, one row and many, gives the generic bits and the float64
+ * value of the dequantized operands. A kernel whose 16-bit partial sums held more products
+ * than fit would saturate here. */
+static void test_kquant_extremes(void **state)
+{
+    (void)state;
+    static const uint32_t kt3[] = {DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    int n = 1024;
+    float *ref = malloc(sizeof(float) * XROWS * ROWS), *got = malloc(sizeof(float) * XROWS * ROWS);
+    float *wrow = malloc(sizeof(float) * (size_t)n), *xrow = malloc(sizeof(float) * (size_t)n);
+    for (size_t ti = 0; ti < 3; ti++) {
+        uint32_t t = kt3[ti];
+        case_t c;
+        case_make(&c, t, n);
+        size_t bs = dtype_info(t)->bytes;
+        for (size_t b = 0; b + bs <= c.w.nbytes; b += bs) {
+            uint8_t *p = c.wdata + b;
+            if (t == DTYPE_Q6_K) {
+                memset(p, 0xff, 192); /* ql, qh */
+                for (int g = 0; g < 16; g++)
+                    p[192 + g] = g & 1 ? 0x80 : 0x7f;
+            } else {
+                memset(p + 4, 0xff, bs - 4); /* scales, mins, (qh,) qs after d, dmin */
+            }
+        }
+        for (int r = 0; r < XROWS; r++)
+            for (int j = 0; j < n; j++)
+                c.xf[(size_t)r * n + j] = r % 3 == 0 || j % 256 == 0 ? 1.0f
+                                          : r % 3 == 1               ? -1.0f
+                                          : (rnd() & 1)              ? 1.0f
+                                                                     : -1.0f;
+        for (int pass = 0; pass < 2; pass++) {
+            int nrows = pass == 0 ? 1 : XROWS;
+            for (int k = 0; k < nisa; k++) {
+                assert_int_equal(kernels_force(isas[k]), 0);
+                case_quantize(&c);
+                if (k == 0 && pass == 0) {
+                    /* the activations really are at the extremes */
+                    const int8_t *q = (const int8_t *)c.x + 4;
+                    assert_int_equal(q[0], -127);
+                    assert_int_equal(((const int8_t *)c.x + c.xs + 4)[1], 127);
+                }
+                product(&c, k == 0 ? ref : got, nrows, 16);
+                const kernel_type_t *kt = kernels_for(t);
+                for (int r = 0; r < nrows; r++) {
+                    const uint8_t *p = c.x + (size_t)r * c.xs;
+                    for (int b = 0; b < n / 256; b++) {
+                        float d;
+                        memcpy(&d, p + (size_t)b * 292, 4);
+                        for (int l = 0; l < 256; l++)
+                            xrow[b * 256 + l] = d * (float)(int8_t)p[(size_t)b * 292 + 4 + l];
+                    }
+                    for (int i = 0; i < ROWS; i++) {
+                        kt->dequant(wrow, c.wdata + (size_t)i * c.w.row_bytes, n);
+                        double s = 0, mag = 0;
+                        for (int j = 0; j < n; j++) {
+                            s += (double)wrow[j] * (double)xrow[j];
+                            mag += fabs((double)wrow[j] * (double)xrow[j]);
+                        }
+                        float v = (k == 0 ? ref : got)[r * ROWS + i], g = ref[r * ROWS + i];
+                        if (fabs((double)v - s) > 1e-5 * mag + 1e-6)
+                            fail_msg("isa %d %s, %d rows: out[%d][%d] = %.9g, float64 %.9g",
+                                     isas[k], dtype_name(t), nrows, r, i, (double)v, s);
+                        if (memcmp(&v, &g, 4) != 0)
+                            fail_msg("isa %d %s, %d rows: out[%d][%d] = %.9g, generic %.9g",
+                                     isas[k], dtype_name(t), nrows, r, i, (double)v, (double)g);
                     }
                 }
             }
@@ -487,11 +581,9 @@ static void test_attention(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_batch_invariance),
-        cmocka_unit_test(test_isas_and_reference),
-        cmocka_unit_test(test_float_chains),
-        cmocka_unit_test(test_long_rows),
-        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_isas_and_reference),
+        cmocka_unit_test(test_kquant_extremes),  cmocka_unit_test(test_float_chains),
+        cmocka_unit_test(test_long_rows),        cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
