@@ -961,10 +961,26 @@ TILE(1, 3)
 TILE(1, 2)
 TILE(1, 1)
 
+/* All activation rows against weight rows i .. i + WR - 1 (WR 4 or 1), in tiles of 3 rows;
+ * inlined into both drivers below so each keeps its own code */
+#define F32_ROWS(WR)                                                                               \
+    AVX static inline __attribute__((always_inline)) void f32_rows_##WR(                           \
+        float *out, int ostride, const float *x, const float *w, int n, int i, int nrows)          \
+    {                                                                                              \
+        int r = 0;                                                                                 \
+        for (; r + 3 <= nrows; r += 3)                                                             \
+            tile_##WR##_3(out, ostride, x, w, n, i, r);                                            \
+        if (nrows - r == 2) tile_##WR##_2(out, ostride, x, w, n, i, r);                            \
+        if (nrows - r == 1) tile_##WR##_1(out, ostride, x, w, n, i, r);                            \
+    }
+F32_ROWS(4)
+F32_ROWS(1)
+
 /* Many activation rows (a batch, a prompt): each 4-row weight tile is read by every tile of
  * activation rows, from L1 after the first; on short rows the next weight tile is requested
  * into L2 meanwhile (into L1 it would evict the rows in use). Measured on stories15M's
- * classifier (32000 x 288, 16 rows, one thread): 7.0 -> 4.5 ms a product. */
+ * classifier (32000 x 288, 16 rows, one thread): 7.0 -> 4.5 ms a product. A separate function:
+ * one loop for both cases made the few-rows path 30% slower through code generation alone. */
 AVX static void matmul_many_avx(float *out, int ostride, const float *x, int nrows, const float *w,
                                 int n, int i0, int i1)
 {
@@ -972,19 +988,10 @@ AVX static void matmul_many_avx(float *out, int ostride, const float *x, int nro
     int i = i0;
     for (; i + 4 <= i1; i += 4) {
         if (pf) prefetch_l2(w + (size_t)(i + 4) * n, (size_t)n * 16);
-        int r = 0;
-        for (; r + 3 <= nrows; r += 3)
-            tile_4_3(out, ostride, x, w, n, i, r);
-        if (nrows - r == 2) tile_4_2(out, ostride, x, w, n, i, r);
-        if (nrows - r == 1) tile_4_1(out, ostride, x, w, n, i, r);
+        f32_rows_4(out, ostride, x, w, n, i, nrows);
     }
-    for (; i < i1; i++) {
-        int r = 0;
-        for (; r + 3 <= nrows; r += 3)
-            tile_1_3(out, ostride, x, w, n, i, r);
-        if (nrows - r == 2) tile_1_2(out, ostride, x, w, n, i, r);
-        if (nrows - r == 1) tile_1_1(out, ostride, x, w, n, i, r);
-    }
+    for (; i < i1; i++)
+        f32_rows_1(out, ostride, x, w, n, i, nrows);
 }
 
 AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, const float *w,
@@ -999,23 +1006,14 @@ AVX static void matmul_avx(float *out, int ostride, const float *x, int nrows, c
         matmul_many_avx(out, ostride, x, nrows, w, n, i0, i1);
         return;
     }
-    int pf = (size_t)n * 16 <= PF_TILE_BYTES && nrows <= 4;
+    int pf = (size_t)n * 16 <= PF_TILE_BYTES;
     int i = i0;
     for (; i + 4 <= i1; i += 4) {
         if (pf) prefetch_block(w + (size_t)(i + 4) * n, (size_t)n * 16);
-        int r = 0;
-        for (; r + 3 <= nrows; r += 3)
-            tile_4_3(out, ostride, x, w, n, i, r);
-        if (nrows - r == 2) tile_4_2(out, ostride, x, w, n, i, r);
-        if (nrows - r == 1) tile_4_1(out, ostride, x, w, n, i, r);
+        f32_rows_4(out, ostride, x, w, n, i, nrows);
     }
-    for (; i < i1; i++) {
-        int r = 0;
-        for (; r + 3 <= nrows; r += 3)
-            tile_1_3(out, ostride, x, w, n, i, r);
-        if (nrows - r == 2) tile_1_2(out, ostride, x, w, n, i, r);
-        if (nrows - r == 1) tile_1_1(out, ostride, x, w, n, i, r);
-    }
+    for (; i < i1; i++)
+        f32_rows_1(out, ostride, x, w, n, i, nrows);
 }
 
 AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride, int nrows,
