@@ -348,13 +348,13 @@ static void rope(float *q, int nq, float *k, int nk, int hs, const model_config_
     }
 }
 
-static void add_bias(float *x, const tensor_t *b, int nrows, int n)
+/* x (n) += b when the layer has that bias */
+static void add_bias(float *x, const tensor_t *b, int n)
 {
     if (!b->data) return;
     const float *bv = b->data;
-    for (int r = 0; r < nrows; r++)
-        for (int i = 0; i < n; i++)
-            x[(size_t)r * n + i] += bv[i];
+    for (int i = 0; i < n; i++)
+        x[i] += bv[i];
 }
 
 /* 1-D weights (norms, biases) are F32 in every file llama.cpp writes; the loader checks. */
@@ -402,9 +402,9 @@ static void rows_run(void *arg, int ci, int nchunks)
             const fwd_row_t *row = &j->rows[r];
             float *q = s->q + (size_t)r * qd, *k = s->k + (size_t)r * kvd;
             float *v = s->v + (size_t)r * kvd;
-            add_bias(q, &L->bq, 1, qd);
-            add_bias(k, &L->bk, 1, kvd);
-            add_bias(v, &L->bv, 1, kvd);
+            add_bias(q, &L->bq, qd);
+            add_bias(k, &L->bk, kvd);
+            add_bias(v, &L->bv, kvd);
             if (c->qk_norm) {
                 for (int h = 0; h < c->n_heads; h++)
                     rmsnorm(q + (size_t)h * hs, q + (size_t)h * hs, f32(&L->q_norm), hs,

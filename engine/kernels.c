@@ -461,7 +461,7 @@ void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t 
 
 /* Reduction order of the float dots (every ISA): the 8-element blocks in order into 8-lane
  * accumulators, a fixed pairwise horizontal sum, then the tail (n % 8 elements) in order.
- * F32 (and dot_fixed/matmul_rows) keeps one accumulator: its products are memory-bound at
+ * F32 (and attention's scores) keeps one accumulator: its products are memory-bound at
  * one row and its tiles need one register per pair (4 x 3 on AVX2). F16 and BF16 put block
  * k into accumulator k % FCHAINS (independent chains, so one core keeps that many
  * multiply-adds in flight instead of waiting on one chain's latency: their conversions made
@@ -2107,32 +2107,10 @@ void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int 
     }
 }
 
-float dot_fixed(const float *a, const float *b, int n)
-{
-#ifdef HAVE_X86
-    if (kernels_isa() != KERNEL_GENERIC) return dot_avx(a, b, n);
-#endif
-    return dot_generic(a, b, n);
-}
-
-void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n, int i0,
-                 int i1)
-{
-#ifdef HAVE_X86
-    if (kernels_isa() != KERNEL_GENERIC) {
-        matmul_avx(out, ostride, x, nrows, w, n, i0, i1);
-        return;
-    }
-#endif
-    for (int i = i0; i < i1; i++)
-        for (int r = 0; r < nrows; r++)
-            out[(size_t)r * ostride + i] = dot_generic(w + (size_t)i * n, x + (size_t)r * n, n);
-}
-
 /* ---- attention ------------------------------------------------------------------------------
- * A prompt row attends to hundreds of positions per head: the per-position dispatch of
- * dot_fixed and the scalar (SSE2) weighted sum of the value rows were a tenth of a 512-token
- * prefill. Both keep their scalar definitions' arithmetic: the scores are dot_fixed's chain,
+ * A prompt row attends to hundreds of positions per head: a dispatched dot per position and
+ * the scalar (SSE2) weighted sum of the value rows were a tenth of a 512-token prefill. Both
+ * keep their scalar definitions' arithmetic: the scores are F32's dot chain,
  * the mix accumulates each output element over the positions in order (vector lanes are
  * independent elements). */
 

@@ -15,7 +15,7 @@
  * four independent 8-lane chains (8-element block k into chain k % 4; one chain would leave
  * a core waiting on the multiply-add latency, ~2 weights per 4 cycles), summed lane by lane
  * as (c0 + c1) + (c2 + c3), then across lanes, then the n % 8 tail in order. The F32 dot
- * (and matmul_rows, dot_fixed) runs one 8-lane chain over the blocks in order, then across
+ * (and attention's scores) runs one 8-lane chain over the blocks in order, then across
  * lanes, then the tail: at one row it is memory-bound either way, and one accumulator per
  * output lets a tile keep 4 weight rows x 3 activation rows in registers (four chains
  * shrank the AVX2 tiles to 1 x 3 and cost 19% of stories15M's decode at 16 streams).
@@ -86,17 +86,10 @@ uint16_t fp32_to_fp16(float f);
 float bf16_to_fp32(uint16_t h);
 uint16_t fp32_to_bf16(float f);
 
-/* ---- the f32 kernels the rest of the engine uses ------------------------------------------ */
+/* ---- attention (f32 rows of the KV cache) ------------------------------------------------- */
 
-/** out[r][i] = sum_j w[i][j] * x[r][j] for r < nrows, i in [i0, i1). Fixed reduction
- *  order per element, independent of nrows. x: (nrows, n), out: (nrows, ostride). */
-void matmul_rows(float *out, int ostride, const float *x, int nrows, const float *w, int n, int i0,
-                 int i1);
-/** Dot product with the same reduction order as matmul_rows. */
-float dot_fixed(const float *a, const float *b, int n);
-
-/** Attention scores: att[p] = dot_fixed(q, k + p * kstride, n) * scale for p < npos (the same
- *  bits as that loop, without a dispatch per position). */
+/** Attention scores: att[p] = (q . k[p * kstride ..]) * scale for p < npos, each dot in the F32
+ *  dot's order (one 8-lane chain, above) on every ISA. */
 void att_scores(float *att, const float *q, const float *k, size_t kstride, int npos, int n,
                 float scale);
 /** Attention mix: out[i] = sum over p < npos, in order from 0.0f, of (att[p] * inv) *

@@ -13,9 +13,9 @@
  *     generic bits too;
  *   - the float types' order (kernels.h): on lengths that are no multiple of 8 or 32, every
  *     output of every ISA is the bits of the documented sum computed here (F32 one chain,
- *     F16/BF16 four chains; matmul_rows and dot_fixed as F32);
+ *     F16/BF16 four chains; attention's scores as F32);
  *   - rows too long for the AVX-512 Q8_0/Q4_0 tiles' scale buffer give the dot's bits too;
- *   - attention (att_scores, att_mix): on every ISA, the bits of dot_fixed's order times the
+ *   - attention (att_scores, att_mix): on every ISA, the bits of F32's dot order times the
  *     scale, and of the value rows' weighted sum accumulated element by element in order.
  * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
  */
@@ -381,7 +381,7 @@ static void test_kquant_extremes(void **state)
 }
 
 /* The float dots' documented order: with `chains` 4 (F16, BF16) 8-block k into chain k % 4,
- * the chains summed lane by lane as (c0 + c1) + (c2 + c3); with 1 (F32, matmul_rows, dot_fixed)
+ * the chains summed lane by lane as (c0 + c1) + (c2 + c3); with 1 (F32, attention's scores)
  * every 8-block into the one chain; then a horizontal sum and the tail in order. The generic
  * kernels multiply then add and sum the lanes ((0+4)+(1+5))+((2+6)+(3+7)); the x86 ones fuse
  * (fmaf: one rounding) and sum them ((0+4)+(2+6))+((1+5)+(3+7)), as hsum_avx does. */
@@ -457,19 +457,18 @@ static void test_float_chains(void **state)
                         }
                 }
                 if (ftypes[ti] == DTYPE_F32) {
-                    /* the engine's own f32 products: F32's one-chain order */
-                    float o[XROWS * ROWS];
-                    matmul_rows(o, ROWS, xrow, XROWS, wrow, n, 0, ROWS);
+                    /* attention's scores: F32's one-chain order at every length (scale 1) */
                     for (int r = 0; r < XROWS; r++)
                         for (int i = 0; i < ROWS; i++) {
                             float want = dot_order(wrow + (size_t)i * n, xrow + (size_t)r * n, n,
                                                    isas[k] != KERNEL_GENERIC, 1);
-                            float d = dot_fixed(wrow + (size_t)i * n, xrow + (size_t)r * n, n);
-                            if (memcmp(&o[r * ROWS + i], &want, 4) || memcmp(&d, &want, 4))
-                                fail_msg("isa %d n %d: matmul_rows %.9g, dot_fixed %.9g, the "
-                                         "documented order %.9g at [%d][%d]",
-                                         isas[k], n, (double)o[r * ROWS + i], (double)d,
-                                         (double)want, r, i);
+                            float d;
+                            att_scores(&d, wrow + (size_t)i * n, xrow + (size_t)r * n, 0, 1, n,
+                                       1.0f);
+                            if (memcmp(&d, &want, 4))
+                                fail_msg("isa %d n %d: att_scores %.9g, the documented order "
+                                         "%.9g at [%d][%d]",
+                                         isas[k], n, (double)d, (double)want, r, i);
                         }
                 }
                 free(wrow);
