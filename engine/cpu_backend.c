@@ -122,8 +122,7 @@ static int cpu_load(void **ctx, const model_view_t *m, const backend_opts_t *o, 
     s->v = falloc(R * s->kv_dim);
     s->att = falloc(R * c->n_heads * (size_t)s->ctx);
     s->lx = falloc(R * c->dim);
-    /* the widest activation format is f32 */
-    s->xq_bytes = R * kernels_act_row_bytes(DTYPE_F32, s->wide);
+    s->xq_bytes = R * kernels_act_row_bytes_max(s->wide);
     for (int i = 0; i < MAX_SEGS; i++)
         s->xq[i] = malloc(s->xq_bytes);
     s->cap = calloc((size_t)max_slots, sizeof(int));

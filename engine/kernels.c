@@ -415,6 +415,9 @@ size_t kernels_act_row_bytes(uint32_t vec_type, int64_t n)
     switch (vec_type) {
     case DTYPE_F32:
         return (size_t)n * 4;
+    case KERNEL_VEC_F16R:
+    case KERNEL_VEC_BF16R: /* n f32, n 16-bit, padded to whole f32 */
+        return (size_t)(n + (n + 1) / 2) * 4;
     case DTYPE_F16:
     case DTYPE_BF16:
         return (size_t)n * 2;
@@ -442,6 +445,20 @@ void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t 
     case DTYPE_BF16:
         for (int64_t i = 0; i < n; i++)
             ((uint16_t *)dst)[i] = fp32_to_bf16(x[i]);
+        break;
+    case KERNEL_VEC_F16R:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = fp32_to_fp16(x[i]);
+            ((uint16_t *)((float *)dst + n))[i] = h;
+            ((float *)dst)[i] = fp16_to_fp32(h);
+        }
+        break;
+    case KERNEL_VEC_BF16R:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = fp32_to_bf16(x[i]);
+            ((uint16_t *)((float *)dst + n))[i] = h;
+            ((float *)dst)[i] = bf16_to_fp32(h);
+        }
         break;
     case DTYPE_Q8_0:
         quant_q8_0(dst, x, n);
@@ -514,14 +531,20 @@ static inline float dot16_generic(const uint16_t *a, const uint16_t *b, int n, f
     return s;
 }
 
+/* The 16-bit half of a KERNEL_VEC_F16R / BF16R row of n elements (after its n f32 values). */
+static inline const uint16_t *half16(const void *x, int n)
+{
+    return (const uint16_t *)((const float *)x + n);
+}
+
 static float g_dot_f16(int n, const void *w, const void *x)
 {
-    return dot16_generic(w, x, n, fp16_to_fp32);
+    return dot16_generic(w, half16(x, n), n, fp16_to_fp32);
 }
 
 static float g_dot_bf16(int n, const void *w, const void *x)
 {
-    return dot16_generic(w, x, n, bf16_to_fp32);
+    return dot16_generic(w, half16(x, n), n, bf16_to_fp32);
 }
 
 /* Per-block integer sums, then one scalar float order shared by both ISAs. Each
@@ -695,8 +718,8 @@ static void generic_mm(float *out, int ostride, const void *x, size_t xstride, i
 
 static const kernel_type_t generic_table[] = {
     {DTYPE_F32, DTYPE_F32, dq_f32, g_dot_f32, NULL},
-    {DTYPE_F16, DTYPE_F16, dq_f16, g_dot_f16, NULL},
-    {DTYPE_BF16, DTYPE_BF16, dq_bf16, g_dot_bf16, NULL},
+    {DTYPE_F16, KERNEL_VEC_F16R, dq_f16, g_dot_f16, NULL},
+    {DTYPE_BF16, KERNEL_VEC_BF16R, dq_bf16, g_dot_bf16, NULL},
     {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, g_dot_q4_0, NULL},
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, g_dot_q4_1, NULL},
     {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, g_dot_q5_0, NULL},
@@ -708,6 +731,16 @@ static const kernel_type_t generic_table[] = {
     {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, g_dot_q6_k, NULL},
 };
 #define N_TYPES (sizeof generic_table / sizeof generic_table[0])
+
+size_t kernels_act_row_bytes_max(int64_t n)
+{
+    size_t most = 0;
+    for (size_t i = 0; i < N_TYPES; i++) {
+        size_t b = kernels_act_row_bytes(generic_table[i].vec_type, n);
+        if (b > most) most = b;
+    }
+    return most;
+}
 
 static void generic_mm(float *out, int ostride, const void *x, size_t xstride, int nrows,
                        const tensor_t *w, int i0, int i1)
@@ -771,7 +804,10 @@ AVX static float a_dot_f32(int n, const void *w, const void *x)
 }
 
 /* The F16/BF16 dots: FCHAINS (4) FMA chains, 8-block k into chain k % 4, as dot16_generic
- * orders them; LOAD widens 8 elements to f32, CONV one (the tail). */
+ * orders them; LOAD widens 8 elements to f32, CONV one (the tail). One activation row takes
+ * its row's 16-bit half: it stays in L1 beside the streaming weights where the f32 values of
+ * a long row do not (1 thread, 2048 x 8192 F16 at one row: 1.8 ms a product with f16, 2.7
+ * with f32 activations). */
 #define DOTF(T, ET, LOAD, CONV)                                                                    \
     AVX static float dot_##T##_avx(const ET *a, const ET *b, int n)                                \
     {                                                                                              \
@@ -793,7 +829,7 @@ AVX static float a_dot_f32(int n, const void *w, const void *x)
     }                                                                                              \
     AVX static float a_dot_##T(int n, const void *w, const void *x)                                \
     {                                                                                              \
-        return dot_##T##_avx(w, x, n);                                                             \
+        return dot_##T##_avx(w, half16(x, n), n);                                                  \
     }
 
 DOTF(f16, uint16_t, f16x8, fp16_to_fp32)
@@ -1037,7 +1073,8 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
 #define TSTEP(LOAD, WR, XR, c, jj)                                                                 \
     do {                                                                                           \
         __m256 xv[XR];                                                                             \
-        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xv[b] = LOAD(xp[b] + (jj));           \
+        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xv[b] =                               \
+            _mm256_loadu_ps(xp[b] + (jj));                                                         \
         _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
         {                                                                                          \
             __m256 wv = LOAD(wp[a] + (jj));                                                        \
@@ -1047,11 +1084,13 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
     } while (0)
 
 #define TILEF(ATTR, PFX, T, ET, LOAD, CONV, WR, XR)                                                \
-    ATTR static void PFX##tile_##T##_##WR##_##XR(float *out, int ostride, const ET *x, size_t xs,  \
-                                                 const ET *w, size_t ws, int n, int i, int r)      \
+    ATTR static void PFX##tile_##T##_##WR##_##XR(float *out, int ostride, const float *x,          \
+                                                 size_t xs, const ET *w, size_t ws, int n, int i,  \
+                                                 int r)                                            \
     {                                                                                              \
         __m256 acc[WR][XR][FCHAINS];                                                               \
-        const ET *wp[WR], *xp[XR];                                                                 \
+        const ET *wp[WR];                                                                          \
+        const float *xp[XR];                                                                       \
         _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
         {                                                                                          \
             wp[a] = w + (size_t)(i + a) * ws;                                                      \
@@ -1084,25 +1123,28 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
         {                                                                                          \
             float s = hsum_chains_avx(acc[a][b][0], acc[a][b][1], acc[a][b][2], acc[a][b][3]);     \
             for (int k = j; k < n; k++)                                                            \
-                s += CONV(wp[a][k]) * CONV(xp[b][k]);                                              \
+                s += CONV(wp[a][k]) * xp[b][k];                                                    \
             out[(size_t)(r + b) * ostride + i + a] = s;                                            \
         }                                                                                          \
     }
 
 /* The product over [i0, i1) x nrows of one float type: x (nrows, xs elements), w (rows, ws
  * elements); weight rows left over from the WR-row tiles take the dot itself (the same
- * arithmetic). */
+ * arithmetic). Activation rows go three at a time, but four left as two twos: a one-row tile
+ * converts each weight block for one product (1 thread, F16 8192 x 2048 at 4 rows: 3.9 ->
+ * 3.2 ms a product; tiles of 2 or 1 weight rows x all 4 activation rows, reading each weight
+ * tile once, measured 4.0 and 4.8: few weight rows ask more activation loads per product). */
 #define MMF(TILEM, ATTR, PFX, T, ET, LOAD, CONV, WR)                                               \
     TILEM(ATTR, PFX, T, ET, LOAD, CONV, WR, 3)                                                     \
     TILEM(ATTR, PFX, T, ET, LOAD, CONV, WR, 2)                                                     \
     TILEM(ATTR, PFX, T, ET, LOAD, CONV, WR, 1)                                                     \
-    ATTR static void PFX##mmf_##T(float *out, int ostride, const ET *x, size_t xs, int nrows,      \
+    ATTR static void PFX##mmf_##T(float *out, int ostride, const float *x, size_t xs, int nrows,   \
                                   const ET *w, size_t ws, int n, int i0, int i1)                   \
     {                                                                                              \
         int i = i0;                                                                                \
         if (nrows == 1) { /* one sequential stream of weight rows */                               \
             for (; i < i1; i++)                                                                    \
-                out[i] = dot_##T##_avx(w + (size_t)i * ws, x, n);                                  \
+                out[i] = dot_##T##_avx(w + (size_t)i * ws, half16(x, n), n);                       \
             return;                                                                                \
         }                                                                                          \
         size_t tb = (size_t)WR * ws * sizeof(ET);                                                  \
@@ -1114,20 +1156,21 @@ AVX static void a_mm_f32(float *out, int ostride, const void *x, size_t xstride,
                     prefetch_l2(w + (size_t)(i + WR) * ws, tb);                                    \
             }                                                                                      \
             int r = 0;                                                                             \
-            for (; r + 3 <= nrows; r += 3)                                                         \
+            for (; nrows - r >= 5 || nrows - r == 3; r += 3)                                       \
                 PFX##tile_##T##_##WR##_3(out, ostride, x, xs, w, ws, n, i, r);                     \
-            if (nrows - r == 2) PFX##tile_##T##_##WR##_2(out, ostride, x, xs, w, ws, n, i, r);     \
+            for (; nrows - r >= 2; r += 2)                                                         \
+                PFX##tile_##T##_##WR##_2(out, ostride, x, xs, w, ws, n, i, r);                     \
             if (nrows - r == 1) PFX##tile_##T##_##WR##_1(out, ostride, x, xs, w, ws, n, i, r);     \
         }                                                                                          \
         for (; i < i1; i++)                                                                        \
             for (int r = 0; r < nrows; r++)                                                        \
                 out[(size_t)r * ostride + i] =                                                     \
-                    dot_##T##_avx(w + (size_t)i * ws, x + (size_t)r * xs, n);                      \
+                    dot_##T##_avx(w + (size_t)i * ws, half16(x + (size_t)r * xs, n), n);           \
     }                                                                                              \
     ATTR static void PFX##mm_##T(float *out, int ostride, const void *x, size_t xstride,           \
                                  int nrows, const tensor_t *w, int i0, int i1)                     \
     {                                                                                              \
-        PFX##mmf_##T(out, ostride, x, xstride / sizeof(ET), nrows, w->data,                        \
+        PFX##mmf_##T(out, ostride, x, xstride / sizeof(float), nrows, w->data,                     \
                      w->row_bytes / sizeof(ET), (int)w->ne[0], i0, i1);                            \
     }
 
@@ -1429,8 +1472,8 @@ AVX static void a_mm_q6_k(float *out, int ostride, const void *x, size_t xstride
 
 static const kernel_type_t avx2_table[] = {
     {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
-    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, a_mm_f16},
-    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, a_mm_bf16},
+    {DTYPE_F16, KERNEL_VEC_F16R, dq_f16, a_dot_f16, a_mm_f16},
+    {DTYPE_BF16, KERNEL_VEC_BF16R, dq_bf16, a_dot_bf16, a_mm_bf16},
     {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, a_mm_q4_0},
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
     {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
@@ -1944,13 +1987,14 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
 ZMM32(q8_0, bq8_0_t, unpackz_q8_0, 128, a_dot_q8_0)
 ZMM32(q4_0, bq4_0_t, unpackz_q4_0, 8, a_dot_q4_0)
 
-/* The BF16 tiles with 512-bit registers: a register holds two chains of a pair (16
+/* The F16 and BF16 tiles with 512-bit registers: a register holds two chains of a pair (16
  * consecutive elements are 8-blocks 2h and 2h + 1 of a 32-element round: chains 2h and
  * 2h + 1, lanes 0-7 and 8-15), so a pair needs two registers and 4 x 3 pairs fit in 32.
  * Per lane the FMAs are the AVX2 ones; the leftover 8-blocks and the sums run on the four
- * 256-bit halves exactly as dot_T_avx, so every output is its dot's bits. F16 keeps 256-bit
- * tiles (2 x 3 with the 32 registers): a 512-bit vcvtph2ps made its tiles slower on Zen 4
- * (16 rows in L2: 38 GMAC/s against 53). F32 (one chain) keeps AVX2's 4 x 3 tiles. */
+ * 256-bit halves exactly as dot_T_avx, so every output is its dot's bits. Only the weights
+ * are converted (the activations come rounded, as f32): F16 had 256-bit 2 x 3 tiles while it
+ * converted both with Zen 4's slow 512-bit vcvtph2ps. F32 (one chain) keeps AVX2's 4 x 3
+ * tiles. */
 AVX512 static inline __m512 bf16x16(const uint16_t *p)
 {
     __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
@@ -1965,7 +2009,8 @@ AVX512 static inline __m256 hi256(__m512 v)
 #define ZSTEP(LOAD16, WR, XR, h, jj)                                                               \
     do {                                                                                           \
         __m512 xv[XR];                                                                             \
-        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xv[b] = LOAD16(xp[b] + (jj));         \
+        _Pragma("GCC unroll 4") for (int b = 0; b < XR; b++) xv[b] =                               \
+            _mm512_loadu_ps(xp[b] + (jj));                                                         \
         _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
         {                                                                                          \
             __m512 wv = LOAD16(wp[a] + (jj));                                                      \
@@ -1975,11 +2020,13 @@ AVX512 static inline __m256 hi256(__m512 v)
     } while (0)
 
 #define ZTILE(ATTR, PFX, T, ET, LOAD, CONV, WR, XR)                                                \
-    ATTR static void PFX##tile_##T##_##WR##_##XR(float *out, int ostride, const ET *x, size_t xs,  \
-                                                 const ET *w, size_t ws, int n, int i, int r)      \
+    ATTR static void PFX##tile_##T##_##WR##_##XR(float *out, int ostride, const float *x,          \
+                                                 size_t xs, const ET *w, size_t ws, int n, int i,  \
+                                                 int r)                                            \
     {                                                                                              \
         __m512 acc[WR][XR][2];                                                                     \
-        const ET *wp[WR], *xp[XR];                                                                 \
+        const ET *wp[WR];                                                                          \
+        const float *xp[XR];                                                                       \
         _Pragma("GCC unroll 4") for (int a = 0; a < WR; a++)                                       \
         {                                                                                          \
             wp[a] = w + (size_t)(i + a) * ws;                                                      \
@@ -1998,23 +2045,31 @@ AVX512 static inline __m256 hi256(__m512 v)
             __m256 c0 = _mm512_castps512_ps256(acc[a][b][0]), c1 = hi256(acc[a][b][0]);            \
             __m256 c2 = _mm512_castps512_ps256(acc[a][b][1]), c3 = hi256(acc[a][b][1]);            \
             int k = j;                                                                             \
-            if (k + 8 <= n) c0 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c0), k += 8;    \
-            if (k + 8 <= n) c1 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c1), k += 8;    \
-            if (k + 8 <= n) c2 = _mm256_fmadd_ps(LOAD(wp[a] + k), LOAD(xp[b] + k), c2), k += 8;    \
+            if (k + 8 <= n)                                                                        \
+                c0 = _mm256_fmadd_ps(LOAD(wp[a] + k), _mm256_loadu_ps(xp[b] + k), c0), k += 8;     \
+            if (k + 8 <= n)                                                                        \
+                c1 = _mm256_fmadd_ps(LOAD(wp[a] + k), _mm256_loadu_ps(xp[b] + k), c1), k += 8;     \
+            if (k + 8 <= n)                                                                        \
+                c2 = _mm256_fmadd_ps(LOAD(wp[a] + k), _mm256_loadu_ps(xp[b] + k), c2), k += 8;     \
             float s = hsum_chains_avx(c0, c1, c2, c3);                                             \
             for (; k < n; k++)                                                                     \
-                s += CONV(wp[a][k]) * CONV(xp[b][k]);                                              \
+                s += CONV(wp[a][k]) * xp[b][k];                                                    \
             out[(size_t)(r + b) * ostride + i + a] = s;                                            \
         }                                                                                          \
     }
 
-MMF(TILEF, AVX512, x_, f16, uint16_t, f16x8, fp16_to_fp32, 2)
+AVX512 static inline __m512 f16x16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+MMF(ZTILE, AVX512, x_, f16, uint16_t, f16x8, fp16_to_fp32, 4)
 MMF(ZTILE, AVX512, x_, bf16, uint16_t, bf16x8, bf16_to_fp32, 4)
 
 static const kernel_type_t avx512_table[] = {
     {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},
-    {DTYPE_F16, DTYPE_F16, dq_f16, a_dot_f16, x_mm_f16},
-    {DTYPE_BF16, DTYPE_BF16, dq_bf16, a_dot_bf16, x_mm_bf16},
+    {DTYPE_F16, KERNEL_VEC_F16R, dq_f16, a_dot_f16, x_mm_f16},
+    {DTYPE_BF16, KERNEL_VEC_BF16R, dq_bf16, a_dot_bf16, x_mm_bf16},
     {DTYPE_Q4_0, DTYPE_Q8_0, dq_q4_0, a_dot_q4_0, x_mm_q4_0},
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
     {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},

@@ -3,7 +3,11 @@
  *
  * A product out = W x runs on W's blocks in place. The activations x are first put in
  * the format the weight type's dot product consumes, as ggml does: F32 weights take f32
- * rows, F16 and BF16 weights f16 and bf16 rows, Q4_0/Q5_0/Q8_0/IQ4_NL weights Q8_0 blocks,
+ * rows, F16 and BF16 weights rows rounded to f16 and bf16 as ggml rounds them (held both as
+ * the f32 values they round to and as 16-bit values, KERNEL_VEC_F16R and KERNEL_VEC_BF16R:
+ * each value is exact in f32, so the products are ggml's, and the tiles convert only the
+ * weights instead of every activation block again for every weight row), Q4_0/Q5_0/Q8_0/
+ * IQ4_NL weights Q8_0 blocks,
  * Q4_1/Q5_1 weights Q8_1 blocks, the k-quants Q8_K blocks. Each output element is one
  * call of the type's dot on one weight row and one activation row: its reduction order
  * depends on n alone, never on how many rows the batch has or which thread runs it
@@ -46,6 +50,12 @@ typedef enum {
     KERNEL_COUNT
 } kernel_isa_t;
 
+/** Activation formats that are no GGUF type (vec_type of F16 and BF16 weights): the row's n
+ *  values rounded to fp16 (bf16) as ggml rounds them, as n f32 (for the tiles over many rows)
+ *  and then as n 16-bit values (for one row's dot, which keeps a long row in L1 this way). */
+#define KERNEL_VEC_F16R 0x10000u
+#define KERNEL_VEC_BF16R 0x10001u
+
 /** Product of weight rows [i0, i1) with nrows activation rows (already in vec_type):
  *  out[r * ostride + i] for every r < nrows. */
 typedef void (*kernel_mm_fn)(float *out, int ostride, const void *x, size_t xstride, int nrows,
@@ -73,6 +83,8 @@ int kernels_force(kernel_isa_t isa);
 const kernel_type_t *kernels_for(uint32_t t);
 /** Bytes of one activation row of n elements in vec_type (n a multiple of its block). */
 size_t kernels_act_row_bytes(uint32_t vec_type, int64_t n);
+/** The most bytes an activation row of n elements takes in any vec_type (scratch sizing). */
+size_t kernels_act_row_bytes_max(int64_t n);
 /** Convert an f32 row of n elements into vec_type (as ggml's quantize_row_* / converters). */
 void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t n);
 /** out[r][i] = W[i] . x[r] for r < nrows, i in [i0, i1): through the type's mm or dot.

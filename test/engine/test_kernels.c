@@ -15,6 +15,8 @@
  *     output of every ISA is the bits of the documented sum computed here (F32 one chain,
  *     F16/BF16 four chains; attention's scores as F32);
  *   - rows too long for the AVX-512 Q8_0/Q4_0 tiles' scale buffer give the dot's bits too;
+ *   - the F16/BF16 weights' activation rows (values rounded as ggml rounds to f16/bf16, as
+ *     f32 and as 16-bit) hold the 16-bit formats' very values;
  *   - attention (att_scores, att_mix): on every ISA, the bits of F32's dot order times the
  *     scale, and of the value rows' weighted sum accumulated element by element in order.
  * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
@@ -258,6 +260,8 @@ static void test_isas_and_reference(void **state)
                             xrow[b * 32 + l] =
                                 fp16_to_fp32(h) * (float)(int8_t)p[(size_t)b * 36 + 4 + l];
                     }
+                } else if (kt->vec_type == KERNEL_VEC_F16R || kt->vec_type == KERNEL_VEC_BF16R) {
+                    memcpy(xrow, c.x + (size_t)r * c.xs, sizeof(float) * (size_t)n);
                 } else {
                     kv->dequant(xrow, c.x + (size_t)r * c.xs, n);
                 }
@@ -431,8 +435,9 @@ static void test_float_chains(void **state)
                 float *xrow = malloc(sizeof(float) * (size_t)n * XROWS);
                 for (int i = 0; i < ROWS; i++)
                     kt->dequant(wrow + (size_t)i * n, c.wdata + (size_t)i * c.w.row_bytes, n);
+                /* the activation rows are f32 (F32) or begin with their rounded values as f32 */
                 for (int r = 0; r < XROWS; r++)
-                    kt->dequant(xrow + (size_t)r * n, c.x + (size_t)r * c.xs, n);
+                    memcpy(xrow + (size_t)r * n, c.x + (size_t)r * c.xs, sizeof(float) * (size_t)n);
                 for (int nrows = 1; nrows <= XROWS; nrows += 2) {
                     memset(all, 0xff, sizeof(float) * XROWS * ROWS);
                     product(&c, all, nrows, 17);
@@ -482,6 +487,53 @@ static void test_float_chains(void **state)
 
 /* Rows longer than the AVX-512 Q8_0/Q4_0 driver converts the activation scales of at once
  * (32768 elements) go by the dot: the same bits, every row count, nothing past them written. */
+/* KERNEL_VEC_F16R / BF16R hold exactly the values of the f16 / bf16 rows ggml makes (whose
+ * rounding engine_quants_ref checks against numpy and gguf-py), on every ISA: random values
+ * over the whole f32 range, halfway cases, signed zeros, subnormals, overflow and NaN. */
+static void test_rounded_activations(void **state)
+{
+    (void)state;
+    enum { N = 4096 };
+    float *x = malloc(sizeof(float) * N), *got = malloc(6 * N);
+    uint16_t *h = malloc(sizeof(uint16_t) * N);
+    for (int i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)rnd();
+        if (i % 4 == 1) u = (u & 0x8fffe000u) | 0x1000u; /* f16 halfway, within f16's range */
+        if (i % 4 == 2) u = (u & 0xffff0000u) | 0x8000u; /* bf16 halfway */
+        memcpy(&x[i], &u, 4);
+    }
+    x[0] = 0.0f, x[1] = -0.0f, x[2] = 65520.0f, x[3] = 1e-7f, x[4] = -1e-30f, x[5] = NAN;
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    for (int k = 0; k < nisa; k++) {
+        assert_int_equal(kernels_force(isas[k]), 0);
+        for (int bf = 0; bf < 2; bf++) {
+            uint32_t vec = bf ? KERNEL_VEC_BF16R : KERNEL_VEC_F16R;
+            assert_int_equal(kernels_for(bf ? DTYPE_BF16 : DTYPE_F16)->vec_type, vec);
+            assert_int_equal(kernels_act_row_bytes(vec, N), 6 * N);
+            /* what the CPU backend sizes its activation buffers by */
+            assert_int_equal(kernels_act_row_bytes_max(N), 6 * N);
+            kernels_quantize_row(vec, got, x, N);
+            kernels_quantize_row(bf ? DTYPE_BF16 : DTYPE_F16, h, x, N);
+            /* the 16-bit half: the very row of the 16-bit format */
+            assert_memory_equal((const char *)got + 4 * N, h, 2 * N);
+            for (int i = 0; i < N; i++) {
+                float want = bf ? bf16_to_fp32(h[i]) : fp16_to_fp32(h[i]);
+                if (memcmp(&want, &got[i], 4) && !(isnan(want) && isnan(got[i])))
+                    fail_msg("isa %d %s: x[%d] = %.9g rounds to %.9g, the 16-bit row has %.9g",
+                             isas[k], bf ? "bf16" : "f16", i, (double)x[i], (double)got[i],
+                             (double)want);
+            }
+            /* odd lengths pad the row to whole f32 */
+            assert_int_equal(kernels_act_row_bytes(vec, 7), 4 * 7 + 16);
+        }
+    }
+    free(x);
+    free(got);
+    free(h);
+    kernels_force(isas[nisa - 1]);
+}
+
 static void test_long_rows(void **state)
 {
     (void)state;
@@ -580,9 +632,10 @@ static void test_attention(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_isas_and_reference),
-        cmocka_unit_test(test_kquant_extremes),  cmocka_unit_test(test_float_chains),
-        cmocka_unit_test(test_long_rows),        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_batch_invariance),    cmocka_unit_test(test_isas_and_reference),
+        cmocka_unit_test(test_kquant_extremes),     cmocka_unit_test(test_float_chains),
+        cmocka_unit_test(test_long_rows),           cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_rounded_activations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
