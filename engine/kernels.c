@@ -447,19 +447,16 @@ void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t 
             ((uint16_t *)dst)[i] = fp32_to_bf16(x[i]);
         break;
     case KERNEL_VEC_F16R:
+    case KERNEL_VEC_BF16R: {
+        int bf = vec_type == KERNEL_VEC_BF16R;
+        float *f = dst;
+        uint16_t *h = (uint16_t *)(f + n);
         for (int64_t i = 0; i < n; i++) {
-            uint16_t h = fp32_to_fp16(x[i]);
-            ((uint16_t *)((float *)dst + n))[i] = h;
-            ((float *)dst)[i] = fp16_to_fp32(h);
+            h[i] = bf ? fp32_to_bf16(x[i]) : fp32_to_fp16(x[i]);
+            f[i] = bf ? bf16_to_fp32(h[i]) : fp16_to_fp32(h[i]);
         }
         break;
-    case KERNEL_VEC_BF16R:
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h = fp32_to_bf16(x[i]);
-            ((uint16_t *)((float *)dst + n))[i] = h;
-            ((float *)dst)[i] = bf16_to_fp32(h);
-        }
-        break;
+    }
     case DTYPE_Q8_0:
         quant_q8_0(dst, x, n);
         break;
