@@ -177,7 +177,7 @@ for m in $models; do
     has batched && for b in 4 16; do
       "$core" -p 32 "${ctx[@]}" "$file" "$tok" "$threads" "$tokens" "$b" | sed "s/^/eng$b /" >>"$tmp/r"
       "$inferctl" --addr "$addr" bench --streams "$b" --requests "$b" --max-tokens "$tokens" |
-        field 'aggregate' | sed "s/^/srv$b /" >>"$tmp/r"
+        field 'steady-decode' | sed "s/^/srv$b /" >>"$tmp/r"
       [[ -n "$lcpp" && -n "$gguf" ]] && echo "lcpp$b $(lbb_tg "$b")" >>"$tmp/r"
     done
     # time to first token, 512-token prompt (one forward of 512 rows)

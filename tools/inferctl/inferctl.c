@@ -18,7 +18,9 @@
  *            [--conns K] [--warmup W] [--api grpc|openai]
  *       Load generator: C concurrent Generate streams (spread over K connections) until N
  *       requests are done, each the engine benchmark's request (5 prompt token ids, greedy,
- *       ignore_eos, T tokens). Prints aggregate tokens/s, per-stream decode tokens/s, and time
+ *       ignore_eos, T tokens). Prints aggregate tokens/s, steady-decode tokens/s (when C = N:
+ *       the tokens that arrived while all C streams decoded, over that span, as
+ *       engine_core_bench counts it), per-stream decode tokens/s, and time
  *       to first token (HEADERS sent -> first message with tokens) p50/p99. With --api openai
  *       the same requests go to POST /v1/completions as server-sent events, one HTTP/1.1
  *       keep-alive connection per stream (--conns is ignored); time to first token is request
@@ -66,6 +68,8 @@ typedef struct stream {
     size_t in_len, in_cap;
     uint64_t t_start, t_first, t_last, t_end;
     uint32_t tokens, msgs;
+    uint64_t *stamps; /* bench: (stamp_cap) arrival time of each token, or NULL */
+    uint32_t stamp_cap;
     int grpc_status; /* -1 until the trailers */
     char grpc_message[256];
     int error_code; /* GenerateResponse.error */
@@ -151,6 +155,8 @@ static void on_message(stream_t *st, const uint8_t *p, size_t n)
     if (r->n_token_ids) {
         if (!st->t_first) st->t_first = t;
         st->t_last = t;
+        for (size_t k = 0; k < r->n_token_ids && st->stamps; k++)
+            if (st->tokens + k < st->stamp_cap) st->stamps[st->tokens + k] = t;
         st->tokens += (uint32_t)r->n_token_ids;
     }
     if (st->print && r->text && *r->text) {
@@ -661,6 +667,9 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
         while (B.next < nreq && inflight < conc) {
             stream_t *st = &B.st[B.next];
             st->idx = B.next;
+            st->stamps = calloc(max_tokens ? max_tokens : 1, sizeof *st->stamps);
+            if (!st->stamps) die("%s", "out of memory");
+            st->stamp_cap = max_tokens;
             /* the engine benchmark's request (tools/bench/engine_core.c) */
             uint32_t ids[5] = {1, (uint32_t)(10 + B.next % conc), 200, 300, 17};
             Inferd__V1__GenerateRequest rq = INFERD__V1__GENERATE_REQUEST__INIT;
@@ -707,13 +716,31 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
         free(st->body);
         free(st->in);
     }
+    /* steady decode, as engine_core_bench counts it (and llama-batched-bench's S_TG): the
+     * tokens that arrived while every stream of the round was decoding, over that span; with
+     * more requests than streams, the whole run's aggregate instead */
+    int one_wave = nreq == conc;
+    uint64_t s0 = 0, s1 = UINT64_MAX;
+    for (int i = 0; i < nreq && one_wave; i++) {
+        if (B.st[i].t_first > s0) s0 = B.st[i].t_first;
+        if (B.st[i].t_last < s1) s1 = B.st[i].t_last;
+    }
+    long in_span = 0;
+    for (int i = 0; i < nreq && one_wave; i++)
+        for (uint32_t k = 0; k < B.st[i].tokens && k < B.st[i].stamp_cap; k++)
+            in_span += B.st[i].stamps[k] > s0 && B.st[i].stamps[k] <= s1;
+    for (int i = 0; i < nreq; i++)
+        free(B.st[i].stamps);
     qsort(ttft, (size_t)nt, 8, cmp_u64);
     double secs = (double)(t1 - t0) / 1e9;
+    double steady = one_wave && s1 != UINT64_MAX && s1 > s0
+                        ? (double)in_span / ((double)(s1 - s0) / 1e9)
+                        : (double)total / secs;
     if (print)
-        printf("streams %3d  requests %4d  tokens/stream %u  aggregate %8.1f tok/s  per-stream "
-               "decode %7.1f "
+        printf("streams %3d  requests %4d  tokens/stream %u  aggregate %8.1f tok/s  steady-decode "
+               "%8.1f tok/s  per-stream decode %7.1f "
                "tok/s  ttft p50 %7.2f ms  p99 %7.2f ms  failed %d\n",
-               conc, nreq, max_tokens, (double)total / secs, nd ? decode / nd : 0.0,
+               conc, nreq, max_tokens, (double)total / secs, steady, nd ? decode / nd : 0.0,
                nt ? (double)ttft[nt / 2] / 1e6 : 0.0,
                nt ? (double)ttft[(nt * 99) / 100 < nt ? (nt * 99) / 100 : nt - 1] / 1e6 : 0.0,
                B.failed);
