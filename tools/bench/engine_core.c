@@ -6,8 +6,11 @@
  * decode. "steady-decode" is the aggregate over the span in which every stream decodes (from
  * the last stream's first token to the first stream's last), the figure llama-batched-bench's
  * S_TG reports (it runs every prompt first, then times the decode of all sequences at once);
- * "decode-aggregate" includes the steps that still ran later streams' prompts.
- * Usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK]
+ * "decode-aggregate" includes the steps that still ran later streams' prompts. -w first runs
+ * the same N streams with other prompt ids for 2 tokens, untimed (llama-bench warms up the same
+ * way before it times a prompt: the first pass over a fresh process's buffers and mapped
+ * weights pays their page faults).
+ * Usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] [-w]
  *                          MODEL TOKENIZER|- [threads] [tokens] [N...]
  */
 #include "engine.h"
@@ -29,7 +32,7 @@ static void on_notify(void *arg)
     (void)r;
 }
 
-static int prompt_len = 5, ctx_size, prefill_chunk;
+static int prompt_len = 5, ctx_size, prefill_chunk, warmup;
 
 /* VmRSS of this process in MiB (the sampling point is the caller's choice) */
 static double rss_mib(void)
@@ -41,6 +44,66 @@ static double rss_mib(void)
         if (sscanf(line, "VmRSS: %lf", &kib) == 1) break;
     if (f) fclose(f);
     return kib / 1024.0;
+}
+
+/* Submits n streams of `tokens` tokens (prompt ids varied by stream and by salt) and waits
+ * for all; records each token's time when stamp is non-NULL. Returns 0 or 1 (printed). */
+static int wave(engine_t *e, int pfd, const engine_model_info_t *mi, int n, int tokens, int salt,
+                uint64_t *first, uint64_t *last, int *count, uint64_t *stamp, double *rss)
+{
+    char err[512];
+    uint32_t *ids = calloc((size_t)prompt_len, sizeof(uint32_t));
+    engine_req_t **reqs = calloc((size_t)n, sizeof(*reqs));
+    for (int i = 0; i < n; i++) {
+        /* BOS, then ids that differ per stream and per position (the 5-token prompt of
+         * earlier runs is 1, 10+i, 200, 300, 17) */
+        int v = i + salt;
+        uint32_t base[5] = {mi->bos_id, (uint32_t)(10 + v), 200, 300, 17};
+        for (int t = 0; t < prompt_len; t++)
+            ids[t] = (t < 5 ? base[t] : (uint32_t)(1000 + 7 * t + 13 * v)) % mi->vocab_size;
+        engine_request_t r;
+        engine_request_init(&r);
+        r.token_ids = ids;
+        r.n_tokens = (size_t)prompt_len;
+        r.max_tokens = (uint32_t)tokens;
+        r.ignore_eos = true;
+        r.user = (void *)(intptr_t)i;
+        if (engine_submit(e, &r, &reqs[i], NULL, err, sizeof(err)) < 0) {
+            fprintf(stderr, "submit: %s\n", err);
+            free(ids);
+            free(reqs);
+            return 1;
+        }
+    }
+    int done = 0;
+    engine_event_t ev[64];
+    while (done < n) {
+        struct pollfd p = {pfd, POLLIN, 0};
+        poll(&p, 1, 100);
+        char buf[64];
+        while (read(pfd, buf, sizeof(buf)) > 0) {
+        }
+        int k;
+        while ((k = engine_poll(e, ev, 64)) > 0) {
+            for (int j = 0; j < k; j++) {
+                int i = (int)(intptr_t)ev[j].user;
+                if (ev[j].type != ENGINE_EV_TOKEN) {
+                    done++;
+                    engine_req_free(e, reqs[i]);
+                    continue;
+                }
+                if (!stamp) continue;
+                if (count[i] == tokens / 2 && *rss == 0) *rss = rss_mib(); /* all decoding */
+                if (count[i] < tokens)
+                    stamp[(size_t)i * (size_t)tokens + (size_t)count[i]] = ev[j].t_ns;
+                if (!count[i]++) first[i] = ev[j].t_ns;
+                last[i] = ev[j].t_ns;
+            }
+        }
+    }
+    free(ids);
+    free(reqs);
+    return 0;
 }
 
 static int run(const char *model, const char *tok, int threads, int tokens, int n)
@@ -69,56 +132,13 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     engine_model_info(e, &mi);
     if ((uint32_t)(tokens + prompt_len) + 4 > mi.max_seq_len)
         tokens = (int)mi.max_seq_len - prompt_len - 4;
-    uint32_t *ids = calloc((size_t)prompt_len, sizeof(uint32_t));
     double rss = 0;
-    engine_req_t **reqs = calloc((size_t)n, sizeof(*reqs));
     uint64_t *first = calloc((size_t)n, 8), *last = calloc((size_t)n, 8);
     int *count = calloc((size_t)n, sizeof(int));
     uint64_t *stamp = calloc((size_t)n * (size_t)tokens, 8); /* (n, tokens) token times */
+    if (warmup && wave(e, pfd[0], &mi, n, 2, n + 1000, NULL, NULL, NULL, NULL, NULL)) return 1;
     uint64_t t0 = engine_now_ns();
-    for (int i = 0; i < n; i++) {
-        /* BOS, then ids that differ per stream and per position (the 5-token prompt of
-         * earlier runs is 1, 10+i, 200, 300, 17) */
-        uint32_t base[5] = {mi.bos_id, (uint32_t)(10 + i), 200, 300, 17};
-        for (int t = 0; t < prompt_len; t++)
-            ids[t] = (t < 5 ? base[t] : (uint32_t)(1000 + 7 * t + 13 * i)) % mi.vocab_size;
-        engine_request_t r;
-        engine_request_init(&r);
-        r.token_ids = ids;
-        r.n_tokens = (size_t)prompt_len;
-        r.max_tokens = (uint32_t)tokens;
-        r.ignore_eos = true;
-        r.user = (void *)(intptr_t)i;
-        if (engine_submit(e, &r, &reqs[i], NULL, err, sizeof(err)) < 0) {
-            fprintf(stderr, "submit: %s\n", err);
-            return 1;
-        }
-    }
-    int done = 0;
-    engine_event_t ev[64];
-    while (done < n) {
-        struct pollfd p = {pfd[0], POLLIN, 0};
-        poll(&p, 1, 100);
-        char buf[64];
-        while (read(pfd[0], buf, sizeof(buf)) > 0) {
-        }
-        int k;
-        while ((k = engine_poll(e, ev, 64)) > 0) {
-            for (int j = 0; j < k; j++) {
-                int i = (int)(intptr_t)ev[j].user;
-                if (ev[j].type == ENGINE_EV_TOKEN) {
-                    if (count[i] == tokens / 2 && rss == 0) rss = rss_mib(); /* all decoding */
-                    if (count[i] < tokens)
-                        stamp[(size_t)i * (size_t)tokens + (size_t)count[i]] = ev[j].t_ns;
-                    if (!count[i]++) first[i] = ev[j].t_ns;
-                    last[i] = ev[j].t_ns;
-                } else {
-                    done++;
-                    engine_req_free(e, reqs[i]);
-                }
-            }
-        }
-    }
+    if (wave(e, pfd[0], &mi, n, tokens, 0, first, last, count, stamp, &rss)) return 1;
     uint64_t t1 = engine_now_ns();
     long total = 0, after_first = 0;
     double decode = 0, ttft = 0;
@@ -157,8 +177,6 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
            steady, decode / n, ttft / n, step_mb, step_mb * (decode / n) / 1e3, rss,
            (double)mi.kv_cache_bytes / 1048576.0, (double)mi.weight_bytes / 1048576.0);
     fflush(stdout);
-    free(ids);
-    free(reqs);
     free(first);
     free(last);
     free(count);
@@ -172,13 +190,15 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
 int main(int argc, char **argv)
 {
     int o;
-    while ((o = getopt(argc, argv, "+p:c:b:")) != -1) {
+    while ((o = getopt(argc, argv, "+p:c:b:w")) != -1) {
         if (o == 'p')
             prompt_len = atoi(optarg);
         else if (o == 'c')
             ctx_size = atoi(optarg);
         else if (o == 'b')
             prefill_chunk = atoi(optarg);
+        else if (o == 'w')
+            warmup = 1;
         else
             return 2;
     }
@@ -186,7 +206,7 @@ int main(int argc, char **argv)
     argv += optind - 1;
     if (argc < 3 || prompt_len < 1) {
         fprintf(stderr, "usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] "
-                        "MODEL TOKENIZER|- [threads] [tokens] [N...]\n");
+                        "[-w] MODEL TOKENIZER|- [threads] [tokens] [N...]\n");
         return 2;
     }
     int threads = argc > 3 ? atoi(argv[3]) : 0;

@@ -180,9 +180,10 @@ for m in $models; do
         field 'steady-decode' | sed "s/^/srv$b /" >>"$tmp/r"
       [[ -n "$lcpp" && -n "$gguf" ]] && echo "lcpp$b $(lbb_tg "$b")" >>"$tmp/r"
     done
-    # time to first token, 512-token prompt (one forward of 512 rows)
+    # time to first token, 512-token prompt (one forward of 512 rows), after an untimed prompt
+    # of other ids (-w), as llama-bench warms up before it times pp512
     if has prefill && [[ "$m" != stories15m ]]; then
-      "$core" -p 512 -b 512 "${ctx[@]}" "$file" "$tok" "$threads" 2 1 | sed "s/^/pp /" >>"$tmp/r"
+      "$core" -p 512 -b 512 -w "${ctx[@]}" "$file" "$tok" "$threads" 2 1 | sed "s/^/pp /" >>"$tmp/r"
       [[ -n "$lcpp" ]] && echo "lcpp_pp $(lb_ts 512 0)" >>"$tmp/r"
     fi
   done
