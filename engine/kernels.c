@@ -12,7 +12,9 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -1869,23 +1871,78 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
              : _mm512_castps512_ps256(v);
 }
 
-/* Tile: weight rows i .. i + 3 (wb) x activation rows r .. r + xr - 1 (yb[0 .. 2 NP - 1], the
- * last one repeated when xr is odd; only xr rows are stored); ydp[ib][p]: the scales of rows
- * 2p and 2p + 1 in block ib as two floats (the driver's, converted once per row group); pf:
- * the next tile's 4 weight rows (contiguous), requested 4 blocks' bytes per block, so their
- * stream is spread over this tile's work instead of one burst (16 rows, 8192 x 2048 Q8_0:
- * 46 -> 51 GMAC/s; 4 rows: 36 -> 46). */
-#define ZTILE32(T, BT, UNPACKZ, BIAS, NP)                                                          \
-    AVX512 static void z32_##T##_##NP(float *out, int ostride, const bq8_0_t *const *yb,           \
-                                      const double(*ydp)[4], const BT *const *wb, int nb, int i,   \
-                                      int r, int xr, const char *pf)                               \
+/* What the tiles need of an activation pair p in block ib, prepared once per group of 8
+ * activation rows and read by every weight tile of the range: the pair's blocks as one register,
+ * the dpbusd start value -BIAS * (lane sums of y) and the two rows' scales as 8 + 8 lanes.
+ * Preparing them per tile (a load-insert, a dpbusd and a permute per pair and block, shared by
+ * 4 weight rows only) cost a sixth of the tile (1 thread, 8192 x 2048 Q8_0 at 16 rows: 51.7 ->
+ * 61 GMAC/s once prepared per group). */
+typedef struct {
+    __m512i y, start;
+    __m512 yd;
+} zpair_t;
+
+/* Per-thread scratch for the prepared pairs, grown on demand (up to ZD_MAXNB x 4 pairs, 768
+ * KiB) and freed when the thread exits. NULL when it cannot be had (the caller falls back to
+ * the dot). */
+static pthread_key_t zscratch_key;
+static pthread_once_t zscratch_once = PTHREAD_ONCE_INIT;
+static int zscratch_ok;
+
+typedef struct {
+    size_t cap; /* bytes of p */
+    void *p;    /* 64-byte aligned */
+} zscratch_t;
+
+static void zscratch_free(void *v)
+{
+    zscratch_t *z = v;
+    free(z->p);
+    free(z);
+}
+
+static void zscratch_init(void)
+{
+    zscratch_ok = pthread_key_create(&zscratch_key, zscratch_free) == 0;
+}
+
+static void *zscratch(size_t bytes)
+{
+    pthread_once(&zscratch_once, zscratch_init);
+    if (!zscratch_ok) return NULL;
+    zscratch_t *z = pthread_getspecific(zscratch_key);
+    if (!z) {
+        z = calloc(1, sizeof *z);
+        if (!z) return NULL;
+        if (pthread_setspecific(zscratch_key, z) != 0) {
+            free(z);
+            return NULL;
+        }
+    }
+    if (z->cap < bytes) {
+        void *n = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!n) return NULL;
+        free(z->p);
+        z->p = n;
+        z->cap = bytes;
+    }
+    return z->p;
+}
+
+/* Tile: weight rows i .. i + 3 (wb) x activation rows r .. r + xr - 1 (NP pairs prepared in
+ * zp[ib * 4 + p]; the last row repeated when xr is odd; only xr rows are stored); pf: the next
+ * tile's 4 weight rows (contiguous), requested 4 blocks' bytes per block, so their stream is
+ * spread over this tile's work instead of one burst (16 rows, 8192 x 2048 Q8_0: 46 -> 51
+ * GMAC/s; 4 rows: 36 -> 46). */
+#define ZTILE32(T, BT, UNPACKZ, NP)                                                                \
+    AVX512 static void z32_##T##_##NP(float *out, int ostride, const zpair_t *zp,                  \
+                                      const BT *const *wb, int nb, int i, int r, int xr,           \
+                                      const char *pf)                                              \
     {                                                                                              \
         __m512 acc[4][NP];                                                                         \
         for (int a = 0; a < 4; a++)                                                                \
             for (int p = 0; p < NP; p++)                                                           \
                 acc[a][p] = _mm512_setzero_ps();                                                   \
-        const __m512i bias = _mm512_set1_epi8((char)(BIAS)), zero = _mm512_setzero_si512();        \
-        const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);  \
         for (int ib = 0; ib < nb; ib++) {                                                          \
             _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib, _MM_HINT_T0);                           \
             _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib + 64, _MM_HINT_T0);                      \
@@ -1896,15 +1953,11 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
                 wd[a] = _mm512_cvtph_ps(_mm256_set1_epi16((short)wb[a][ib].d));                    \
             }                                                                                      \
             for (int p = 0; p < NP; p++) {                                                         \
-                const bq8_0_t *y0 = &yb[2 * p][ib], *y1 = &yb[2 * p + 1][ib];                      \
-                __m512i y = zpair_q8(y0, y1);                                                      \
-                __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, y));        \
-                __m512 yd =                                                                        \
-                    _mm512_permutexvar_ps(halves, _mm512_castpd_ps(_mm512_set1_pd(ydp[ib][p])));   \
+                const zpair_t *z = &zp[(size_t)ib * 4 + (size_t)p];                                \
                 for (int a = 0; a < 4; a++) {                                                      \
-                    __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, u[a], y));            \
+                    __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z->start, u[a], z->y));      \
                     acc[a][p] =                                                                    \
-                        _mm512_add_ps(acc[a][p], _mm512_mul_ps(_mm512_mul_ps(wd[a], yd), s));      \
+                        _mm512_add_ps(acc[a][p], _mm512_mul_ps(_mm512_mul_ps(wd[a], z->yd), s));   \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -1915,60 +1968,69 @@ AVX512 static inline __m256 zhalf(__m512 v, int h)
                         hsum_avx(zhalf(acc[a][p], h));                                             \
     }
 
-/* Blocks per row whose activation scales the driver converts at once for a group of 8 rows
- * (a 32 KiB stack buffer); longer rows (n > 32768) go by the dot. */
+/* Blocks per row the prepared pairs cover (768 KiB of scratch per thread at most); longer rows
+ * (n > 32768) go by the dot. */
 #define ZD_MAXNB 1024
 
+/* Prepares the np pairs of rows yb[0 .. 2 np - 1] for every block: zp (nb * 4). */
+AVX512 static void zprepare(zpair_t *zp, const bq8_0_t *const *yb, int np, int nb, int bias)
+{
+    const __m512i b = _mm512_set1_epi8((char)bias), zero = _mm512_setzero_si512();
+    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (int ib = 0; ib < nb; ib++)
+        for (int p = 0; p < np; p++) {
+            zpair_t *z = &zp[(size_t)ib * 4 + (size_t)p];
+            z->y = zpair_q8(&yb[2 * p][ib], &yb[2 * p + 1][ib]);
+            z->start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, b, z->y));
+            __m128 d2 = _mm_cvtph_ps(_mm_setr_epi16((short)yb[2 * p][ib].d,
+                                                    (short)yb[2 * p + 1][ib].d, 0, 0, 0, 0, 0, 0));
+            z->yd = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(d2));
+        }
+}
+
 /* The driver: one weight row stream at one activation row (the dot), else per group of 8
- * activation rows (the last 1-7 by a tile of fewer pairs) the group's scales as floats, then
+ * activation rows (the last 1-7 by a tile of fewer pairs) the group's pairs prepared, then
  * tiles of 4 weight rows over the range (a range's rows are read once per group: a thread's
  * chunk stays in L2 for the next group); weight rows past the last 4 by the dot. */
 #define ZMM32(T, BT, UNPACKZ, BIAS, DOT)                                                           \
-    ZTILE32(T, BT, UNPACKZ, BIAS, 1)                                                               \
-    ZTILE32(T, BT, UNPACKZ, BIAS, 2)                                                               \
-    ZTILE32(T, BT, UNPACKZ, BIAS, 3)                                                               \
-    ZTILE32(T, BT, UNPACKZ, BIAS, 4)                                                               \
+    ZTILE32(T, BT, UNPACKZ, 1)                                                                     \
+    ZTILE32(T, BT, UNPACKZ, 2)                                                                     \
+    ZTILE32(T, BT, UNPACKZ, 3)                                                                     \
+    ZTILE32(T, BT, UNPACKZ, 4)                                                                     \
     AVX512 static void x_mm_##T(float *out, int ostride, const void *x, size_t xstride, int nrows, \
                                 const tensor_t *w, int i0, int i1)                                 \
     {                                                                                              \
         int n = (int)w->ne[0], nb = n / QK, i4 = i0 + (i1 - i0) / 4 * 4;                           \
-        if (nrows == 1 || nb > ZD_MAXNB) { /* one row: a sequential stream, no tile needed */      \
+        zpair_t *zp = NULL;                                                                        \
+        if (nrows > 1 && nb <= ZD_MAXNB) zp = zscratch(sizeof(zpair_t) * 4 * (size_t)nb);          \
+        if (!zp) { /* one row: a sequential stream, no tile needed */                              \
             i4 = i0;                                                                               \
         } else {                                                                                   \
-            double ydp[ZD_MAXNB][4];                                                               \
             for (int r = 0; r < nrows; r += 8) {                                                   \
-                int xr = nrows - r < 8 ? nrows - r : 8;                                            \
+                int xr = nrows - r < 8 ? nrows - r : 8, np = (xr + 1) / 2;                         \
                 const bq8_0_t *yb[8];                                                              \
                 for (int b = 0; b < 8; b++)                                                        \
                     yb[b] = (const bq8_0_t *)((const char *)x +                                    \
                                               (size_t)(r + (b < xr ? b : xr - 1)) * xstride);      \
-                for (int ib = 0; ib < nb; ib++) {                                                  \
-                    float f[8];                                                                    \
-                    _mm256_storeu_ps(                                                              \
-                        f, _mm256_cvtph_ps(_mm_setr_epi16(                                         \
-                               (short)yb[0][ib].d, (short)yb[1][ib].d, (short)yb[2][ib].d,         \
-                               (short)yb[3][ib].d, (short)yb[4][ib].d, (short)yb[5][ib].d,         \
-                               (short)yb[6][ib].d, (short)yb[7][ib].d)));                          \
-                    memcpy(ydp[ib], f, sizeof f);                                                  \
-                }                                                                                  \
+                zprepare(zp, yb, np, nb, BIAS);                                                    \
                 for (int i = i0; i < i4; i += 4) {                                                 \
                     const BT *wb[4];                                                               \
                     for (int a = 0; a < 4; a++)                                                    \
                         wb[a] =                                                                    \
                             (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);  \
                     const char *pf = (const char *)wb[0] + 4 * w->row_bytes; /* never faults */    \
-                    switch ((xr + 1) / 2) {                                                        \
+                    switch (np) {                                                                  \
                     case 1:                                                                        \
-                        z32_##T##_1(out, ostride, yb, ydp, wb, nb, i, r, xr, pf);                  \
+                        z32_##T##_1(out, ostride, zp, wb, nb, i, r, xr, pf);                       \
                         break;                                                                     \
                     case 2:                                                                        \
-                        z32_##T##_2(out, ostride, yb, ydp, wb, nb, i, r, xr, pf);                  \
+                        z32_##T##_2(out, ostride, zp, wb, nb, i, r, xr, pf);                       \
                         break;                                                                     \
                     case 3:                                                                        \
-                        z32_##T##_3(out, ostride, yb, ydp, wb, nb, i, r, xr, pf);                  \
+                        z32_##T##_3(out, ostride, zp, wb, nb, i, r, xr, pf);                       \
                         break;                                                                     \
                     default:                                                                       \
-                        z32_##T##_4(out, ostride, yb, ydp, wb, nb, i, r, xr, pf);                  \
+                        z32_##T##_4(out, ostride, zp, wb, nb, i, r, xr, pf);                       \
                         break;                                                                     \
                     }                                                                              \
                 }                                                                                  \
