@@ -353,12 +353,12 @@ static void quant_q8_0(void *dst, const float *x, int64_t n)
     bq8_0_t *y = dst;
     for (int64_t i = 0; i < n / QK; i++, x += QK) {
         float amax = 0.0f;
-        for (int j = 0; j < QK; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK; j++) /* fmaxf's result (no NaN can win), without its call */
+            amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK; j++)
-            y[i].qs[j] = clamp127((int)rintf(x[j] * id));
+            y[i].qs[j] = clamp127(nearest_int(x[j] * id));
     }
 }
 
@@ -368,13 +368,13 @@ static void quant_q8_1(void *dst, const float *x, int64_t n)
     bq8_1_t *y = dst;
     for (int64_t i = 0; i < n / QK; i++, x += QK) {
         float amax = 0.0f;
-        for (int j = 0; j < QK; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK; j++) /* fmaxf's result (no NaN can win), without its call */
+            amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[i].d = fp32_to_fp16(d);
         int sum = 0;
         for (int j = 0; j < QK; j++) {
-            y[i].qs[j] = clamp127((int)rintf(x[j] * id));
+            y[i].qs[j] = clamp127(nearest_int(x[j] * id));
             sum += y[i].qs[j];
         }
         y[i].s = fp32_to_fp16((float)sum * d);
