@@ -1813,45 +1813,130 @@ AVX512 static inline void unpack512_q6_k(const bq6_k_t *b, const __m512i pidx[2]
         sp[t] = _mm512_permutexvar_epi16(pidx[t], _mm512_castsi256_si512(*sc16));
 }
 
-/* One activation row: two super-blocks per horizontal sum, DOT_Q6K's float steps in order. */
-AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1,
-                             const __m512i pidx[2])
+/* One activation row of Q6_K: KMV4's scheme (two weight rows x two super-blocks per step, the
+ * two rows' dpbusd sums packed together, one reduction per four items); per item the exact
+ * integer sum - 32 * (the scales against the bsums) is DOT_Q6K's isum and its float term
+ * (y.d * d) * (float)isum, added to each row's chain in super-block order. */
+
+/* vpermw indices: the scale of each 16-bit lane of packs_epi32(dpbusd(item a, t),
+ * dpbusd(item b, t)) from [a's 16 scales, b's 16 scales] as words; 128-bit lane m of
+ * dpbusd(q[t]) is group 4t + m */
+AVX512 static inline __m512i kmv6_idx(int t)
+{
+    uint16_t v[32];
+    for (int l = 0; l < 32; l++)
+        v[l] = (uint16_t)((l % 8 >= 4 ? 16 : 0) + 4 * t + l / 8);
+    return _mm512_loadu_si512(v);
+}
+
+/* q[t] = the 64 values (0..63) from element 64t, the order of y->qs + 64t */
+AVX512 static inline void kmv_unpack_q6_k(const bq6_k_t *b, __m512i q[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    /* the high bits of values 32k .. 32k + 31 of a half are qh's bits 2k, 2k + 1: to bit 4 */
+    const __m512i up = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1),
+                  dn = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    for (int h = 0; h < 2; h++) {
+        __m512i l = _mm512_loadu_si512((const void *)(b->ql + 64 * h));
+        __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+        q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                   _mm512_and_si512(_mm512_sllv_epi16(hb, up), m30));
+        q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                       _mm512_and_si512(_mm512_srlv_epi16(hb, dn), m30));
+    }
+}
+
+/* the four items' float terms (y.d * d) * (float)isum, lanes 0..3 */
+AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *ya,
+                                      const bq8_k_t *yb, const __m512i idx[4])
+{
+    __m512i r[2], bs[2];
+    for (int p = 0; p < 2; p++) {
+        const bq8_k_t *y = p ? yb : ya;
+        const bq6_k_t *wa = w[2 * p], *wb = w[2 * p + 1];
+        /* [a's scales, b's scales] as words */
+        __m512i sc = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)wa->scales)),
+            _mm_loadu_si128((const __m128i *)wb->scales), 1));
+        /* low half: a's 8 partial sums of scale x bsum, high half: b's */
+        bs[p] = _mm512_madd_epi16(
+            sc, _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y->bsums)));
+        __m512i qa[4], qb[4], z = _mm512_setzero_si512(), acc = z;
+        kmv_unpack_q6_k(wa, qa);
+        kmv_unpack_q6_k(wb, qb);
+        for (int t = 0; t < 4; t++) {
+            __m512i yt = _mm512_loadu_si512((const void *)(y->qs + 64 * t));
+            __m512i pt = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, qa[t], yt),
+                                            _mm512_dpbusd_epi32(z, qb[t], yt));
+            __m512i st = _mm512_permutexvar_epi16(idx[t], sc);
+            acc = t ? _mm512_dpwssd_epi32(acc, pt, st) : _mm512_madd_epi16(pt, st);
+        }
+        r[p] = acc;
+    }
+    /* isums: lane 0, 1 = pair 0's [a, a, b, b], 2, 3 pair 1's, as in KMV4 */
+    __m512i x = _mm512_add_epi32(_mm512_shuffle_i64x2(r[0], r[1], 0x44),
+                                 _mm512_shuffle_i64x2(r[0], r[1], 0xee));
+    x = _mm512_add_epi32(x, _mm512_shuffle_i64x2(x, x, 0xb1));
+    x = _mm512_add_epi32(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0xb1));
+    /* bsum terms: lane g = item g's 4 partial sums, then their total in every dword */
+    __m512i b = _mm512_add_epi32(_mm512_shuffle_i64x2(bs[0], bs[1], 0x88),
+                                 _mm512_shuffle_i64x2(bs[0], bs[1], 0xdd));
+    b = _mm512_add_epi32(b, _mm512_shuffle_epi32(b, (_MM_PERM_ENUM)0x4e));
+    b = _mm512_add_epi32(b, _mm512_shuffle_epi32(b, (_MM_PERM_ENUM)0xb1));
+    /* isum of item g at dword 0 (g even) or 2 (g odd) of lane g */
+    __m512i is = _mm512_sub_epi32(x, _mm512_slli_epi32(b, 5));
+    __m128i is4 = _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 6, 8, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), is));
+    /* the four fp16 d: bytes 14, 15 of the 4 bytes before the block's end */
+    __m128i d01 = _mm_unpacklo_epi32(_mm_loadu_si32((const uint8_t *)w[0] + 206),
+                                     _mm_loadu_si32((const uint8_t *)w[1] + 206)),
+            d23 = _mm_unpacklo_epi32(_mm_loadu_si32((const uint8_t *)w[2] + 206),
+                                     _mm_loadu_si32((const uint8_t *)w[3] + 206));
+    __m128i dh = _mm_srli_epi32(_mm_unpacklo_epi64(d01, d23), 16);
+    __m128 d = _mm_cvtph_ps(_mm_packus_epi32(dh, dh));
+    __m128 yd = _mm_castpd_ps(
+        _mm_unpacklo_pd(_mm_castps_pd(_mm_set1_ps(ya->d)), _mm_castps_pd(_mm_set1_ps(yb->d))));
+    return _mm_mul_ps(_mm_mul_ps(yd, d), _mm_cvtepi32_ps(is4));
+}
+
+AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1)
 {
     int nb = (int)w->ne[0] / QKK;
-    for (int i = i0; i < i1; i++) {
+    __m512i idx[4];
+    for (int t = 0; t < 4; t++)
+        idx[t] = kmv6_idx(t);
+    int i = i0;
+    for (; i + 2 <= i1; i += 2) {
+        const bq6_k_t *ra = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
+        const bq6_k_t *rb = (const bq6_k_t *)((const char *)ra + w->row_bytes);
+        __m128 acc = _mm_setzero_ps(); /* lane 0: row i, lane 1: row i + 1 */
+        int ib = 0;
+        for (; ib + 2 <= nb; ib += 2) {
+            const bq6_k_t *wv[4] = {ra + ib, rb + ib, ra + ib + 1, rb + ib + 1};
+            __m128 t = kmv4_q6_k(wv, y + ib, y + ib + 1, idx);
+            acc = _mm_add_ps(acc, t);
+            acc = _mm_add_ps(acc, _mm_movehl_ps(t, t));
+        }
+        if (ib < nb) {
+            const bq6_k_t *wv[4] = {ra + ib, rb + ib, ra + ib, rb + ib};
+            acc = _mm_add_ps(acc, kmv4_q6_k(wv, y + ib, y + ib, idx));
+        }
+        out[i] = _mm_cvtss_f32(acc);
+        out[i + 1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, 1));
+    }
+    if (i < i1) {
         const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
         float acc = 0.0f;
         int ib = 0;
         for (; ib + 2 <= nb; ib += 2) {
-            __m256i s8[2], bs[2];
-            for (int u = 0; u < 2; u++) {
-                __m512i q[4], sp[2];
-                __m256i sc16;
-                unpack512_q6_k(&b[ib + u], pidx, q, sp, &sc16);
-                s8[u] = kdot512(q, sp, y[ib + u].qs);
-                bs[u] =
-                    _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib + u].bsums), sc16);
-            }
-            /* [S0, B0, S1, B1] -> isum = S - 32 B for both */
-            __m128i v = hsum4_i32(s8[0], bs[0], s8[1], bs[1]);
-            __m128i sv = _mm_shuffle_epi32(v, 0x88), bv = _mm_shuffle_epi32(v, 0xdd);
-            __m128i is = _mm_sub_epi32(sv, _mm_slli_epi32(bv, 5));
-            __m128 d = _mm_mul_ps(
-                _mm_setr_ps(y[ib].d, y[ib + 1].d, 0.0f, 0.0f),
-                _mm_cvtph_ps(_mm_setr_epi16((short)b[ib].d, (short)b[ib + 1].d, 0, 0, 0, 0, 0, 0)));
-            __m128 t = _mm_mul_ps(d, _mm_cvtepi32_ps(is));
+            const bq6_k_t *wv[4] = {b + ib, b + ib, b + ib + 1, b + ib + 1};
+            __m128 t = kmv4_q6_k(wv, y + ib, y + ib + 1, idx);
             acc += _mm_cvtss_f32(t);
-            acc += _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+            acc += _mm_cvtss_f32(_mm_movehl_ps(t, t));
         }
-        for (; ib < nb; ib++) {
-            __m512i q[4], sp[2];
-            __m256i sc16;
-            unpack512_q6_k(&b[ib], pidx, q, sp, &sc16);
-            __m256i s8 = kdot512(q, sp, y[ib].qs);
-            __m256i bsv = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib].bsums), sc16);
-            __m128i both = hsum4_i32(s8, bsv, s8, bsv);
-            int isum = _mm_cvtsi128_si32(both) - 32 * _mm_extract_epi32(both, 1);
-            acc += (y[ib].d * _cvtsh_ss(b[ib].d)) * (float)isum;
+        if (ib < nb) {
+            const bq6_k_t *wv[4] = {b + ib, b + ib, b + ib, b + ib};
+            acc += _mm_cvtss_f32(kmv4_q6_k(wv, y + ib, y + ib, idx));
         }
         out[i] = acc;
     }
@@ -1865,7 +1950,7 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
     int nb = (int)w->ne[0] / QKK;
     const __m512i pidx[2] = {packed_idx(0, 1, 4), packed_idx(8, 1, 4)};
     if (nrows == 1) {
-        x_mv_q6_k(out, x, w, i0, i1, pidx);
+        x_mv_q6_k(out, x, w, i0, i1);
         return;
     }
     int blk = kblock_rows(w);
