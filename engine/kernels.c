@@ -1681,9 +1681,16 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
             const BT *ra = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);         \
             const BT *rb = (const BT *)((const char *)ra + w->row_bytes);                          \
             __m128 acc = _mm_setzero_ps(); /* lane 0: row i, lane 1: row i + 1 */                  \
+            /* the next pair's bytes, to L1 ahead of use (the hardware prefetchers alone left      \
+             * one row per thread below L3's pace); its own when it is the last */                 \
+            const char *pf = (const char *)ra + (i + 4 <= i1 ? 2 * w->row_bytes : 0);              \
             int ib = 0;                                                                            \
             for (; ib + 2 <= nb; ib += 2) {                                                        \
                 const BT *wv[4] = {ra + ib, rb + ib, ra + ib + 1, rb + ib + 1};                    \
+                for (int f = 0; f < 2 * (int)sizeof(BT); f += 64) {                                \
+                    _mm_prefetch(pf + ib * sizeof(BT) + f, _MM_HINT_T0);                           \
+                    _mm_prefetch(pf + w->row_bytes + ib * sizeof(BT) + f, _MM_HINT_T0);            \
+                }                                                                                  \
                 __m128 t = kmv4_##T(wv, y + ib, y + ib + 1, sctl);                                 \
                 acc = _mm_add_ps(acc, t);                                                          \
                 acc = _mm_add_ps(acc, _mm_movehl_ps(t, t));                                        \
@@ -1910,9 +1917,14 @@ AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, in
         const bq6_k_t *ra = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
         const bq6_k_t *rb = (const bq6_k_t *)((const char *)ra + w->row_bytes);
         __m128 acc = _mm_setzero_ps(); /* lane 0: row i, lane 1: row i + 1 */
+        const char *pf = (const char *)ra + (i + 4 <= i1 ? 2 * w->row_bytes : 0); /* as KMV4 */
         int ib = 0;
         for (; ib + 2 <= nb; ib += 2) {
             const bq6_k_t *wv[4] = {ra + ib, rb + ib, ra + ib + 1, rb + ib + 1};
+            for (int f = 0; f < 2 * (int)sizeof(bq6_k_t); f += 64) {
+                _mm_prefetch(pf + ib * sizeof(bq6_k_t) + f, _MM_HINT_T0);
+                _mm_prefetch(pf + w->row_bytes + ib * sizeof(bq6_k_t) + f, _MM_HINT_T0);
+            }
             __m128 t = kmv4_q6_k(wv, y + ib, y + ib + 1, idx);
             acc = _mm_add_ps(acc, t);
             acc = _mm_add_ps(acc, _mm_movehl_ps(t, t));
