@@ -1543,11 +1543,12 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
 
 /* ---- one activation row (decode) for Q4_K / Q5_K -------------------------------------------
  * A step takes four items, item g = weight super-block w[g] against activation super-block
- * ya (g = 0, 1) or yb (g = 2, 3): two weight rows x two super-blocks in the main loop, so the
- * activation's loads serve two rows and one reduction serves four items. Per item the integer
- * sums are exact (the same integers as DOT_K's) and the float term d * (float)isum - dmin *
- * (float)msum is computed in one lane with DOT_K's operations; the caller adds the terms to
- * each row's chain in super-block order. */
+ * y[g]: four consecutive super-blocks of one weight row, so the row is read as one sequential
+ * stream (two rows at once, 1 KiB apart, ran at half the pace from DRAM). Items 0, 1 and 2, 3
+ * share their packs, multiplies and one reduction. Per item the integer sums are exact (the
+ * same integers as DOT_K's) and the float term d * (float)isum - dmin * (float)msum is
+ * computed in one lane with DOT_K's operations; the caller adds the terms to the row's chain
+ * in super-block order. */
 
 /* pshufb controls giving the 16-bit scale of each lane of packs_epi32(dpbusd(item a, k),
  * dpbusd(item b, k)) from a lane holding sc0..sc7 of item a, then of item b: 128-bit lane m
@@ -1608,8 +1609,8 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
 
 /* the four items' float terms t_g = d * (float)isum - dmin * (float)msum, lanes 0..3 */
 #define KMV4(T, BT, UNPACK)                                                                        \
-    AVX512 static inline __m128 kmv4_##T(const BT *const w[4], const bq8_k_t *ya,                  \
-                                         const bq8_k_t *yb, const __m512i sctl[4])                 \
+    AVX512 static inline __m128 kmv4_##T(const BT *const w[4], const bq8_k_t *const y[4],          \
+                                         const __m512i sctl[4])                                    \
     {                                                                                              \
         __m512i h = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)w[0]));                \
         h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)w[1]), 1);                      \
@@ -1625,22 +1626,29 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
          * multiplies and the reduction; r[p] lane m = [a, a, b, b] partial sums */                \
         __m512i r[2];                                                                              \
         for (int p = 0; p < 2; p++) {                                                              \
-            const bq8_k_t *y = p ? yb : ya;                                                        \
+            const bq8_k_t *ya = y[2 * p], *yb = y[2 * p + 1];                                      \
             __m512i qa[4], qb[4], z = _mm512_setzero_si512(), acc = z;                             \
             UNPACK(w[2 * p], qa);                                                                  \
             UNPACK(w[2 * p + 1], qb);                                                              \
             for (int k = 0; k < 4; k++) {                                                          \
-                __m512i yk = _mm512_loadu_si512((const void *)(y->qs + 64 * k));                   \
-                __m512i pk = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, qa[k], yk),                 \
-                                                _mm512_dpbusd_epi32(z, qb[k], yk));                \
+                __m512i pk = _mm512_packs_epi32(                                                   \
+                    _mm512_dpbusd_epi32(z, qa[k],                                                  \
+                                        _mm512_loadu_si512((const void *)(ya->qs + 64 * k))),      \
+                    _mm512_dpbusd_epi32(z, qb[k],                                                  \
+                                        _mm512_loadu_si512((const void *)(yb->qs + 64 * k))));     \
                 __m512i sk = _mm512_shuffle_epi8(scp[p], sctl[k]);                                 \
                 acc = k ? _mm512_dpwssd_epi32(acc, pk, sk) : _mm512_madd_epi16(pk, sk);            \
             }                                                                                      \
             r[p] = acc;                                                                            \
         }                                                                                          \
         /* msums: the mins (each twice) against the bsums; lane g = 4 partial sums of item g */    \
-        __m512i ba = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)ya->bsums)),       \
-                bb = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)yb->bsums));       \
+        /* the bsums of y[0], y[1] and of y[2], y[3] */                                            \
+        __m512i ba = _mm512_inserti64x4(                                                           \
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[0]->bsums)),      \
+                    _mm256_loadu_si256((const __m256i *)y[1]->bsums), 1),                          \
+                bb = _mm512_inserti64x4(                                                           \
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[2]->bsums)),      \
+                    _mm256_loadu_si256((const __m256i *)y[3]->bsums), 1);                          \
         __m512i m1 = _mm512_shuffle_epi8(                                                          \
                     sm, _mm512_broadcast_i32x4(_mm_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1,   \
                                                              10, -1, 11, -1, 11, -1))),            \
@@ -1648,8 +1656,8 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
                     sm, _mm512_broadcast_i32x4(_mm_setr_epi8(12, -1, 12, -1, 13, -1, 13, -1, 14,   \
                                                              -1, 14, -1, 15, -1, 15, -1)));        \
         __m512i ms =                                                                               \
-            _mm512_dpwssd_epi32(_mm512_madd_epi16(m1, _mm512_shuffle_i64x2(ba, bb, 0x00)), m2,     \
-                                _mm512_shuffle_i64x2(ba, bb, 0x55));                               \
+            _mm512_dpwssd_epi32(_mm512_madd_epi16(m1, _mm512_shuffle_i64x2(ba, bb, 0x88)), m2,     \
+                                _mm512_shuffle_i64x2(ba, bb, 0xdd));                               \
         /* isums: fold the four 128-bit lanes; lane 0, 1 = pair 0's [a, a, b, b], 2, 3 pair 1's */ \
         __m512i x = _mm512_add_epi32(_mm512_shuffle_i64x2(r[0], r[1], 0x44),                       \
                                      _mm512_shuffle_i64x2(r[0], r[1], 0xee));                      \
@@ -1659,15 +1667,18 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
         ms = _mm512_add_epi32(ms, _mm512_shuffle_epi32(ms, (_MM_PERM_ENUM)0xb1));                  \
         /* lane g: [isum, msum] at dwords 0, 1 (g even) or 2, 3 (g odd) */                         \
         __m512i s = _mm512_mask_blend_epi32(0x8282, x, ms);                                        \
-        /* [d, dmin, d, dmin] of item g in lane g, times its activation's d */                     \
-        __m512 dh = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi32(               \
-            _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 0, 0, 0, 0, 0, 0, 0, 0), h)));             \
-        __m512 yd = _mm512_castpd_ps(_mm512_insertf64x4(                                           \
-            _mm512_castps_pd(_mm512_set1_ps(ya->d)), _mm256_castps_pd(_mm256_set1_ps(yb->d)), 1)); \
-        __m512 t = _mm512_mul_ps(_mm512_mul_ps(yd, dh), _mm512_cvtepi32_ps(s));                    \
-        t = _mm512_sub_ps(t, _mm512_permute_ps(t, 0xb1));                                          \
-        return _mm512_castps512_ps128(_mm512_permutexvar_ps(                                       \
-            _mm512_setr_epi32(0, 6, 8, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));               \
+        /* [isum, msum] and [d, dmin] of items 0..3 in turn; [d, dmin] times each y.d */           \
+        __m256 sf = _mm256_cvtepi32_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi32(            \
+            _mm512_setr_epi32(0, 1, 6, 7, 8, 9, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0), s)));             \
+        __m256 dh = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(               \
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), h)));              \
+        __m128 y4 = _mm_setr_ps(y[0]->d, y[1]->d, y[2]->d, y[3]->d);                               \
+        __m256 yd = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(y4, y4)),          \
+                                         _mm_unpackhi_ps(y4, y4), 1);                              \
+        __m256 t = _mm256_mul_ps(_mm256_mul_ps(yd, dh), sf);                                       \
+        t = _mm256_hsub_ps(t, t); /* d * isum - dmin * msum: [t0, t1, ., . | t2, t3, ., .] */      \
+        return _mm_castpd_ps(_mm_unpacklo_pd(_mm_castps_pd(_mm256_castps256_ps128(t)),             \
+                                             _mm_castps_pd(_mm256_extractf128_ps(t, 1))));         \
     }                                                                                              \
                                                                                                    \
     AVX512 static void x_mv_##T(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1)   \
@@ -1676,45 +1687,22 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
         __m512i sctl[4];                                                                           \
         for (int k = 0; k < 4; k++)                                                                \
             sctl[k] = kmv_sctl(k);                                                                 \
-        int i = i0;                                                                                \
-        for (; i + 2 <= i1; i += 2) {                                                              \
-            const BT *ra = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);         \
-            const BT *rb = (const BT *)((const char *)ra + w->row_bytes);                          \
-            __m128 acc = _mm_setzero_ps(); /* lane 0: row i, lane 1: row i + 1 */                  \
-            /* the next pair's bytes, to L1 ahead of use (the hardware prefetchers alone left      \
-             * one row per thread below L3's pace); its own when it is the last */                 \
-            const char *pf = (const char *)ra + (i + 4 <= i1 ? 2 * w->row_bytes : 0);              \
-            int ib = 0;                                                                            \
-            for (; ib + 2 <= nb; ib += 2) {                                                        \
-                const BT *wv[4] = {ra + ib, rb + ib, ra + ib + 1, rb + ib + 1};                    \
-                for (int f = 0; f < 2 * (int)sizeof(BT); f += 64) {                                \
-                    _mm_prefetch(pf + ib * sizeof(BT) + f, _MM_HINT_T0);                           \
-                    _mm_prefetch(pf + w->row_bytes + ib * sizeof(BT) + f, _MM_HINT_T0);            \
-                }                                                                                  \
-                __m128 t = kmv4_##T(wv, y + ib, y + ib + 1, sctl);                                 \
-                acc = _mm_add_ps(acc, t);                                                          \
-                acc = _mm_add_ps(acc, _mm_movehl_ps(t, t));                                        \
-            }                                                                                      \
-            if (ib < nb) {                                                                         \
-                const BT *wv[4] = {ra + ib, rb + ib, ra + ib, rb + ib};                            \
-                acc = _mm_add_ps(acc, kmv4_##T(wv, y + ib, y + ib, sctl));                         \
-            }                                                                                      \
-            out[i] = _mm_cvtss_f32(acc);                                                           \
-            out[i + 1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, 1));                               \
-        }                                                                                          \
-        if (i < i1) {                                                                              \
+        for (int i = i0; i < i1; i++) {                                                            \
             const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
             float acc = 0.0f;                                                                      \
-            int ib = 0;                                                                            \
-            for (; ib + 2 <= nb; ib += 2) {                                                        \
-                const BT *wv[4] = {b + ib, b + ib, b + ib + 1, b + ib + 1};                        \
-                __m128 t = kmv4_##T(wv, y + ib, y + ib + 1, sctl);                                 \
-                acc += _mm_cvtss_f32(t);                                                           \
-                acc += _mm_cvtss_f32(_mm_movehl_ps(t, t));                                         \
-            }                                                                                      \
-            if (ib < nb) {                                                                         \
-                const BT *wv[4] = {b + ib, b + ib, b + ib, b + ib};                                \
-                acc += _mm_cvtss_f32(kmv4_##T(wv, y + ib, y + ib, sctl));                          \
+            for (int ib = 0; ib < nb; ib += 4) {                                                   \
+                /* past the row's end (its last 1..3 super-blocks) the last one again, unused */   \
+                const BT *wv[4];                                                                   \
+                const bq8_k_t *yv[4];                                                              \
+                for (int g = 0; g < 4; g++) {                                                      \
+                    int j = ib + g < nb ? ib + g : nb - 1;                                         \
+                    wv[g] = b + j;                                                                 \
+                    yv[g] = y + j;                                                                 \
+                }                                                                                  \
+                float t[4];                                                                        \
+                _mm_storeu_ps(t, kmv4_##T(wv, yv, sctl));                                          \
+                for (int g = 0; g < 4 && ib + g < nb; g++)                                         \
+                    acc += t[g];                                                                   \
             }                                                                                      \
             out[i] = acc;                                                                          \
         }                                                                                          \
@@ -1820,10 +1808,10 @@ AVX512 static inline void unpack512_q6_k(const bq6_k_t *b, const __m512i pidx[2]
         sp[t] = _mm512_permutexvar_epi16(pidx[t], _mm512_castsi256_si512(*sc16));
 }
 
-/* One activation row of Q6_K: KMV4's scheme (two weight rows x two super-blocks per step, the
- * two rows' dpbusd sums packed together, one reduction per four items); per item the exact
- * integer sum - 32 * (the scales against the bsums) is DOT_Q6K's isum and its float term
- * (y.d * d) * (float)isum, added to each row's chain in super-block order. */
+/* One activation row of Q6_K: KMV4's scheme (four consecutive super-blocks of one weight row
+ * per step, two items' dpbusd sums packed together, one reduction per four items); per item the
+ * exact integer sum - 32 * (the scales against the bsums) is DOT_Q6K's isum and its float term (y.d
+ * * d) * (float)isum, added to each row's chain in super-block order. */
 
 /* vpermw indices: the scale of each 16-bit lane of packs_epi32(dpbusd(item a, t),
  * dpbusd(item b, t)) from [a's 16 scales, b's 16 scales] as words; 128-bit lane m of
@@ -1854,12 +1842,12 @@ AVX512 static inline void kmv_unpack_q6_k(const bq6_k_t *b, __m512i q[4])
 }
 
 /* the four items' float terms (y.d * d) * (float)isum, lanes 0..3 */
-AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *ya,
-                                      const bq8_k_t *yb, const __m512i idx[4])
+AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *const y[4],
+                                      const __m512i idx[4])
 {
     __m512i r[2], bs[2];
     for (int p = 0; p < 2; p++) {
-        const bq8_k_t *y = p ? yb : ya;
+        const bq8_k_t *ya = y[2 * p], *yb = y[2 * p + 1];
         const bq6_k_t *wa = w[2 * p], *wb = w[2 * p + 1];
         /* [a's scales, b's scales] as words */
         __m512i sc = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
@@ -1867,14 +1855,16 @@ AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *
             _mm_loadu_si128((const __m128i *)wb->scales), 1));
         /* low half: a's 8 partial sums of scale x bsum, high half: b's */
         bs[p] = _mm512_madd_epi16(
-            sc, _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y->bsums)));
+            sc, _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)ya->bsums)),
+                    _mm256_loadu_si256((const __m256i *)yb->bsums), 1));
         __m512i qa[4], qb[4], z = _mm512_setzero_si512(), acc = z;
         kmv_unpack_q6_k(wa, qa);
         kmv_unpack_q6_k(wb, qb);
         for (int t = 0; t < 4; t++) {
-            __m512i yt = _mm512_loadu_si512((const void *)(y->qs + 64 * t));
-            __m512i pt = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, qa[t], yt),
-                                            _mm512_dpbusd_epi32(z, qb[t], yt));
+            __m512i pt = _mm512_packs_epi32(
+                _mm512_dpbusd_epi32(z, qa[t], _mm512_loadu_si512((const void *)(ya->qs + 64 * t))),
+                _mm512_dpbusd_epi32(z, qb[t], _mm512_loadu_si512((const void *)(yb->qs + 64 * t))));
             __m512i st = _mm512_permutexvar_epi16(idx[t], sc);
             acc = t ? _mm512_dpwssd_epi32(acc, pt, st) : _mm512_madd_epi16(pt, st);
         }
@@ -1901,8 +1891,7 @@ AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *
                                      _mm_loadu_si32((const uint8_t *)w[3] + 206));
     __m128i dh = _mm_srli_epi32(_mm_unpacklo_epi64(d01, d23), 16);
     __m128 d = _mm_cvtph_ps(_mm_packus_epi32(dh, dh));
-    __m128 yd = _mm_castpd_ps(
-        _mm_unpacklo_pd(_mm_castps_pd(_mm_set1_ps(ya->d)), _mm_castps_pd(_mm_set1_ps(yb->d))));
+    __m128 yd = _mm_setr_ps(y[0]->d, y[1]->d, y[2]->d, y[3]->d);
     return _mm_mul_ps(_mm_mul_ps(yd, d), _mm_cvtepi32_ps(is4));
 }
 
@@ -1912,43 +1901,22 @@ AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, in
     __m512i idx[4];
     for (int t = 0; t < 4; t++)
         idx[t] = kmv6_idx(t);
-    int i = i0;
-    for (; i + 2 <= i1; i += 2) {
-        const bq6_k_t *ra = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
-        const bq6_k_t *rb = (const bq6_k_t *)((const char *)ra + w->row_bytes);
-        __m128 acc = _mm_setzero_ps(); /* lane 0: row i, lane 1: row i + 1 */
-        const char *pf = (const char *)ra + (i + 4 <= i1 ? 2 * w->row_bytes : 0); /* as KMV4 */
-        int ib = 0;
-        for (; ib + 2 <= nb; ib += 2) {
-            const bq6_k_t *wv[4] = {ra + ib, rb + ib, ra + ib + 1, rb + ib + 1};
-            for (int f = 0; f < 2 * (int)sizeof(bq6_k_t); f += 64) {
-                _mm_prefetch(pf + ib * sizeof(bq6_k_t) + f, _MM_HINT_T0);
-                _mm_prefetch(pf + w->row_bytes + ib * sizeof(bq6_k_t) + f, _MM_HINT_T0);
-            }
-            __m128 t = kmv4_q6_k(wv, y + ib, y + ib + 1, idx);
-            acc = _mm_add_ps(acc, t);
-            acc = _mm_add_ps(acc, _mm_movehl_ps(t, t));
-        }
-        if (ib < nb) {
-            const bq6_k_t *wv[4] = {ra + ib, rb + ib, ra + ib, rb + ib};
-            acc = _mm_add_ps(acc, kmv4_q6_k(wv, y + ib, y + ib, idx));
-        }
-        out[i] = _mm_cvtss_f32(acc);
-        out[i + 1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, 1));
-    }
-    if (i < i1) {
+    for (int i = i0; i < i1; i++) {
         const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
         float acc = 0.0f;
-        int ib = 0;
-        for (; ib + 2 <= nb; ib += 2) {
-            const bq6_k_t *wv[4] = {b + ib, b + ib, b + ib + 1, b + ib + 1};
-            __m128 t = kmv4_q6_k(wv, y + ib, y + ib + 1, idx);
-            acc += _mm_cvtss_f32(t);
-            acc += _mm_cvtss_f32(_mm_movehl_ps(t, t));
-        }
-        if (ib < nb) {
-            const bq6_k_t *wv[4] = {b + ib, b + ib, b + ib, b + ib};
-            acc += _mm_cvtss_f32(kmv4_q6_k(wv, y + ib, y + ib, idx));
+        for (int ib = 0; ib < nb; ib += 4) {
+            /* as KMV4: four consecutive super-blocks, the last again past the row's end */
+            const bq6_k_t *wv[4];
+            const bq8_k_t *yv[4];
+            for (int g = 0; g < 4; g++) {
+                int j = ib + g < nb ? ib + g : nb - 1;
+                wv[g] = b + j;
+                yv[g] = y + j;
+            }
+            float t[4];
+            _mm_storeu_ps(t, kmv4_q6_k(wv, yv, idx));
+            for (int g = 0; g < 4 && ib + g < nb; g++)
+                acc += t[g];
         }
         out[i] = acc;
     }
