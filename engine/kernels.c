@@ -1832,7 +1832,9 @@ AVX512 static inline void kmv_unpack_q6_k(const bq6_k_t *b, __m512i q[4])
     const __m512i up = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1),
                   dn = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     for (int h = 0; h < 2; h++) {
-        __m512i l = _mm512_loadu_si512((const void *)(b->ql + 64 * h));
+        __m512i l = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b->ql + 64 * h))),
+            _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32)), 1);
         __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
         q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
                                    _mm512_and_si512(_mm512_sllv_epi16(hb, up), m30));
@@ -1849,6 +1851,9 @@ AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *
     for (int p = 0; p < 2; p++) {
         const bq8_k_t *ya = y[2 * p], *yb = y[2 * p + 1];
         const bq6_k_t *wa = w[2 * p], *wb = w[2 * p + 1];
+        __m512i qa[4], qb[4], z = _mm512_setzero_si512(), acc = z;
+        kmv_unpack_q6_k(wa, qa);
+        kmv_unpack_q6_k(wb, qb);
         /* [a's scales, b's scales] as words */
         __m512i sc = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)wa->scales)),
@@ -1858,9 +1863,6 @@ AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *
             sc, _mm512_inserti64x4(
                     _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)ya->bsums)),
                     _mm256_loadu_si256((const __m256i *)yb->bsums), 1));
-        __m512i qa[4], qb[4], z = _mm512_setzero_si512(), acc = z;
-        kmv_unpack_q6_k(wa, qa);
-        kmv_unpack_q6_k(wb, qb);
         for (int t = 0; t < 4; t++) {
             __m512i pt = _mm512_packs_epi32(
                 _mm512_dpbusd_epi32(z, qa[t], _mm512_loadu_si512((const void *)(ya->qs + 64 * t))),
