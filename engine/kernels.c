@@ -1833,7 +1833,7 @@ AVX512 static inline void kmv_unpack_q6_k(const bq6_k_t *b, __m512i q[4])
                   dn = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     for (int h = 0; h < 2; h++) {
         /* ql as two 256-bit loads: 512-bit ones, nearly all across two lines in 210-byte
-         * blocks, read a row from DRAM ~8% slower (one thread, 128256 x 2048) */
+         * blocks, read a row from DRAM ~5% slower (one thread, 128256 x 2048, noisy) */
         __m512i l = _mm512_inserti64x4(
             _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b->ql + 64 * h))),
             _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32)), 1);
