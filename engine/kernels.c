@@ -1583,6 +1583,176 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
     }
 }
 
+/* ---- one activation row (decode) for Q4_K / Q5_K -------------------------------------------
+ * A step takes four items, item g = weight super-block w[g] against activation super-block
+ * y[g]: four consecutive super-blocks of one weight row, so the row is read as one sequential
+ * stream (two rows at once, 1 KiB apart, ran at half the pace from DRAM). Items 0, 1 and 2, 3
+ * share their packs, multiplies and one reduction. Per item the integer sums are exact (the
+ * same integers as DOT_K's) and the float term d * (float)isum - dmin * (float)msum is
+ * computed in one lane with DOT_K's operations; the caller adds the terms to the row's chain
+ * in super-block order. */
+
+/* pshufb controls giving the 16-bit scale of each lane of packs_epi32(dpbusd(item a, k),
+ * dpbusd(item b, k)) from a lane holding sc0..sc7 of item a, then of item b: 128-bit lane m
+ * of dpbusd(q[k]) belongs to sub-block 2k + m / 2 */
+AVX512 static inline __m512i kmv_sctl(int k)
+{
+    int8_t v[64];
+    for (int l = 0; l < 32; l++) {
+        int m = l / 8;
+        v[2 * l] = (int8_t)((l % 8 >= 4 ? 8 : 0) + 2 * k + m / 2);
+        v[2 * l + 1] = -1;
+    }
+    return _mm512_loadu_si512(v);
+}
+
+/* the 8 scales and 8 mins of the four super-blocks whose 16-byte headers (d, dmin, scales[12])
+ * are the 128-bit lanes of h, as bytes sc0..sc7, m0..m7 of the same lane (kscale's values) */
+AVX512 static inline __m512i kmv_scales(__m512i h)
+{
+    const __m512i ca = _mm512_broadcast_i32x4(
+                      _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15)),
+                  cb = _mm512_broadcast_i32x4(
+                      _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11)),
+                  cs = _mm512_broadcast_i32x4(_mm_setr_epi32(0, 0, 0, 4)),
+                  cm = _mm512_broadcast_i32x4(
+                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    /* low parts: s0..s3 & 63, s8..s11 & 15, s4..s7 & 63, s8..s11 >> 4 */
+    __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_shuffle_epi8(h, ca), cs), cm);
+    /* high parts of sc4..sc7 and m4..m7: the top 2 bits of s0..s3 and s4..s7, at bit 4 */
+    __m512i hi =
+        _mm512_and_si512(_mm512_srli_epi32(_mm512_shuffle_epi8(h, cb), 2), _mm512_set1_epi8(0x30));
+    return _mm512_or_si512(lo, hi);
+}
+
+/* q[k] = the 64 values of sub-blocks 2k and 2k+1 (the order of y->qs + 64k) */
+AVX512 static inline void kmv_unpack_q4_k(const bq4_k_t *b, __m512i q[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)));
+        q[k] = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xffff0000u, v, 4), m4);
+    }
+}
+
+AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
+    __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->qh));
+    /* bit 2k of qh (sub-block 2k) in the low half, bit 2k + 1 in the high half, at bit 0 */
+    h = _mm512_mask_srli_epi16(h, 0xffff0000u, h, 1);
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)));
+        __m512i hk = k < 2 ? _mm512_slli_epi16(h, 4 - 2 * k) : _mm512_srli_epi16(h, 2 * k - 4);
+        q[k] = _mm512_or_si512(_mm512_and_si512(_mm512_mask_srli_epi16(v, 0xffff0000u, v, 4), m4),
+                               _mm512_and_si512(hk, b4));
+    }
+}
+
+/* the four items' float terms t_g = d * (float)isum - dmin * (float)msum, lanes 0..3 */
+#define KMV4(T, BT, UNPACK)                                                                        \
+    AVX512 static inline __m128 kmv4_##T(const BT *const w[4], const bq8_k_t *const y[4],          \
+                                         const __m512i sctl[4])                                    \
+    {                                                                                              \
+        __m512i h = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)w[0]));                \
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)w[1]), 1);                      \
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)w[2]), 2);                      \
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)w[3]), 3);                      \
+        __m512i sm = kmv_scales(h);                                                                \
+        /* lane 0, 2: the scales of items 0, 1 and of items 2, 3; then each pair's in every lane   \
+         */                                                                                        \
+        __m512i sc2 = _mm512_unpacklo_epi64(sm, _mm512_shuffle_i64x2(sm, sm, 0xb1));               \
+        __m512i scp[2] = {_mm512_shuffle_i64x2(sc2, sc2, 0x00),                                    \
+                          _mm512_shuffle_i64x2(sc2, sc2, 0xaa)};                                   \
+        /* isums: per pair of items, one packs per k, so both items' lanes share the               \
+         * multiplies and the reduction; r[p] lane m = [a, a, b, b] partial sums */                \
+        __m512i r[2];                                                                              \
+        for (int p = 0; p < 2; p++) {                                                              \
+            const bq8_k_t *ya = y[2 * p], *yb = y[2 * p + 1];                                      \
+            __m512i qa[4], qb[4], z = _mm512_setzero_si512(), acc = z;                             \
+            UNPACK(w[2 * p], qa);                                                                  \
+            UNPACK(w[2 * p + 1], qb);                                                              \
+            for (int k = 0; k < 4; k++) {                                                          \
+                __m512i pk = _mm512_packs_epi32(                                                   \
+                    _mm512_dpbusd_epi32(z, qa[k],                                                  \
+                                        _mm512_loadu_si512((const void *)(ya->qs + 64 * k))),      \
+                    _mm512_dpbusd_epi32(z, qb[k],                                                  \
+                                        _mm512_loadu_si512((const void *)(yb->qs + 64 * k))));     \
+                __m512i sk = _mm512_shuffle_epi8(scp[p], sctl[k]);                                 \
+                acc = k ? _mm512_dpwssd_epi32(acc, pk, sk) : _mm512_madd_epi16(pk, sk);            \
+            }                                                                                      \
+            r[p] = acc;                                                                            \
+        }                                                                                          \
+        /* msums: the mins (each twice) against the bsums; lane g = 4 partial sums of item g */    \
+        /* the bsums of y[0], y[1] and of y[2], y[3] */                                            \
+        __m512i ba = _mm512_inserti64x4(                                                           \
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[0]->bsums)),      \
+                    _mm256_loadu_si256((const __m256i *)y[1]->bsums), 1),                          \
+                bb = _mm512_inserti64x4(                                                           \
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[2]->bsums)),      \
+                    _mm256_loadu_si256((const __m256i *)y[3]->bsums), 1);                          \
+        __m512i m1 = _mm512_shuffle_epi8(                                                          \
+                    sm, _mm512_broadcast_i32x4(_mm_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1,   \
+                                                             10, -1, 11, -1, 11, -1))),            \
+                m2 = _mm512_shuffle_epi8(                                                          \
+                    sm, _mm512_broadcast_i32x4(_mm_setr_epi8(12, -1, 12, -1, 13, -1, 13, -1, 14,   \
+                                                             -1, 14, -1, 15, -1, 15, -1)));        \
+        __m512i ms =                                                                               \
+            _mm512_dpwssd_epi32(_mm512_madd_epi16(m1, _mm512_shuffle_i64x2(ba, bb, 0x88)), m2,     \
+                                _mm512_shuffle_i64x2(ba, bb, 0xdd));                               \
+        /* isums: fold the four 128-bit lanes; lane 0, 1 = pair 0's [a, a, b, b], 2, 3 pair 1's */ \
+        __m512i x = _mm512_add_epi32(_mm512_shuffle_i64x2(r[0], r[1], 0x44),                       \
+                                     _mm512_shuffle_i64x2(r[0], r[1], 0xee));                      \
+        x = _mm512_add_epi32(x, _mm512_shuffle_i64x2(x, x, 0xb1));                                 \
+        x = _mm512_add_epi32(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0xb1));                     \
+        ms = _mm512_add_epi32(ms, _mm512_shuffle_epi32(ms, (_MM_PERM_ENUM)0x4e));                  \
+        ms = _mm512_add_epi32(ms, _mm512_shuffle_epi32(ms, (_MM_PERM_ENUM)0xb1));                  \
+        /* lane g: [isum, msum] at dwords 0, 1 (g even) or 2, 3 (g odd) */                         \
+        __m512i s = _mm512_mask_blend_epi32(0x8282, x, ms);                                        \
+        /* [isum, msum] and [d, dmin] of items 0..3 in turn; [d, dmin] times each y.d */           \
+        __m256 sf = _mm256_cvtepi32_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi32(            \
+            _mm512_setr_epi32(0, 1, 6, 7, 8, 9, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0), s)));             \
+        __m256 dh = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(               \
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), h)));              \
+        __m128 y4 = _mm_setr_ps(y[0]->d, y[1]->d, y[2]->d, y[3]->d);                               \
+        __m256 yd = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(y4, y4)),          \
+                                         _mm_unpackhi_ps(y4, y4), 1);                              \
+        __m256 t = _mm256_mul_ps(_mm256_mul_ps(yd, dh), sf);                                       \
+        t = _mm256_hsub_ps(t, t); /* d * isum - dmin * msum: [t0, t1, ., . | t2, t3, ., .] */      \
+        return _mm_castpd_ps(_mm_unpacklo_pd(_mm_castps_pd(_mm256_castps256_ps128(t)),             \
+                                             _mm_castps_pd(_mm256_extractf128_ps(t, 1))));         \
+    }                                                                                              \
+                                                                                                   \
+    AVX512 static void x_mv_##T(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1)   \
+    {                                                                                              \
+        int nb = (int)w->ne[0] / QKK;                                                              \
+        __m512i sctl[4];                                                                           \
+        for (int k = 0; k < 4; k++)                                                                \
+            sctl[k] = kmv_sctl(k);                                                                 \
+        for (int i = i0; i < i1; i++) {                                                            \
+            const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
+            float acc = 0.0f;                                                                      \
+            for (int ib = 0; ib < nb; ib += 4) {                                                   \
+                /* past the row's end (its last 1..3 super-blocks) the last one again, unused */   \
+                const BT *wv[4];                                                                   \
+                const bq8_k_t *yv[4];                                                              \
+                for (int g = 0; g < 4; g++) {                                                      \
+                    int j = ib + g < nb ? ib + g : nb - 1;                                         \
+                    wv[g] = b + j;                                                                 \
+                    yv[g] = y + j;                                                                 \
+                }                                                                                  \
+                float t[4];                                                                        \
+                _mm_storeu_ps(t, kmv4_##T(wv, yv, sctl));                                          \
+                for (int g = 0; g < 4 && ib + g < nb; g++)                                         \
+                    acc += t[g];                                                                   \
+            }                                                                                      \
+            out[i] = acc;                                                                          \
+        }                                                                                          \
+    }
+
+KMV4(q4_k, bq4_k_t, kmv_unpack_q4_k)
+KMV4(q5_k, bq5_k_t, kmv_unpack_q5_k)
+
 /* One weight row against up to KXR activation rows per unpacking of a super-block (in blocks
  * of weight rows, above); one activation row alone in two super-blocks per horizontal sum; the
  * integer sums by kdot512; groups of four activation rows run their four float chains as the
@@ -1595,54 +1765,7 @@ AVX512 static inline void unpack512_q5_k(const bq5_k_t *b, __m512i q[4])
         int nb = (int)w->ne[0] / QKK;                                                              \
         const __m512i pidx[2] = {packed_idx(0, 2, 2), packed_idx(4, 2, 2)};                        \
         if (nrows == 1) {                                                                          \
-            const bq8_k_t *y = (const bq8_k_t *)x;                                                 \
-            for (int i = i0; i < i1; i++) {                                                        \
-                const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);      \
-                float acc = 0.0f;                                                                  \
-                int ib = 0;                                                                        \
-                /* two super-blocks per horizontal sum; the float steps stay in order */           \
-                for (; ib + 2 <= nb; ib += 2) {                                                    \
-                    __m256i s8[2], ms[2];                                                          \
-                    for (int u = 0; u < 2; u++) {                                                  \
-                        const BT *bb = &b[ib + u];                                                 \
-                        __m512i q[4], sp[2];                                                       \
-                        UNPACK(bb, q);                                                             \
-                        __m128i sm = kscales16(bb->scales);                                        \
-                        kscales512(sm, pidx, sp);                                                  \
-                        s8[u] = kdot512(q, sp, y[ib + u].qs);                                      \
-                        ms[u] = _mm256_madd_epi16(                                                 \
-                            _mm256_loadu_si256((const __m256i *)y[ib + u].bsums), kmins_dup(sm));  \
-                    }                                                                              \
-                    /* [isum, msum] of both, their scales [d, dmin] of both times each y.d */      \
-                    __m128 sums = _mm_cvtepi32_ps(hsum4_i32(s8[0], ms[0], s8[1], ms[1]));          \
-                    uint32_t h0, h1;                                                               \
-                    memcpy(&h0, &b[ib].d, 4);                                                      \
-                    memcpy(&h1, &b[ib + 1].d, 4);                                                  \
-                    __m128 dd =                                                                    \
-                        _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)h0), (int)h1, 1));    \
-                    __m128 yd = _mm_setr_ps(y[ib].d, y[ib].d, y[ib + 1].d, y[ib + 1].d);           \
-                    __m128 t = _mm_mul_ps(_mm_mul_ps(dd, yd), sums);                               \
-                    __m128 diff = _mm_hsub_ps(t, t); /* d * isum - dmin * msum, twice */           \
-                    acc += _mm_cvtss_f32(diff);                                                    \
-                    acc += _mm_cvtss_f32(_mm_shuffle_ps(diff, diff, 1));                           \
-                }                                                                                  \
-                for (; ib < nb; ib++) {                                                            \
-                    __m512i q[4], sp[2];                                                           \
-                    UNPACK(&b[ib], q);                                                             \
-                    __m128i sm = kscales16(b[ib].scales);                                          \
-                    kscales512(sm, pidx, sp);                                                      \
-                    __m256i s8 = kdot512(q, sp, y[ib].qs);                                         \
-                    __m256i ms = _mm256_madd_epi16(                                                \
-                        _mm256_loadu_si256((const __m256i *)y[ib].bsums), kmins_dup(sm));          \
-                    __m128i both = hsum4_i32(s8, ms, s8, ms);                                      \
-                    int isum = _mm_cvtsi128_si32(both);                                            \
-                    int msum = _mm_extract_epi32(both, 1);                                         \
-                    float d = y[ib].d * _cvtsh_ss(b[ib].d),                                        \
-                          dmin = y[ib].d * _cvtsh_ss(b[ib].dmin);                                  \
-                    acc += d * (float)isum - dmin * (float)msum;                                   \
-                }                                                                                  \
-                out[i] = acc;                                                                      \
-            }                                                                                      \
+            x_mv_##T(out, (const bq8_k_t *)x, w, i0, i1);                                          \
             return;                                                                                \
         }                                                                                          \
         int blk = kblock_rows(w);                                                                  \
@@ -1727,45 +1850,121 @@ AVX512 static inline void unpack512_q6_k(const bq6_k_t *b, const __m512i pidx[2]
         sp[t] = _mm512_permutexvar_epi16(pidx[t], _mm512_castsi256_si512(*sc16));
 }
 
-/* One activation row: two super-blocks per horizontal sum, DOT_Q6K's float steps in order. */
-AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1,
-                             const __m512i pidx[2])
+/* One activation row of Q6_K: KMV4's scheme (four consecutive super-blocks of one weight row
+ * per step, two items' dpbusd sums packed together, one reduction per four items); per item the
+ * exact integer sum - 32 * (the scales against the bsums) is DOT_Q6K's isum and its float term (y.d
+ * * d) * (float)isum, added to each row's chain in super-block order. */
+
+/* vpermw indices: the scale of each 16-bit lane of packs_epi32(dpbusd(item a, t),
+ * dpbusd(item b, t)) from [a's 16 scales, b's 16 scales] as words; 128-bit lane m of
+ * dpbusd(q[t]) is group 4t + m */
+AVX512 static inline __m512i kmv6_idx(int t)
+{
+    uint16_t v[32];
+    for (int l = 0; l < 32; l++)
+        v[l] = (uint16_t)((l % 8 >= 4 ? 16 : 0) + 4 * t + l / 8);
+    return _mm512_loadu_si512(v);
+}
+
+/* q[t] = the 64 values (0..63) from element 64t, the order of y->qs + 64t */
+AVX512 static inline void kmv_unpack_q6_k(const bq6_k_t *b, __m512i q[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    /* the high bits of values 32k .. 32k + 31 of a half are qh's bits 2k, 2k + 1: to bit 4 */
+    const __m512i up = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1),
+                  dn = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    for (int h = 0; h < 2; h++) {
+        /* ql as two 256-bit loads: 512-bit ones, nearly all across two lines in 210-byte
+         * blocks, read a row from DRAM ~5% slower (one thread, 128256 x 2048, noisy) */
+        __m512i l = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b->ql + 64 * h))),
+            _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32)), 1);
+        __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+        q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                   _mm512_and_si512(_mm512_sllv_epi16(hb, up), m30));
+        q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                       _mm512_and_si512(_mm512_srlv_epi16(hb, dn), m30));
+    }
+}
+
+/* the four items' float terms (y.d * d) * (float)isum, lanes 0..3 */
+AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *const y[4],
+                                      const __m512i idx[4])
+{
+    __m512i r[2], bs[2];
+    for (int p = 0; p < 2; p++) {
+        const bq8_k_t *ya = y[2 * p], *yb = y[2 * p + 1];
+        const bq6_k_t *wa = w[2 * p], *wb = w[2 * p + 1];
+        /* the blocks' bytes in address order (ql, qh, then the scales after them): the other
+         * way round the row's stream from DRAM was slower */
+        __m512i qa[4], qb[4], z = _mm512_setzero_si512(), acc = z;
+        kmv_unpack_q6_k(wa, qa);
+        kmv_unpack_q6_k(wb, qb);
+        /* [a's scales, b's scales] as words */
+        __m512i sc = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)wa->scales)),
+            _mm_loadu_si128((const __m128i *)wb->scales), 1));
+        /* low half: a's 8 partial sums of scale x bsum, high half: b's */
+        bs[p] = _mm512_madd_epi16(
+            sc, _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)ya->bsums)),
+                    _mm256_loadu_si256((const __m256i *)yb->bsums), 1));
+        for (int t = 0; t < 4; t++) {
+            __m512i pt = _mm512_packs_epi32(
+                _mm512_dpbusd_epi32(z, qa[t], _mm512_loadu_si512((const void *)(ya->qs + 64 * t))),
+                _mm512_dpbusd_epi32(z, qb[t], _mm512_loadu_si512((const void *)(yb->qs + 64 * t))));
+            __m512i st = _mm512_permutexvar_epi16(idx[t], sc);
+            acc = t ? _mm512_dpwssd_epi32(acc, pt, st) : _mm512_madd_epi16(pt, st);
+        }
+        r[p] = acc;
+    }
+    /* isums: lane 0, 1 = pair 0's [a, a, b, b], 2, 3 pair 1's, as in KMV4 */
+    __m512i x = _mm512_add_epi32(_mm512_shuffle_i64x2(r[0], r[1], 0x44),
+                                 _mm512_shuffle_i64x2(r[0], r[1], 0xee));
+    x = _mm512_add_epi32(x, _mm512_shuffle_i64x2(x, x, 0xb1));
+    x = _mm512_add_epi32(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0xb1));
+    /* bsum terms: lane g = item g's 4 partial sums, then their total in every dword */
+    __m512i b = _mm512_add_epi32(_mm512_shuffle_i64x2(bs[0], bs[1], 0x88),
+                                 _mm512_shuffle_i64x2(bs[0], bs[1], 0xdd));
+    b = _mm512_add_epi32(b, _mm512_shuffle_epi32(b, (_MM_PERM_ENUM)0x4e));
+    b = _mm512_add_epi32(b, _mm512_shuffle_epi32(b, (_MM_PERM_ENUM)0xb1));
+    /* isum of item g at dword 0 (g even) or 2 (g odd) of lane g */
+    __m512i is = _mm512_sub_epi32(x, _mm512_slli_epi32(b, 5));
+    __m128i is4 = _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 6, 8, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), is));
+    /* the four fp16 d: bytes 14, 15 of the 4 bytes before the block's end */
+    __m128i d01 = _mm_unpacklo_epi32(_mm_loadu_si32((const uint8_t *)w[0] + 206),
+                                     _mm_loadu_si32((const uint8_t *)w[1] + 206)),
+            d23 = _mm_unpacklo_epi32(_mm_loadu_si32((const uint8_t *)w[2] + 206),
+                                     _mm_loadu_si32((const uint8_t *)w[3] + 206));
+    __m128i dh = _mm_srli_epi32(_mm_unpacklo_epi64(d01, d23), 16);
+    __m128 d = _mm_cvtph_ps(_mm_packus_epi32(dh, dh));
+    __m128 yd = _mm_setr_ps(y[0]->d, y[1]->d, y[2]->d, y[3]->d);
+    return _mm_mul_ps(_mm_mul_ps(yd, d), _mm_cvtepi32_ps(is4));
+}
+
+AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1)
 {
     int nb = (int)w->ne[0] / QKK;
+    __m512i idx[4];
+    for (int t = 0; t < 4; t++)
+        idx[t] = kmv6_idx(t);
     for (int i = i0; i < i1; i++) {
         const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
         float acc = 0.0f;
-        int ib = 0;
-        for (; ib + 2 <= nb; ib += 2) {
-            __m256i s8[2], bs[2];
-            for (int u = 0; u < 2; u++) {
-                __m512i q[4], sp[2];
-                __m256i sc16;
-                unpack512_q6_k(&b[ib + u], pidx, q, sp, &sc16);
-                s8[u] = kdot512(q, sp, y[ib + u].qs);
-                bs[u] =
-                    _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib + u].bsums), sc16);
+        for (int ib = 0; ib < nb; ib += 4) {
+            /* as KMV4: four consecutive super-blocks, the last again past the row's end */
+            const bq6_k_t *wv[4];
+            const bq8_k_t *yv[4];
+            for (int g = 0; g < 4; g++) {
+                int j = ib + g < nb ? ib + g : nb - 1;
+                wv[g] = b + j;
+                yv[g] = y + j;
             }
-            /* [S0, B0, S1, B1] -> isum = S - 32 B for both */
-            __m128i v = hsum4_i32(s8[0], bs[0], s8[1], bs[1]);
-            __m128i sv = _mm_shuffle_epi32(v, 0x88), bv = _mm_shuffle_epi32(v, 0xdd);
-            __m128i is = _mm_sub_epi32(sv, _mm_slli_epi32(bv, 5));
-            __m128 d = _mm_mul_ps(
-                _mm_setr_ps(y[ib].d, y[ib + 1].d, 0.0f, 0.0f),
-                _mm_cvtph_ps(_mm_setr_epi16((short)b[ib].d, (short)b[ib + 1].d, 0, 0, 0, 0, 0, 0)));
-            __m128 t = _mm_mul_ps(d, _mm_cvtepi32_ps(is));
-            acc += _mm_cvtss_f32(t);
-            acc += _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
-        }
-        for (; ib < nb; ib++) {
-            __m512i q[4], sp[2];
-            __m256i sc16;
-            unpack512_q6_k(&b[ib], pidx, q, sp, &sc16);
-            __m256i s8 = kdot512(q, sp, y[ib].qs);
-            __m256i bsv = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[ib].bsums), sc16);
-            __m128i both = hsum4_i32(s8, bsv, s8, bsv);
-            int isum = _mm_cvtsi128_si32(both) - 32 * _mm_extract_epi32(both, 1);
-            acc += (y[ib].d * _cvtsh_ss(b[ib].d)) * (float)isum;
+            float t[4];
+            _mm_storeu_ps(t, kmv4_q6_k(wv, yv, idx));
+            for (int g = 0; g < 4 && ib + g < nb; g++)
+                acc += t[g];
         }
         out[i] = acc;
     }
@@ -1779,7 +1978,7 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
     int nb = (int)w->ne[0] / QKK;
     const __m512i pidx[2] = {packed_idx(0, 1, 4), packed_idx(8, 1, 4)};
     if (nrows == 1) {
-        x_mv_q6_k(out, x, w, i0, i1, pidx);
+        x_mv_q6_k(out, x, w, i0, i1);
         return;
     }
     int blk = kblock_rows(w);

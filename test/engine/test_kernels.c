@@ -170,8 +170,10 @@ static void test_batch_invariance(void **state)
     kernel_isa_t isas[KERNEL_COUNT];
     int nisa = isa_count(isas);
     /* 4096 + 256: k-quant rows of over 2 KiB, so the AVX-512 many-row paths split the 37
-     * weight rows into blocks (KBLOCK_BYTES) when a call covers them all */
-    int sizes[] = {256, 512, 2048 + 256, 4096 + 256};
+     * weight rows into blocks (KBLOCK_BYTES) when a call covers them all; 256, 512, 768 and
+     * 2048 + 256: k-quant rows whose last 1, 2, 3 and 1 super-blocks are a partial step of
+     * the one-row paths (four super-blocks per step) */
+    int sizes[] = {256, 512, 768, 2048 + 256, 4096 + 256};
     int steps[] = {1, 9, 17, ROWS};
     float *all = malloc(sizeof(float) * XROWS * ROWS), *dots = malloc(sizeof(float) * XROWS * ROWS);
     for (int k = 0; k < nisa; k++) {
