@@ -176,7 +176,7 @@ for m in $models; do
     # batched decode at 4 and 16 sequences (32-token prompts)
     has batched && for b in 4 16; do
       "$core" -p 32 "${ctx[@]}" "$file" "$tok" "$threads" "$tokens" "$b" | sed "s/^/eng$b /" >>"$tmp/r"
-      "$inferctl" --addr "$addr" bench --streams "$b" --requests "$b" --max-tokens "$tokens" |
+      "$inferctl" --addr "$addr" bench --streams "$b" --requests "$b" --max-tokens "$tokens" --prompt-tokens 32 |
         field 'steady-decode' | sed "s/^/srv$b /" >>"$tmp/r"
       [[ -n "$lcpp" && -n "$gguf" ]] && echo "lcpp$b $(lbb_tg "$b")" >>"$tmp/r"
     done

@@ -15,9 +15,10 @@
  *       inferd.v1.Inference/Tokenize: prints the ids a Generate of TEXT (with --chat: of the
  *       chat whose last user turn is TEXT) starts from, one line, space-separated.
  *   inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]
- *            [--conns K] [--warmup W] [--api grpc|openai]
+ *            [--conns K] [--warmup W] [--prompt-tokens P] [--api grpc|openai]
  *       Load generator: C concurrent Generate streams (spread over K connections) until N
- *       requests are done, each the engine benchmark's request (5 prompt token ids, greedy,
+ *       requests are done, each the engine benchmark's request (P prompt token ids, 5 by
+ *       default, greedy,
  *       ignore_eos, T tokens). Prints aggregate tokens/s, steady-decode tokens/s (when C = N:
  *       the tokens that arrived while all C streams decoded, over that span, as
  *       engine_core_bench counts it), per-stream decode tokens/s, and time
@@ -648,6 +649,9 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* prompt ids per bench request (--prompt-tokens): engine_core_bench's, 5 by default */
+static int g_prompt_len = 5;
+
 static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int print)
 {
     conn_t cs[MAX_CONNS];
@@ -670,16 +674,23 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
             st->stamps = calloc(max_tokens ? max_tokens : 1, sizeof *st->stamps);
             if (!st->stamps) die("%s", "out of memory");
             st->stamp_cap = max_tokens;
-            /* the engine benchmark's request (tools/bench/engine_core.c) */
-            uint32_t ids[5] = {1, (uint32_t)(10 + B.next % conc), 200, 300, 17};
+            /* the engine benchmark's request (tools/bench/engine_core.c): 1, 10 + stream,
+             * 200, 300, 17, then ids that differ per stream and position */
+            uint32_t *ids = calloc((size_t)g_prompt_len, sizeof *ids);
+            if (!ids) die("%s", "out of memory");
+            int v = B.next % conc;
+            uint32_t base[5] = {1, (uint32_t)(10 + v), 200, 300, 17};
+            for (int t = 0; t < g_prompt_len; t++)
+                ids[t] = t < 5 ? base[t] : (uint32_t)(1000 + 7 * t + 13 * v);
             Inferd__V1__GenerateRequest rq = INFERD__V1__GENERATE_REQUEST__INIT;
             Inferd__V1__StopConditions sc = INFERD__V1__STOP_CONDITIONS__INIT;
             rq.token_ids = ids;
-            rq.n_token_ids = 5;
+            rq.n_token_ids = (size_t)g_prompt_len;
             sc.max_tokens = max_tokens;
             sc.ignore_eos = 1;
             rq.stop = &sc;
             st->body = frame(&rq.base, &st->body_len);
+            free(ids);
             if (stream_start(&cs[B.next % nconns], st, "/inferd.v1.Inference/Generate"))
                 die("%s", "cannot start a stream");
             B.next++;
@@ -993,6 +1004,8 @@ static int cmd_bench(int argc, char **argv)
             nconns = atoi(v);
         else if (!strcmp(o, "--warmup"))
             warmup = atoi(v);
+        else if (!strcmp(o, "--prompt-tokens"))
+            g_prompt_len = atoi(v);
         else if (!strcmp(o, "--api")) {
             if (strcmp(v, "grpc") && strcmp(v, "openai")) die("--api %s: want grpc or openai", v);
             openai = !strcmp(v, "openai");
@@ -1000,6 +1013,8 @@ static int cmd_bench(int argc, char **argv)
             die("unknown bench option %s", o);
     }
     if (conc < 1 || nconns < 1) die("%s", "--streams and --conns must be >= 1");
+    if (g_prompt_len < 1 || g_prompt_len > 100000) die("%s", "--prompt-tokens must be 1..100000");
+    if (openai && g_prompt_len != 5) die("%s", "--prompt-tokens is for --api grpc");
     if (nreq < conc) nreq = conc;
     if (openai) {
         if (warmup > 0) openai_round(conc, conc, max_tokens < 16 ? max_tokens : 16, 0);
@@ -1022,7 +1037,7 @@ static void usage(void)
         "       inferctl [--addr HOST:PORT] tokenize [--chat] [--system TEXT] "
         "[--message ROLE:TEXT]... TEXT\n"
         "       inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]\n"
-        "                [--conns K] [--warmup 0|1] [--api grpc|openai]\n"
+        "                [--conns K] [--warmup 0|1] [--prompt-tokens P] [--api grpc|openai]\n"
         "       inferctl [--addr HOST:PORT] ping [--count N] [--interval-ms MS] [SERVICE]\n");
     exit(2);
 }
