@@ -935,8 +935,9 @@ DOT_Q6K(AVX, a_dot_q6_k, a_isum_q6_k_group)
  * hardware prefetcher follows it; four interleaved row streams defeated it: stories15M's
  * fp32 decode on one thread went from ~120 to ~190 tok/s). With 2-4 activation rows the tiles
  * read several rows at once, and on short rows (a tile within PF_TILE_BYTES) the next tile's
- * rows are requested in one burst before the current one is computed. (The 32-block tiles
- * instead request the next tile two lines per block while computing, for any row count.) */
+ * rows are requested in one burst before the current one is computed. (The 32-block and the
+ * F16/BF16 tiles instead request the next tile a few lines per step while computing, for any
+ * row count: TNEXT, ZTILE32.) */
 #define PF_TILE_BYTES (16 * 1024)
 
 /* Requests `bytes` from p into the cache (prefetches never fault past the matrix's end). */
@@ -1730,19 +1731,22 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
         t = _mm256_hsub_ps(t, t); /* d * isum - dmin * msum: [t0, t1, ., . | t2, t3, ., .] */      \
         return _mm_castpd_ps(_mm_unpacklo_pd(_mm_castps_pd(_mm256_castps256_ps128(t)),             \
                                              _mm_castps_pd(_mm256_extractf128_ps(t, 1))));         \
-    }                                                                                              \
-                                                                                                   \
+    }
+
+/* The one-row product of a k-quant from its kmv4_T: per weight row, steps of four
+ * consecutive super-blocks (past the row's end the last one again, its term unused), the terms
+ * added to the row's chain in super-block order; IDX(k) gives the kmv4's four index vectors. */
+#define KMV_ROWS(T, BT, IDX)                                                                       \
     AVX512 static void x_mv_##T(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1)   \
     {                                                                                              \
         int nb = (int)w->ne[0] / QKK;                                                              \
-        __m512i sctl[4];                                                                           \
+        __m512i idx[4];                                                                            \
         for (int k = 0; k < 4; k++)                                                                \
-            sctl[k] = kmv_sctl(k);                                                                 \
+            idx[k] = IDX(k);                                                                       \
         for (int i = i0; i < i1; i++) {                                                            \
             const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);          \
             float acc = 0.0f;                                                                      \
             for (int ib = 0; ib < nb; ib += 4) {                                                   \
-                /* past the row's end (its last 1..3 super-blocks) the last one again, unused */   \
                 const BT *wv[4];                                                                   \
                 const bq8_k_t *yv[4];                                                              \
                 for (int g = 0; g < 4; g++) {                                                      \
@@ -1751,7 +1755,7 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
                     yv[g] = y + j;                                                                 \
                 }                                                                                  \
                 float t[4];                                                                        \
-                _mm_storeu_ps(t, kmv4_##T(wv, yv, sctl));                                          \
+                _mm_storeu_ps(t, kmv4_##T(wv, yv, idx));                                           \
                 for (int g = 0; g < 4 && ib + g < nb; g++)                                         \
                     acc += t[g];                                                                   \
             }                                                                                      \
@@ -1761,9 +1765,11 @@ AVX512 static inline void kmv_unpack_q5_k(const bq5_k_t *b, __m512i q[4])
 
 KMV4(q4_k, bq4_k_t, kmv_unpack_q4_k)
 KMV4(q5_k, bq5_k_t, kmv_unpack_q5_k)
+KMV_ROWS(q4_k, bq4_k_t, kmv_sctl)
+KMV_ROWS(q5_k, bq5_k_t, kmv_sctl)
 
 /* One weight row against up to KXR activation rows per unpacking of a super-block (in blocks
- * of weight rows, above); one activation row alone in two super-blocks per horizontal sum; the
+ * of weight rows, above); one activation row by x_mv_T (KMV4, four super-blocks a step); the
  * integer sums by kdot512; groups of four activation rows run their four float chains as the
  * lanes of one vector (each lane the very operations of DOT_K's scalar chain; padding lanes
  * are zero and never stored). */
@@ -1952,32 +1958,7 @@ AVX512 static inline __m128 kmv4_q6_k(const bq6_k_t *const w[4], const bq8_k_t *
     return _mm_mul_ps(_mm_mul_ps(yd, d), _mm_cvtepi32_ps(is4));
 }
 
-AVX512 static void x_mv_q6_k(float *out, const bq8_k_t *y, const tensor_t *w, int i0, int i1)
-{
-    int nb = (int)w->ne[0] / QKK;
-    __m512i idx[4];
-    for (int t = 0; t < 4; t++)
-        idx[t] = kmv6_idx(t);
-    for (int i = i0; i < i1; i++) {
-        const bq6_k_t *b = (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
-        float acc = 0.0f;
-        for (int ib = 0; ib < nb; ib += 4) {
-            /* as KMV4: four consecutive super-blocks, the last again past the row's end */
-            const bq6_k_t *wv[4];
-            const bq8_k_t *yv[4];
-            for (int g = 0; g < 4; g++) {
-                int j = ib + g < nb ? ib + g : nb - 1;
-                wv[g] = b + j;
-                yv[g] = y + j;
-            }
-            float t[4];
-            _mm_storeu_ps(t, kmv4_q6_k(wv, yv, idx));
-            for (int g = 0; g < 4 && ib + g < nb; g++)
-                acc += t[g];
-        }
-        out[i] = acc;
-    }
-}
+KMV_ROWS(q6_k, bq6_k_t, kmv6_idx)
 
 /* Many activation rows: MMK512's scheme, with DOT_Q6K's chain acc += (y.d * d) * (float)isum
  * in the lanes of one vector per four activation rows. */
