@@ -21,6 +21,8 @@
 #include <string.h>
 
 #define MAX_SEGS 3
+/* attention's chunks for a pool of nth threads (each chunk has its own scores buffer) */
+#define ATT_CHUNKS(nth) (8 * (nth))
 
 typedef struct {
     const model_view_t *m;
@@ -35,7 +37,7 @@ typedef struct {
     float *q;                    /* (max_rows, q_dim) */
     float *k;                    /* (max_rows, kv_dim) */
     float *v;                    /* (max_rows, kv_dim) */
-    float *att;                  /* (max_rows, n_heads, ctx) */
+    float *att;                  /* (att_chunks, ctx) scores of the unit in hand, per chunk */
     float *lx;                   /* (max_rows, dim) final-normed rows that need logits */
     void *xq[MAX_SEGS];          /* (max_rows, act bytes of wide) activations in a vec format */
     size_t xq_bytes;             /* bytes of each xq buffer */
@@ -120,7 +122,7 @@ static int cpu_load(void **ctx, const model_view_t *m, const backend_opts_t *o, 
     s->q = falloc(R * s->q_dim);
     s->k = falloc(R * s->kv_dim);
     s->v = falloc(R * s->kv_dim);
-    s->att = falloc(R * c->n_heads * (size_t)s->ctx);
+    s->att = falloc((size_t)ATT_CHUNKS(pool_size(pool)) * (size_t)s->ctx);
     s->lx = falloc(R * c->dim);
     s->xq_bytes = R * kernels_act_row_bytes_max(s->wide);
     for (int i = 0; i < MAX_SEGS; i++)
@@ -280,13 +282,15 @@ static void att_run(void *arg, int ci, int nchunks)
     int a = ci * per + (ci < extra ? ci : extra);
     int b = a + per + (ci < extra ? 1 : 0);
     float scale = 1.0f / sqrtf((float)hs);
+    /* head-major: one head's rows in turn read the same key and value rows (a prompt's keys
+     * stay in L2 across its rows instead of every row bringing all heads' back) */
+    float *att = s->att + (size_t)ci * (size_t)s->ctx; /* this chunk's scores, (ctx) */
     for (int t = a; t < b; t++) {
-        int r = t / c->n_heads, h = t % c->n_heads;
+        int h = t / j->n, r = t % j->n;
         const fwd_row_t *row = &j->rows[r];
         const float *kc = kv_at(s, s->key, row->slot, j->layer);
         const float *vc = kv_at(s, s->value, row->slot, j->layer);
         const float *q = s->q + (size_t)r * s->q_dim + (size_t)h * hs;
-        float *att = s->att + ((size_t)r * c->n_heads + h) * (size_t)s->ctx;
         int kvh = h / kv_mul;
         att_scores(att, q, kc + (size_t)kvh * hs, (size_t)kvd, row->pos + 1, hs, scale);
         float maxv = att[0];
@@ -474,8 +478,8 @@ static int cpu_forward(void *ctx, const fwd_row_t *rows, int n, float *logits)
            (const tensor_t *const[]){&L->wq, &L->wk, &L->wv});
         rows_step(s, rows, n, l, ROWS_QKV);
         att_job_t aj = {s, rows, n, l};
-        int units = n * c->n_heads, nth = pool_size(s->pool);
-        pool_run_chunks(s->pool, att_run, &aj, units < 8 * nth ? units : 8 * nth);
+        int units = n * c->n_heads, most = ATT_CHUNKS(pool_size(s->pool));
+        pool_run_chunks(s->pool, att_run, &aj, units < most ? units : most);
         mm(s, s->xb, n, 1, (float *const[]){s->xb2}, (const int[]){dim},
            (const tensor_t *const[]){&L->wo});
         rows_step(s, rows, n, l, ROWS_FFN_NORM);

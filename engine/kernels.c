@@ -434,8 +434,15 @@ size_t kernels_act_row_bytes(uint32_t vec_type, int64_t n)
     }
 }
 
+#ifdef HAVE_X86
+static int quantize_row_avx512(uint32_t vec_type, void *dst, const float *x, int64_t n);
+#endif
+
 void kernels_quantize_row(uint32_t vec_type, void *dst, const float *x, int64_t n)
 {
+#ifdef HAVE_X86
+    if (kernels_isa() == KERNEL_AVX512 && quantize_row_avx512(vec_type, dst, x, n)) return;
+#endif
     switch (vec_type) {
     case DTYPE_F32:
         memcpy(dst, x, (size_t)n * 4);
@@ -2315,6 +2322,158 @@ AVX512 static inline __m512 f16x16(const uint16_t *p)
 
 MMF(ZTILE, AVX512, x_, f16, uint16_t, f16x8, fp16_to_fp32, 4)
 MMF(ZTILE, AVX512, x_, bf16, uint16_t, bf16x8, bf16_to_fp32, 4)
+
+/* ---- activation formats on AVX-512 ----------------------------------------------------------
+ * The generic quantizers' results, bit for bit (test_kernels compares every format on every
+ * ISA): the block maximum is exact in any order, the scales are the same scalar operations,
+ * cvtps2dq rounds half to even as nearest_int does (|x * id| <= 127 here), NaN products give 0
+ * as nearest_int's bits do, and the 16-bit conversions round to nearest even as
+ * fp32_to_fp16/fp32_to_bf16 (their quiet NaNs included). A prompt's conversion ran the scalar
+ * loops at about a twelfth of a Qwen decode step at 16 sequences (perf: 3.2%). */
+
+/* 16 values as int32 rounded half to even, NaN -> 0 */
+AVX512 static inline __m512i zround(__m512 v)
+{
+    return _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+}
+
+/* the largest |x| of 32 values, NaN never winning */
+AVX512 static inline float zamax32(const float *x)
+{
+    const __m512 z = _mm512_setzero_ps();
+    __m512 a = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x)), z);
+    __m512 b = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + 16)), z);
+    return _mm512_reduce_max_ps(_mm512_max_ps(a, b));
+}
+
+/* 32 values times id to signed bytes (clamped to +-127); returns their sum */
+AVX512 static inline int zquant32(int8_t *q, const float *x, float id)
+{
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    __m512 s = _mm512_set1_ps(id);
+    __m512i a = zround(_mm512_mul_ps(_mm512_loadu_ps(x), s));
+    __m512i b = zround(_mm512_mul_ps(_mm512_loadu_ps(x + 16), s));
+    a = _mm512_min_epi32(_mm512_max_epi32(a, lo), hi);
+    b = _mm512_min_epi32(_mm512_max_epi32(b, lo), hi);
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(a));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(b));
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(a, b));
+}
+
+AVX512 static void zquant_q8_0(bq8_0_t *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = zamax32(x);
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        zquant32(y[i].qs, x, id);
+    }
+}
+
+AVX512 static void zquant_q8_1(bq8_1_t *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = zamax32(x);
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        y[i].s = fp32_to_fp16((float)zquant32(y[i].qs, x, id) * d);
+    }
+}
+
+AVX512 static void zquant_q8_k(bq8_k_t *y, const float *x, int64_t n)
+{
+    const __m512 z = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QKK; i++, x += QKK) {
+        __m512 m = z;
+        for (int j = 0; j < QKK; j += 16)
+            m = _mm512_max_ps(m, _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + j)), z));
+        float amax = _mm512_reduce_max_ps(m);
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        /* the signed value of the first element of largest magnitude, as the scalar scan */
+        __m512 am = _mm512_set1_ps(amax);
+        float max = 0.0f;
+        for (int j = 0; j < QKK; j += 16) {
+            __mmask16 k = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), am, _CMP_EQ_OQ);
+            if (k) {
+                max = x[j + __builtin_ctz(k)];
+                break;
+            }
+        }
+        float iscale = -127.0f / max;
+        for (int g = 0; g < QKK / 32; g++)
+            zquant32(y[i].qs + 32 * g, x + 32 * g, iscale);
+        for (int g = 0; g < QKK / 16; g++)
+            y[i].bsums[g] = (int16_t)_mm512_reduce_add_epi32(
+                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(y[i].qs + 16 * g))));
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+/* 16 values to fp16 / bf16 bits, rounded to nearest even */
+AVX512 static inline __m256i zf16(__m512 v)
+{
+    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+AVX512 static inline __m256i zbf16(__m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i r = _mm512_add_epi32(
+        u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                            _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(64 << 16));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+/* the 16-bit formats and F16R/BF16R: n values, 16 at a time, the rest by the scalar code */
+AVX512 static void zquant_16(uint32_t vec_type, void *dst, const float *x, int64_t n)
+{
+    int bf = vec_type == DTYPE_BF16 || vec_type == KERNEL_VEC_BF16R;
+    int rounded = vec_type == KERNEL_VEC_F16R || vec_type == KERNEL_VEC_BF16R;
+    float *f = dst;
+    uint16_t *h = rounded ? (uint16_t *)(f + n) : dst;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i v = bf ? zbf16(_mm512_loadu_ps(x + i)) : zf16(_mm512_loadu_ps(x + i));
+        _mm256_storeu_si256((__m256i *)(h + i), v);
+        if (rounded)
+            _mm512_storeu_ps(
+                f + i, bf ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16))
+                          : _mm512_cvtph_ps(v));
+    }
+    for (; i < n; i++) {
+        h[i] = bf ? fp32_to_bf16(x[i]) : fp32_to_fp16(x[i]);
+        if (rounded) f[i] = bf ? bf16_to_fp32(h[i]) : fp16_to_fp32(h[i]);
+    }
+}
+
+/* 1 when vec_type is one of the formats above (dst written), else 0 */
+static int quantize_row_avx512(uint32_t vec_type, void *dst, const float *x, int64_t n)
+{
+    switch (vec_type) {
+    case DTYPE_Q8_0:
+        zquant_q8_0(dst, x, n);
+        return 1;
+    case DTYPE_Q8_1:
+        zquant_q8_1(dst, x, n);
+        return 1;
+    case DTYPE_Q8_K:
+        zquant_q8_k(dst, x, n);
+        return 1;
+    case DTYPE_F16:
+    case DTYPE_BF16:
+    case KERNEL_VEC_F16R:
+    case KERNEL_VEC_BF16R:
+        zquant_16(vec_type, dst, x, n);
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 static const kernel_type_t avx512_table[] = {
     {DTYPE_F32, DTYPE_F32, dq_f32, a_dot_f32, a_mm_f32},

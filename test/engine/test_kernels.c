@@ -536,6 +536,82 @@ static void test_rounded_activations(void **state)
     kernels_force(isas[nisa - 1]);
 }
 
+/* Every activation format is the generic quantizer's bytes on every ISA (the AVX-512 one is
+ * vector code): random rows at several scales, and blocks built to hit what a vector rewrite
+ * gets wrong: all zero, products on a rounding tie, the largest magnitude twice with both
+ * signs (Q8_K takes the first), inf, NaN, subnormals, a row length that leaves a tail. The
+ * 16-bit conversions also over a sweep of all float bit patterns. */
+static void test_quantize_isas(void **state)
+{
+    (void)state;
+    enum { N = 4096, TAIL = 4096 - 9 };
+    static const uint32_t vecs[] = {DTYPE_Q8_0, DTYPE_Q8_1,      DTYPE_Q8_K,      DTYPE_F16,
+                                    DTYPE_BF16, KERNEL_VEC_F16R, KERNEL_VEC_BF16R};
+    float *x = malloc(sizeof(float) * N);
+    char *want = malloc(6 * N + 64), *got = malloc(6 * N + 64);
+    for (int i = 0; i < N; i++)
+        x[i] = unit() * (i < 1024 ? 1.0f : i < 2048 ? 1e-3f : i < 3072 ? 300.0f : 1e-38f);
+    for (int j = 0; j < 32; j++) {
+        x[j] = 0.0f;                                          /* block 0: zeros */
+        x[32 + j] = j == 0 ? 127.0f : (float)(j - 16) + 0.5f; /* block 1: ties at id = 1 */
+        x[64 + j] = unit();                                   /* block 2: -m first, then m */
+    }
+    x[64 + 3] = -2.0f, x[64 + 20] = 2.0f;
+    x[96 + 5] = INFINITY, x[128 + 7] = NAN, x[160 + 1] = -INFINITY;
+    x[256 + 9] = 5.0f, x[256 + 200] = -5.0f; /* a Q8_K block: +m first */
+    x[512 + 9] = -7.0f, x[512 + 100] = 7.0f; /* and -m first */
+    x[768 + 2] = 6.0f, x[768 + 7] = -6.0f;   /* both within one vector */
+    kernel_isa_t isas[KERNEL_COUNT];
+    int nisa = isa_count(isas);
+    for (size_t v = 0; v < sizeof vecs / sizeof vecs[0]; v++)
+        for (int len = N; len >= TAIL; len -= N - TAIL) {
+            int qk = vecs[v] == DTYPE_Q8_K                            ? 256
+                     : vecs[v] == DTYPE_Q8_0 || vecs[v] == DTYPE_Q8_1 ? 32
+                                                                      : 1;
+            int n = len / qk * qk;
+            size_t bytes = kernels_act_row_bytes(vecs[v], n);
+            assert_int_equal(kernels_force(KERNEL_GENERIC), 0);
+            memset(want, 0, bytes); /* the F16R/BF16R padding is not written */
+            kernels_quantize_row(vecs[v], want, x, n);
+            for (int k = 0; k < nisa; k++) {
+                assert_int_equal(kernels_force(isas[k]), 0);
+                memset(got, 0, bytes);
+                kernels_quantize_row(vecs[v], got, x, n);
+                for (size_t b = 0; b < bytes; b++)
+                    if (want[b] != got[b])
+                        fail_msg("isa %s, format %u, %d values: byte %zu is %d, generic %d",
+                                 kernels_isa_name(isas[k]), vecs[v], n, b, got[b], want[b]);
+            }
+        }
+    /* every 16-bit conversion of a sweep over all bit patterns (a prime stride), 4096 at a time */
+    for (uint64_t u0 = 0; u0 < (1ull << 32); u0 += 4096ull * 1021) {
+        for (int i = 0; i < N; i++) {
+            uint32_t u = (uint32_t)(u0 + (uint64_t)i * 1021);
+            memcpy(&x[i], &u, 4);
+        }
+        for (int bf = 0; bf < 2; bf++) {
+            uint32_t vec = bf ? DTYPE_BF16 : DTYPE_F16;
+            assert_int_equal(kernels_force(KERNEL_GENERIC), 0);
+            kernels_quantize_row(vec, want, x, N);
+            for (int k = 0; k < nisa; k++) {
+                assert_int_equal(kernels_force(isas[k]), 0);
+                kernels_quantize_row(vec, got, x, N);
+                if (memcmp(want, got, 2 * N)) {
+                    for (int i = 0; i < N; i++)
+                        if (memcmp(want + 2 * i, got + 2 * i, 2))
+                            fail_msg("isa %s, %s of %#x differs from generic",
+                                     kernels_isa_name(isas[k]), bf ? "bf16" : "f16",
+                                     (unsigned)(u0 + (uint64_t)i * 1021));
+                }
+            }
+        }
+    }
+    kernels_force(isas[nisa - 1]);
+    free(x);
+    free(want);
+    free(got);
+}
+
 static void test_long_rows(void **state)
 {
     (void)state;
@@ -637,7 +713,7 @@ int main(void)
         cmocka_unit_test(test_batch_invariance),    cmocka_unit_test(test_isas_and_reference),
         cmocka_unit_test(test_kquant_extremes),     cmocka_unit_test(test_float_chains),
         cmocka_unit_test(test_long_rows),           cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_rounded_activations),
+        cmocka_unit_test(test_rounded_activations), cmocka_unit_test(test_quantize_isas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
