@@ -293,14 +293,12 @@ static void att_run(void *arg, int ci, int nchunks)
         const float *q = s->q + (size_t)r * s->q_dim + (size_t)h * hs;
         int kvh = h / kv_mul;
         att_scores(att, q, kc + (size_t)kvh * hs, (size_t)kvd, row->pos + 1, hs, scale);
-        float maxv = att[0];
-        for (int p = 1; p <= row->pos; p++)
-            if (att[p] > maxv) maxv = att[p];
+        /* the exponentials on vector lanes; their sum stays one double chain in position
+         * order, so its bits are the same on every ISA */
+        kernels_exp_sub(att, row->pos + 1, kernels_max(att, row->pos + 1), 1.0f);
         double sum = 0.0;
-        for (int p = 0; p <= row->pos; p++) {
-            att[p] = expf(att[p] - maxv);
+        for (int p = 0; p <= row->pos; p++)
             sum += (double)att[p];
-        }
         float inv = (float)(1.0 / sum);
         float *out = s->xb + (size_t)r * s->q_dim + (size_t)h * hs;
         att_mix(out, att, inv, vc + (size_t)kvh * hs, (size_t)kvd, row->pos + 1, hs);
@@ -431,11 +429,7 @@ static void rows_run(void *arg, int ci, int nchunks)
         }
         case ROWS_SWIGLU: {
             float *g = s->hb + (size_t)r * hid;
-            const float *u = s->hb2 + (size_t)r * hid;
-            for (int i = 0; i < hid; i++) {
-                float v = g[i];
-                g[i] = v / (1.0f + expf(-v)) * u[i];
-            }
+            kernels_silu_mul(g, s->hb2 + (size_t)r * hid, hid);
             break;
         }
         case ROWS_RESIDUAL:

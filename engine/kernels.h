@@ -109,4 +109,21 @@ void att_scores(float *att, const float *q, const float *k, size_t kstride, int 
 void att_mix(float *out, const float *att, float inv, const float *v, size_t vstride, int npos,
              int n);
 
+/* ---- exponential and the element-wise steps built on it ------------------------------------
+ * kernels_exp is the engine's e^x: one definition that the generic C and the AVX2 and AVX-512
+ * paths compute to the same bits (kernels.c says how), so a step that uses it gives one result
+ * for a row whichever ISA runs it. Within 1 ULP of e^x correctly rounded over all floats, ranges
+ * as expf: +inf above ~88.72, 0 below ~-103.97, NaN -> NaN, -inf -> 0. */
+
+/** e^x as every ISA computes it (the scalar definition of the vector kernels below). */
+float kernels_exp(float x);
+/** x[i] = kernels_exp((x[i] - m) * s) for i < n (softmax: attention with s = 1, sampling with
+ *  s = 1 / temperature). */
+void kernels_exp_sub(float *x, int n, float m, float s);
+/** SwiGLU: g[i] = g[i] / (1.0f + kernels_exp(-g[i])) * u[i] for i < n, in that order. */
+void kernels_silu_mul(float *g, const float *u, int n);
+/** The largest of x[0..n), n >= 1 (exact in any order; with a NaN in x, or +0 and -0 both the
+ *  largest, which one comes back depends on the ISA). */
+float kernels_max(const float *x, int n);
+
 #endif

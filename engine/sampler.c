@@ -3,6 +3,7 @@
  * Everything is a pure function of (logits, params, rng state): same seed, same tokens.
  */
 #include "internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -91,14 +92,12 @@ static int top_k_select(prob_index_t *c, int n, int k)
 int sample_token(float *logits, int n, const sample_params_t *p, rng_t *rng, prob_index_t *scratch)
 {
     if (p->temperature <= 0.0f) return sample_argmax(logits, n);
-    float maxv = logits[0];
-    for (int i = 1; i < n; i++)
-        if (logits[i] > maxv) maxv = logits[i];
+    /* the vocabulary's exponentials on vector lanes (a scalar expf each was ~0.6 ms a token for
+     * 152k entries); the sum stays one float chain in order */
     float inv_t = 1.0f / p->temperature, sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        logits[i] = expf((logits[i] - maxv) * inv_t);
+    kernels_exp_sub(logits, n, kernels_max(logits, n), inv_t);
+    for (int i = 0; i < n; i++)
         sum += logits[i];
-    }
     float inv = 1.0f / sum;
     for (int i = 0; i < n; i++)
         logits[i] *= inv;

@@ -1,10 +1,12 @@
-/* Sampler: greedy, determinism per seed, top-k / top-p restrictions. */
+/* Sampler: greedy, determinism per seed, top-k / top-p restrictions, the temperature
+ * softmax's exact values on every ISA. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include "internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -127,13 +129,56 @@ static void test_rng(void **state)
     assert_true(fabs(sum / 10000 - 0.5) < 0.02);
 }
 
+/* With a temperature the probabilities are kernels_exp((l - max) / T), each times 1 / their
+ * float sum in order: these bits on every ISA. One logit sits where glibc's expf rounds e^x the
+ * other way (kernels_exp gives exp() rounded there), so expf in the sampler fails this. */
+static void test_softmax_values(void **state)
+{
+    (void)state;
+    const float x = -0x1.000016p-7f;
+    assert_true(kernels_exp(x) != expf(x)); /* what makes the check tell them apart */
+    float l[N];
+    fill(l, 3);
+    for (int i = 0; i < N; i++)
+        l[i] -= 4.5f; /* [-8.5, -0.5) */
+    l[0] = 0.0f;      /* the largest */
+    l[1] = x;
+    static const float temps[] = {1.0f, 0.7f};
+    for (int k = KERNEL_GENERIC; k < KERNEL_COUNT; k++) {
+        if (kernels_force((kernel_isa_t)k) < 0) continue;
+        for (size_t t = 0; t < sizeof temps / sizeof temps[0]; t++) {
+            float want[N], inv_t = 1.0f / temps[t], sum = 0.0f;
+            for (int i = 0; i < N; i++) {
+                want[i] = kernels_exp((l[i] - 0.0f) * inv_t);
+                sum += want[i];
+            }
+            float inv = 1.0f / sum;
+            for (int i = 0; i < N; i++)
+                want[i] *= inv;
+            static float got[N];
+            static prob_index_t scratch[N];
+            memcpy(got, l, sizeof got);
+            rng_t r;
+            rng_seed(&r, 9);
+            sample_params_t p = {temps[t], 1.0f, 0};
+            sample_token(got, N, &p, &r, scratch);
+            for (int i = 0; i < N; i++)
+                if (memcmp(&got[i], &want[i], sizeof(float)))
+                    fail_msg("isa %d T %g: p[%d] = %a, want %a", k, (double)temps[t], i,
+                             (double)got[i], (double)want[i]);
+        }
+    }
+    /* back to the best this CPU has (a forced ISA this CPU lacks is refused) */
+    kernels_force(KERNEL_AVX2);
+    kernels_force(KERNEL_AVX512);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy),
-        cmocka_unit_test(test_seed_determinism),
-        cmocka_unit_test(test_top_k_top_p),
-        cmocka_unit_test(test_rng),
+        cmocka_unit_test(test_greedy),         cmocka_unit_test(test_seed_determinism),
+        cmocka_unit_test(test_top_k_top_p),    cmocka_unit_test(test_rng),
+        cmocka_unit_test(test_softmax_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
