@@ -18,10 +18,19 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "node-deps: Node.js >= 20 and npm are needed (apt-get install nodejs npm)" >&2
   exit 1
 fi
+# The reference tests call this at once under ctest -j: two npm installs into one folder left
+# a node_modules without some packages (and every later install failing on it), so callers take
+# turns, and a failed install leaves no half folder behind.
+mkdir -p "$dir"
+exec 9>"$dir/.lock"
+flock 9
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  mkdir -p "$dir"
   [[ -f "$dir/package.json" ]] || echo '{"name":"inferd-test-deps","private":true}' >"$dir/package.json"
-  (cd "$dir" && npm i -E --omit=optional --no-audit --no-fund --loglevel=error "${pkgs[@]}" >&2)
+  if ! (cd "$dir" && npm i -E --omit=optional --no-audit --no-fund --loglevel=error "${pkgs[@]}" >&2); then
+    rm -rf "$dir/node_modules" "$dir/package-lock.json"
+    echo "node-deps: npm install failed in $dir" >&2
+    exit 1
+  fi
   echo "$want" >"$stamp"
 fi
 echo "$dir"
