@@ -163,19 +163,28 @@ static void product(const case_t *c, float *out, int nrows, int step)
         kernels_matmul(out, ROWS, c->x, c->xs, nrows, &c->w, i, i + step < ROWS ? i + step : ROWS);
 }
 
-static int isa_count(kernel_isa_t *isas)
+/* Drives FOR_EACH_ISA: forces the next ISA this CPU runs after *isa (KERNEL_COUNT: the first)
+ * and returns 1; after the last, forces the best one again (what the rest of the process
+ * expects) and returns 0. */
+static int isa_next(kernel_isa_t *isa)
 {
-    int n = 0;
-    for (int i = KERNEL_GENERIC; i < KERNEL_COUNT; i++)
-        if (kernels_force((kernel_isa_t)i) == 0) isas[n++] = (kernel_isa_t)i;
-    return n;
+    for (int i = *isa == KERNEL_COUNT ? KERNEL_GENERIC : (int)*isa + 1; i < KERNEL_COUNT; i++)
+        if (kernels_force((kernel_isa_t)i) == 0) {
+            *isa = (kernel_isa_t)i;
+            return 1;
+        }
+    for (int i = KERNEL_COUNT - 1; i > KERNEL_GENERIC; i--)
+        if (kernels_force((kernel_isa_t)i) == 0) return 0;
+    kernels_force(KERNEL_GENERIC);
+    return 0;
 }
+
+/* the loop body once per ISA this CPU runs, with that ISA forced */
+#define FOR_EACH_ISA(isa) for (kernel_isa_t isa = KERNEL_COUNT; isa_next(&isa);)
 
 static void test_batch_invariance(void **state)
 {
     (void)state;
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     /* 4096 + 256: k-quant rows of over 2 KiB, so the AVX-512 many-row paths split the 37
      * weight rows into blocks (KBLOCK_BYTES) when a call covers them all; 256, 512, 768 and
      * 2048 + 256: k-quant rows whose last 1, 2, 3 and 1 super-blocks are a partial step of
@@ -183,8 +192,8 @@ static void test_batch_invariance(void **state)
     int sizes[] = {256, 512, 768, 2048 + 256, 4096 + 256};
     int steps[] = {1, 9, 17, ROWS};
     float *all = malloc(sizeof(float) * XROWS * ROWS), *dots = malloc(sizeof(float) * XROWS * ROWS);
-    for (int k = 0; k < nisa; k++) {
-        assert_int_equal(kernels_force(isas[k]), 0);
+    FOR_EACH_ISA(isa)
+    {
         for (size_t ti = 0; ti < NTYPES; ti++)
             for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
                 case_t c;
@@ -208,8 +217,7 @@ static void test_batch_invariance(void **state)
                                 if (u != 0xffffffffu)
                                     fail_msg("isa %d %s n %d: %d activation rows, steps of %d: "
                                              "out[%d][%d] written",
-                                             isas[k], dtype_name(types[ti]), c.n, nrows, step, r,
-                                             i);
+                                             isa, dtype_name(types[ti]), c.n, nrows, step, r, i);
                             }
                         for (int r = 0; r < nrows; r++)
                             for (int i = 0; i < ROWS; i++) {
@@ -217,7 +225,7 @@ static void test_batch_invariance(void **state)
                                 if (memcmp(&d, &all[r * ROWS + i], 4)) {
                                     fail_msg("isa %d %s n %d: %d activation rows, steps of %d: "
                                              "out[%d][%d] = %.9g, the dot gives %.9g",
-                                             isas[k], dtype_name(types[ti]), c.n, nrows, step, r, i,
+                                             isa, dtype_name(types[ti]), c.n, nrows, step, r, i,
                                              (double)all[r * ROWS + i], (double)d);
                                 }
                             }
@@ -227,14 +235,11 @@ static void test_batch_invariance(void **state)
     }
     free(all);
     free(dots);
-    kernels_force(isas[nisa - 1]);
 }
 
 static void test_isas_and_reference(void **state)
 {
     (void)state;
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     int n = 1024;
     float *ref = malloc(sizeof(float) * XROWS * ROWS), *got = malloc(sizeof(float) * XROWS * ROWS);
     float *wrow = malloc(sizeof(float) * (size_t)n), *xrow = malloc(sizeof(float) * (size_t)n);
@@ -242,10 +247,10 @@ static void test_isas_and_reference(void **state)
         case_t c;
         case_make(&c, types[ti], n);
         int quant = types[ti] != DTYPE_F32 && types[ti] != DTYPE_F16 && types[ti] != DTYPE_BF16;
-        for (int k = 0; k < nisa; k++) {
-            assert_int_equal(kernels_force(isas[k]), 0);
+        FOR_EACH_ISA(isa)
+        {
             case_quantize(&c);
-            product(&c, k == 0 ? ref : got, XROWS, 16);
+            product(&c, isa == KERNEL_GENERIC ? ref : got, XROWS, 16);
             const kernel_type_t *kt = kernels_for(types[ti]);
             const kernel_type_t *kv =
                 kernels_for(kt->vec_type == DTYPE_Q8_K ? DTYPE_Q8_0 : kt->vec_type);
@@ -281,7 +286,7 @@ static void test_isas_and_reference(void **state)
                         s += (double)wrow[j] * (double)xrow[j];
                         mag += fabs((double)wrow[j] * (double)xrow[j]);
                     }
-                    float v = (k == 0 ? ref : got)[r * ROWS + i];
+                    float v = (isa == KERNEL_GENERIC ? ref : got)[r * ROWS + i];
                     /* Q4_1/Q5_1: the min term uses the activation block's fp16 sum, not the
                      * exact one: allow the fp16 rounding of that sum */
                     double tol =
@@ -289,13 +294,13 @@ static void test_isas_and_reference(void **state)
                         1e-6;
                     if (fabs((double)v - s) > tol)
                         fail_msg("isa %d %s: out[%d][%d] = %.9g, float64 %.9g (tolerance %.3g)",
-                                 isas[k], dtype_name(types[ti]), r, i, (double)v, s, tol);
-                    if (k > 0) {
+                                 isa, dtype_name(types[ti]), r, i, (double)v, s, tol);
+                    if (isa != KERNEL_GENERIC) {
                         float g = ref[r * ROWS + i];
                         if (quant ? memcmp(&v, &g, 4) != 0
                                   : fabs((double)v - (double)g) > 1e-5 * mag + 1e-6)
                             fail_msg("%s: isa %d gives %.9g, generic %.9g at [%d][%d]",
-                                     dtype_name(types[ti]), isas[k], (double)v, (double)g, r, i);
+                                     dtype_name(types[ti]), isa, (double)v, (double)g, r, i);
                     }
                 }
             }
@@ -306,7 +311,6 @@ static void test_isas_and_reference(void **state)
     free(got);
     free(wrow);
     free(xrow);
-    kernels_force(isas[nisa - 1]);
 }
 
 /* The largest k-quant values (Q4_K 15, Q5_K 31, Q6_K 63, the 6-bit scales and mins 63, the
@@ -319,8 +323,6 @@ static void test_kquant_extremes(void **state)
 {
     (void)state;
     static const uint32_t kt3[] = {DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     int n = 1024;
     float *ref = malloc(sizeof(float) * XROWS * ROWS), *got = malloc(sizeof(float) * XROWS * ROWS);
     float *wrow = malloc(sizeof(float) * (size_t)n), *xrow = malloc(sizeof(float) * (size_t)n);
@@ -347,16 +349,16 @@ static void test_kquant_extremes(void **state)
                                                                      : -1.0f;
         for (int pass = 0; pass < 2; pass++) {
             int nrows = pass == 0 ? 1 : XROWS;
-            for (int k = 0; k < nisa; k++) {
-                assert_int_equal(kernels_force(isas[k]), 0);
+            FOR_EACH_ISA(isa)
+            {
                 case_quantize(&c);
-                if (k == 0 && pass == 0) {
+                if (isa == KERNEL_GENERIC && pass == 0) {
                     /* the activations really are at the extremes */
                     const int8_t *q = (const int8_t *)c.x + 4;
                     assert_int_equal(q[0], -127);
                     assert_int_equal(((const int8_t *)c.x + c.xs + 4)[1], 127);
                 }
-                product(&c, k == 0 ? ref : got, nrows, 16);
+                product(&c, isa == KERNEL_GENERIC ? ref : got, nrows, 16);
                 const kernel_type_t *kt = kernels_for(t);
                 for (int r = 0; r < nrows; r++) {
                     const uint8_t *p = c.x + (size_t)r * c.xs;
@@ -373,13 +375,14 @@ static void test_kquant_extremes(void **state)
                             s += (double)wrow[j] * (double)xrow[j];
                             mag += fabs((double)wrow[j] * (double)xrow[j]);
                         }
-                        float v = (k == 0 ? ref : got)[r * ROWS + i], g = ref[r * ROWS + i];
+                        float v = (isa == KERNEL_GENERIC ? ref : got)[r * ROWS + i],
+                              g = ref[r * ROWS + i];
                         if (fabs((double)v - s) > 1e-5 * mag + 1e-6)
-                            fail_msg("isa %d %s, %d rows: out[%d][%d] = %.9g, float64 %.9g",
-                                     isas[k], dtype_name(t), nrows, r, i, (double)v, s);
+                            fail_msg("isa %d %s, %d rows: out[%d][%d] = %.9g, float64 %.9g", isa,
+                                     dtype_name(t), nrows, r, i, (double)v, s);
                         if (memcmp(&v, &g, 4) != 0)
-                            fail_msg("isa %d %s, %d rows: out[%d][%d] = %.9g, generic %.9g",
-                                     isas[k], dtype_name(t), nrows, r, i, (double)v, (double)g);
+                            fail_msg("isa %d %s, %d rows: out[%d][%d] = %.9g, generic %.9g", isa,
+                                     dtype_name(t), nrows, r, i, (double)v, (double)g);
                     }
                 }
             }
@@ -390,7 +393,6 @@ static void test_kquant_extremes(void **state)
     free(got);
     free(wrow);
     free(xrow);
-    kernels_force(isas[nisa - 1]);
 }
 
 /* The float dots' documented order: with `chains` 4 (F16, BF16) 8-block k into chain k % 4,
@@ -423,16 +425,14 @@ static float dot_order(const float *a, const float *b, int n, int fused, int cha
 static void test_float_chains(void **state)
 {
     (void)state;
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     /* below, at and around one 8-block, one 32-element round, and each count of leftover
      * 8-blocks (0..3) with and without a tail */
     static const int lens[] = {1,  7,  8,  9,  15, 16, 24,  31,   32,  33,
                                40, 47, 56, 63, 64, 65, 100, 1000, 2051};
     static const uint32_t ftypes[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16};
     float *all = malloc(sizeof(float) * XROWS * ROWS);
-    for (int k = 0; k < nisa; k++) {
-        assert_int_equal(kernels_force(isas[k]), 0);
+    FOR_EACH_ISA(isa)
+    {
         for (size_t ti = 0; ti < 3; ti++)
             for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
                 int n = lens[li];
@@ -453,7 +453,7 @@ static void test_float_chains(void **state)
                     for (int r = 0; r < nrows; r++)
                         for (int i = 0; i < ROWS; i++) {
                             const float *wr = wrow + (size_t)i * n, *xr = xrow + (size_t)r * n;
-                            float want = dot_order(wr, xr, n, isas[k] != KERNEL_GENERIC,
+                            float want = dot_order(wr, xr, n, isa != KERNEL_GENERIC,
                                                    ftypes[ti] == DTYPE_F32 ? 1 : 4);
                             float d = kt->dot(n, c.wdata + (size_t)i * c.w.row_bytes,
                                               c.x + (size_t)r * c.xs);
@@ -466,7 +466,7 @@ static void test_float_chains(void **state)
                                 fabs((double)want - s) > 1e-5 * mag + 1e-6)
                                 fail_msg("isa %d %s n %d, %d rows: out[%d][%d] = %.9g, dot %.9g, "
                                          "the documented order %.9g, float64 %.9g",
-                                         isas[k], dtype_name(ftypes[ti]), n, nrows, r, i,
+                                         isa, dtype_name(ftypes[ti]), n, nrows, r, i,
                                          (double)all[r * ROWS + i], (double)d, (double)want, s);
                         }
                 }
@@ -475,14 +475,14 @@ static void test_float_chains(void **state)
                     for (int r = 0; r < XROWS; r++)
                         for (int i = 0; i < ROWS; i++) {
                             float want = dot_order(wrow + (size_t)i * n, xrow + (size_t)r * n, n,
-                                                   isas[k] != KERNEL_GENERIC, 1);
+                                                   isa != KERNEL_GENERIC, 1);
                             float d;
                             att_scores(&d, wrow + (size_t)i * n, xrow + (size_t)r * n, 0, 1, n,
                                        1.0f);
                             if (memcmp(&d, &want, 4))
                                 fail_msg("isa %d n %d: att_scores %.9g, the documented order "
                                          "%.9g at [%d][%d]",
-                                         isas[k], n, (double)d, (double)want, r, i);
+                                         isa, n, (double)d, (double)want, r, i);
                         }
                 }
                 free(wrow);
@@ -491,7 +491,6 @@ static void test_float_chains(void **state)
             }
     }
     free(all);
-    kernels_force(isas[nisa - 1]);
 }
 
 /* Rows longer than the AVX-512 Q8_0/Q4_0 driver converts the activation scales of at once
@@ -512,10 +511,8 @@ static void test_rounded_activations(void **state)
         memcpy(&x[i], &u, 4);
     }
     x[0] = 0.0f, x[1] = -0.0f, x[2] = 65520.0f, x[3] = 1e-7f, x[4] = -1e-30f, x[5] = NAN;
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
-    for (int k = 0; k < nisa; k++) {
-        assert_int_equal(kernels_force(isas[k]), 0);
+    FOR_EACH_ISA(isa)
+    {
         for (int bf = 0; bf < 2; bf++) {
             uint32_t vec = bf ? KERNEL_VEC_BF16R : KERNEL_VEC_F16R;
             assert_int_equal(kernels_for(bf ? DTYPE_BF16 : DTYPE_F16)->vec_type, vec);
@@ -529,9 +526,8 @@ static void test_rounded_activations(void **state)
             for (int i = 0; i < N; i++) {
                 float want = bf ? bf16_to_fp32(h[i]) : fp16_to_fp32(h[i]);
                 if (memcmp(&want, &got[i], 4) && !(isnan(want) && isnan(got[i])))
-                    fail_msg("isa %d %s: x[%d] = %.9g rounds to %.9g, the 16-bit row has %.9g",
-                             isas[k], bf ? "bf16" : "f16", i, (double)x[i], (double)got[i],
-                             (double)want);
+                    fail_msg("isa %d %s: x[%d] = %.9g rounds to %.9g, the 16-bit row has %.9g", isa,
+                             bf ? "bf16" : "f16", i, (double)x[i], (double)got[i], (double)want);
             }
             /* odd lengths pad the row to whole f32 */
             assert_int_equal(kernels_act_row_bytes(vec, 7), 4 * 7 + 16);
@@ -540,7 +536,6 @@ static void test_rounded_activations(void **state)
     free(x);
     free(got);
     free(h);
-    kernels_force(isas[nisa - 1]);
 }
 
 /* Every activation format is the generic quantizer's bytes on every ISA (the AVX-512 one is
@@ -568,8 +563,6 @@ static void test_quantize_isas(void **state)
     x[256 + 9] = 5.0f, x[256 + 200] = -5.0f; /* a Q8_K block: +m first */
     x[512 + 9] = -7.0f, x[512 + 100] = 7.0f; /* and -m first */
     x[768 + 2] = 6.0f, x[768 + 7] = -6.0f;   /* both within one vector */
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     for (size_t v = 0; v < sizeof vecs / sizeof vecs[0]; v++)
         for (int len = N; len >= TAIL; len -= N - TAIL) {
             int qk = vecs[v] == DTYPE_Q8_K                            ? 256
@@ -580,14 +573,14 @@ static void test_quantize_isas(void **state)
             assert_int_equal(kernels_force(KERNEL_GENERIC), 0);
             memset(want, 0, bytes); /* the F16R/BF16R padding is not written */
             kernels_quantize_row(vecs[v], want, x, n);
-            for (int k = 0; k < nisa; k++) {
-                assert_int_equal(kernels_force(isas[k]), 0);
+            FOR_EACH_ISA(isa)
+            {
                 memset(got, 0, bytes);
                 kernels_quantize_row(vecs[v], got, x, n);
                 for (size_t b = 0; b < bytes; b++)
                     if (want[b] != got[b])
                         fail_msg("isa %s, format %u, %d values: byte %zu is %d, generic %d",
-                                 kernels_isa_name(isas[k]), vecs[v], n, b, got[b], want[b]);
+                                 kernels_isa_name(isa), vecs[v], n, b, got[b], want[b]);
             }
         }
     /* every 16-bit conversion of a sweep over all bit patterns (a prime stride), 4096 at a time */
@@ -600,20 +593,19 @@ static void test_quantize_isas(void **state)
             uint32_t vec = bf ? DTYPE_BF16 : DTYPE_F16;
             assert_int_equal(kernels_force(KERNEL_GENERIC), 0);
             kernels_quantize_row(vec, want, x, N);
-            for (int k = 0; k < nisa; k++) {
-                assert_int_equal(kernels_force(isas[k]), 0);
+            FOR_EACH_ISA(isa)
+            {
                 kernels_quantize_row(vec, got, x, N);
                 if (memcmp(want, got, 2 * N)) {
                     for (int i = 0; i < N; i++)
                         if (memcmp(want + 2 * i, got + 2 * i, 2))
                             fail_msg("isa %s, %s of %#x differs from generic",
-                                     kernels_isa_name(isas[k]), bf ? "bf16" : "f16",
+                                     kernels_isa_name(isa), bf ? "bf16" : "f16",
                                      (unsigned)(u0 + (uint64_t)i * 1021));
                 }
             }
         }
     }
-    kernels_force(isas[nisa - 1]);
     free(x);
     free(want);
     free(got);
@@ -622,13 +614,11 @@ static void test_quantize_isas(void **state)
 static void test_long_rows(void **state)
 {
     (void)state;
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     static const uint32_t ltypes[] = {DTYPE_Q8_0, DTYPE_Q4_0};
     static const int lens[] = {32768, 32768 + 32};
     float *all = malloc(sizeof(float) * XROWS * ROWS);
-    for (int k = 0; k < nisa; k++) {
-        assert_int_equal(kernels_force(isas[k]), 0);
+    FOR_EACH_ISA(isa)
+    {
         for (size_t ti = 0; ti < sizeof ltypes / sizeof ltypes[0]; ti++)
             for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
                 case_t c;
@@ -647,7 +637,7 @@ static void test_long_rows(void **state)
                             if (r < nrows ? memcmp(&d, &all[r * ROWS + i], 4) != 0
                                           : u != 0xffffffffu)
                                 fail_msg("isa %d %s n %d, %d rows: out[%d][%d] = %.9g, dot %.9g",
-                                         isas[k], dtype_name(ltypes[ti]), c.n, nrows, r, i,
+                                         isa, dtype_name(ltypes[ti]), c.n, nrows, r, i,
                                          (double)all[r * ROWS + i], (double)d);
                         }
                 }
@@ -655,14 +645,11 @@ static void test_long_rows(void **state)
             }
     }
     free(all);
-    kernels_force(isas[nisa - 1]);
 }
 
 static void test_attention(void **state)
 {
     (void)state;
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     /* head sizes around the 8- and 32-element steps of the vector paths; positions from one
      * to more than a register tile's reuse */
     static const int heads[] = {1, 5, 8, 31, 32, 40, 48, 64, 71, 96, 128};
@@ -677,8 +664,8 @@ static void test_attention(void **state)
     }
     for (int i = 0; i < KSTRIDE; i++)
         q[i] = unit();
-    for (int ki = 0; ki < nisa; ki++) {
-        assert_int_equal(kernels_force(isas[ki]), 0);
+    FOR_EACH_ISA(isa)
+    {
         for (size_t hi = 0; hi < sizeof heads / sizeof heads[0]; hi++)
             for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++) {
                 int n = heads[hi], np = positions[pi];
@@ -687,11 +674,10 @@ static void test_attention(void **state)
                 att_scores(got, q, kh, KSTRIDE, np, n, scale);
                 for (int p = 0; p < np; p++) {
                     float want =
-                        dot_order(q, kh + (size_t)p * KSTRIDE, n, isas[ki] != KERNEL_GENERIC, 1) *
-                        scale;
+                        dot_order(q, kh + (size_t)p * KSTRIDE, n, isa != KERNEL_GENERIC, 1) * scale;
                     if (memcmp(&got[p], &want, 4))
-                        fail_msg("isa %d att_scores n %d npos %d: [%d] = %.9g, want %.9g", isas[ki],
-                                 n, np, p, (double)got[p], (double)want);
+                        fail_msg("isa %d att_scores n %d npos %d: [%d] = %.9g, want %.9g", isa, n,
+                                 np, p, (double)got[p], (double)want);
                     att[p] = (float)(p % 5) * 0.25f - 0.3f;
                 }
                 float inv = 1.0f / 3.0f;
@@ -704,14 +690,13 @@ static void test_attention(void **state)
                         want += t;
                     }
                     if (memcmp(&out[i], &want, 4))
-                        fail_msg("isa %d att_mix n %d npos %d: out[%d] = %.9g, want %.9g", isas[ki],
-                                 n, np, i, (double)out[i], (double)want);
+                        fail_msg("isa %d att_mix n %d npos %d: out[%d] = %.9g, want %.9g", isa, n,
+                                 np, i, (double)out[i], (double)want);
                 }
             }
     }
     free(k);
     free(v);
-    kernels_force(isas[nisa - 1]);
 }
 
 /* floats in one order as integers: two floats' distance in ULPs (inf is one past FLT_MAX) */
@@ -762,8 +747,6 @@ static int exp_inputs(float *x, int n)
 static void test_exp_isas(void **state)
 {
     (void)state;
-    kernel_isa_t isas[KERNEL_COUNT];
-    int nisa = isa_count(isas);
     enum { N = 12003 }; /* no multiple of 8 or 16 */
     float *x = malloc(sizeof(float) * N), *u = malloc(sizeof(float) * N),
           *want = malloc(sizeof(float) * N), *got = malloc(sizeof(float) * N);
@@ -775,8 +758,8 @@ static void test_exp_isas(void **state)
     /* e(x) = exp_sub with m = 0, s = 1; then shifted and scaled as a softmax over a vocabulary
      * with temperature 0.7; then SwiGLU */
     static const float ms[][2] = {{0.0f, 1.0f}, {3.25f, 1.0f / 0.7f}, {-1.5f, 0.5f}};
-    for (int ki = 0; ki < nisa; ki++) {
-        assert_int_equal(kernels_force(isas[ki]), 0);
+    FOR_EACH_ISA(isa)
+    {
         for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
             float m = ms[mi][0], s = ms[mi][1];
             for (int i = 0; i < N; i++)
@@ -786,15 +769,15 @@ static void test_exp_isas(void **state)
             kernels_exp_sub(got, N, m, s);
             for (int i = 0; i < N; i++)
                 if (memcmp(&got[i], &want[i], 4))
-                    fail_msg("isa %d exp_sub m %g s %g: e(%a) = %a, want %a", isas[ki], (double)m,
+                    fail_msg("isa %d exp_sub m %g s %g: e(%a) = %a, want %a", isa, (double)m,
                              (double)s, (double)x[i], (double)got[i], (double)want[i]);
             memcpy(got, x, sizeof(float) * N);
             for (int off = 0, len = 1; off + len <= N && len <= 40; off += len, len++)
                 kernels_exp_sub(got + off, len, m, s);
             for (int i = 0; i < 800; i++)
                 if (memcmp(&got[i], &want[i], 4))
-                    fail_msg("isa %d exp_sub pieces: [%d] = %a, want %a", isas[ki], i,
-                             (double)got[i], (double)want[i]);
+                    fail_msg("isa %d exp_sub pieces: [%d] = %a, want %a", isa, i, (double)got[i],
+                             (double)want[i]);
         }
         for (int i = 0; i < N; i++) {
             float v = x[i];
@@ -808,8 +791,8 @@ static void test_exp_isas(void **state)
         }
         for (int i = 0; i < N; i++)
             if (memcmp(&got[i], &want[i], 4))
-                fail_msg("isa %d silu_mul: g %a u %a: %a, want %a", isas[ki], (double)x[i],
-                         (double)u[i], (double)got[i], (double)want[i]);
+                fail_msg("isa %d silu_mul: g %a u %a: %a, want %a", isa, (double)x[i], (double)u[i],
+                         (double)got[i], (double)want[i]);
         /* the largest at every position of short arrays, and in a long one's tail */
         for (int n = 1; n <= 40; n++)
             for (int at = 0; at < n; at++) {
@@ -830,7 +813,6 @@ static void test_exp_isas(void **state)
     free(u);
     free(want);
     free(got);
-    kernels_force(isas[nisa - 1]);
 }
 
 /* one float: within 1 ULP of exp() in double rounded to float; counts those not that rounding */
