@@ -42,11 +42,18 @@ struct pool {
     atomic_int done;      /* chunks of the current job finished */
     atomic_int sleepers;  /* helpers blocked on cv */
     atomic_bool stop;
-    /* the current job, written before its generation is published; atomics (relaxed)
-     * because a helper that woke late may read them while the next job is being set */
-    _Atomic(pool_fn) fn;
-    _Atomic(void *) arg;
-    atomic_int nchunks;
+    /* the job of generation g in slot[g & 1], written before g is published. Two slots: a
+     * helper that loaded generation g reads g's slot while the caller writes g + 1's in the
+     * other. With one slot it could read g + 1's fn, arg and chunk count, then win a claim
+     * on g's word past g's last chunk (g + 1 not yet published) and run a chunk of g + 1 that
+     * g + 1 would also hand out, counting it done early (ThreadSanitizer: a helper reading the
+     * next job's struct on the caller's stack). Atomics (relaxed) because a helper that woke
+     * two generations late may still read a slot being rewritten; its claim then fails. */
+    struct {
+        _Atomic(pool_fn) fn;
+        _Atomic(void *) arg;
+        atomic_int nchunks;
+    } slot[2];
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -56,9 +63,9 @@ struct pool {
 static int work(pool_t *p, uint64_t w)
 {
     uint32_t gen = (uint32_t)(w >> 32);
-    pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-    void *arg = atomic_load_explicit(&p->arg, memory_order_relaxed);
-    int nchunks = atomic_load_explicit(&p->nchunks, memory_order_relaxed), ran = 0;
+    pool_fn fn = atomic_load_explicit(&p->slot[gen & 1].fn, memory_order_relaxed);
+    void *arg = atomic_load_explicit(&p->slot[gen & 1].arg, memory_order_relaxed);
+    int nchunks = atomic_load_explicit(&p->slot[gen & 1].nchunks, memory_order_relaxed), ran = 0;
     for (;;) {
         uint32_t c = (uint32_t)w;
         if ((uint32_t)(w >> 32) != gen || c >= (uint32_t)nchunks) return ran;
@@ -153,12 +160,15 @@ void pool_run_chunks(pool_t *p, pool_fn fn, void *arg, int nchunks)
             fn(arg, c, nchunks);
         return;
     }
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
-    atomic_store_explicit(&p->nchunks, nchunks, memory_order_relaxed);
-    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     uint64_t w = ((atomic_load_explicit(&p->job, memory_order_relaxed) >> 32) + 1) << 32;
-    if ((w >> 32) == 0) w = 1ull << 32; /* generation 0 is "none yet" for the helpers */
+    /* generation 0 is "none yet" for the helpers; past 2^32 - 1 (odd) the next is 2, keeping
+     * consecutive generations in different slots */
+    if ((w >> 32) == 0) w = 2ull << 32;
+    int s = (int)((w >> 32) & 1);
+    atomic_store_explicit(&p->slot[s].fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->slot[s].arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&p->slot[s].nchunks, nchunks, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     atomic_store_explicit(&p->job, w, memory_order_release);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);

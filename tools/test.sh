@@ -20,7 +20,7 @@ rc=0
 # The threaded tests again under ThreadSanitizer (its own build of just what they need): the
 # engine's workers, the stream pool, the log writer, the gzip offload, health setters from
 # other threads, metrics updates from several threads.
-tsan_tests=(engine_scheduler cuda_stream_pool test_server_log test_server_h2 test_health_registry
+tsan_tests=(engine_scheduler engine_pool cuda_stream_pool test_server_log test_server_h2 test_health_registry
             test_metrics_concurrency)
 cmake -S . -B build-tsan -DINFERD_TSAN=ON -DINFERD_WERROR=ON -DINFERD_CUDA=OFF \
   -DCMAKE_BUILD_TYPE=Debug >/dev/null

@@ -63,7 +63,7 @@ static void exactly_once(int threads)
     assert_int_equal(pool_size(p), threads);
     static count_job_t j;
     uint32_t seed = 12345;
-    for (int it = 0; it < 2000; it++) {
+    for (int it = 0; it < 10000; it++) {
         seed = seed * 1103515245u + 12345u;
         int n = (int)((seed >> 8) % MAX_CHUNKS); /* 0 chunks included */
         memset(&j, 0, sizeof j);
