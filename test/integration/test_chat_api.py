@@ -491,7 +491,11 @@ class TestPromptLoad(unittest.TestCase):
         errors, sent = [], [0]
 
         def sender(i):
-            ch = grpc.insecure_channel("127.0.0.1:%d" % s.port)
+            # its own TCP connection: grpcio otherwise shares one subchannel between channels with
+            # the same target, and 12 unfinished 1 MiB prompts on one connection pass
+            # --max-pending-input (8 MiB), which the server rightly refuses
+            ch = grpc.insecure_channel("127.0.0.1:%d" % s.port,
+                                       options=[("grpc.use_local_subchannel_pool", 1)])
             gen = ch.unary_stream("/inferd.v1.Inference/Generate", request_serializer=_ser,
                                   response_deserializer=parse_response)
             try:

@@ -735,7 +735,9 @@ class TestLongRequests(ServerCase):
             self.assertTrue(wait_until(lambda: sum(1 for lg in logs if lg.get("n", 0) > 0) >= 4, 30))
             lat = []
             hc = HealthCheckRequest(service="inferd.v1.Inference")
-            ch = grpc.insecure_channel(self.srv.target)  # its own connection
+            # its own connection (grpcio shares a subchannel between channels with one target)
+            ch = grpc.insecure_channel(self.srv.target,
+                                       options=[("grpc.use_local_subchannel_pool", 1)])
             check = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=_ser,
                                    response_deserializer=HealthCheckResponse.FromString)
             check(hc, timeout=5)
