@@ -425,6 +425,33 @@ class TestOpenAI(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
 
+    def test_inferctl_bench_sends_one_request_over_both_apis(self):
+        """inferctl bench sends the engine benchmark's request (tools/bench/load.h) over gRPC
+        and over the OpenAI API alike: --prompt-tokens ids and --max-tokens tokens each, as the
+        server's own histograms count them."""
+        inferctl = os.environ.get("INFERCTL")
+        if not inferctl:
+            self.skipTest("INFERCTL not set")
+
+        def counts(api):
+            _, _, b = hcall(self.port, "GET", "/metrics")
+            t = b.decode()
+            return (metric_sum(t, "inferd_input_sequence_tokens_sum", api=api),
+                    metric_sum(t, "inferd_input_sequence_tokens_count", api=api),
+                    metric_sum(t, "inferd_output_tokens_total", api=api))
+
+        for api in ("grpc", "openai"):
+            before = counts(api)
+            p = subprocess.run([inferctl, "--addr", "127.0.0.1:%d" % self.port, "bench",
+                                "--streams", "2", "--requests", "3", "--max-tokens", "4",
+                                "--prompt-tokens", "9", "--warmup", "0", "--api", api],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("failed 0", p.stdout)
+            after = counts(api)
+            self.assertEqual([a - b for a, b in zip(after, before)], [27, 3, 12], api)
+
+
 # ------------------------------------------------------------------ load, cancellation, health
 
 def slow(s, ms):

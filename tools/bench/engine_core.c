@@ -14,6 +14,7 @@
  *                          MODEL TOKENIZER|- [threads] [tokens] [N...]
  */
 #include "engine.h"
+#include "load.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -54,13 +55,14 @@ static int wave(engine_t *e, int pfd, const engine_model_info_t *mi, int n, int 
     char err[512];
     uint32_t *ids = calloc((size_t)prompt_len, sizeof(uint32_t));
     engine_req_t **reqs = calloc((size_t)n, sizeof(*reqs));
+    if (!ids || !reqs) {
+        fprintf(stderr, "out of memory\n");
+        free(ids);
+        free(reqs);
+        return 1;
+    }
     for (int i = 0; i < n; i++) {
-        /* BOS, then ids that differ per stream and per position (the 5-token prompt of
-         * earlier runs is 1, 10+i, 200, 300, 17) */
-        int v = i + salt;
-        uint32_t base[5] = {mi->bos_id, (uint32_t)(10 + v), 200, 300, 17};
-        for (int t = 0; t < prompt_len; t++)
-            ids[t] = (t < 5 ? base[t] : (uint32_t)(1000 + 7 * t + 13 * v)) % mi->vocab_size;
+        bench_prompt_ids(ids, prompt_len, mi->bos_id, i + salt, mi->vocab_size);
         engine_request_t r;
         engine_request_init(&r);
         r.token_ids = ids;
@@ -70,6 +72,8 @@ static int wave(engine_t *e, int pfd, const engine_model_info_t *mi, int n, int 
         r.user = (void *)(intptr_t)i;
         if (engine_submit(e, &r, &reqs[i], NULL, err, sizeof(err)) < 0) {
             fprintf(stderr, "submit: %s\n", err);
+            for (int j = 0; j < i; j++) /* cancels them */
+                engine_req_free(e, reqs[j]);
             free(ids);
             free(reqs);
             return 1;
@@ -154,19 +158,17 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     /* decode-only aggregate: tokens after each stream's first over the span from the first
      * first token to the last token (llama-batched-bench's S_TG counts the same way) */
     double dec_agg = (double)after_first / ((double)(dec1 - dec0) / 1e9);
-    /* steady decode: tokens stamped in (last first token, first last token] */
-    uint64_t s0 = 0, s1 = UINT64_MAX;
-    for (int i = 0; i < n; i++) {
-        if (first[i] > s0) s0 = first[i];
-        if (last[i] < s1) s1 = last[i];
+    /* steady decode (tools/bench/load.h); the decode-only aggregate if no span is shared */
+    bench_stream_t *bs = calloc((size_t)n, sizeof *bs);
+    double steady = -1;
+    if (bs) {
+        for (int i = 0; i < n; i++)
+            bs[i] = (bench_stream_t){first[i], last[i], stamp + (size_t)i * (size_t)tokens,
+                                     count[i] < tokens ? count[i] : tokens};
+        steady = bench_steady(bs, n);
+        free(bs);
     }
-    long in_span = 0;
-    for (int i = 0; i < n; i++)
-        for (int t = 0; t < count[i] && t < tokens; t++) {
-            uint64_t ts = stamp[(size_t)i * (size_t)tokens + (size_t)t];
-            in_span += ts > s0 && ts <= s1;
-        }
-    double steady = s1 > s0 ? (double)in_span / ((double)(s1 - s0) / 1e9) : dec_agg;
+    if (steady < 0) steady = dec_agg;
     double step_mb = (double)mi.step_weight_bytes / 1e6;
     printf("streams %3d  threads %d  tokens/stream %d  prompt %d  aggregate %8.1f tok/s  "
            "decode-aggregate %8.1f tok/s  steady-decode %8.1f tok/s  per-stream decode %7.1f tok/s "

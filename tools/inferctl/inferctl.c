@@ -17,17 +17,16 @@
  *   inferctl [--addr HOST:PORT] bench [--streams C] [--requests N] [--max-tokens T]
  *            [--conns K] [--warmup W] [--prompt-tokens P] [--api grpc|openai]
  *       Load generator: C concurrent Generate streams (spread over K connections) until N
- *       requests are done, each the engine benchmark's request (P prompt token ids, 5 by
- *       default, greedy,
- *       ignore_eos, T tokens). Prints aggregate tokens/s, steady-decode tokens/s (when C = N:
- *       the tokens that arrived while all C streams decoded, over that span, as
- *       engine_core_bench counts it), per-stream decode tokens/s, and time
- *       to first token (HEADERS sent -> first message with tokens) p50/p99. With --api openai
- *       the same requests go to POST /v1/completions as server-sent events, one HTTP/1.1
- *       keep-alive connection per stream (--conns is ignored); time to first token is request
- *       sent -> first event with text, tokens come from the usage chunk.
- *   inferctl [--addr HOST:PORT] ping [--count N] [--interval-ms MS] [SERVICE]
- *       Health Check latency: N sequential calls on one connection; p50/p99/max.
+ *       requests are done, each the engine benchmark's request (tools/bench/load.h: P
+ *       prompt token ids, 5 by default, greedy, ignore_eos, T tokens). Prints aggregate tokens/s,
+ * steady-decode tokens/s (when C = N: the tokens that arrived while all C streams decoded, over
+ * that span, as engine_core_bench counts it), per-stream decode tokens/s, and time to first token
+ * (HEADERS sent -> first message with tokens) p50/p99. With --api openai the same requests (the ids
+ * as the prompt array) go to POST /v1/completions as server-sent events, one HTTP/1.1 keep-alive
+ * connection per stream (--conns is ignored); time to first token is request sent -> first event
+ * with text, tokens come from the usage chunk. inferctl [--addr HOST:PORT] ping [--count N]
+ * [--interval-ms MS] [SERVICE] Health Check latency: N sequential calls on one connection;
+ * p50/p99/max.
  *
  * INFERCTL_TRACE=1 makes bench print each request's start, TTFT, decode time and the gap
  * from its last token to the stream's end.
@@ -54,6 +53,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "inferd/v1/inference.pb-c.h"
 #include "server/base/clock.h"
+#include "tools/bench/load.h"
 
 #define MAX_CONNS 64
 
@@ -674,14 +674,10 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
             st->stamps = calloc(max_tokens ? max_tokens : 1, sizeof *st->stamps);
             if (!st->stamps) die("%s", "out of memory");
             st->stamp_cap = max_tokens;
-            /* the engine benchmark's request (tools/bench/engine_core.c): 1, 10 + stream,
-             * 200, 300, 17, then ids that differ per stream and position */
+            /* the engine benchmark's request (tools/bench/load.h), BOS 1 */
             uint32_t *ids = calloc((size_t)g_prompt_len, sizeof *ids);
             if (!ids) die("%s", "out of memory");
-            int v = B.next % conc;
-            uint32_t base[5] = {1, (uint32_t)(10 + v), 200, 300, 17};
-            for (int t = 0; t < g_prompt_len; t++)
-                ids[t] = t < 5 ? base[t] : (uint32_t)(1000 + 7 * t + 13 * v);
+            bench_prompt_ids(ids, g_prompt_len, 1, B.next % conc, 0);
             Inferd__V1__GenerateRequest rq = INFERD__V1__GENERATE_REQUEST__INIT;
             Inferd__V1__StopConditions sc = INFERD__V1__STOP_CONDITIONS__INIT;
             rq.token_ids = ids;
@@ -727,26 +723,22 @@ static int bench_round(int conc, int nreq, uint32_t max_tokens, int nconns, int 
         free(st->body);
         free(st->in);
     }
-    /* steady decode, as engine_core_bench counts it (and llama-batched-bench's S_TG): the
-     * tokens that arrived while every stream of the round was decoding, over that span; with
-     * more requests than streams, the whole run's aggregate instead */
-    int one_wave = nreq == conc;
-    uint64_t s0 = 0, s1 = UINT64_MAX;
-    for (int i = 0; i < nreq && one_wave; i++) {
-        if (B.st[i].t_first > s0) s0 = B.st[i].t_first;
-        if (B.st[i].t_last < s1) s1 = B.st[i].t_last;
+    /* steady decode, as engine_core_bench counts it (tools/bench/load.h); with more requests
+     * than streams, the whole run's aggregate instead */
+    double secs = (double)(t1 - t0) / 1e9, steady = -1;
+    bench_stream_t *bs = nreq == conc ? calloc((size_t)nreq, sizeof *bs) : NULL;
+    if (bs) {
+        for (int i = 0; i < nreq; i++)
+            bs[i] = (bench_stream_t){B.st[i].t_first, B.st[i].t_last, B.st[i].stamps,
+                                     B.st[i].tokens < B.st[i].stamp_cap ? B.st[i].tokens
+                                                                        : B.st[i].stamp_cap};
+        steady = bench_steady(bs, nreq);
+        free(bs);
     }
-    long in_span = 0;
-    for (int i = 0; i < nreq && one_wave; i++)
-        for (uint32_t k = 0; k < B.st[i].tokens && k < B.st[i].stamp_cap; k++)
-            in_span += B.st[i].stamps[k] > s0 && B.st[i].stamps[k] <= s1;
+    if (steady < 0) steady = (double)total / secs;
     for (int i = 0; i < nreq; i++)
         free(B.st[i].stamps);
     qsort(ttft, (size_t)nt, 8, cmp_u64);
-    double secs = (double)(t1 - t0) / 1e9;
-    double steady = one_wave && s1 != UINT64_MAX && s1 > s0
-                        ? (double)in_span / ((double)(s1 - s0) / 1e9)
-                        : (double)total / secs;
     if (print)
         printf("streams %3d  requests %4d  tokens/stream %u  aggregate %8.1f tok/s  steady-decode "
                "%8.1f tok/s  per-stream decode %7.1f "
@@ -898,21 +890,30 @@ static int openai_round(int conc, int nreq, uint32_t max_tokens, int print)
         for (int i = 0; i < conc; i++) {
             oconn_t *c = &cs[i];
             if (c->req >= 0 || next >= nreq) continue;
-            /* the same request as the gRPC bench: 5 prompt ids, greedy, ignore_eos */
-            char body[256], head[512];
-            int bl = snprintf(body, sizeof body,
-                              "{\"prompt\":[1,%d,200,300,17],\"max_tokens\":%u,\"temperature\":0,"
-                              "\"ignore_eos\":true,\"stream\":true,"
-                              "\"stream_options\":{\"include_usage\":true}}",
-                              10 + next % conc, max_tokens);
+            /* the same request as the gRPC bench (tools/bench/load.h), greedy, ignore_eos */
+            uint32_t *ids = calloc((size_t)g_prompt_len, sizeof *ids);
+            size_t cap = 256 + 12 * (size_t)g_prompt_len;
+            char *body = malloc(cap), head[512];
+            if (!ids || !body) die("%s", "out of memory");
+            bench_prompt_ids(ids, g_prompt_len, 1, next % conc, 0);
+            int bl = snprintf(body, cap, "{\"prompt\":[");
+            for (int t = 0; t < g_prompt_len; t++)
+                bl += snprintf(body + bl, cap - (size_t)bl, "%s%u", t ? "," : "", ids[t]);
+            bl += snprintf(body + bl, cap - (size_t)bl,
+                           "],\"max_tokens\":%u,\"temperature\":0,\"ignore_eos\":true,"
+                           "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+                           max_tokens);
+            free(ids);
             int hl = snprintf(head, sizeof head,
                               "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: "
                               "application/json\r\nContent-Length: %d\r\n\r\n",
                               g_authority, bl);
             free(c->out);
             c->out = malloc((size_t)(hl + bl));
+            if (!c->out) die("%s", "out of memory");
             memcpy(c->out, head, (size_t)hl);
             memcpy(c->out + hl, body, (size_t)bl);
+            free(body);
             c->out_len = (size_t)(hl + bl);
             c->out_off = 0;
             c->head_done = 0;
@@ -1014,7 +1015,6 @@ static int cmd_bench(int argc, char **argv)
     }
     if (conc < 1 || nconns < 1) die("%s", "--streams and --conns must be >= 1");
     if (g_prompt_len < 1 || g_prompt_len > 100000) die("%s", "--prompt-tokens must be 1..100000");
-    if (openai && g_prompt_len != 5) die("%s", "--prompt-tokens is for --api grpc");
     if (nreq < conc) nreq = conc;
     if (openai) {
         if (warmup > 0) openai_round(conc, conc, max_tokens < 16 ? max_tokens : 16, 0);
