@@ -1583,6 +1583,18 @@ static inline int kblock_rows(const tensor_t *w)
     return n < 1 ? 1 : n;
 }
 
+/* While the first KXR group runs through a block of weight rows (from DRAM), the next block's
+ * bytes are asked for, a super-block's worth per super-block done, into L2: the next block's
+ * stream spread over this block's work. The hardware prefetcher alone left the many-row
+ * products ~12% slower with weights from DRAM than from L3. pf: the next block's row in this
+ * row's place (prefetches never fault), or NULL past the first group. */
+#define KPF(pf, ib, BT)                                                                            \
+    do {                                                                                           \
+        if (pf)                                                                                    \
+            for (size_t o_ = 0; o_ < sizeof(BT); o_ += 64)                                         \
+                _mm_prefetch((pf) + (size_t)(ib) * sizeof(BT) + o_, _MM_HINT_T1);                  \
+    } while (0)
+
 /* The activation rows r0 .. r0 + nx - 1 of a KXR group, the last repeated to fill the group's
  * final four (their sums are computed and never stored): every loop over a group's rows has a
  * constant count, so its sums stay in registers (with nx-long loops they went through the stack,
@@ -1833,9 +1845,11 @@ KMV_ROWS(q5_k, bq5_k_t, kmv_sctl)
                 kxr_rows(yr, x, xstride, r0, nx);                                                  \
                 for (int i = c0; i < c1; i++) {                                                    \
                     const BT *b = (const BT *)((const char *)w->data + (size_t)i * w->row_bytes);  \
+                    const char *pf = r0 ? NULL : (const char *)b + (size_t)blk * w->row_bytes;     \
                     __m128 acc[KXR / 4] = {_mm_setzero_ps(), _mm_setzero_ps()};                    \
                     for (int ib = 0; ib < nb; ib++) {                                              \
                         __m512i q[4], sp[2];                                                       \
+                        KPF(pf, ib, BT);                                                           \
                         UNPACK(&b[ib], q);                                                         \
                         __m128i sm = kscales16(b[ib].scales);                                      \
                         kscales512(sm, pidx, sp);                                                  \
@@ -2013,10 +2027,12 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
             for (int i = c0; i < c1; i++) {
                 const bq6_k_t *b =
                     (const bq6_k_t *)((const char *)w->data + (size_t)i * w->row_bytes);
+                const char *pf = r0 ? NULL : (const char *)b + (size_t)blk * w->row_bytes;
                 __m128 acc[KXR / 4] = {_mm_setzero_ps(), _mm_setzero_ps()};
                 for (int ib = 0; ib < nb; ib++) {
                     __m512i q[4], sp[2];
                     __m256i sc16;
+                    KPF(pf, ib, bq6_k_t);
                     unpack512_q6_k(&b[ib], pidx, q, sp, &sc16);
                     __m128 dw = _mm_set1_ps(_cvtsh_ss(b[ib].d));
                     _Pragma("GCC unroll 2") for (int g = 0; g < KXR / 4; g++)
