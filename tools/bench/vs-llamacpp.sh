@@ -4,9 +4,11 @@
 # tg, aggregate decode at 4 and 16 sequences against llama-batched-bench, time to first
 # token for a 512-token prompt against llama-bench pp512, and resident memory with 16
 # sequences decoding. Every measurement alternates the programs in rounds (the machine may
-# be shared) and the medians of one run are compared. Decode reads every weight once per
-# step, so each decode figure comes with the weight bytes per step and the GB/s it implies,
-# next to the read bandwidth this machine gives (tools/bench/membw.c, measured here).
+# be shared) and the medians of one run are compared, beside the medians of each round's own
+# ratios (the two programs run back to back in a round, so the machine's drift cancels).
+# Decode reads every weight once per step, so each decode figure comes with the weight bytes
+# per step and the GB/s it implies, next to the read bandwidth this machine gives
+# (tools/bench/membw.c, measured here).
 #
 #   tools/bench/vs-llamacpp.sh [threads (default: all cores)]
 # env: ROUNDS (3) rounds per measurement; MODELS (all): any of
@@ -188,7 +190,16 @@ for m in $models; do
     fi
   done
   stop_server
-  get() { { grep "^$1 " "$tmp/r" || true; } | cut -d' ' -f2- | { if [[ -n "${2:-}" ]]; then field "$2"; else cat; fi; } | median; }
+  vals() { { grep "^$1 " "$tmp/r" || true; } | cut -d' ' -f2- | { if [[ -n "${2:-}" ]]; then field "$2"; else cat; fi; }; }
+  get() { vals "$@" | median; }
+  # the median of the rounds' own ratios (each round runs both programs back to back, so the
+  # machine's drift between rounds, its memory's pace above all, cancels): pr TAG_A FIELD_A
+  # TAG_B FIELD_B ("" for a bare value)
+  pr() {
+    paste -d' ' <(vals "$1" "$2") <(vals "$3" "$4") |
+      awk 'NF == 2 && $2 > 0 { print $1 / $2 }' | median |
+      awk '{ if ($1 == "nan") print "-"; else printf "%.2f", $1 }'
+  }
   e1=$(get eng1 'per-stream decode') s1=$(get srv1) l1=$(get lcpp1) c1=$(get runc1)
   mb=$(grep -m1 '^eng1 ' "$tmp/r" | field 'weights/step')
   printf '%-34s %9s %9s %9s %9s\n' "single-stream decode tok/s" inferd server llama.cpp run.c
@@ -199,15 +210,22 @@ for m in $models; do
     "$(awk -v a="$c1" -v b="$mb" 'BEGIN{if (a == "nan") print "-"; else printf "%.1f", a*b/1e3}')" "$bw"
   printf '  ratios: inferd/llama.cpp %s (goal >= 1.15), inferd/run.c %s (goal >= 1.24), server/engine %s (goal >= 0.97)\n' \
     "$(ratio "$e1" "$l1")" "$(ratio "$e1" "$c1")" "$(ratio "$s1" "$e1")"
+  printf '  round by round (medians of the rounds'"'"' ratios): inferd/llama.cpp %s, inferd/run.c %s, server/engine %s\n' \
+    "$(pr eng1 'per-stream decode' lcpp1 '')" "$(pr eng1 'per-stream decode' runc1 '')" \
+    "$(pr srv1 '' eng1 'per-stream decode')"
   has batched && for b in 4 16; do
     eb=$(get "eng$b" 'steady-decode') sb=$(get "srv$b") lb=$(get "lcpp$b")
-    printf '%-34s %9s %9s %9s   inferd/llama.cpp %s, server/engine %s\n' "aggregate decode tok/s at $b" "$eb" "$sb" "${lb:-nan}" \
-      "$(ratio "$eb" "$lb")" "$(ratio "$sb" "$eb")"
+    printf '%-34s %9s %9s %9s   inferd/llama.cpp %s, server/engine %s (round by round %s, %s)\n' \
+      "aggregate decode tok/s at $b" "$eb" "$sb" "${lb:-nan}" "$(ratio "$eb" "$lb")" "$(ratio "$sb" "$eb")" \
+      "$(pr "eng$b" 'steady-decode' "lcpp$b" '')" "$(pr "srv$b" '' "eng$b" 'steady-decode')"
   done
   if has prefill && [[ "$m" != stories15m ]]; then
     tt=$(get pp 'mean ttft') lp=$(get lcpp_pp)
     lt=$(awk -v a="$lp" 'BEGIN{if (a == "nan" || a == 0) print "nan"; else printf "%.1f", 512 / a * 1e3}')
-    printf '%-34s %9s %9s %9s   llama.cpp/inferd %s (goal >= 1)\n' "time to first token, 512 (ms)" "$tt" "" "$lt" "$(ratio "$lt" "$tt")"
+    # llama.cpp's time / inferd's = 512 / llama.cpp's pp512 tokens/s / inferd's ttft, round by round
+    pt=$(paste -d' ' <(vals pp 'mean ttft') <(vals lcpp_pp) |
+      awk 'NF == 2 && $1 > 0 && $2 > 0 { print 512e3 / ($2 * $1) }' | median | awk '{ if ($1 == "nan") print "-"; else printf "%.2f", $1 }')
+    printf '%-34s %9s %9s %9s   llama.cpp/inferd %s (goal >= 1; round by round %s)\n' "time to first token, 512 (ms)" "$tt" "" "$lt" "$(ratio "$lt" "$tt")" "$pt"
   fi
   rss=$(get eng16 'rss')
   kv=$(get eng16 'kv')
