@@ -2162,7 +2162,8 @@ static void *zscratch(size_t bytes)
  * zp[ib * 4 + p]; the last row repeated when xr is odd; only xr rows are stored); pf: the next
  * tile's 4 weight rows (contiguous), requested 4 blocks' bytes per block, so their stream is
  * spread over this tile's work instead of one burst (16 rows, 8192 x 2048 Q8_0: 46 -> 51
- * GMAC/s; 4 rows: 36 -> 46). */
+ * GMAC/s; 4 rows: 36 -> 46); every line of them (Q8_0's 136 bytes a block are 3 requests: 2
+ * missed a line in 8, and 4 rows from DRAM on 2 threads went 67.5 -> 73 GMAC/s with the third). */
 #define ZTILE32(T, BT, UNPACKZ, NP)                                                                \
     AVX512 static void z32_##T##_##NP(float *out, int ostride, const zpair_t *zp,                  \
                                       const BT *const *wb, int nb, int i, int r, int xr,           \
@@ -2173,8 +2174,8 @@ static void *zscratch(size_t bytes)
             for (int p = 0; p < NP; p++)                                                           \
                 acc[a][p] = _mm512_setzero_ps();                                                   \
         for (int ib = 0; ib < nb; ib++) {                                                          \
-            _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib, _MM_HINT_T0);                           \
-            _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib + 64, _MM_HINT_T0);                      \
+            for (size_t o = 0; o < 4 * sizeof(BT); o += 64)                                        \
+                _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib + o, _MM_HINT_T0);                   \
             __m512i u[4];                                                                          \
             __m512 wd[4];                                                                          \
             for (int a = 0; a < 4; a++) {                                                          \
