@@ -1584,16 +1584,10 @@ static inline int kblock_rows(const tensor_t *w)
 }
 
 /* While the first KXR group runs through a block of weight rows (from DRAM), the next block's
- * bytes are asked for, a super-block's worth per super-block done, into L2: the next block's
- * stream spread over this block's work. The hardware prefetcher alone left the many-row
- * products ~12% slower with weights from DRAM than from L3. pf: the next block's row in this
- * row's place (prefetches never fault), or NULL past the first group. */
-#define KPF(pf, ib, BT)                                                                            \
-    do {                                                                                           \
-        if (pf)                                                                                    \
-            for (size_t o_ = 0; o_ < sizeof(BT); o_ += 64)                                         \
-                _mm_prefetch((pf) + (size_t)(ib) * sizeof(BT) + o_, _MM_HINT_T1);                  \
-    } while (0)
+ * bytes are asked for into L2 (prefetch_l2), a super-block's worth per super-block done: the
+ * next block's stream spread over this block's work. The hardware prefetcher alone left the
+ * many-row products ~12% slower with weights from DRAM than from L3. Their pf: the next block's
+ * row in this row's place (prefetches never fault), or NULL past the first group. */
 
 /* The activation rows r0 .. r0 + nx - 1 of a KXR group, the last repeated to fill the group's
  * final four (their sums are computed and never stored): every loop over a group's rows has a
@@ -1849,7 +1843,7 @@ KMV_ROWS(q5_k, bq5_k_t, kmv_sctl)
                     __m128 acc[KXR / 4] = {_mm_setzero_ps(), _mm_setzero_ps()};                    \
                     for (int ib = 0; ib < nb; ib++) {                                              \
                         __m512i q[4], sp[2];                                                       \
-                        KPF(pf, ib, BT);                                                           \
+                        if (pf) prefetch_l2(pf + (size_t)ib * sizeof(BT), sizeof(BT));             \
                         UNPACK(&b[ib], q);                                                         \
                         __m128i sm = kscales16(b[ib].scales);                                      \
                         kscales512(sm, pidx, sp);                                                  \
@@ -2032,7 +2026,7 @@ AVX512 static void x_mm_q6_k(float *out, int ostride, const void *x, size_t xstr
                 for (int ib = 0; ib < nb; ib++) {
                     __m512i q[4], sp[2];
                     __m256i sc16;
-                    KPF(pf, ib, bq6_k_t);
+                    if (pf) prefetch_l2(pf + (size_t)ib * sizeof(bq6_k_t), sizeof(bq6_k_t));
                     unpack512_q6_k(&b[ib], pidx, q, sp, &sc16);
                     __m128 dw = _mm_set1_ps(_cvtsh_ss(b[ib].d));
                     _Pragma("GCC unroll 2") for (int g = 0; g < KXR / 4; g++)
@@ -2174,8 +2168,7 @@ static void *zscratch(size_t bytes)
             for (int p = 0; p < NP; p++)                                                           \
                 acc[a][p] = _mm512_setzero_ps();                                                   \
         for (int ib = 0; ib < nb; ib++) {                                                          \
-            for (size_t o = 0; o < 4 * sizeof(BT); o += 64)                                        \
-                _mm_prefetch(pf + 4 * sizeof(BT) * (size_t)ib + o, _MM_HINT_T0);                   \
+            prefetch_block(pf + 4 * sizeof(BT) * (size_t)ib, 4 * sizeof(BT));                      \
             __m512i u[4];                                                                          \
             __m512 wd[4];                                                                          \
             for (int a = 0; a < 4; a++) {                                                          \
