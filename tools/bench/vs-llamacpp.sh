@@ -194,10 +194,11 @@ for m in $models; do
   get() { vals "$@" | median; }
   # the median of the rounds' own ratios (each round runs both programs back to back, so the
   # machine's drift between rounds, its memory's pace above all, cancels): pr TAG_A FIELD_A
-  # TAG_B FIELD_B ("" for a bare value)
+  # TAG_B FIELD_B [RULE] ("" for a bare value; RULE: an awk condition and action on a round's
+  # A ($1) and B ($2), A / B by default)
   pr() {
     paste -d' ' <(vals "$1" "$2") <(vals "$3" "$4") |
-      awk 'NF == 2 && $2 > 0 { print $1 / $2 }' | median |
+      awk "NF == 2 && ${5:-\$2 > 0 { print \$1 / \$2 \}}" | median |
       awk '{ if ($1 == "nan") print "-"; else printf "%.2f", $1 }'
   }
   e1=$(get eng1 'per-stream decode') s1=$(get srv1) l1=$(get lcpp1) c1=$(get runc1)
@@ -223,8 +224,7 @@ for m in $models; do
     tt=$(get pp 'mean ttft') lp=$(get lcpp_pp)
     lt=$(awk -v a="$lp" 'BEGIN{if (a == "nan" || a == 0) print "nan"; else printf "%.1f", 512 / a * 1e3}')
     # llama.cpp's time / inferd's = 512 / llama.cpp's pp512 tokens/s / inferd's ttft, round by round
-    pt=$(paste -d' ' <(vals pp 'mean ttft') <(vals lcpp_pp) |
-      awk 'NF == 2 && $1 > 0 && $2 > 0 { print 512e3 / ($2 * $1) }' | median | awk '{ if ($1 == "nan") print "-"; else printf "%.2f", $1 }')
+    pt=$(pr pp 'mean ttft' lcpp_pp '' '$1 > 0 && $2 > 0 { print 512e3 / ($2 * $1) }')
     printf '%-34s %9s %9s %9s   llama.cpp/inferd %s (goal >= 1; round by round %s)\n' "time to first token, 512 (ms)" "$tt" "" "$lt" "$(ratio "$lt" "$tt")" "$pt"
   fi
   rss=$(get eng16 'rss')
