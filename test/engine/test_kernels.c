@@ -28,6 +28,7 @@
  * (The bit-for-bit comparison with llama.cpp's own dequantization is engine_quants_ref.)
  */
 #include "internal.h"
+#include "isa_each.h"
 #include "kernels.h"
 
 #include <float.h>
@@ -162,25 +163,6 @@ static void product(const case_t *c, float *out, int nrows, int step)
     for (int i = 0; i < ROWS; i += step)
         kernels_matmul(out, ROWS, c->x, c->xs, nrows, &c->w, i, i + step < ROWS ? i + step : ROWS);
 }
-
-/* Drives FOR_EACH_ISA: forces the next ISA this CPU runs after *isa (KERNEL_COUNT: the first)
- * and returns 1; after the last, forces the best one again (what the rest of the process
- * expects) and returns 0. */
-static int isa_next(kernel_isa_t *isa)
-{
-    for (int i = *isa == KERNEL_COUNT ? KERNEL_GENERIC : (int)*isa + 1; i < KERNEL_COUNT; i++)
-        if (kernels_force((kernel_isa_t)i) == 0) {
-            *isa = (kernel_isa_t)i;
-            return 1;
-        }
-    for (int i = KERNEL_COUNT - 1; i > KERNEL_GENERIC; i--)
-        if (kernels_force((kernel_isa_t)i) == 0) return 0;
-    kernels_force(KERNEL_GENERIC);
-    return 0;
-}
-
-/* the loop body once per ISA this CPU runs, with that ISA forced */
-#define FOR_EACH_ISA(isa) for (kernel_isa_t isa = KERNEL_COUNT; isa_next(&isa);)
 
 static void test_batch_invariance(void **state)
 {
