@@ -7,7 +7,8 @@
  * the figure to hold against the machine's memory bandwidth) and the multiply-adds per
  * second.
  *   kernels_bench [-t threads] [-r rows] [-c cols] [-i iterations] [-a generic|avx2|avx512]
- *                 [TYPE...]
+ *                 [-m ROWS] [TYPE...]
+ * -m adds a fourth activation row count (a prompt chunk is 64 rows).
  */
 #include "internal.h"
 #include "kernels.h"
@@ -91,8 +92,8 @@ static void chunk(void *arg, int c, int n)
 
 int main(int argc, char **argv)
 {
-    int threads = 1, rows = 8192, cols = 2048, iters = 0, o;
-    while ((o = getopt(argc, argv, "t:r:c:i:ga:")) != -1) {
+    int threads = 1, rows = 8192, cols = 2048, iters = 0, more = 0, o;
+    while ((o = getopt(argc, argv, "t:r:c:i:ga:m:")) != -1) {
         if (o == 't')
             threads = atoi(optarg);
         else if (o == 'r')
@@ -101,6 +102,8 @@ int main(int argc, char **argv)
             cols = atoi(optarg);
         else if (o == 'i')
             iters = atoi(optarg);
+        else if (o == 'm')
+            more = atoi(optarg);
         else if (o == 'g')
             kernels_force(KERNEL_GENERIC);
         else if (o == 'a') {
@@ -124,9 +127,14 @@ int main(int argc, char **argv)
     printf("kernels_bench: isa %s, threads %d, matrix %d x %d, %s time\n",
            kernels_isa_name(kernels_isa()), threads, rows, cols,
            threads == 1 ? "thread CPU" : "wall");
-    float *xf = malloc((size_t)16 * cols * sizeof(float));
-    float *out = malloc((size_t)16 * rows * sizeof(float));
-    for (size_t i = 0; i < (size_t)16 * cols; i++)
+    if (more < 0 || more > 1024) {
+        fprintf(stderr, "kernels_bench: -m takes 0 to 1024 rows\n");
+        return 2;
+    }
+    int nr[] = {1, 4, 16, more}, ncounts = more ? 4 : 3, maxr = more > 16 ? more : 16;
+    float *xf = malloc((size_t)maxr * cols * sizeof(float));
+    float *out = malloc((size_t)maxr * rows * sizeof(float));
+    for (size_t i = 0; i < (size_t)maxr * cols; i++)
         xf[i] = unit();
     for (int ti = 0; ti < ntypes; ti++) {
         uint32_t type = DTYPE_COUNT;
@@ -148,11 +156,10 @@ int main(int argc, char **argv)
         fill(type, data, w.nbytes);
         w.data = data;
         size_t xs = kernels_act_row_bytes(kt->vec_type, cols);
-        uint8_t *xq = malloc(16 * xs);
-        for (int r = 0; r < 16; r++)
+        uint8_t *xq = malloc((size_t)maxr * xs);
+        for (int r = 0; r < maxr; r++)
             kernels_quantize_row(kt->vec_type, xq + (size_t)r * xs, xf + (size_t)r * cols, cols);
-        int nr[] = {1, 4, 16};
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < ncounts; k++) {
             job_t j = {out, rows, nr[k], 64, xq, xs, &w};
             int nchunks = (rows + 63) / 64;
             int it = iters ? iters : (int)(4e9 / (double)w.nbytes) + 2;
