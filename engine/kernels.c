@@ -663,12 +663,6 @@ static inline float hsum8_lanes(const float *v)
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-/* the 32 signed values of a block */
-static void vals_q8_0(const bq8_0_t *b, int *v)
-{
-    for (int j = 0; j < 32; j++)
-        v[j] = b->qs[j];
-}
 static void vals_q4_0(const bq4_0_t *b, int *v)
 {
     for (int j = 0; j < 16; j++) {
@@ -709,7 +703,20 @@ static void vals_iq4_nl(const bq4_0_t *b, int *v)
         return hsum8_lanes(acc);                                                                   \
     }
 
-DOT_32L(g_dot_q8_0, bq8_0_t, vals_q8_0)
+/* Q8_0 (kernels.h): a block's 32 products as one exact integer, then
+ * c = fma(d_w * d_x, (float)sum, c) on chain c = block % 4, chains summed (c0 + c1) + (c2 + c3) */
+static float g_dot_q8_0(int n, const void *w, const void *x)
+{
+    const bq8_0_t *b = w, *y = x;
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < n / QK; i++) {
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++)
+            sum += b[i].qs[j] * y[i].qs[j];
+        c[i & 3] = fmaf(fp16_to_fp32(b[i].d) * fp16_to_fp32(y[i].d), (float)sum, c[i & 3]);
+    }
+    return (c[0] + c[1]) + (c[2] + c[3]);
+}
 DOT_32L(g_dot_q4_0, bq4_0_t, vals_q4_0)
 DOT_32L(g_dot_q5_0, bq5_0_t, vals_q5_0)
 DOT_32L(g_dot_iq4_nl, bq4_0_t, vals_iq4_nl)
@@ -1353,12 +1360,63 @@ AVX static inline __m256i unpack_iq4_nl(const bq4_0_t *b)
         return hsum_avx(acc);                                                                      \
     }
 
-ADOT32L(q8_0, bq8_0_t, unpack_q8_0)
 ADOT32L(q4_0, bq4_0_t, unpack_q4_0)
 ADOT32L(q5_0, bq5_0_t, unpack_q5_0)
 ADOT32L(iq4_nl, bq4_0_t, unpack_iq4_nl)
 
-MM32(q8_0, bq8_0_t, unpack_q8_0, a_dot_q8_0)
+/* Q8_0 in its own order (g_dot_q8_0): a block's exact sum, then one fused multiply-add a
+ * block on chain block % 4. One row against one activation row takes 8 blocks a step: their 8
+ * lane sums gathered into one vector of 8 block sums (hsum4_i32), the 8 scales by two
+ * gathers, and two 4-lane fmas, lane c being chain c. LANES: a block's 8 lane sums, exact. */
+#define DOT_Q8_0(ATTR, NAME, LANES, PACK16)                                                        \
+    ATTR static float NAME(int n, const void *w, const void *x)                                    \
+    {                                                                                              \
+        const bq8_0_t *b = w, *y = x;                                                              \
+        const __m256i offs = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);                \
+        int nb = n / QK, ib = 0;                                                                   \
+        __m128 acc = _mm_setzero_ps();                                                             \
+        for (; ib + 8 <= nb; ib += 8) {                                                            \
+            __m256i l[8];                                                                          \
+            for (int j = 0; j < 8; j++)                                                            \
+                l[j] = LANES(_mm256_loadu_si256((const __m256i *)b[ib + j].qs),                    \
+                             _mm256_loadu_si256((const __m256i *)y[ib + j].qs));                   \
+            __m256 f = _mm256_cvtepi32_ps(_mm256_set_m128i(hsum4_i32(l[4], l[5], l[6], l[7]),      \
+                                                           hsum4_i32(l[0], l[1], l[2], l[3])));    \
+            __m256 dd = _mm256_mul_ps(                                                             \
+                _mm256_cvtph_ps(PACK16(_mm256_i32gather_epi32((const int *)&b[ib], offs, 1))),     \
+                _mm256_cvtph_ps(PACK16(_mm256_i32gather_epi32((const int *)&y[ib], offs, 1))));    \
+            acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(f), acc);        \
+            acc = _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(f, 1), acc);    \
+        }                                                                                          \
+        float c[4];                                                                                \
+        _mm_storeu_ps(c, acc);                                                                     \
+        for (; ib < nb; ib++) {                                                                    \
+            int32_t sum = hsum8_i32(LANES(_mm256_loadu_si256((const __m256i *)b[ib].qs),           \
+                                          _mm256_loadu_si256((const __m256i *)y[ib].qs)));         \
+            c[ib & 3] =                                                                            \
+                _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(_cvtsh_ss(b[ib].d) * _cvtsh_ss(y[ib].d)),    \
+                                           _mm_set_ss((float)sum), _mm_set_ss(c[ib & 3])));        \
+        }                                                                                          \
+        return (c[0] + c[1]) + (c[2] + c[3]);                                                      \
+    }
+
+AVX static inline int32_t hsum8_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)));
+}
+
+/* the low 16 bits of 8 int32 lanes as 8 int16 */
+AVX static inline __m128i pack16_avx(__m256i v)
+{
+    const __m256i lo = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0,
+                                        1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+    v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, lo), 0x08);
+    return _mm256_castsi256_si128(v);
+}
+
+DOT_Q8_0(AVX, a_dot_q8_0, lanes32, pack16_avx)
 MM32(q4_0, bq4_0_t, unpack_q4_0, a_dot_q4_0)
 MM32(q5_0, bq5_0_t, unpack_q5_0, a_dot_q5_0)
 MM32(iq4_nl, bq4_0_t, unpack_iq4_nl, a_dot_iq4_nl)
@@ -1500,7 +1558,7 @@ static const kernel_type_t avx2_table[] = {
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
     {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
     {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
-    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, a_mm_q8_0},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, NULL},
     {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
     {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, a_mm_q4_k},
     {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, a_mm_q5_k},
@@ -2072,13 +2130,6 @@ AVX512 static inline __m512i zpair_q8(const bq8_0_t *y0, const bq8_0_t *y1)
                               _mm256_loadu_si256((const __m256i *)y1->qs), 1);
 }
 
-/* a weight block's 32 unsigned values in both halves */
-AVX512 static inline __m512i unpackz_q8_0(const bq8_0_t *b)
-{
-    return _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->qs)),
-                            _mm512_set1_epi8(-128));
-}
-
 AVX512 static inline __m512i unpackz_q4_0(const bq4_0_t *b)
 {
     /* [qs qs qs qs], the upper 8 bytes of each 16 shifted by 4: low nibbles, high nibbles, twice */
@@ -2266,7 +2317,164 @@ AVX512 static void zprepare(zpair_t *zp, const bq8_0_t *const *yb, int np, int n
         }                                                                                          \
     }
 
-ZMM32(q8_0, bq8_0_t, unpackz_q8_0, 128, a_dot_q8_0)
+/* ---- Q8_0 on AVX-512 (g_dot_q8_0's order: a block's exact sum, one fma a block, 4 chains) ----
+ * One activation row: DOT_Q8_0 with dpbusd on |q| and y with q's sign. Many: the activation
+ * rows are the lanes. A group of 16 activation rows is prepared once per block, transposed:
+ * register k holds bytes 4k..4k+3 of each row's block (lane c: row c), so a weight block's
+ * bytes 4k..4k+3, + 128 and broadcast, times register k by one dpbusd add 4 products to every
+ * row's sum, and 8 dpbusd give one weight row's 16 block sums, exact, with no horizontal step;
+ * then one convert, one multiply (d_w x the rows' d) and one fma serve 16 outputs. The pair
+ * tiles this replaced spent a convert, two multiplies and an add per dpbusd (8 lanes of one
+ * block) and ran at ~87% of what the multiply pipes allow for that arithmetic. */
+AVX512 static inline __m256i zlanes8(__m256i q, __m256i y)
+{
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(q), _mm256_sign_epi8(y, q));
+}
+
+DOT_Q8_0(AVX512, x_dot_q8_0, zlanes8, _mm256_cvtepi32_epi16)
+
+/* what the tiles read of a group's block: the transposed bytes, the start value (-128 x each
+ * row's block sum) and the rows' scales */
+typedef struct {
+    __m512i y[8], start;
+    __m512 yd;
+} ztr_t;
+
+/* rows r .. r + xr - 1 of x as 16 lanes (the last row repeated past xr), every block: two
+ * rows' blocks per register (rows j and j + 8), then an 8 x 8 transpose of 32-bit words in
+ * each half (unpacks, then a two-source permute across the 128-bit lanes) */
+AVX512 static void ztprepare(ztr_t *zt, const char *x, size_t xstride, int r, int xr, int nb)
+{
+    const bq8_0_t *row[16];
+    int off[16];
+    for (int c = 0; c < 16; c++) {
+        off[c] = (int)((size_t)(r + (c < xr ? c : xr - 1)) * xstride);
+        row[c] = (const bq8_0_t *)(x + off[c]);
+    }
+    const __m512i vi = _mm512_loadu_si512(off), b = _mm512_set1_epi8(-128);
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    for (int ib = 0; ib < nb; ib++) {
+        __m512i z[8], t[8], u[8];
+        for (int j = 0; j < 8; j++)
+            z[j] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)row[j][ib].qs)),
+                _mm256_loadu_si256((const __m256i *)row[j + 8][ib].qs), 1);
+        for (int j = 0; j < 8; j += 2) {
+            t[j] = _mm512_unpacklo_epi32(z[j], z[j + 1]);
+            t[j + 1] = _mm512_unpackhi_epi32(z[j], z[j + 1]);
+        }
+        for (int h = 0; h < 8; h += 4) { /* rows 0-3 (h 0) and 4-7 (h 4) of each half */
+            u[h] = _mm512_unpacklo_epi64(t[h], t[h + 2]);         /* words 0, 4 */
+            u[h + 1] = _mm512_unpackhi_epi64(t[h], t[h + 2]);     /* 1, 5 */
+            u[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]); /* 2, 6 */
+            u[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]); /* 3, 7 */
+        }
+        __m512i s = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+            zt[ib].y[k] = _mm512_permutex2var_epi64(u[k], lo, u[k + 4]);
+            zt[ib].y[k + 4] = _mm512_permutex2var_epi64(u[k], hi, u[k + 4]);
+            s = _mm512_dpbusd_epi32(s, b, zt[ib].y[k]);
+            s = _mm512_dpbusd_epi32(s, b, zt[ib].y[k + 4]);
+        }
+        zt[ib].start = _mm512_sub_epi32(_mm512_setzero_si512(), s);
+        __m512i d = _mm512_i32gather_epi32(vi, x + (size_t)ib * sizeof(bq8_0_t), 1);
+        zt[ib].yd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)); /* d (the low 16 bits) */
+    }
+}
+
+/* Weight rows i .. i + 3 (wb) x the prepared group (rows r .. r + xr - 1; only xr stored), in
+ * VI/VF vectors of L lanes (16, 8 or 4: the group's first L rows of each prepared register).
+ * A weight block + 128 goes through a small buffer, 8 blocks at a time, so each 4 bytes of it
+ * is a broadcast load. pf: the next tile's rows (contiguous), requested a block's worth per
+ * block. */
+#define ZT_Q8_0(NAME, VI, VF, PFX, L)                                                              \
+    AVX512 static void NAME(float *out, int ostride, const ztr_t *zt, const bq8_0_t *const *wb,    \
+                            int nb, int i, int r, int xr, const char *pf)                          \
+    {                                                                                              \
+        VF acc[4][4];                                                                              \
+        for (int a = 0; a < 4; a++)                                                                \
+            for (int c = 0; c < 4; c++)                                                            \
+                acc[a][c] = PFX##_setzero_ps();                                                    \
+        _Alignas(64) uint32_t wu[8][4][8];                                                         \
+        const __m256i flip = _mm256_set1_epi8(-128);                                               \
+        for (int ib0 = 0; ib0 < nb; ib0 += 8) {                                                    \
+            int m = nb - ib0 < 8 ? nb - ib0 : 8;                                                   \
+            for (int j = 0; j < m; j++)                                                            \
+                for (int a = 0; a < 4; a++)                                                        \
+                    _mm256_store_si256(                                                            \
+                        (__m256i *)wu[j][a],                                                       \
+                        _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wb[a][ib0 + j].qs),   \
+                                         flip));                                                   \
+            for (int j4 = 0; j4 < m; j4 += 4)                                                      \
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) if (j4 + c < m)                \
+                {                                                                                  \
+                    int j = j4 + c, ib = ib0 + j;                                                  \
+                    prefetch_block(pf + 4 * sizeof(bq8_0_t) * (size_t)ib, 4 * sizeof(bq8_0_t));    \
+                    const ztr_t *z = &zt[ib];                                                      \
+                    _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)                            \
+                    {                                                                              \
+                        VI s0 = *(const VI *)&z->start, s1 = PFX##_set1_epi32(0);                  \
+                        _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2)                     \
+                        {                                                                          \
+                            s0 = PFX##_dpbusd_epi32(s0, PFX##_set1_epi32((int)wu[j][a][k]),        \
+                                                    *(const VI *)&z->y[k]);                        \
+                            s1 = PFX##_dpbusd_epi32(s1, PFX##_set1_epi32((int)wu[j][a][k + 1]),    \
+                                                    *(const VI *)&z->y[k + 1]);                    \
+                        }                                                                          \
+                        VF dd = PFX##_mul_ps(PFX##_set1_ps(_cvtsh_ss(wb[a][ib].d)),                \
+                                             *(const VF *)&z->yd);                                 \
+                        acc[a][c] = PFX##_fmadd_ps(dd, PFX##_cvtepi32_ps(PFX##_add_epi32(s0, s1)), \
+                                                   acc[a][c]);                                     \
+                    }                                                                              \
+                }                                                                                  \
+        }                                                                                          \
+        _Alignas(64) float o[4][L];                                                                \
+        for (int a = 0; a < 4; a++)                                                                \
+            PFX##_store_ps(o[a], PFX##_add_ps(PFX##_add_ps(acc[a][0], acc[a][1]),                  \
+                                              PFX##_add_ps(acc[a][2], acc[a][3])));                \
+        for (int c = 0; c < xr; c++)                                                               \
+            for (int a = 0; a < 4; a++)                                                            \
+                out[(size_t)(r + c) * ostride + i + a] = o[a][c];                                  \
+    }
+
+ZT_Q8_0(zt16_q8_0, __m512i, __m512, _mm512, 16)
+ZT_Q8_0(zt8_q8_0, __m256i, __m256, _mm256, 8)
+ZT_Q8_0(zt4_q8_0, __m128i, __m128, _mm, 4)
+
+/* One activation row (or rows too long for the scratch): the dot, row after row; else per
+ * group of 16 activation rows the group prepared, then tiles of 4 weight rows over the range
+ * (a thread's range stays in L2 for the next group), 8 or 4 lanes for a group of up to 8 or
+ * 4 rows; weight rows past the last 4 by the dot. */
+AVX512 static void x_mm_q8_0(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                             const tensor_t *w, int i0, int i1)
+{
+    int n = (int)w->ne[0], nb = n / QK, i4 = i0 + (i1 - i0) / 4 * 4;
+    ztr_t *zt = NULL;
+    if (nrows > 1 && nb <= ZD_MAXNB) zt = zscratch(sizeof(ztr_t) * (size_t)nb);
+    if (!zt) i4 = i0;
+    for (int r = 0; zt && r < nrows; r += 16) {
+        int xr = nrows - r < 16 ? nrows - r : 16;
+        ztprepare(zt, x, xstride, r, xr, nb);
+        for (int i = i0; i < i4; i += 4) {
+            const bq8_0_t *wb[4];
+            for (int a = 0; a < 4; a++)
+                wb[a] = (const bq8_0_t *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);
+            const char *pf = (const char *)wb[0] + 4 * w->row_bytes; /* never faults */
+            if (xr > 8)
+                zt16_q8_0(out, ostride, zt, wb, nb, i, r, xr, pf);
+            else if (xr > 4)
+                zt8_q8_0(out, ostride, zt, wb, nb, i, r, xr, pf);
+            else
+                zt4_q8_0(out, ostride, zt, wb, nb, i, r, xr, pf);
+        }
+    }
+    for (int i = i4; i < i1; i++) {
+        const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;
+        for (int r = 0; r < nrows; r++)
+            out[(size_t)r * ostride + i] = x_dot_q8_0(n, wi, (const char *)x + (size_t)r * xstride);
+    }
+}
 ZMM32(q4_0, bq4_0_t, unpackz_q4_0, 8, a_dot_q4_0)
 
 /* The F16 and BF16 tiles with 512-bit registers: a register holds two chains of a pair (16
@@ -2510,7 +2718,7 @@ static const kernel_type_t avx512_table[] = {
     {DTYPE_Q4_1, DTYPE_Q8_1, dq_q4_1, a_dot_q4_1, NULL},
     {DTYPE_Q5_0, DTYPE_Q8_0, dq_q5_0, a_dot_q5_0, a_mm_q5_0},
     {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
-    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, a_dot_q8_0, x_mm_q8_0},
+    {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, x_dot_q8_0, x_mm_q8_0},
     {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
     {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, x_mm_q4_k},
     {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, x_mm_q5_k},

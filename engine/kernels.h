@@ -13,9 +13,13 @@
  * depends on n alone, never on how many rows the batch has or which thread runs it
  * (batch invariance). The quantized dots sum integer products exactly and combine them
  * in one fixed float order shared by every ISA, so their generic, AVX2 and AVX-512 versions
- * agree bit for bit: the k-quants and Q4_1/Q5_1 in a scalar chain over blocks, the
- * symmetric 32-blocks (Q8_0, Q4_0, Q5_0, IQ4_NL) in eight lanes (lane l: the block's exact
- * sum of elements 4l..4l+3 times d_w * d_x) summed at the end. The F16 and BF16 dots run
+ * agree bit for bit: the k-quants and Q4_1/Q5_1 in a scalar chain over blocks, Q8_0 in
+ * four chains (block b's exact sum s, c = fma(d_w * d_x, (float)s, c) on chain b % 4, the
+ * chains summed (c0 + c1) + (c2 + c3): the many-row tiles then hold activation rows in their
+ * lanes and need no step across lanes; one chain would leave the single row waiting on the
+ * fma latency), the other symmetric 32-blocks (Q4_0, Q5_0, IQ4_NL) in eight lanes (lane l:
+ * the block's exact sum of elements 4l..4l+3 times d_w * d_x) summed at the end. The F16 and
+ * BF16 dots run
  * four independent 8-lane chains (8-element block k into chain k % 4; one chain would leave
  * a core waiting on the multiply-add latency, ~2 weights per 4 cycles), summed lane by lane
  * as (c0 + c1) + (c2 + c3), then across lanes, then the n % 8 tail in order. The F32 dot

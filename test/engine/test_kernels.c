@@ -107,9 +107,10 @@ static const uint32_t types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q4_0,
                                  DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_IQ4_NL};
 #define NTYPES (sizeof types / sizeof types[0])
 #define ROWS 37 /* weight rows: 9 tiles of 4 and a remainder */
-/* activation rows: every tile height and remainder (F32: 3-row tiles; the AVX-512 Q8_0/Q4_0
- * tiles: 8 rows; the k-quants: 16-row chunks of 8-row groups), so 21 = two whole Q8_0 tiles and
- * 5, a whole k-quant chunk and 5 */
+/* activation rows: every tile height and remainder (F32: 3-row tiles; the AVX-512 Q4_0
+ * tiles: 8 rows; Q8_0: groups of 16 rows in 16, 8 or 4 lanes; the k-quants: 16-row chunks of
+ * 8-row groups), so 21 = two whole Q4_0 tiles and 5, a whole Q8_0 group and 5 (8 lanes), a whole
+ * k-quant chunk and 5; the counts 1-4 take Q8_0's 4 lanes */
 #define XROWS 21
 
 typedef struct {
