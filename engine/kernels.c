@@ -2340,6 +2340,12 @@ typedef struct {
     __m512 yd;
 } ztr_t;
 
+/* the same for a group of up to 4 rows (their first 4 lanes), in place of ztr_t */
+typedef struct {
+    __m128i y[8], start;
+    __m128 yd;
+} ztr4_t;
+
 /* rows r .. r + xr - 1 of x as 16 lanes (the last row repeated past xr), every block: two
  * rows' blocks per register (rows j and j + 8), then an 8 x 8 transpose of 32-bit words in
  * each half (unpacks, then a two-source permute across the 128-bit lanes) */
@@ -2370,16 +2376,28 @@ AVX512 static void ztprepare(ztr_t *zt, const char *x, size_t xstride, int r, in
             u[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]); /* 2, 6 */
             u[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]); /* 3, 7 */
         }
-        __m512i s = _mm512_setzero_si512();
+        __m512i s = _mm512_setzero_si512(), y[8];
         for (int k = 0; k < 4; k++) {
-            zt[ib].y[k] = _mm512_permutex2var_epi64(u[k], lo, u[k + 4]);
-            zt[ib].y[k + 4] = _mm512_permutex2var_epi64(u[k], hi, u[k + 4]);
-            s = _mm512_dpbusd_epi32(s, b, zt[ib].y[k]);
-            s = _mm512_dpbusd_epi32(s, b, zt[ib].y[k + 4]);
+            y[k] = _mm512_permutex2var_epi64(u[k], lo, u[k + 4]);
+            y[k + 4] = _mm512_permutex2var_epi64(u[k], hi, u[k + 4]);
+            s = _mm512_dpbusd_epi32(s, b, y[k]);
+            s = _mm512_dpbusd_epi32(s, b, y[k + 4]);
         }
-        zt[ib].start = _mm512_sub_epi32(_mm512_setzero_si512(), s);
+        __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), s);
         __m512i d = _mm512_i32gather_epi32(vi, x + (size_t)ib * sizeof(bq8_0_t), 1);
-        zt[ib].yd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)); /* d (the low 16 bits) */
+        __m512 yd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)); /* d (the low 16 bits) */
+        if (xr <= 4) { /* the first 4 lanes only, for zq4 */
+            ztr4_t *z4 = (ztr4_t *)zt + ib;
+            for (int k = 0; k < 8; k++)
+                z4->y[k] = _mm512_castsi512_si128(y[k]);
+            z4->start = _mm512_castsi512_si128(start);
+            z4->yd = _mm512_castps512_ps128(yd);
+        } else {
+            for (int k = 0; k < 8; k++)
+                zt[ib].y[k] = y[k];
+            zt[ib].start = start;
+            zt[ib].yd = yd;
+        }
     }
 }
 
@@ -2440,7 +2458,82 @@ AVX512 static void ztprepare(ztr_t *zt, const char *x, size_t xstride, int r, in
 
 ZT_Q8_0(zt16_q8_0, __m512i, __m512, _mm512, 16)
 ZT_Q8_0(zt8_q8_0, __m256i, __m256, _mm256, 8)
-ZT_Q8_0(zt4_q8_0, __m128i, __m128, _mm, 4)
+
+/* blocks ib0 .. ib0 + 7 (those below nb) of 4 weight rows + 128, transposed for zq4 */
+AVX512 static inline void zq4_pass(uint32_t (*wt)[32], const bq8_0_t *const *wb, int ib0, int nb)
+{
+    const __m256i flip = _mm256_set1_epi8(-128);
+    int m = nb - ib0 < 8 ? nb - ib0 : 8;
+    for (int j = 0; j < m; j++) {
+        __m256i v[4];
+        for (int a = 0; a < 4; a++)
+            v[a] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wb[a][ib0 + j].qs), flip);
+        __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+        __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+        _mm256_store_si256((__m256i *)&wt[j][0], _mm256_unpacklo_epi64(t0, t2));
+        _mm256_store_si256((__m256i *)&wt[j][8], _mm256_unpackhi_epi64(t0, t2));
+        _mm256_store_si256((__m256i *)&wt[j][16], _mm256_unpacklo_epi64(t1, t3));
+        _mm256_store_si256((__m256i *)&wt[j][24], _mm256_unpackhi_epi64(t1, t3));
+    }
+}
+
+/* word k of weight rows 0-3 (transposed, 4 words at w) each in 4 lanes: lane 4a + c */
+AVX512 static inline __m512i wrep(const uint32_t *w, __m512i rep4)
+{
+    return _mm512_permutexvar_epi32(rep4, _mm512_castsi128_si512(_mm_load_si128((const __m128i *)w)));
+}
+
+/* Up to 4 activation rows (a decode step of 4 sequences): 16 lanes = the 4 weight rows x 4
+ * activation rows (lane 4a + c), so 8 dpbusd give all 16 block sums where 4 lanes a weight row
+ * took 32. The prepared rows are 4 lanes (ztr4_t: a quarter of ztr_t's bytes, which the tiles
+ * read again for every 4 weight rows) broadcast to the four groups; the weight blocks + 128 are
+ * transposed on the way through the buffer and each word spread to its group by a permute. */
+
+AVX512 static void zq4_q8_0(float *out, int ostride, const ztr4_t *zt, const bq8_0_t *const *wb,
+                            int nb, int i, int r, int xr, const char *pf)
+{
+    const __m512i rep4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512 acc[4];
+    for (int c = 0; c < 4; c++)
+        acc[c] = _mm512_setzero_ps();
+    /* per block: [k0 k4 | k1 k5 | k2 k6 | k3 k7] x rows 0-3; word k at 8 (k % 4) + 4 (k / 4);
+     * two halves, the next 8 blocks written while these are read (a load right after the
+     * store it reads stalled) */
+    _Alignas(64) uint32_t wbuf[2][8][32];
+    zq4_pass(wbuf[0], wb, 0, nb);
+    for (int ib0 = 0; ib0 < nb; ib0 += 8) {
+        int m = nb - ib0 < 8 ? nb - ib0 : 8;
+        uint32_t(*wt)[32] = wbuf[(ib0 / 8) & 1];
+        if (ib0 + 8 < nb) zq4_pass(wbuf[(ib0 / 8 + 1) & 1], wb, ib0 + 8, nb);
+        for (int j4 = 0; j4 < m; j4 += 4)
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) if (j4 + c < m)
+            {
+                int j = j4 + c, ib = ib0 + j;
+                prefetch_block(pf + 4 * sizeof(bq8_0_t) * (size_t)ib, 4 * sizeof(bq8_0_t));
+                const ztr4_t *z = &zt[ib];
+                __m512i s0 = _mm512_broadcast_i32x4(z->start), s1 = _mm512_setzero_si512();
+                _Pragma("GCC unroll 8") for (int k = 0; k < 8; k += 2)
+                {
+                    const uint32_t *w0 = &wt[j][8 * (k % 4) + 4 * (k / 4)];
+                    const uint32_t *w1 = &wt[j][8 * ((k + 1) % 4) + 4 * ((k + 1) / 4)];
+                    s0 = _mm512_dpbusd_epi32(s0, wrep(w0, rep4), _mm512_broadcast_i32x4(z->y[k]));
+                    s1 = _mm512_dpbusd_epi32(s1, wrep(w1, rep4),
+                                             _mm512_broadcast_i32x4(z->y[k + 1]));
+                }
+                __m128 d4 = _mm_cvtph_ps(_mm_setr_epi16((short)wb[0][ib].d, (short)wb[1][ib].d,
+                                                        (short)wb[2][ib].d, (short)wb[3][ib].d, 0,
+                                                        0, 0, 0));
+                __m512 dd = _mm512_mul_ps(_mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(d4)),
+                                          _mm512_broadcast_f32x4(z->yd));
+                acc[c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[c]);
+            }
+    }
+    _Alignas(64) float o[16];
+    _mm512_store_ps(o, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    for (int c = 0; c < xr; c++)
+        for (int a = 0; a < 4; a++)
+            out[(size_t)(r + c) * ostride + i + a] = o[4 * a + c];
+}
 
 /* One activation row (or rows too long for the scratch): the dot, row after row; else per
  * group of 16 activation rows the group prepared, then tiles of 4 weight rows over the range
@@ -2466,7 +2559,7 @@ AVX512 static void x_mm_q8_0(float *out, int ostride, const void *x, size_t xstr
             else if (xr > 4)
                 zt8_q8_0(out, ostride, zt, wb, nb, i, r, xr, pf);
             else
-                zt4_q8_0(out, ostride, zt, wb, nb, i, r, xr, pf);
+                zq4_q8_0(out, ostride, (const ztr4_t *)zt, wb, nb, i, r, xr, pf);
         }
     }
     for (int i = i4; i < i1; i++) {
