@@ -2342,9 +2342,34 @@ typedef struct {
     __m128 yd;
 } ztr4_t;
 
-/* rows r .. r + xr - 1 of x as 16 lanes (the last row repeated past xr), every block: two
- * rows' blocks per register (rows j and j + 8), then an 8 x 8 transpose of 32-bit words in
- * each half (unpacks, then a two-source permute across the 128-bit lanes) */
+/* 32 bytes of each of 16 rows (p[c]) as 8 registers, register k lane c = word k of row c: two
+ * rows per register (rows j and j + 8), then an 8 x 8 transpose of 32-bit words in each half
+ * (unpacks, then a two-source permute across the 128-bit lanes) */
+AVX512 static inline void ztrans16(__m512i y[8], const int8_t *const p[16])
+{
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    __m512i z[8], t[8], u[8];
+    for (int j = 0; j < 8; j++)
+        z[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p[j])),
+                                  _mm256_loadu_si256((const __m256i *)p[j + 8]), 1);
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm512_unpacklo_epi32(z[j], z[j + 1]);
+        t[j + 1] = _mm512_unpackhi_epi32(z[j], z[j + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) { /* rows 0-3 (h 0) and 4-7 (h 4) of each half */
+        u[h] = _mm512_unpacklo_epi64(t[h], t[h + 2]);         /* words 0, 4 */
+        u[h + 1] = _mm512_unpackhi_epi64(t[h], t[h + 2]);     /* 1, 5 */
+        u[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]); /* 2, 6 */
+        u[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]); /* 3, 7 */
+    }
+    for (int k = 0; k < 4; k++) {
+        y[k] = _mm512_permutex2var_epi64(u[k], lo, u[k + 4]);
+        y[k + 4] = _mm512_permutex2var_epi64(u[k], hi, u[k + 4]);
+    }
+}
+
+/* rows r .. r + xr - 1 of x as 16 lanes (the last row repeated past xr), every block */
 AVX512 static void ztprepare(ztr_t *zt, const char *x, size_t xstride, int r, int xr, int nb)
 {
     const bq8_0_t *row[16];
@@ -2354,31 +2379,14 @@ AVX512 static void ztprepare(ztr_t *zt, const char *x, size_t xstride, int r, in
         row[c] = (const bq8_0_t *)(x + off[c]);
     }
     const __m512i vi = _mm512_loadu_si512(off), b = _mm512_set1_epi8(-128);
-    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
     for (int ib = 0; ib < nb; ib++) {
-        __m512i z[8], t[8], u[8];
-        for (int j = 0; j < 8; j++)
-            z[j] = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)row[j][ib].qs)),
-                _mm256_loadu_si256((const __m256i *)row[j + 8][ib].qs), 1);
-        for (int j = 0; j < 8; j += 2) {
-            t[j] = _mm512_unpacklo_epi32(z[j], z[j + 1]);
-            t[j + 1] = _mm512_unpackhi_epi32(z[j], z[j + 1]);
-        }
-        for (int h = 0; h < 8; h += 4) { /* rows 0-3 (h 0) and 4-7 (h 4) of each half */
-            u[h] = _mm512_unpacklo_epi64(t[h], t[h + 2]);         /* words 0, 4 */
-            u[h + 1] = _mm512_unpackhi_epi64(t[h], t[h + 2]);     /* 1, 5 */
-            u[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]); /* 2, 6 */
-            u[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]); /* 3, 7 */
-        }
+        const int8_t *p[16];
+        for (int c = 0; c < 16; c++)
+            p[c] = row[c][ib].qs;
         __m512i s = _mm512_setzero_si512(), y[8];
-        for (int k = 0; k < 4; k++) {
-            y[k] = _mm512_permutex2var_epi64(u[k], lo, u[k + 4]);
-            y[k + 4] = _mm512_permutex2var_epi64(u[k], hi, u[k + 4]);
+        ztrans16(y, p);
+        for (int k = 0; k < 8; k++)
             s = _mm512_dpbusd_epi32(s, b, y[k]);
-            s = _mm512_dpbusd_epi32(s, b, y[k + 4]);
-        }
         __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), s);
         __m512i d = _mm512_i32gather_epi32(vi, x + (size_t)ib * sizeof(bq8_0_t), 1);
         __m512 yd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)); /* d (the low 16 bits) */
@@ -2648,6 +2656,180 @@ AVX512 static inline __m512 f16x16(const uint16_t *p)
 MMF(ZTILE, AVX512, x_, f16, uint16_t, f16x8, fp16_to_fp32, 4)
 MMF(ZTILE, AVX512, x_, bf16, uint16_t, bf16x8, bf16_to_fp32, 4)
 
+/* ---- Q4_K with 16 activation rows in the lanes ------------------------------------------------
+ * DOT_K's arithmetic, each output still one chain over its super-blocks: isum = sum of sc_j x
+ * S_j and msum = sum of m_j x bsum_j exact, then acc + ((y.d * d) * isum - (y.d * dmin) * msum).
+ * As Q8_0's tiles: a group of 16 activation rows prepared once per super-block, transposed
+ * (register k: bytes 4k..4k+3 of each row's 256), so 8 dpbusd of a weight row's 4-nibble
+ * words, broadcast, give its 16 sub-block sums S_j with no step across lanes; a vpmulld and an
+ * add scale them, and the mins take 4 dpwssd on the rows' bsum pairs. The tiles of 1 weight row
+ * x 8 activation rows (MMK512) spent a horizontal step per row and super-block; they keep
+ * groups of up to 8 rows. */
+typedef struct {
+    __m512i y[64];
+    __m512i bsp[4]; /* lane c: int16 pair (bsum 2t, bsum 2t + 1) of row c, sub-blocks of 32 */
+    __m512 yd;
+} zk_t;
+
+#define ZK_MAXNB 64     /* super-blocks per row the scratch covers (n <= 16384); longer: MMK512 */
+#define XBLOCK_GROUPS 3 /* groups of 16 in a kernels_matmul call (XBLOCK rows) */
+
+AVX512 static void zkprepare(zk_t *zk, const char *x, size_t xstride, int r, int xr, int nb)
+{
+    const bq8_k_t *row[16];
+    for (int c = 0; c < 16; c++)
+        row[c] = (const bq8_k_t *)(x + (size_t)(r + (c < xr ? c : xr - 1)) * xstride);
+    for (int ib = 0; ib < nb; ib++) {
+        for (int h = 0; h < 8; h++) {
+            const int8_t *p[16];
+            for (int c = 0; c < 16; c++)
+                p[c] = row[c][ib].qs + 32 * h;
+            ztrans16(zk[ib].y + 8 * h, p);
+        }
+        _Alignas(64) int32_t bp[4][16];
+        _Alignas(64) float yd[16];
+        for (int c = 0; c < 16; c++) {
+            const int16_t *bs = row[c][ib].bsums;
+            for (int t = 0; t < 4; t++) {
+                int lo = bs[4 * t] + bs[4 * t + 1], hi = bs[4 * t + 2] + bs[4 * t + 3];
+                bp[t][c] = (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
+            }
+            yd[c] = row[c][ib].d;
+        }
+        for (int t = 0; t < 4; t++)
+            zk[ib].bsp[t] = _mm512_load_si512(bp[t]);
+        zk[ib].yd = _mm512_load_ps(yd);
+    }
+}
+
+/* a super-block of 4 weight rows for zk4: the values as bytes (sub-block j at 32 j), the scales
+ * as int32 and the mins as int16 pairs (m 2t, m 2t + 1) */
+typedef struct {
+    _Alignas(64) uint8_t q[4][256];
+    int32_t sc[4][8];
+    int32_t mp[4][4];
+} zkw_t;
+
+AVX512 static inline void zk_pass(zkw_t *p, const bq4_k_t *const *wb, int ib)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int a = 0; a < 4; a++) {
+        const bq4_k_t *b = &wb[a][ib];
+        for (int h = 0; h < 4; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+            _mm256_store_si256((__m256i *)&p->q[a][64 * h], _mm256_and_si256(v, m4));
+            _mm256_store_si256((__m256i *)&p->q[a][64 * h + 32],
+                               _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        }
+        __m128i sm = kscales16(b->scales);
+        _mm256_storeu_si256((__m256i *)p->sc[a], _mm256_cvtepu8_epi32(sm));
+        _mm_storeu_si128((__m128i *)p->mp[a], _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm)));
+    }
+}
+
+/* weight rows i .. i + 3 x the prepared group (rows r .. r + xr - 1; only xr stored); the
+ * weight pass one super-block ahead of its reads; pf: the next tile's rows (contiguous) */
+AVX512 static void zk4_q4_k(float *out, int ostride, const zk_t *zk, const bq4_k_t *const *wb,
+                            int nb, int i, int r, int xr, const char *pf)
+{
+    __m512 acc[4];
+    for (int a = 0; a < 4; a++)
+        acc[a] = _mm512_setzero_ps();
+    zkw_t wp[2];
+    zk_pass(&wp[0], wb, 0);
+    for (int ib = 0; ib < nb; ib++) {
+        const zkw_t *p = &wp[ib & 1];
+        if (ib + 1 < nb) zk_pass(&wp[(ib + 1) & 1], wb, ib + 1);
+        prefetch_block(pf + 4 * sizeof(bq4_k_t) * (size_t)ib, 4 * sizeof(bq4_k_t));
+        const zk_t *z = &zk[ib];
+        __m512i is[4], ms[4];
+        for (int a = 0; a < 4; a++)
+            is[a] = ms[a] = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            __m512i sj[4];
+            for (int a = 0; a < 4; a++)
+                sj[a] = _mm512_setzero_si512();
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+            {
+                __m512i yv = z->y[8 * j + k];
+                _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)
+                {
+                    int32_t wv;
+                    memcpy(&wv, &p->q[a][32 * j + 4 * k], 4);
+                    sj[a] = _mm512_dpbusd_epi32(sj[a], _mm512_set1_epi32(wv), yv);
+                }
+            }
+            for (int a = 0; a < 4; a++)
+                is[a] = _mm512_add_epi32(is[a],
+                                         _mm512_mullo_epi32(sj[a], _mm512_set1_epi32(p->sc[a][j])));
+        }
+        for (int t = 0; t < 4; t++)
+            for (int a = 0; a < 4; a++)
+                ms[a] = _mm512_dpwssd_epi32(ms[a], z->bsp[t], _mm512_set1_epi32(p->mp[a][t]));
+        for (int a = 0; a < 4; a++) {
+            __m512 d = _mm512_mul_ps(z->yd, _mm512_set1_ps(_cvtsh_ss(wb[a][ib].d)));
+            __m512 dmin = _mm512_mul_ps(z->yd, _mm512_set1_ps(_cvtsh_ss(wb[a][ib].dmin)));
+            acc[a] = _mm512_add_ps(acc[a],
+                                   _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(is[a])),
+                                                 _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms[a]))));
+        }
+    }
+    _Alignas(64) float o[4][16];
+    for (int a = 0; a < 4; a++)
+        _mm512_store_ps(o[a], acc[a]);
+    for (int c = 0; c < xr; c++)
+        for (int a = 0; a < 4; a++)
+            out[(size_t)(r + c) * ostride + i + a] = o[a][c];
+}
+
+/* Groups of more than 8 activation rows by zk4 over blocks of weight rows (every group of the
+ * call prepared first: a call has at most XBLOCK rows), the rest (groups of up to 8, weight rows
+ * past the last 4, rows too long) by MMK512's x_mm_q4_k: the same bits either way. */
+AVX512 static void x_mmt_q4_k(float *out, int ostride, const void *x, size_t xstride, int nrows,
+                              const tensor_t *w, int i0, int i1)
+{
+    int nb = (int)w->ne[0] / QKK, ng = 0, gr[XBLOCK_GROUPS], gx[XBLOCK_GROUPS];
+    for (int r = 0; r < nrows && ng < XBLOCK_GROUPS; r += 16) {
+        int xr = nrows - r < 16 ? nrows - r : 16;
+        if (xr > 8) gr[ng] = r, gx[ng++] = xr;
+    }
+    zk_t *zk = NULL;
+    if (ng && nb <= ZK_MAXNB && nrows <= 16 * XBLOCK_GROUPS)
+        zk = zscratch(sizeof(zk_t) * (size_t)nb * (size_t)ng);
+    if (!zk) {
+        x_mm_q4_k(out, ostride, x, xstride, nrows, w, i0, i1);
+        return;
+    }
+    const char *xc = x;
+    for (int g = 0; g < ng; g++)
+        zkprepare(zk + (size_t)g * nb, xc, xstride, gr[g], gx[g], nb);
+    int i4 = i0 + (i1 - i0) / 4 * 4, blk = (kblock_rows(w) + 3) / 4 * 4;
+    for (int c0 = i0; c0 < i4; c0 += blk) {
+        int c1 = i4 - c0 < blk ? i4 : c0 + blk;
+        for (int g = 0; g < ng; g++)
+            for (int i = c0; i < c1; i += 4) {
+                const bq4_k_t *wb[4];
+                for (int a = 0; a < 4; a++)
+                    wb[a] =
+                        (const bq4_k_t *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);
+                zk4_q4_k(out, ostride, zk + (size_t)g * nb, wb, nb, i, gr[g], gx[g],
+                         (const char *)wb[0] + 4 * w->row_bytes /* never faults */);
+            }
+    }
+    /* the rows zk4 left: groups of up to 8 over every weight row, weight rows past i4 */
+    for (int r = 0, g = 0; r < nrows; r += 16) {
+        int xr = nrows - r < 16 ? nrows - r : 16;
+        float *o = out + (size_t)r * ostride;
+        const char *xr0 = xc + (size_t)r * xstride;
+        if (g < ng && gr[g] == r) {
+            g++;
+            if (i4 < i1) x_mm_q4_k(o, ostride, xr0, xstride, xr, w, i4, i1);
+        } else {
+            x_mm_q4_k(o, ostride, xr0, xstride, xr, w, i0, i1);
+        }
+    }
+}
+
 /* ---- activation formats on AVX-512 ----------------------------------------------------------
  * The generic quantizers' results, bit for bit (test_kernels compares every format on every
  * ISA): the block maximum is exact in any order, the scales are the same scalar operations,
@@ -2810,7 +2992,7 @@ static const kernel_type_t avx512_table[] = {
     {DTYPE_Q5_1, DTYPE_Q8_1, dq_q5_1, a_dot_q5_1, NULL},
     {DTYPE_Q8_0, DTYPE_Q8_0, dq_q8_0, x_dot_q8_0, x_mm_q8_0},
     {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
-    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, x_mm_q4_k},
+    {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, x_mmt_q4_k},
     {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, x_mm_q5_k},
     {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, x_mm_q6_k},
 };
@@ -2880,6 +3062,7 @@ const kernel_type_t *kernels_for(uint32_t t)
  * over it, and the chunk stays in L2 for the next block. Each output is still one call of
  * the same per-element arithmetic (a multiple of the tiles' 16, 8 and 3 rows). */
 #define XBLOCK 48
+_Static_assert(XBLOCK <= 16 * XBLOCK_GROUPS, "x_mmt_q4_k prepares every group of a call");
 
 void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int nrows,
                     const tensor_t *w, int i0, int i1)
