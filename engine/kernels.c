@@ -2668,6 +2668,7 @@ MMF(ZTILE, AVX512, x_, bf16, uint16_t, bf16x8, bf16_to_fp32, 4)
 typedef struct {
     __m512i y[64];
     __m512i bsp[4]; /* lane c: int16 pair (bsum 2t, bsum 2t + 1) of row c, sub-blocks of 32 */
+    __m512i bs6[8]; /* lane c: row c's bsums 2t and 2t + 1 (groups of 16, for Q6_K) */
     __m512 yd;
 } zk_t;
 
@@ -2686,7 +2687,7 @@ AVX512 static void zkprepare(zk_t *zk, const char *x, size_t xstride, int r, int
                 p[c] = row[c][ib].qs + 32 * h;
             ztrans16(zk[ib].y + 8 * h, p);
         }
-        _Alignas(64) int32_t bp[4][16];
+        _Alignas(64) int32_t bp[4][16], b6[8][16];
         _Alignas(64) float yd[16];
         for (int c = 0; c < 16; c++) {
             const int16_t *bs = row[c][ib].bsums;
@@ -2694,12 +2695,29 @@ AVX512 static void zkprepare(zk_t *zk, const char *x, size_t xstride, int r, int
                 int lo = bs[4 * t] + bs[4 * t + 1], hi = bs[4 * t + 2] + bs[4 * t + 3];
                 bp[t][c] = (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
             }
+            for (int t = 0; t < 8; t++)
+                b6[t][c] = (int32_t)(((uint32_t)(uint16_t)bs[2 * t]) |
+                                     ((uint32_t)(uint16_t)bs[2 * t + 1] << 16));
             yd[c] = row[c][ib].d;
         }
         for (int t = 0; t < 4; t++)
             zk[ib].bsp[t] = _mm512_load_si512(bp[t]);
+        for (int t = 0; t < 8; t++)
+            zk[ib].bs6[t] = _mm512_load_si512(b6[t]);
         zk[ib].yd = _mm512_load_ps(yd);
     }
+}
+
+/* the tiles' 4 weight rows x 16 lanes (rows r ..) to out, the first xr lanes */
+AVX512 static inline void zk_store(float *out, int ostride, const __m512 acc[4], int i, int r,
+                                   int xr)
+{
+    _Alignas(64) float o[4][16];
+    for (int a = 0; a < 4; a++)
+        _mm512_store_ps(o[a], acc[a]);
+    for (int c = 0; c < xr; c++)
+        for (int a = 0; a < 4; a++)
+            out[(size_t)(r + c) * ostride + i + a] = o[a][c];
 }
 
 /* a super-block of 4 weight rows for zk4: the values as bytes (sub-block j at 32 j), the scales
@@ -2774,61 +2792,146 @@ AVX512 static void zk4_q4_k(float *out, int ostride, const zk_t *zk, const bq4_k
                                                  _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms[a]))));
         }
     }
-    _Alignas(64) float o[4][16];
-    for (int a = 0; a < 4; a++)
-        _mm512_store_ps(o[a], acc[a]);
-    for (int c = 0; c < xr; c++)
-        for (int a = 0; a < 4; a++)
-            out[(size_t)(r + c) * ostride + i + a] = o[a][c];
+    zk_store(out, ostride, acc, i, r, xr);
 }
 
-/* Groups of more than 8 activation rows by zk4 over blocks of weight rows (every group of the
- * call prepared first: a call has at most XBLOCK rows), the rest (groups of up to 8, weight rows
- * past the last 4, rows too long) by MMK512's x_mm_q4_k: the same bits either way. */
-AVX512 static void x_mmt_q4_k(float *out, int ostride, const void *x, size_t xstride, int nrows,
-                              const tensor_t *w, int i0, int i1)
+/* Groups of more than 8 activation rows by the 16-lane tile (TILE) over blocks of weight rows
+ * (every group of the call prepared first: a call has at most XBLOCK rows), the rest (groups of
+ * up to 8, weight rows past the last 4, rows too long) by MMK512's OLD: the same bits either
+ * way. */
+#define ZKMM(NAME, BT, TILE, OLD)                                                                  \
+    AVX512 static void NAME(float *out, int ostride, const void *x, size_t xstride, int nrows,     \
+                            const tensor_t *w, int i0, int i1)                                     \
+    {                                                                                              \
+        int nb = (int)w->ne[0] / QKK, ng = 0, gr[XBLOCK_GROUPS], gx[XBLOCK_GROUPS];                \
+        for (int r = 0; r < nrows && ng < XBLOCK_GROUPS; r += 16) {                                \
+            int xr = nrows - r < 16 ? nrows - r : 16;                                              \
+            if (xr > 8) gr[ng] = r, gx[ng++] = xr;                                                 \
+        }                                                                                          \
+        zk_t *zk = NULL;                                                                           \
+        if (ng && nb <= ZK_MAXNB && nrows <= 16 * XBLOCK_GROUPS)                                   \
+            zk = zscratch(sizeof(zk_t) * (size_t)nb * (size_t)ng);                                 \
+        if (!zk) {                                                                                 \
+            OLD(out, ostride, x, xstride, nrows, w, i0, i1);                                       \
+            return;                                                                                \
+        }                                                                                          \
+        const char *xc = x;                                                                        \
+        for (int g = 0; g < ng; g++)                                                               \
+            zkprepare(zk + (size_t)g * nb, xc, xstride, gr[g], gx[g], nb);                         \
+        int i4 = i0 + (i1 - i0) / 4 * 4, blk = (kblock_rows(w) + 3) / 4 * 4;                       \
+        for (int c0 = i0; c0 < i4; c0 += blk) {                                                    \
+            int c1 = i4 - c0 < blk ? i4 : c0 + blk;                                                \
+            for (int g = 0; g < ng; g++)                                                           \
+                for (int i = c0; i < c1; i += 4) {                                                 \
+                    const BT *wb[4];                                                               \
+                    for (int a = 0; a < 4; a++)                                                    \
+                        wb[a] =                                                                    \
+                            (const BT *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);  \
+                    TILE(out, ostride, zk + (size_t)g * nb, wb, nb, i, gr[g], gx[g],               \
+                         (const char *)wb[0] + 4 * w->row_bytes /* never faults */);               \
+                }                                                                                  \
+        }                                                                                          \
+        /* the rows the tiles left: groups of up to 8 over every weight row, rows past i4 */       \
+        for (int r = 0, g = 0; r < nrows; r += 16) {                                               \
+            int xr = nrows - r < 16 ? nrows - r : 16;                                              \
+            float *o = out + (size_t)r * ostride;                                                  \
+            const char *xr0 = xc + (size_t)r * xstride;                                            \
+            if (g < ng && gr[g] == r) {                                                            \
+                g++;                                                                               \
+                if (i4 < i1) OLD(o, ostride, xr0, xstride, xr, w, i4, i1);                         \
+            } else {                                                                               \
+                OLD(o, ostride, xr0, xstride, xr, w, i0, i1);                                      \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+ZKMM(x_mmt_q4_k, bq4_k_t, zk4_q4_k, x_mm_q4_k)
+
+/* Q6_K as Q4_K above in DOT_Q6K's arithmetic: per group g of 16 values 4 dpbusd give the rows'
+ * sums S_g, isum = sum of sc_g x S_g - 32 x (sum of sc_g x bsum_g) (the second by 8 dpwssd on
+ * the rows' bsum pairs), then acc + (y.d * d) * isum */
+typedef struct {
+    _Alignas(64) uint8_t q[4][256];
+    int32_t sc[4][16];
+    int32_t sp[4][8]; /* int16 pairs (sc 2t, sc 2t + 1) */
+} zkw6_t;
+
+AVX512 static inline void zk_pass6(zkw6_t *p, const bq6_k_t *const *wb, int ib)
 {
-    int nb = (int)w->ne[0] / QKK, ng = 0, gr[XBLOCK_GROUPS], gx[XBLOCK_GROUPS];
-    for (int r = 0; r < nrows && ng < XBLOCK_GROUPS; r += 16) {
-        int xr = nrows - r < 16 ? nrows - r : 16;
-        if (xr > 8) gr[ng] = r, gx[ng++] = xr;
-    }
-    zk_t *zk = NULL;
-    if (ng && nb <= ZK_MAXNB && nrows <= 16 * XBLOCK_GROUPS)
-        zk = zscratch(sizeof(zk_t) * (size_t)nb * (size_t)ng);
-    if (!zk) {
-        x_mm_q4_k(out, ostride, x, xstride, nrows, w, i0, i1);
-        return;
-    }
-    const char *xc = x;
-    for (int g = 0; g < ng; g++)
-        zkprepare(zk + (size_t)g * nb, xc, xstride, gr[g], gx[g], nb);
-    int i4 = i0 + (i1 - i0) / 4 * 4, blk = (kblock_rows(w) + 3) / 4 * 4;
-    for (int c0 = i0; c0 < i4; c0 += blk) {
-        int c1 = i4 - c0 < blk ? i4 : c0 + blk;
-        for (int g = 0; g < ng; g++)
-            for (int i = c0; i < c1; i += 4) {
-                const bq4_k_t *wb[4];
-                for (int a = 0; a < 4; a++)
-                    wb[a] =
-                        (const bq4_k_t *)((const char *)w->data + (size_t)(i + a) * w->row_bytes);
-                zk4_q4_k(out, ostride, zk + (size_t)g * nb, wb, nb, i, gr[g], gx[g],
-                         (const char *)wb[0] + 4 * w->row_bytes /* never faults */);
-            }
-    }
-    /* the rows zk4 left: groups of up to 8 over every weight row, weight rows past i4 */
-    for (int r = 0, g = 0; r < nrows; r += 16) {
-        int xr = nrows - r < 16 ? nrows - r : 16;
-        float *o = out + (size_t)r * ostride;
-        const char *xr0 = xc + (size_t)r * xstride;
-        if (g < ng && gr[g] == r) {
-            g++;
-            if (i4 < i1) x_mm_q4_k(o, ostride, xr0, xstride, xr, w, i4, i1);
-        } else {
-            x_mm_q4_k(o, ostride, xr0, xstride, xr, w, i0, i1);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    for (int a = 0; a < 4; a++) {
+        const bq6_k_t *b = &wb[a][ib];
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+            uint8_t *q = &p->q[a][128 * h];
+            _mm256_store_si256((__m256i *)q,
+                               _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)));
+            _mm256_store_si256((__m256i *)(q + 32),
+                               _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)));
+            _mm256_store_si256((__m256i *)(q + 64),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                               _mm256_and_si256(qh, m30)));
+            _mm256_store_si256((__m256i *)(q + 96),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30)));
         }
+        __m128i sc = _mm_loadu_si128((const __m128i *)b->scales);
+        _mm512_storeu_si512(p->sc[a], _mm512_cvtepi8_epi32(sc));
+        _mm256_storeu_si256((__m256i *)p->sp[a], _mm256_cvtepi8_epi16(sc));
     }
 }
+
+AVX512 static void zk4_q6_k(float *out, int ostride, const zk_t *zk, const bq6_k_t *const *wb,
+                            int nb, int i, int r, int xr, const char *pf)
+{
+    __m512 acc[4];
+    for (int a = 0; a < 4; a++)
+        acc[a] = _mm512_setzero_ps();
+    zkw6_t wp[2];
+    zk_pass6(&wp[0], wb, 0);
+    for (int ib = 0; ib < nb; ib++) {
+        const zkw6_t *p = &wp[ib & 1];
+        if (ib + 1 < nb) zk_pass6(&wp[(ib + 1) & 1], wb, ib + 1);
+        prefetch_block(pf + 4 * sizeof(bq6_k_t) * (size_t)ib, 4 * sizeof(bq6_k_t));
+        const zk_t *z = &zk[ib];
+        __m512i is[4], bt[4];
+        for (int a = 0; a < 4; a++)
+            is[a] = bt[a] = _mm512_setzero_si512();
+        for (int g = 0; g < 16; g++) {
+            __m512i sg[4];
+            for (int a = 0; a < 4; a++)
+                sg[a] = _mm512_setzero_si512();
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+            {
+                __m512i yv = z->y[4 * g + k];
+                _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)
+                {
+                    int32_t wv;
+                    memcpy(&wv, &p->q[a][16 * g + 4 * k], 4);
+                    sg[a] = _mm512_dpbusd_epi32(sg[a], _mm512_set1_epi32(wv), yv);
+                }
+            }
+            for (int a = 0; a < 4; a++)
+                is[a] = _mm512_add_epi32(is[a],
+                                         _mm512_mullo_epi32(sg[a], _mm512_set1_epi32(p->sc[a][g])));
+        }
+        for (int t = 0; t < 8; t++)
+            for (int a = 0; a < 4; a++)
+                bt[a] = _mm512_dpwssd_epi32(bt[a], z->bs6[t], _mm512_set1_epi32(p->sp[a][t]));
+        for (int a = 0; a < 4; a++) {
+            __m512 d = _mm512_mul_ps(z->yd, _mm512_set1_ps(_cvtsh_ss(wb[a][ib].d)));
+            __m512i isum = _mm512_sub_epi32(is[a], _mm512_slli_epi32(bt[a], 5));
+            acc[a] = _mm512_add_ps(acc[a], _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)));
+        }
+    }
+    zk_store(out, ostride, acc, i, r, xr);
+}
+
+ZKMM(x_mmt_q6_k, bq6_k_t, zk4_q6_k, x_mm_q6_k)
 
 /* ---- activation formats on AVX-512 ----------------------------------------------------------
  * The generic quantizers' results, bit for bit (test_kernels compares every format on every
@@ -2994,7 +3097,7 @@ static const kernel_type_t avx512_table[] = {
     {DTYPE_IQ4_NL, DTYPE_Q8_0, dq_iq4_nl, a_dot_iq4_nl, a_mm_iq4_nl},
     {DTYPE_Q4_K, DTYPE_Q8_K, dq_q4_k, a_dot_q4_k, x_mmt_q4_k},
     {DTYPE_Q5_K, DTYPE_Q8_K, dq_q5_k, a_dot_q5_k, x_mm_q5_k},
-    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, x_mm_q6_k},
+    {DTYPE_Q6_K, DTYPE_Q8_K, dq_q6_k, a_dot_q6_k, x_mmt_q6_k},
 };
 _Static_assert(sizeof avx512_table == sizeof generic_table, "one row per type in every table");
 
