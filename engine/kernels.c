@@ -2745,6 +2745,33 @@ AVX512 static inline void zk_pass(zkw_t *p, const bq4_k_t *const *wb, int ib)
     }
 }
 
+/* is[a] = the sum over the ng groups of wpg words (4 values each) of sc[a][g] x weight row a's
+ * group sums against the prepared rows y (16 lanes), exact; sc: ng int32 a row */
+AVX512 static inline void zk_sums(__m512i is[4], const __m512i *y, const uint8_t (*q)[256],
+                                  const int32_t *sc, int ng, int wpg)
+{
+    for (int a = 0; a < 4; a++)
+        is[a] = _mm512_setzero_si512();
+    for (int g = 0; g < ng; g++) {
+        __m512i sg[4];
+        for (int a = 0; a < 4; a++)
+            sg[a] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int k = 0; k < wpg; k++)
+        {
+            __m512i yv = y[wpg * g + k];
+            _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)
+            {
+                int32_t wv;
+                memcpy(&wv, &q[a][4 * (wpg * g + k)], 4);
+                sg[a] = _mm512_dpbusd_epi32(sg[a], _mm512_set1_epi32(wv), yv);
+            }
+        }
+        for (int a = 0; a < 4; a++)
+            is[a] = _mm512_add_epi32(is[a],
+                                     _mm512_mullo_epi32(sg[a], _mm512_set1_epi32(sc[a * ng + g])));
+    }
+}
+
 /* weight rows i .. i + 3 x the prepared group (rows r .. r + xr - 1; only xr stored); the
  * weight pass one super-block ahead of its reads; pf: the next tile's rows (contiguous) */
 AVX512 static void zk4_q4_k(float *out, int ostride, const zk_t *zk, const bq4_k_t *const *wb,
@@ -2761,26 +2788,9 @@ AVX512 static void zk4_q4_k(float *out, int ostride, const zk_t *zk, const bq4_k
         prefetch_block(pf + 4 * sizeof(bq4_k_t) * (size_t)ib, 4 * sizeof(bq4_k_t));
         const zk_t *z = &zk[ib];
         __m512i is[4], ms[4];
+        zk_sums(is, z->y, p->q, &p->sc[0][0], 8, 8);
         for (int a = 0; a < 4; a++)
-            is[a] = ms[a] = _mm512_setzero_si512();
-        for (int j = 0; j < 8; j++) {
-            __m512i sj[4];
-            for (int a = 0; a < 4; a++)
-                sj[a] = _mm512_setzero_si512();
-            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
-            {
-                __m512i yv = z->y[8 * j + k];
-                _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)
-                {
-                    int32_t wv;
-                    memcpy(&wv, &p->q[a][32 * j + 4 * k], 4);
-                    sj[a] = _mm512_dpbusd_epi32(sj[a], _mm512_set1_epi32(wv), yv);
-                }
-            }
-            for (int a = 0; a < 4; a++)
-                is[a] = _mm512_add_epi32(is[a],
-                                         _mm512_mullo_epi32(sj[a], _mm512_set1_epi32(p->sc[a][j])));
-        }
+            ms[a] = _mm512_setzero_si512();
         for (int t = 0; t < 4; t++)
             for (int a = 0; a < 4; a++)
                 ms[a] = _mm512_dpwssd_epi32(ms[a], z->bsp[t], _mm512_set1_epi32(p->mp[a][t]));
@@ -2899,26 +2909,9 @@ AVX512 static void zk4_q6_k(float *out, int ostride, const zk_t *zk, const bq6_k
         prefetch_block(pf + 4 * sizeof(bq6_k_t) * (size_t)ib, 4 * sizeof(bq6_k_t));
         const zk_t *z = &zk[ib];
         __m512i is[4], bt[4];
+        zk_sums(is, z->y, p->q, &p->sc[0][0], 16, 4);
         for (int a = 0; a < 4; a++)
-            is[a] = bt[a] = _mm512_setzero_si512();
-        for (int g = 0; g < 16; g++) {
-            __m512i sg[4];
-            for (int a = 0; a < 4; a++)
-                sg[a] = _mm512_setzero_si512();
-            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-            {
-                __m512i yv = z->y[4 * g + k];
-                _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)
-                {
-                    int32_t wv;
-                    memcpy(&wv, &p->q[a][16 * g + 4 * k], 4);
-                    sg[a] = _mm512_dpbusd_epi32(sg[a], _mm512_set1_epi32(wv), yv);
-                }
-            }
-            for (int a = 0; a < 4; a++)
-                is[a] = _mm512_add_epi32(is[a],
-                                         _mm512_mullo_epi32(sg[a], _mm512_set1_epi32(p->sc[a][g])));
-        }
+            bt[a] = _mm512_setzero_si512();
         for (int t = 0; t < 8; t++)
             for (int a = 0; a < 4; a++)
                 bt[a] = _mm512_dpwssd_epi32(bt[a], z->bs6[t], _mm512_set1_epi32(p->sp[a][t]));
