@@ -2512,7 +2512,7 @@ AVX512 static void ztprepare(ztr_t *zt, const char *x, size_t xstride, int r, in
 }
 
 /* Weight rows i .. i + 3 (wb) x the prepared group (rows r .. r + xr - 1; only xr stored), in
- * VI/VF vectors of L lanes (16, 8 or 4: the group's first L rows of each prepared register).
+ * VI/VF vectors of L lanes (16 or 8: the group's first L rows of each prepared register).
  * A weight block + 128 goes through a small buffer, 8 blocks at a time, so each 4 bytes of it
  * is a broadcast load. pf: the next tile's rows (contiguous), requested a block's worth per
  * block. */
@@ -2648,8 +2648,8 @@ AVX512 static void zq4_q8_0(float *out, int ostride, const ztr4_t *zt, const bq8
 
 /* One activation row (or rows too long for the scratch): the dot, row after row; else per
  * group of 16 activation rows the group prepared, then tiles of 4 weight rows over the range
- * (a thread's range stays in L2 for the next group), 8 or 4 lanes for a group of up to 8 or
- * 4 rows; weight rows past the last 4 by the dot. */
+ * (a thread's range stays in L2 for the next group), in 8 lanes for a group of 5-8 rows and
+ * zq4's 4 x 4 for up to 4; weight rows past the last 4 by the dot. */
 AVX512 static void x_mm_q8_0(float *out, int ostride, const void *x, size_t xstride, int nrows,
                              const tensor_t *w, int i0, int i1)
 {
