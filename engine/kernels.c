@@ -1502,11 +1502,7 @@ AVX static void a_mm_q8_0(float *out, int ostride, const void *x, size_t xstride
     atr_t *at = NULL;
     if (nrows > 4 && nb <= AT_MAXNB) at = zscratch(sizeof(atr_t) * (size_t)nb * (size_t)ng);
     if (!at) {
-        for (int i = i0; i < i1; i++)
-            for (int r = 0; r < nrows; r++)
-                out[(size_t)r * ostride + i] =
-                    a_dot_q8_0(n, (const char *)w->data + (size_t)i * w->row_bytes,
-                               (const char *)x + (size_t)r * xstride);
+        generic_mm(out, ostride, x, xstride, nrows, w, i0, i1); /* a_dot_q8_0 per pair */
         return;
     }
     for (int g = 0; g < ng; g++)
@@ -2673,11 +2669,7 @@ AVX512 static void x_mm_q8_0(float *out, int ostride, const void *x, size_t xstr
                 zq4_q8_0(out, ostride, (const ztr4_t *)zt, wb, nb, i, r, xr, pf);
         }
     }
-    for (int i = i4; i < i1; i++) {
-        const char *wi = (const char *)w->data + (size_t)i * w->row_bytes;
-        for (int r = 0; r < nrows; r++)
-            out[(size_t)r * ostride + i] = x_dot_q8_0(n, wi, (const char *)x + (size_t)r * xstride);
-    }
+    generic_mm(out, ostride, x, xstride, nrows, w, i4, i1); /* x_dot_q8_0 per pair */
 }
 ZMM32(q4_0, bq4_0_t, unpackz_q4_0, 8, a_dot_q4_0)
 
@@ -2773,15 +2765,18 @@ MMF(ZTILE, AVX512, x_, bf16, uint16_t, bf16x8, bf16_to_fp32, 4)
  * groups of up to 8 rows. */
 typedef struct {
     __m512i y[64];
-    __m512i bsp[4]; /* lane c: int16 pair (bsum 2t, bsum 2t + 1) of row c, sub-blocks of 32 */
-    __m512i bs6[8]; /* lane c: row c's bsums 2t and 2t + 1 (groups of 16, for Q6_K) */
+    union {
+        __m512i bsp[4]; /* Q4_K: lane c, int16 pair (bsum 2t, bsum 2t + 1) of row c's sub-blocks */
+        __m512i bs6[8]; /* Q6_K: lane c, row c's bsums 2t and 2t + 1 (groups of 16) */
+    };
     __m512 yd;
 } zk_t;
 
 #define ZK_MAXNB 64     /* super-blocks per row the scratch covers (n <= 16384); longer: MMK512 */
 #define XBLOCK_GROUPS 3 /* groups of 16 in a kernels_matmul call (XBLOCK rows) */
 
-AVX512 static void zkprepare(zk_t *zk, const char *x, size_t xstride, int r, int xr, int nb)
+/* q6: the bsum pairs Q6_K reads (bs6), else Q4_K's (bsp) */
+AVX512 static void zkprepare(zk_t *zk, const char *x, size_t xstride, int r, int xr, int nb, int q6)
 {
     const bq8_k_t *row[16];
     for (int c = 0; c < 16; c++)
@@ -2793,23 +2788,22 @@ AVX512 static void zkprepare(zk_t *zk, const char *x, size_t xstride, int r, int
                 p[c] = row[c][ib].qs + 32 * h;
             ztrans16(zk[ib].y + 8 * h, p);
         }
-        _Alignas(64) int32_t bp[4][16], b6[8][16];
+        /* bp[t] lane c: Q4_K's pairs of 32-value sums, or Q6_K's pairs of 16-value bsums */
+        _Alignas(64) int32_t bp[8][16];
         _Alignas(64) float yd[16];
+        int np = q6 ? 8 : 4;
         for (int c = 0; c < 16; c++) {
             const int16_t *bs = row[c][ib].bsums;
-            for (int t = 0; t < 4; t++) {
-                int lo = bs[4 * t] + bs[4 * t + 1], hi = bs[4 * t + 2] + bs[4 * t + 3];
+            for (int t = 0; t < np; t++) {
+                int lo = q6 ? bs[2 * t] : bs[4 * t] + bs[4 * t + 1];
+                int hi = q6 ? bs[2 * t + 1] : bs[4 * t + 2] + bs[4 * t + 3];
                 bp[t][c] = (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
             }
-            for (int t = 0; t < 8; t++)
-                b6[t][c] = (int32_t)(((uint32_t)(uint16_t)bs[2 * t]) |
-                                     ((uint32_t)(uint16_t)bs[2 * t + 1] << 16));
             yd[c] = row[c][ib].d;
         }
-        for (int t = 0; t < 4; t++)
-            zk[ib].bsp[t] = _mm512_load_si512(bp[t]);
-        for (int t = 0; t < 8; t++)
-            zk[ib].bs6[t] = _mm512_load_si512(b6[t]);
+        __m512i *dst = q6 ? zk[ib].bs6 : zk[ib].bsp;
+        for (int t = 0; t < np; t++)
+            dst[t] = _mm512_load_si512(bp[t]);
         zk[ib].yd = _mm512_load_ps(yd);
     }
 }
@@ -2915,7 +2909,7 @@ AVX512 static void zk4_q4_k(float *out, int ostride, const zk_t *zk, const bq4_k
  * (every group of the call prepared first: a call has at most XBLOCK rows), the rest (groups of
  * up to 8, weight rows past the last 4, rows too long) by MMK512's OLD: the same bits either
  * way. */
-#define ZKMM(NAME, BT, TILE, OLD)                                                                  \
+#define ZKMM(NAME, BT, Q6, TILE, OLD)                                                              \
     AVX512 static void NAME(float *out, int ostride, const void *x, size_t xstride, int nrows,     \
                             const tensor_t *w, int i0, int i1)                                     \
     {                                                                                              \
@@ -2933,7 +2927,7 @@ AVX512 static void zk4_q4_k(float *out, int ostride, const zk_t *zk, const bq4_k
         }                                                                                          \
         const char *xc = x;                                                                        \
         for (int g = 0; g < ng; g++)                                                               \
-            zkprepare(zk + (size_t)g * nb, xc, xstride, gr[g], gx[g], nb);                         \
+            zkprepare(zk + (size_t)g * nb, xc, xstride, gr[g], gx[g], nb, Q6);                     \
         int i4 = i0 + (i1 - i0) / 4 * 4, blk = (kblock_rows(w) + 3) / 4 * 4;                       \
         for (int c0 = i0; c0 < i4; c0 += blk) {                                                    \
             int c1 = i4 - c0 < blk ? i4 : c0 + blk;                                                \
@@ -2961,7 +2955,7 @@ AVX512 static void zk4_q4_k(float *out, int ostride, const zk_t *zk, const bq4_k
         }                                                                                          \
     }
 
-ZKMM(x_mmt_q4_k, bq4_k_t, zk4_q4_k, x_mm_q4_k)
+ZKMM(x_mmt_q4_k, bq4_k_t, 0, zk4_q4_k, x_mm_q4_k)
 
 /* Q6_K as Q4_K above in DOT_Q6K's arithmetic: per group g of 16 values 4 dpbusd give the rows'
  * sums S_g, isum = sum of sc_g x S_g - 32 x (sum of sc_g x bsum_g) (the second by 8 dpwssd on
@@ -3030,7 +3024,7 @@ AVX512 static void zk4_q6_k(float *out, int ostride, const zk_t *zk, const bq6_k
     zk_store(out, ostride, acc, i, r, xr);
 }
 
-ZKMM(x_mmt_q6_k, bq6_k_t, zk4_q6_k, x_mm_q6_k)
+ZKMM(x_mmt_q6_k, bq6_k_t, 1, zk4_q6_k, x_mm_q6_k)
 
 /* ---- activation formats on AVX-512 ----------------------------------------------------------
  * The generic quantizers' results, bit for bit (test_kernels compares every format on every
