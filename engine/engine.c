@@ -81,8 +81,9 @@ struct engine {
     tokenizer_t tok;
     const backend_t *be;
     void *bctx;
-    char device[32];       /* the instance's device ("cpu", "cuda:0") */
-    char device_note[320]; /* how it was chosen */
+    char device[32];        /* the instance's device ("cpu", "cuda:0") */
+    char device_note[320];  /* how it was chosen */
+    char weights_note[320]; /* how the CPU holds the weights (model_hugepages) */
     pool_t *pool;
     int threads, max_batch, max_queued, max_backlog, prefill_chunk, max_rows;
 
@@ -1269,6 +1270,8 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
             if (rc < 0) return rc;
             e->be = lib->backend;
             snprintf(e->device, sizeof e->device, "cuda:%d", idx);
+            snprintf(e->weights_note, sizeof e->weights_note,
+                     "on the GPU (the host's are mapped from the file)");
             snprintf(e->device_note, sizeof e->device_note,
                      "%s: using %s, %s, %s weights, %d streams", dev, e->device, why,
                      bf16 ? "bf16" : "fp32", cfg->cuda_streams ? cfg->cuda_streams : 4);
@@ -1284,9 +1287,11 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
         return errorf(err, errlen, -ENODEV,
                       "device %s: %s (build with the CUDA Toolkit and -DINFERD_CUDA=ON)", dev, why);
 #endif
+    int rc = model_hugepages(&e->model, cfg->hugepages, e->weights_note, sizeof e->weights_note,
+                             err, errlen);
+    if (rc < 0) return rc;
     e->be = &backend_cpu;
-    int rc =
-        e->be->load(&e->bctx, &e->model.v, &o, e->pool, e->max_rows, e->max_batch, err, errlen);
+    rc = e->be->load(&e->bctx, &e->model.v, &o, e->pool, e->max_rows, e->max_batch, err, errlen);
     if (rc < 0) return rc;
     snprintf(e->device, sizeof e->device, "cpu");
     if (kind == DEVICE_AUTO && unsupported)
@@ -1387,6 +1392,10 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
         cfg->prefill_chunk < 0 || cfg->ctx_size < 0)
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
+    if (cfg->hugepages && strcmp(cfg->hugepages, "auto") && strcmp(cfg->hugepages, "on") &&
+        strcmp(cfg->hugepages, "off"))
+        return errorf(err, errlen, -EINVAL, "hugepages '%s' is not auto, on or off",
+                      cfg->hugepages);
     engine_t *e = calloc(1, sizeof(*e));
     if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
     e->cfg = *cfg;
@@ -1499,6 +1508,7 @@ void engine_model_info(const engine_t *e, engine_model_info_t *out)
     out->name = e->name;
     out->device = e->device;
     out->device_note = e->device_note;
+    out->weights_note = e->weights_note;
     out->vocab_size = (uint32_t)c->vocab_size;
     out->max_seq_len = (uint32_t)c->seq_len;
     out->context_size = (uint32_t)c->seq_len;

@@ -80,10 +80,13 @@ typedef struct {
     int manual_ack;             /* 1: reactor calls engine_req_consumed() (see top) */
     engine_notify_fn notify;    /* may be NULL (then poll on a timer) */
     void *notify_arg;
-    const char *device; /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
-    int cuda_streams;   /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
-    const char *dtype;  /* CUDA backend weights: "fp32" (NULL) or "bf16" */
-    int ctx_size;       /* KV positions per sequence; 0 = the model's context, at most 4096 */
+    const char *device;    /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
+    int cuda_streams;      /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
+    const char *dtype;     /* CUDA backend weights: "fp32" (NULL) or "bf16" */
+    const char *hugepages; /* CPU backend: the weights copied into transparent huge pages at
+                              start: "auto" (NULL: when the kernel offers them), "on" (an
+                              error without them), "off" (mapped from the file) */
+    int ctx_size;          /* KV positions per sequence; 0 = the model's context, at most 4096 */
     const char *chat_template; /* a template name (--chat-template) overriding the model's own
                                   tokenizer.chat_template; NULL: the model's, if recognized */
     int tokenize_in_engine;    /* 1: engine_submit only checks cheap bounds and copies the
@@ -196,8 +199,9 @@ typedef struct {
 /** Model description (GetModelInfo). Strings live as long as the engine. */
 typedef struct {
     const char *name;
-    const char *device;      /* "cpu", "cuda:0" */
-    const char *device_note; /* how and why the device was chosen (for the start-up log) */
+    const char *device;       /* "cpu", "cuda:0" */
+    const char *device_note;  /* how and why the device was chosen (for the start-up log) */
+    const char *weights_note; /* how the weights are held: huge pages or mapped, and why */
     uint32_t vocab_size, max_seq_len, bos_id, eos_id;
     uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
     uint64_t parameters;

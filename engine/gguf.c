@@ -7,6 +7,7 @@
 #include "gguf.h"
 #include "backend.h"
 #include "dtype.h"
+#include "wmap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,7 +26,7 @@
 typedef struct {
     const uint8_t *base; /* the whole file */
     size_t size;
-    void *map;         /* non-NULL when mmapped here */
+    wmap_t w;          /* the file, when opened here (w.base non-NULL) */
     uint64_t data_off; /* start of the data section */
     uint32_t version, alignment;
 } shard_t;
@@ -614,7 +614,7 @@ void gguf_free(gguf_t *g)
 {
     if (!g) return;
     for (uint32_t i = 0; g->shards && i < g->nshards; i++)
-        if (g->shards[i].map) munmap(g->shards[i].map, g->shards[i].size);
+        if (g->shards[i].w.base) wmap_close(&g->shards[i].w);
     for (size_t i = 0; i < g->n_names; i++)
         free(g->names[i]);
     for (size_t i = 0; i < g->n_offs; i++)
@@ -650,27 +650,23 @@ int gguf_parse(gguf_t **out, const void *buf, size_t size, const char *name, cha
 
 static int map_file(shard_t *sh, const char *path, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return errorf(err, errlen, -e, "cannot open %s: %s", path, strerror(e));
+    int rc = wmap_open(&sh->w, path, "", err, errlen);
+    if (rc < 0) return rc;
+    sh->base = sh->w.base;
+    sh->size = sh->w.size;
+    return 0;
+}
+
+int gguf_hugepages(gguf_t *g, size_t *bytes, char *err, size_t errlen)
+{
+    *bytes = 0;
+    for (uint32_t i = 0; i < g->nshards; i++) {
+        if (!g->shards[i].w.base) continue;
+        char why[256];
+        int rc = wmap_hugepages(&g->shards[i].w, why, sizeof why);
+        if (rc < 0) return errorf(err, errlen, rc, "%s: %s", g->name, why);
+        *bytes += g->shards[i].w.size;
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return errorf(err, errlen, -EINVAL, "%s is not a regular file", path);
-    }
-    sh->size = (size_t)st.st_size;
-    if (sh->size < 8) {
-        close(fd);
-        return errorf(err, errlen, -EINVAL, "%s: truncated: %zu bytes", path, sh->size);
-    }
-    void *m = mmap(NULL, sh->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (m == MAP_FAILED) return errorf(err, errlen, -e, "cannot mmap %s: %s", path, strerror(e));
-    sh->map = m;
-    sh->base = m;
     return 0;
 }
 

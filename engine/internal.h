@@ -7,6 +7,7 @@
 
 #include "engine/backend.h"
 #include "engine/gguf.h"
+#include "engine/wmap.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -24,8 +25,7 @@ typedef struct {
     model_view_t v;
     model_format_t format;
     gguf_t *gguf;          /* GGUF: the open file (metadata incl. tokenizer.ggml.*, mappings) */
-    void *map;             /* mmap base (llama2.c) */
-    size_t map_size;       /* file size */
+    wmap_t map;            /* llama2.c: the file (map.base NULL for GGUF: gguf holds its own) */
     model_layer_t *layers; /* (n_layers) storage behind v.layers */
     float *rope_freq;      /* (rope_dim / 2) storage behind v.rope_freq */
     char arch_name[16];    /* "llama", "qwen2", "qwen3" */
@@ -81,8 +81,13 @@ int model_rope_init(model_t *m, float base, float freq_scale, const float *facto
                     size_t errlen);
 /** Sum n_params and weight_bytes over the view. */
 void model_count(model_t *m);
-/** mmap a whole file read-only: 0 or negative errno with the reason. */
-int model_map(const char *path, void **map, size_t *size, char *err, size_t errlen);
+/** The CPU engine's weights in transparent huge pages (wmap.h): mode "auto" (NULL) copies
+ *  the mapped file(s) into huge pages when the kernel offers them, else leaves them mapped;
+ *  "on" is an error (-ENOTSUP) without them or when the copy fails; "off" leaves them
+ *  mapped. note says what was done (for the start-up log). The model's pointers stay valid
+ *  (same addresses); call it before threads read the weights. */
+int model_hugepages(model_t *m, const char *mode, char *note, size_t notelen, char *err,
+                    size_t errlen);
 
 /* ---- tokenizer, chat templates, stop strings: tokenizer.h ------------------- */
 

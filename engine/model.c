@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Generous caps: they keep every product below 2^63 and reject nonsense early. */
@@ -336,33 +337,6 @@ int model_parse(model_t *m, const void *buf, size_t size, int ctx_size, char *er
     return 0;
 }
 
-int model_map(const char *path, void **map, size_t *size, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return errorf(err, errlen, -e, "cannot open model %s: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return errorf(err, errlen, -EINVAL, "model %s is not a regular file", path);
-    }
-    *size = (size_t)st.st_size;
-    if (*size < 8) {
-        close(fd);
-        return errorf(err, errlen, -EINVAL, "model %s truncated: %zu bytes", path, *size);
-    }
-    *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (*map == MAP_FAILED) {
-        *map = NULL;
-        return errorf(err, errlen, -e, "cannot mmap model %s: %s", path, strerror(e));
-    }
-    return 0;
-}
-
 /* The first bytes of the file: GGUF's magic, or a llama2.c header. */
 static int sniff_gguf(const char *path, char *err, size_t errlen)
 {
@@ -391,25 +365,58 @@ int model_load(model_t *m, const char *path, int ctx_size, char *err, size_t err
         if (rc < 0) gguf_free(g);
         return rc;
     }
-    void *map;
-    size_t size;
-    int rc = model_map(path, &map, &size, err, errlen);
+    wmap_t w;
+    int rc = wmap_open(&w, path, "model ", err, errlen);
     if (rc < 0) return rc;
     char why[400];
-    rc = model_parse(m, map, size, ctx_size, why, sizeof(why));
+    rc = model_parse(m, w.base, w.size, ctx_size, why, sizeof(why));
     if (rc < 0) {
-        munmap(map, size);
+        wmap_close(&w);
         return errorf(err, errlen, rc, "model %s: %s", path, why);
     }
-    madvise(map, size, MADV_WILLNEED);
-    m->map = map;
-    m->map_size = size;
+    madvise(w.base, w.size, MADV_WILLNEED);
+    m->map = w;
+    return 0;
+}
+
+int model_hugepages(model_t *m, const char *mode, char *note, size_t notelen, char *err,
+                    size_t errlen)
+{
+    if (!mode) mode = "auto";
+    if (strcmp(mode, "auto") && strcmp(mode, "on") && strcmp(mode, "off"))
+        return errorf(err, errlen, -EINVAL, "hugepages '%s' is not auto, on or off", mode);
+    if (!strcmp(mode, "off")) {
+        snprintf(note, notelen, "mapped from the file (hugepages off)");
+        return 0;
+    }
+    char why[256];
+    if (!wmap_thp_available(why, sizeof why)) {
+        if (!strcmp(mode, "on")) return errorf(err, errlen, -ENOTSUP, "hugepages on: %s", why);
+        snprintf(note, notelen, "mapped from the file: %s", why);
+        return 0;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t bytes = 0;
+    int rc = 0;
+    if (m->gguf)
+        rc = gguf_hugepages(m->gguf, &bytes, why, sizeof why);
+    else if (m->map.base && (rc = wmap_hugepages(&m->map, why, sizeof why)) == 0)
+        bytes = m->map.size;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc < 0 && !strcmp(mode, "on")) return errorf(err, errlen, rc, "hugepages on: %s", why);
+    if (rc < 0)
+        snprintf(note, notelen, "mapped from the file: the copy into huge pages failed: %s", why);
+    else
+        snprintf(note, notelen, "%.1f MiB copied into transparent huge pages in %.2f s",
+                 (double)bytes / (1 << 20),
+                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     return 0;
 }
 
 void model_dispose(model_t *m)
 {
-    if (m->map) munmap(m->map, m->map_size);
+    if (m->map.base) wmap_close(&m->map);
     gguf_free(m->gguf);
     free(m->layers);
     free(m->rope_freq);

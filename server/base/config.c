@@ -457,6 +457,18 @@ static const opt_t opts[] = {
      0,
      "fp32|bf16",
      "weight type on the GPU (the CPU runs fp32)"},
+    {"hugepages",
+     {"INFERD_HUGEPAGES"},
+     T_ENUM,
+     O(hugepages),
+     "auto",
+     0,
+     0,
+     "auto|on|off",
+     "CPU engine: copy the model's weights at start into transparent huge pages (decode reads "
+     "every weight per token; 2 MiB pages spare the TLB a page walk every 4 KiB): auto (when "
+     "the kernel offers them, else mapped from the file), on (a start-up error without them), "
+     "off (mapped from the file, shared with the page cache)"},
     {"health-check-enabled",
      {"INFERD_HEALTH_CHECK_ENABLED", "DYN_HEALTH_CHECK_ENABLED"},
      T_BOOL,

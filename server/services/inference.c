@@ -1029,6 +1029,7 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     ec.ctx_size = (int)cfg->ctx_size;
     ec.max_queued = (int)cfg->max_queued;
     ec.device = cfg->device, ec.cuda_streams = (int)cfg->cuda_streams, ec.dtype = cfg->dtype;
+    ec.hugepages = cfg->hugepages;
     ec.chat_template = cfg->chat_template && *cfg->chat_template ? cfg->chat_template : NULL;
     ec.manual_ack = 1;
     /* Prompts are rendered and tokenized on the engine's driver, never on the loop (issue 13
@@ -1045,7 +1046,8 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
         goto fail;
     }
     engine_model_info(inf->engine, &inf->info);
-    log_info("engine", "device %s (%s)", inf->info.device, inf->info.device_note);
+    log_info("engine", "device %s (%s); weights %s", inf->info.device, inf->info.device_note,
+             inf->info.weights_note);
     const char *lv[] = {inf->info.name, inf->info.device};
     inf->inflight_s = metrics_series(inf->m->inflight, lv);
     inf->queued_s = metrics_series(inf->m->queued, lv);

@@ -600,6 +600,29 @@ static void test_files_and_splits(void **state)
     }
     gguf_str_t s;
     assert_int_equal(gguf_get_str(g, "general.architecture", &s, err, sizeof err), 0);
+    /* every shard copied into huge pages in place: the same pointers, the same bytes */
+    const void *before[3];
+    size_t total = 0;
+    for (unsigned i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/m-%05u-of-00003.gguf", tmpdir, i + 1);
+        struct stat st;
+        assert_int_equal(stat(p, &st), 0);
+        total += (size_t)st.st_size;
+        before[i] = gguf_find_tensor(g, names[i])->data;
+    }
+    size_t bytes = 0;
+    assert_int_equal(gguf_hugepages(g, &bytes, err, sizeof err), 0);
+    assert_int_equal(bytes, total);
+    for (unsigned i = 0; i < 3; i++) {
+        const gguf_tensor_t *t = gguf_find_tensor(g, names[i]);
+        assert_ptr_equal(t->data, before[i]);
+        float first;
+        memcpy(&first, t->data, 4);
+        assert_true(first == (float)i);
+    }
+    gguf_str_t s2;
+    assert_int_equal(gguf_get_str(g, "general.architecture", &s2, err, sizeof err), 0);
+    assert_int_equal(s2.len, s.len);
     gguf_free(g);
 
     /* opening another shard is refused, naming the first */

@@ -67,7 +67,7 @@ static void test_model_valid(void **state)
     assert_false(m.v.c.shared);
     assert_ptr_not_equal(m.v.output.data, m.v.tok_embd.data);
     assert_true((const char *)m.v.output.data + (size_t)m.v.c.vocab_size * m.v.c.dim * 4 ==
-                (const char *)m.map + m.map_size);
+                (const char *)m.map.base + m.map.size);
     model_dispose(&m);
     /* --ctx-size: smaller is fine, larger than the model's context is refused */
     assert_int_equal(model_load(&m, TINY_MODEL, 40, err, sizeof(err)), 0);

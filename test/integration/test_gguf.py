@@ -386,5 +386,59 @@ class TestDeviceFallback(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+def anon_huge_kb(pid):
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        return int(re.search(r"AnonHugePages:\s+(\d+) kB", f.read()).group(1))
+
+
+def thp_offered():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return re.search(r"\[(always|madvise)\]", f.read()) is not None
+    except OSError:
+        return False
+
+
+class TestHugePages(unittest.TestCase):
+    """--hugepages: the CPU engine's weights copied into transparent huge pages at start
+    (the same greedy tokens as mapped from the file), or the start-up log says why not; on
+    without them is a start-up error naming the option."""
+
+    def test_modes(self):
+        d = tempfile.mkdtemp(prefix="inferd-gguf-")
+        try:
+            model = mkmodel(os.path.join(d, "f32.gguf"))  # F32, ~5 MiB: two whole huge pages
+            thp = thp_offered()
+            seen = {}
+            for mode in ("off", "on" if thp else "auto"):
+                srv = GGUFServer(model, "--hugepages", mode, "--log", "info")
+                try:
+                    got = []
+                    for m in srv.generate(req(token_ids=[1, 7, 9], max_tokens=12), timeout=60):
+                        got.extend(m.token_ids)
+                    seen[mode] = (srv.stderr(), anon_huge_kb(srv.proc.pid), got)
+                finally:
+                    err = srv.stop()
+                self.assertIsNone(err, err)
+            log, off_kb, off_tokens = seen["off"]
+            self.assertIn("weights mapped from the file (hugepages off)", log)
+            self.assertEqual(len(off_tokens), 12)
+            if thp:
+                log, on_kb, on_tokens = seen["on"]
+                self.assertRegex(log, r"weights [0-9.]+ MiB copied into transparent huge pages")
+                self.assertGreaterEqual(on_kb - off_kb, 4096, log)
+            else:
+                log, _, on_tokens = seen["auto"]
+                self.assertIn("weights mapped from the file: transparent huge pages are off", log)
+                p = subprocess.run([inferd_bin(), "--model", model, "--hugepages", "on",
+                                    "--listen", "127.0.0.1:%d" % free_port(), "--system-port",
+                                    str(free_port())], capture_output=True, timeout=60)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn(b"hugepages on: ", p.stderr)
+            self.assertEqual(on_tokens, off_tokens)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -36,6 +36,11 @@ static void test_defaults(void **state)
     assert_true(c.health_check_enabled);
     assert_false(c.tls_allow_plaintext); /* TLS, once configured, is the only way in */
     assert_string_equal(c.source[0], "default");
+    assert_string_equal(c.hugepages, "auto");
+    config_dispose(&c);
+    char *env[] = {"INFERD_HUGEPAGES=off", NULL};
+    assert_int_equal(load(&c, argv, env, err), 0);
+    assert_string_equal(c.hugepages, "off");
     config_dispose(&c);
 }
 
@@ -84,6 +89,7 @@ static void test_invalid_values(void **state)
     expect_invalid((char *[]){"inferd", "--listen", "1.2.3.4:99999", NULL}, NULL, "--listen");
     expect_invalid((char *[]){"inferd", "--log-format", "xml", NULL}, NULL, "text|jsonl");
     expect_invalid((char *[]){"inferd", "--log", "info,server=loud", NULL}, NULL, "--log");
+    expect_invalid((char *[]){"inferd", "--hugepages", "always", NULL}, NULL, "auto|on|off");
     expect_invalid((char *[]){"inferd", "--drain-timeout", "5 parsecs", NULL}, NULL,
                    "--drain-timeout");
     expect_invalid((char *[]){"inferd", "--metrics-prefix", "9bad", NULL}, NULL,

@@ -9,8 +9,9 @@
  * "decode-aggregate" includes the steps that still ran later streams' prompts. -w first runs
  * the same N streams with other prompt ids for 2 tokens, untimed (llama-bench warms up the same
  * way before it times a prompt: the first pass over a fresh process's buffers and mapped
- * weights pays their page faults).
- * Usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] [-w]
+ * weights pays their page faults). -H sets the engine's hugepages mode (the server's
+ * --hugepages; default auto); what it did goes to stderr ("weights: ...").
+ * Usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] [-w] [-H MODE]
  *                          MODEL TOKENIZER|- [threads] [tokens] [N...]
  */
 #include "engine.h"
@@ -34,6 +35,7 @@ static void on_notify(void *arg)
 }
 
 static int prompt_len = 5, ctx_size, prefill_chunk, warmup;
+static const char *hugepages;
 
 /* VmRSS of this process in MiB (the sampling point is the caller's choice) */
 static double rss_mib(void)
@@ -126,6 +128,7 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     cfg.max_backlog = tokens + 1;
     cfg.notify = on_notify;
     cfg.notify_arg = &pfd[1];
+    cfg.hugepages = hugepages;
     char err[512];
     engine_t *e;
     if (engine_new(&e, &cfg, err, sizeof(err)) < 0) {
@@ -134,6 +137,7 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     }
     engine_model_info_t mi;
     engine_model_info(e, &mi);
+    fprintf(stderr, "weights: %s\n", mi.weights_note);
     if ((uint32_t)(tokens + prompt_len) + 4 > mi.max_seq_len)
         tokens = (int)mi.max_seq_len - prompt_len - 4;
     double rss = 0;
@@ -192,7 +196,7 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
 int main(int argc, char **argv)
 {
     int o;
-    while ((o = getopt(argc, argv, "+p:c:b:w")) != -1) {
+    while ((o = getopt(argc, argv, "+p:c:b:wH:")) != -1) {
         if (o == 'p')
             prompt_len = atoi(optarg);
         else if (o == 'c')
@@ -201,6 +205,8 @@ int main(int argc, char **argv)
             prefill_chunk = atoi(optarg);
         else if (o == 'w')
             warmup = 1;
+        else if (o == 'H')
+            hugepages = optarg;
         else
             return 2;
     }
@@ -208,7 +214,7 @@ int main(int argc, char **argv)
     argv += optind - 1;
     if (argc < 3 || prompt_len < 1) {
         fprintf(stderr, "usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] "
-                        "[-w] MODEL TOKENIZER|- [threads] [tokens] [N...]\n");
+                        "[-w] [-H auto|on|off] MODEL TOKENIZER|- [threads] [tokens] [N...]\n");
         return 2;
     }
     int threads = argc > 3 ? atoi(argv[3]) : 0;
