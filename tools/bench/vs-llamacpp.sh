@@ -78,8 +78,12 @@ echo "vs-llamacpp: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/
   "load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u '+%Y-%m-%d %H:%M UTC')"
 [[ -n "$lcpp" ]] && echo "llama.cpp: $lcpp_tag (commit $(git -C "$root/build-node/llama.cpp" rev-parse --short HEAD 2>/dev/null)), $lcpp"
 "$build/tools/membw" "$threads" 256 5 | tee "$tmp/membw"
-bw="$(sed -n "s/membw threads $threads: \([0-9.]*\).*/\1/p" "$tmp/membw")"
-[[ -z "$bw" ]] && bw="$(sed -n 's/membw threads 1: \([0-9.]*\).*/\1/p' "$tmp/membw")"
+# inferd's CPU engine holds its weights in huge pages (--hugepages auto) where the kernel
+# offers them: its figure is the huge-page one then (llama.cpp's mapped file has 4 KiB pages)
+bw_of() { sed -n "s/membw threads $1$2: \([0-9.]*\).*/\1/p" "$tmp/membw"; }
+bw="$(bw_of "$threads" " huge pages")"
+[[ -z "$bw" ]] && bw="$(bw_of "$threads" "")"
+[[ -z "$bw" ]] && bw="$(bw_of 1 "")"
 
 # make MODEL: sets file (inferd's file), gguf (llama.cpp's file), tok (tokenizer or -)
 make_model() {
@@ -164,12 +168,13 @@ for m in $models; do
   echo "== $m: $(basename "$file")$([[ -n "$gguf" && "$gguf" != "$file" ]] && echo ", llama.cpp: $(basename "$gguf")")," \
     "file $(( $(stat -c %s "$file") / 1048576 )) MiB"
   : >"$tmp/r"
+  : >"$tmp/core.err"
   ctx=()
   [[ "$m" != stories15m ]] && ctx=(-c 1024) # KV positions per sequence, as llama.cpp's -c below
   start_server
   for r in $(seq "$rounds"); do
     # single stream: engine alone, server, llama.cpp tg, run.c
-    "$core" "${ctx[@]}" "$file" "$tok" "$threads" "$tokens" 1 | sed "s/^/eng1 /" >>"$tmp/r"
+    "$core" "${ctx[@]}" "$file" "$tok" "$threads" "$tokens" 1 2>>"$tmp/core.err" | sed "s/^/eng1 /" >>"$tmp/r"
     "$inferctl" --addr "$addr" bench --streams 1 --requests 1 --max-tokens "$tokens" |
       field 'per-stream decode' | sed "s/^/srv1 /" >>"$tmp/r"
     [[ -n "$lcpp" && -n "$gguf" ]] && echo "lcpp1 $(lb_ts 0 "$tokens")" >>"$tmp/r"
@@ -177,7 +182,7 @@ for m in $models; do
       OMP_NUM_THREADS=$threads "$runc" "$file" 256 2>&1 | sed -n 's/achieved tok\/s: \([0-9.]*\)/runc1 \1/p' >>"$tmp/r"
     # batched decode at 4 and 16 sequences (32-token prompts)
     has batched && for b in 4 16; do
-      "$core" -p 32 "${ctx[@]}" "$file" "$tok" "$threads" "$tokens" "$b" | sed "s/^/eng$b /" >>"$tmp/r"
+      "$core" -p 32 "${ctx[@]}" "$file" "$tok" "$threads" "$tokens" "$b" 2>>"$tmp/core.err" | sed "s/^/eng$b /" >>"$tmp/r"
       "$inferctl" --addr "$addr" bench --streams "$b" --requests "$b" --max-tokens "$tokens" --prompt-tokens 32 |
         field 'steady-decode' | sed "s/^/srv$b /" >>"$tmp/r"
       [[ -n "$lcpp" && -n "$gguf" ]] && echo "lcpp$b $(lbb_tg "$b")" >>"$tmp/r"
@@ -185,11 +190,14 @@ for m in $models; do
     # time to first token, 512-token prompt (one forward of 512 rows), after an untimed prompt
     # of other ids (-w), as llama-bench warms up before it times pp512
     if has prefill && [[ "$m" != stories15m ]]; then
-      "$core" -p 512 -b 512 -w "${ctx[@]}" "$file" "$tok" "$threads" 2 1 | sed "s/^/pp /" >>"$tmp/r"
+      "$core" -p 512 -b 512 -w "${ctx[@]}" "$file" "$tok" "$threads" 2 1 2>>"$tmp/core.err" | sed "s/^/pp /" >>"$tmp/r"
       [[ -n "$lcpp" ]] && echo "lcpp_pp $(lb_ts 512 0)" >>"$tmp/r"
     fi
   done
   stop_server
+  # the engine's stderr: what it did with the weights (once), anything else as it came
+  grep -v '^weights: ' "$tmp/core.err" >&2 || true
+  sed -n '1s/^weights: /  inferd weights: /p' "$tmp/core.err"
   vals() { { grep "^$1 " "$tmp/r" || true; } | cut -d' ' -f2- | { if [[ -n "${2:-}" ]]; then field "$2"; else cat; fi; }; }
   get() { vals "$@" | median; }
   # the median of the rounds' own ratios (each round runs both programs back to back, so the
