@@ -657,15 +657,16 @@ static int map_file(shard_t *sh, const char *path, char *err, size_t errlen)
     return 0;
 }
 
-int gguf_hugepages(gguf_t *g, size_t *bytes, char *err, size_t errlen)
+int gguf_hugepages(gguf_t *g, size_t *bytes, size_t *huge_bytes, char *err, size_t errlen)
 {
-    *bytes = 0;
+    *bytes = *huge_bytes = 0;
     for (uint32_t i = 0; i < g->nshards; i++) {
         if (!g->shards[i].w.base) continue;
         char why[256];
         int rc = wmap_hugepages(&g->shards[i].w, why, sizeof why);
         if (rc < 0) return errorf(err, errlen, rc, "%s: %s", g->name, why);
         *bytes += g->shards[i].w.size;
+        *huge_bytes += g->shards[i].w.huge_bytes;
     }
     return 0;
 }

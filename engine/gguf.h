@@ -111,10 +111,11 @@ int gguf_parse(gguf_t **out, const void *buf, size_t size, const char *name, cha
                size_t errlen);
 
 /** Replace every mapped shard by a private copy in transparent huge pages, at the same
- *  addresses (wmap.h; pointers into the files stay valid); *bytes = the bytes copied. A
+ *  addresses (wmap.h; pointers into the files stay valid); *bytes = the bytes copied,
+ *  *huge_bytes = those the kernel put in huge pages (wmap_t.huge_bytes). A
  *  handle from gguf_parse has nothing to copy. On error (err names the file) the shards not
  *  yet copied stay mapped: the handle stays valid either way. */
-int gguf_hugepages(gguf_t *g, size_t *bytes, char *err, size_t errlen);
+int gguf_hugepages(gguf_t *g, size_t *bytes, size_t *huge_bytes, char *err, size_t errlen);
 
 /** Release the handle and its mappings. NULL is a no-op. */
 void gguf_free(gguf_t *g);

@@ -397,20 +397,23 @@ int model_hugepages(model_t *m, const char *mode, char *note, size_t notelen, ch
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    size_t bytes = 0;
+    size_t bytes = 0, huge = 0;
     int rc = 0;
     if (m->gguf)
-        rc = gguf_hugepages(m->gguf, &bytes, why, sizeof why);
+        rc = gguf_hugepages(m->gguf, &bytes, &huge, why, sizeof why);
     else if (m->map.base && (rc = wmap_hugepages(&m->map, why, sizeof why)) == 0)
-        bytes = m->map.size;
+        bytes = m->map.size, huge = m->map.huge_bytes;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc < 0 && !strcmp(mode, "on")) return errorf(err, errlen, rc, "hugepages on: %s", why);
     if (rc < 0)
         snprintf(note, notelen, "mapped from the file: the copy into huge pages failed: %s", why);
     else
-        snprintf(note, notelen, "%.1f MiB copied into transparent huge pages in %.2f s",
+        snprintf(note, notelen,
+                 "%.1f MiB copied into transparent huge pages in %.2f s (%.1f MiB of it in 2 MiB "
+                 "pages)",
                  (double)bytes / (1 << 20),
-                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+                 (double)huge / (1 << 20));
     return 0;
 }
 

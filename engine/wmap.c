@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -102,7 +103,28 @@ int wmap_hugepages(wmap_t *w, char *err, size_t errlen)
     close(w->fd);
     w->fd = -1;
     w->huge = 1;
+    w->huge_bytes = wmap_huge_bytes(w->base, w->size);
     return 0;
+}
+
+size_t wmap_huge_bytes(const void *addr, size_t cap)
+{
+    FILE *f = fopen("/proc/self/smaps", "re");
+    if (!f) return 0;
+    char line[512];
+    int in = 0;
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's first line */
+            if (in) break;
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+        } else if (in && !strncmp(line, "AnonHugePages:", 14)) {
+            kb = strtoul(line + 14, NULL, 10);
+        }
+    }
+    fclose(f);
+    return kb * 1024 < cap ? kb * 1024 : cap;
 }
 
 int wmap_thp_enabled(const char *text)

@@ -22,11 +22,13 @@
 #define WMAP_HUGE ((size_t)2 << 20)
 
 typedef struct {
-    uint8_t *base; /* the file's bytes; NULL when not open */
-    size_t size;   /* file size */
-    size_t len;    /* bytes reserved at base: size rounded up to WMAP_HUGE */
-    int fd;        /* the file, kept open for wmap_hugepages(); -1 once copied */
-    int huge;      /* 1: the bytes are a private copy in huge pages */
+    uint8_t *base;     /* the file's bytes; NULL when not open */
+    size_t size;       /* file size */
+    size_t len;        /* bytes reserved at base: size rounded up to WMAP_HUGE */
+    int fd;            /* the file, kept open for wmap_hugepages(); -1 once copied */
+    int huge;          /* 1: the bytes are a private copy advised MADV_HUGEPAGE */
+    size_t huge_bytes; /* of them, what the kernel put in huge pages when copied
+                          (/proc/self/smaps' AnonHugePages; 0 when unreadable) */
 } wmap_t;
 
 /** Maps path (a regular file of at least 8 bytes). Errors name the file; `what` prefixes
@@ -36,6 +38,10 @@ int wmap_open(wmap_t *w, const char *path, const char *what, char *err, size_t e
 /** Replaces the mapping by a private copy in huge pages (same address, same bytes). On
  *  error the mapping is unchanged and still valid. Idempotent. */
 int wmap_hugepages(wmap_t *w, char *err, size_t errlen);
+
+/** AnonHugePages, in bytes, that /proc/self/smaps reports for the mapping holding addr, at
+ *  most `cap`; 0 when it cannot be read. */
+size_t wmap_huge_bytes(const void *addr, size_t cap);
 
 /** Unmaps (and closes) w; safe on a closed or zeroed-then-closed wmap_t. */
 void wmap_close(wmap_t *w);

@@ -610,8 +610,9 @@ static void test_files_and_splits(void **state)
         total += (size_t)st.st_size;
         before[i] = gguf_find_tensor(g, names[i])->data;
     }
-    size_t bytes = 0;
-    assert_int_equal(gguf_hugepages(g, &bytes, err, sizeof err), 0);
+    size_t bytes = 0, huge = 0;
+    assert_int_equal(gguf_hugepages(g, &bytes, &huge, err, sizeof err), 0);
+    assert_true(huge <= bytes);
     assert_int_equal(bytes, total);
     for (unsigned i = 0; i < 3; i++) {
         const gguf_tensor_t *t = gguf_find_tensor(g, names[i]);

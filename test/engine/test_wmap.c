@@ -131,6 +131,11 @@ static void test_map_then_copy(void **state)
         /* huge pages were asked for an aligned range of six: the kernel gave some */
         if (huge_kb <= 0) fail_msg("no AnonHugePages after the copy: %s", head);
     }
+    /* what the copy recorded is what smaps says (both read right after the copy) */
+    size_t want = (size_t)huge_kb * 1024 < w.size ? (size_t)huge_kb * 1024 : w.size;
+    assert_int_equal(w.huge_bytes, want);
+    assert_int_equal(wmap_huge_bytes(w.base, w.size), want);
+    assert_int_equal(wmap_huge_bytes(w.base, 4096), want < 4096 ? want : 4096);
     assert_int_equal(wmap_hugepages(&w, err, sizeof err), 0); /* idempotent */
     assert_ptr_equal(w.base, base);
     wmap_close(&w);
