@@ -13,7 +13,8 @@
 #   tools/bench/vs-llamacpp.sh [threads (default: all cores)]
 # env: ROUNDS (3) rounds per measurement; MODELS (all): any of
 #        stories15m llama1b-q4km llama1b-q8_0 llama1b-f16 qwen05b-q8_0
-#      PARTS ("decode batched prefill"): which measurements run;
+#      PARTS ("decode batched prefill"): which measurements run, and "depth": one stream's
+#      decode after DEPTH (1800) positions of context (llama-bench -d), attention's share;
 #      TOKENS (128) decode tokens per stream; LLAMACPP=0 skips llama.cpp (else it is built
 #      once by tools/bench/llamacpp.sh, ~10 minutes); LLAMA2C_RUN_C: llama2.c's run.c
 #      (default build-peer/llama2.c/run.c; without it run.c is left out); BUILD_DIR.
@@ -29,6 +30,7 @@ rounds="${ROUNDS:-3}"
 tokens="${TOKENS:-128}"
 models="${MODELS:-stories15m llama1b-q4km llama1b-q8_0 llama1b-f16 qwen05b-q8_0}"
 parts="${PARTS:-decode batched prefill}"
+depth="${DEPTH:-1800}"
 has() { [[ " $parts " == *" $1 "* ]]; }
 runc_src="${LLAMA2C_RUN_C:-$root/build-peer/llama2.c/run.c}"
 mdir="$build/models"
@@ -130,7 +132,7 @@ make_model() {
 }
 
 # llama-bench: tokens/s of one test (-p P -n N); llama-batched-bench: S_TG at B sequences
-lb_ts() { "$lcpp/llama-bench" -m "$gguf" -t "$threads" -p "$1" -n "$2" -r 1 -o csv 2>/dev/null |
+lb_ts() { "$lcpp/llama-bench" -m "$gguf" -t "$threads" -p "$1" -n "$2" -d "${3:-0}" -r 1 -o csv 2>/dev/null |
   awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /avg_ts/) c = i } NR > 1 { gsub(/"/, "", $c); print $c }' | tail -n 1; }
 lbb_tg() { "$lcpp/llama-batched-bench" -m "$gguf" -t "$threads" -tb "$threads" -c $(( $1 * (32 + tokens) + 64 )) \
     -npp 32 -ntg "$tokens" -npl "$1" 2>/dev/null | awk -F'|' -v b="$1" '$4 + 0 == b { print $9 + 0 }' | tail -n 1; }
@@ -193,6 +195,13 @@ for m in $models; do
       "$core" -p 512 -b 512 -w "${ctx[@]}" "$file" "$tok" "$threads" 2 1 2>>"$tmp/core.err" | sed "s/^/pp /" >>"$tmp/r"
       [[ -n "$lcpp" ]] && echo "lcpp_pp $(lb_ts 512 0)" >>"$tmp/r"
     fi
+    # one stream's decode with DEPTH positions already in the cache (a long chat): the
+    # attention reads grow with the depth, the weights' do not
+    if has depth && [[ "$m" != stories15m ]]; then
+      "$core" -p "$depth" -c $((depth + tokens + 64)) "$file" "$tok" "$threads" "$tokens" 1 \
+        2>>"$tmp/core.err" | sed "s/^/dep /" >>"$tmp/r"
+      [[ -n "$lcpp" && -n "$gguf" ]] && echo "lcpp_dep $(lb_ts 0 "$tokens" "$depth")" >>"$tmp/r"
+    fi
   done
   stop_server
   # the engine's stderr: what it did with the weights (once), anything else as it came
@@ -234,6 +243,11 @@ for m in $models; do
     # llama.cpp's time / inferd's = 512 / llama.cpp's pp512 tokens/s / inferd's ttft, round by round
     pt=$(pr pp 'mean ttft' lcpp_pp '' '$1 > 0 && $2 > 0 { print 512e3 / ($2 * $1) }')
     printf '%-34s %9s %9s %9s   llama.cpp/inferd %s (goal >= 1; round by round %s)\n' "time to first token, 512 (ms)" "$tt" "" "$lt" "$(ratio "$lt" "$tt")" "$pt"
+  fi
+  if has depth && [[ "$m" != stories15m ]]; then
+    ed=$(get dep 'per-stream decode') ld=$(get lcpp_dep)
+    printf '%-34s %9s %9s %9s   inferd/llama.cpp %s (round by round %s)\n' "decode tok/s at depth $depth" "$ed" "" \
+      "${ld:-nan}" "$(ratio "$ed" "$ld")" "$(pr dep 'per-stream decode' lcpp_dep '')"
   fi
   rss=$(get eng16 'rss')
   kv=$(get eng16 'kv')
