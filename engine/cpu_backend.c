@@ -23,6 +23,7 @@
 #define MAX_SEGS 3
 /* attention's chunks for a pool of nth threads (each chunk has its own scores buffer) */
 #define ATT_CHUNKS(nth) (8 * (nth))
+#define ATT_GROUP 16 /* query heads of one KV head scored together, at most */
 
 typedef struct {
     const model_view_t *m;
@@ -37,10 +38,11 @@ typedef struct {
     float *q;                    /* (max_rows, q_dim) */
     float *k;                    /* (max_rows, kv_dim) */
     float *v;                    /* (max_rows, kv_dim) */
-    float *att;                  /* (att_chunks, ctx) scores of the unit in hand, per chunk */
-    float *lx;                   /* (max_rows, dim) final-normed rows that need logits */
-    void *xq[MAX_SEGS];          /* (max_rows, act bytes of wide) activations in a vec format */
-    size_t xq_bytes;             /* bytes of each xq buffer */
+    float *att;         /* (att_chunks, att_group, ctx) scores of the unit in hand, per chunk */
+    int att_group;      /* query heads per KV head scored together: min(n_heads / n_kv_heads, 16) */
+    float *lx;          /* (max_rows, dim) final-normed rows that need logits */
+    void *xq[MAX_SEGS]; /* (max_rows, act bytes of wide) activations in a vec format */
+    size_t xq_bytes;    /* bytes of each xq buffer */
     float *key;   /* (max_slots, layer, kv_head, ctx, head_dim): a head's positions in a row */
     float *value; /* (max_slots, layer, kv_head, ctx, head_dim) */
     int *cap;     /* (max_slots) positions reserved, 0 = slot unused */
@@ -122,7 +124,8 @@ static int cpu_load(void **ctx, const model_view_t *m, const backend_opts_t *o, 
     s->q = falloc(R * s->q_dim);
     s->k = falloc(R * s->kv_dim);
     s->v = falloc(R * s->kv_dim);
-    s->att = falloc((size_t)ATT_CHUNKS(pool_size(pool)) * (size_t)s->ctx);
+    s->att_group = c->n_heads / c->n_kv_heads < ATT_GROUP ? c->n_heads / c->n_kv_heads : ATT_GROUP;
+    s->att = falloc((size_t)ATT_CHUNKS(pool_size(pool)) * (size_t)s->att_group * (size_t)s->ctx);
     s->lx = falloc(R * c->dim);
     s->xq_bytes = R * kernels_act_row_bytes_max(s->wide);
     for (int i = 0; i < MAX_SEGS; i++)
@@ -272,40 +275,53 @@ typedef struct {
     cpu_t *s;
     const fwd_row_t *rows;
     int n, layer;
+    int split; /* each KV head's query heads in this many parts (units of work) */
 } att_job_t;
 
+/* Units of work (KV head, part, row), KV-head-major: the rows of one KV head in turn read the
+ * same keys and values (a prompt's stay in L2 across its rows), and a unit's query heads
+ * (grouped-query attention: n_heads / n_kv_heads of them share the KV head) are scored and
+ * mixed together, a block of positions at a time, so the keys and values are read once for
+ * all of them instead of once per head (att_scores_group, att_mix_group: the same bits). */
 static void att_run(void *arg, int ci, int nchunks)
 {
     att_job_t *j = arg;
     cpu_t *s = j->s;
     const model_config_t *c = &s->m->c;
-    int hs = s->hs, kv_mul = c->n_heads / c->n_kv_heads;
-    int total = j->n * c->n_heads;
+    int hs = s->hs, kv_mul = c->n_heads / c->n_kv_heads, gs = kv_mul / j->split;
+    int total = j->n * c->n_kv_heads * j->split;
     int per = total / nchunks, extra = total % nchunks;
     int a = ci * per + (ci < extra ? ci : extra);
     int b = a + per + (ci < extra ? 1 : 0);
     float scale = 1.0f / sqrtf((float)hs);
-    /* head-major: one head's rows in turn read the same key and value rows (a prompt's keys
-     * stay in L2 across its rows instead of every row bringing all heads' back) */
-    float *att = s->att + (size_t)ci * (size_t)s->ctx; /* this chunk's scores, (ctx) */
+    size_t ctx = (size_t)s->ctx;
+    float *att = s->att + (size_t)ci * ctx * (size_t)s->att_group; /* (att_group, ctx) */
     for (int t = a; t < b; t++) {
-        int h = t / j->n, r = t % j->n;
+        int u = t / j->n, r = t % j->n;
+        int kvh = u / j->split, h1 = kvh * kv_mul + (u % j->split) * gs;
         const fwd_row_t *row = &j->rows[r];
-        const float *kc = kv_at(s, s->key, row->slot, j->layer);
-        const float *vc = kv_at(s, s->value, row->slot, j->layer);
-        const float *q = s->q + (size_t)r * s->q_dim + (size_t)h * hs;
-        int kvh = h / kv_mul;
-        size_t kvo = (size_t)kvh * (size_t)s->ctx * (size_t)hs; /* head kvh's (ctx, hs) */
-        att_scores(att, q, kc + kvo, (size_t)hs, row->pos + 1, hs, scale);
-        /* the exponentials on vector lanes; their sum stays one double chain in position
-         * order, so its bits are the same on every ISA */
-        kernels_exp_sub(att, row->pos + 1, kernels_max(att, row->pos + 1), 1.0f);
-        double sum = 0.0;
-        for (int p = 0; p <= row->pos; p++)
-            sum += (double)att[p];
-        float inv = (float)(1.0 / sum);
-        float *out = s->xb + (size_t)r * s->q_dim + (size_t)h * hs;
-        att_mix(out, att, inv, vc + kvo, (size_t)hs, row->pos + 1, hs);
+        int np = row->pos + 1;
+        size_t kvo = (size_t)kvh * ctx * (size_t)hs; /* head kvh's (ctx, hs) */
+        const float *kc = kv_at(s, s->key, row->slot, j->layer) + kvo;
+        const float *vc = kv_at(s, s->value, row->slot, j->layer) + kvo;
+        for (int h0 = h1; h0 < h1 + gs; h0 += ATT_GROUP) {
+            int g = h1 + gs - h0 < ATT_GROUP ? h1 + gs - h0 : ATT_GROUP;
+            att_scores_group(att, ctx, s->q + (size_t)r * s->q_dim + (size_t)h0 * hs, (size_t)hs, g,
+                             kc, (size_t)hs, np, hs, scale);
+            float inv[ATT_GROUP];
+            for (int i = 0; i < g; i++) {
+                /* the exponentials on vector lanes; their sum stays one double chain in
+                 * position order, so its bits are the same on every ISA */
+                float *ai = att + (size_t)i * ctx;
+                kernels_exp_sub(ai, np, kernels_max(ai, np), 1.0f);
+                double sum = 0.0;
+                for (int p = 0; p < np; p++)
+                    sum += (double)ai[p];
+                inv[i] = (float)(1.0 / sum);
+            }
+            att_mix_group(s->xb + (size_t)r * s->q_dim + (size_t)h0 * hs, (size_t)hs, att, ctx, inv,
+                          g, vc, (size_t)hs, np, hs);
+        }
     }
 }
 
@@ -479,8 +495,12 @@ static int cpu_forward(void *ctx, const fwd_row_t *rows, int n, float *logits)
         mm(s, s->xb, n, 3, (float *const[]){s->q, s->k, s->v}, (const int[]){qd, kvd, kvd},
            (const tensor_t *const[]){&L->wq, &L->wk, &L->wv});
         rows_step(s, rows, n, l, ROWS_QKV);
-        att_job_t aj = {s, rows, n, l};
-        int units = n * c->n_heads, most = ATT_CHUNKS(pool_size(s->pool));
+        /* split a KV head's query heads only when there are too few units for the threads */
+        int nth = pool_size(s->pool), split = 1, kv_mul = c->n_heads / c->n_kv_heads;
+        while (kv_mul % (2 * split) == 0 && n * c->n_kv_heads * split < 2 * nth)
+            split *= 2;
+        att_job_t aj = {s, rows, n, l, split};
+        int units = n * c->n_kv_heads * split, most = ATT_CHUNKS(nth);
         pool_run_chunks(s->pool, att_run, &aj, units < most ? units : most);
         mm(s, s->xb, n, 1, (float *const[]){s->xb2}, (const int[]){dim},
            (const tensor_t *const[]){&L->wo});

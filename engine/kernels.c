@@ -3282,10 +3282,11 @@ void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int 
  * the mix accumulates each output element over the positions in order (vector lanes are
  * independent elements). */
 
+/* cont: go on from out's values (a later block of positions) instead of from 0.0f */
 static void att_mix_generic(float *out, const float *att, float inv, const float *v, size_t vstride,
-                            int npos, int n)
+                            int npos, int n, int cont)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n && !cont; i++)
         out[i] = 0.0f;
     for (int p = 0; p < npos; p++) {
         const float *vp = v + (size_t)p * vstride;
@@ -3337,11 +3338,17 @@ AVX static void att_scores_avx(float *att, const float *q, const float *k, size_
 
 /* 32 output elements per pass over the positions in four registers, then 8, then one */
 AVX static void att_mix_avx(float *out, const float *att, float inv, const float *v, size_t vstride,
-                            int npos, int n)
+                            int npos, int n, int cont)
 {
     int i = 0;
     for (; i + 32 <= n; i += 32) {
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        if (cont) {
+            c0 = _mm256_loadu_ps(out + i);
+            c1 = _mm256_loadu_ps(out + i + 8);
+            c2 = _mm256_loadu_ps(out + i + 16);
+            c3 = _mm256_loadu_ps(out + i + 24);
+        }
         for (int p = 0; p < npos; p++) {
             const float *vp = v + (size_t)p * vstride + i;
             __m256 a = _mm256_set1_ps(att[p] * inv);
@@ -3356,13 +3363,13 @@ AVX static void att_mix_avx(float *out, const float *att, float inv, const float
         _mm256_storeu_ps(out + i + 24, c3);
     }
     for (; i + 8 <= n; i += 8) {
-        __m256 c = _mm256_setzero_ps();
+        __m256 c = cont ? _mm256_loadu_ps(out + i) : _mm256_setzero_ps();
         for (int p = 0; p < npos; p++)
             c = _mm256_add_ps(c, _mm256_mul_ps(_mm256_set1_ps(att[p] * inv),
                                                _mm256_loadu_ps(v + (size_t)p * vstride + i)));
         _mm256_storeu_ps(out + i, c);
     }
-    if (i < n) att_mix_generic(out + i, att, inv, v + i, vstride, npos, n - i);
+    if (i < n) att_mix_generic(out + i, att, inv, v + i, vstride, npos, n - i, cont);
 }
 #endif
 
@@ -3379,16 +3386,56 @@ void att_scores(float *att, const float *q, const float *k, size_t kstride, int 
         att[p] = dot_generic(q, k + (size_t)p * kstride, n) * scale;
 }
 
-void att_mix(float *out, const float *att, float inv, const float *v, size_t vstride, int npos,
-             int n)
+static void att_mix_from(float *out, const float *att, float inv, const float *v, size_t vstride,
+                         int npos, int n, int cont)
 {
 #ifdef HAVE_X86
     if (kernels_isa() != KERNEL_GENERIC) {
-        att_mix_avx(out, att, inv, v, vstride, npos, n);
+        att_mix_avx(out, att, inv, v, vstride, npos, n, cont);
         return;
     }
 #endif
-    att_mix_generic(out, att, inv, v, vstride, npos, n);
+    att_mix_generic(out, att, inv, v, vstride, npos, n, cont);
+}
+
+void att_mix(float *out, const float *att, float inv, const float *v, size_t vstride, int npos,
+             int n)
+{
+    att_mix_from(out, att, inv, v, vstride, npos, n, 0);
+}
+
+/* Heads sharing one key and value sequence (grouped-query attention) take each block of
+ * positions in turn, so its keys (values) come from L1 for every head but the first; a block
+ * is ~16 KiB of rows. A score is a per-position dot, and a mix element's chain only goes on
+ * from where the last block stored it, so the bits are att_scores' and att_mix'. */
+static int att_block(int n, size_t stride)
+{
+    size_t b = (16384 / sizeof(float)) / (stride > (size_t)n ? stride : (size_t)n);
+    return b < 8 ? 8 : (int)(b & ~(size_t)7);
+}
+
+void att_scores_group(float *att, size_t astride, const float *q, size_t qstride, int g,
+                      const float *k, size_t kstride, int npos, int n, float scale)
+{
+    int blk = att_block(n, kstride);
+    for (int p0 = 0; p0 < npos; p0 += blk) {
+        int nb = npos - p0 < blk ? npos - p0 : blk;
+        for (int j = 0; j < g; j++)
+            att_scores(att + (size_t)j * astride + p0, q + (size_t)j * qstride,
+                       k + (size_t)p0 * kstride, kstride, nb, n, scale);
+    }
+}
+
+void att_mix_group(float *out, size_t ostride, const float *att, size_t astride, const float *inv,
+                   int g, const float *v, size_t vstride, int npos, int n)
+{
+    int blk = att_block(n, vstride);
+    for (int p0 = 0; p0 < npos; p0 += blk) {
+        int nb = npos - p0 < blk ? npos - p0 : blk;
+        for (int j = 0; j < g; j++)
+            att_mix_from(out + (size_t)j * ostride, att + (size_t)j * astride + p0, inv[j],
+                         v + (size_t)p0 * vstride, vstride, nb, n, p0 > 0);
+    }
 }
 
 /* ---- exponential -----------------------------------------------------------------------------

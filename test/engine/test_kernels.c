@@ -18,7 +18,9 @@
  *   - the F16/BF16 weights' activation rows (values rounded as ggml rounds to f16/bf16, as
  *     f32 and as 16-bit) hold the 16-bit formats' very values;
  *   - attention (att_scores, att_mix): on every ISA, the bits of F32's dot order times the
- *     scale, and of the value rows' weighted sum accumulated element by element in order.
+ *     scale, and of the value rows' weighted sum accumulated element by element in order;
+ *     the grouped-query versions (a block of positions at a time for several heads) the same
+ *     bits head by head.
  *   - the exponential (kernels_exp) and what is built on it (kernels_exp_sub, kernels_silu_mul),
  *     and kernels_max: every ISA gives the generic bits on random values, the overflow and
  *     underflow thresholds, subnormal results, +-0, +-inf, NaNs and lengths that are no
@@ -682,6 +684,53 @@ static void test_attention(void **state)
     free(v);
 }
 
+/* Grouped-query attention: g heads over one key and value sequence, a block of positions at a
+ * time (blocks of 24 positions at this stride, so the counts below cross zero, one and many
+ * block boundaries), give each head's att_scores and att_mix bits on every ISA. */
+static void test_attention_group(void **state)
+{
+    (void)state;
+    static const int heads[] = {8, 40, 64, 128};
+    static const int positions[] = {1, 23, 24, 25, 49, 300};
+    static const int groups[] = {1, 3, 4};
+    enum { KSTRIDE = 136, MAXPOS = 300, G = 4 };
+    float *k = malloc(sizeof(float) * KSTRIDE * MAXPOS),
+          *v = malloc(sizeof(float) * KSTRIDE * MAXPOS);
+    float q[G * KSTRIDE], att[G * MAXPOS], want[MAXPOS], out[G * KSTRIDE], one[KSTRIDE];
+    for (int i = 0; i < KSTRIDE * MAXPOS; i++) {
+        k[i] = unit();
+        v[i] = unit();
+    }
+    for (int i = 0; i < G * KSTRIDE; i++)
+        q[i] = unit();
+    FOR_EACH_ISA(isa)
+    {
+        for (size_t hi = 0; hi < sizeof heads / sizeof heads[0]; hi++)
+            for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++)
+                for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+                    int n = heads[hi], np = positions[pi], g = groups[gi];
+                    float scale = 1.0f / sqrtf((float)n), inv[G];
+                    att_scores_group(att, MAXPOS, q, KSTRIDE, g, k + 3, KSTRIDE, np, n, scale);
+                    for (int j = 0; j < g; j++) {
+                        att_scores(want, q + (size_t)j * KSTRIDE, k + 3, KSTRIDE, np, n, scale);
+                        if (memcmp(att + (size_t)j * MAXPOS, want, sizeof(float) * (size_t)np))
+                            fail_msg("isa %d att_scores_group n %d npos %d g %d: head %d differs",
+                                     isa, n, np, g, j);
+                        inv[j] = 1.0f / (float)(j + 3);
+                    }
+                    att_mix_group(out, KSTRIDE, att, MAXPOS, inv, g, v + 5, KSTRIDE, np, n);
+                    for (int j = 0; j < g; j++) {
+                        att_mix(one, att + (size_t)j * MAXPOS, inv[j], v + 5, KSTRIDE, np, n);
+                        if (memcmp(out + (size_t)j * KSTRIDE, one, sizeof(float) * (size_t)n))
+                            fail_msg("isa %d att_mix_group n %d npos %d g %d: head %d differs", isa,
+                                     n, np, g, j);
+                    }
+                }
+    }
+    free(k);
+    free(v);
+}
+
 /* floats in one order as integers: two floats' distance in ULPs (inf is one past FLT_MAX) */
 static int64_t ordered(float f)
 {
@@ -863,15 +912,11 @@ static void test_exp_accuracy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_batch_invariance),
-        cmocka_unit_test(test_isas_and_reference),
-        cmocka_unit_test(test_kquant_extremes),
-        cmocka_unit_test(test_float_chains),
-        cmocka_unit_test(test_long_rows),
-        cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_rounded_activations),
-        cmocka_unit_test(test_quantize_isas),
-        cmocka_unit_test(test_exp_isas),
+        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_isas_and_reference),
+        cmocka_unit_test(test_kquant_extremes),  cmocka_unit_test(test_float_chains),
+        cmocka_unit_test(test_long_rows),        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_group),  cmocka_unit_test(test_rounded_activations),
+        cmocka_unit_test(test_quantize_isas),    cmocka_unit_test(test_exp_isas),
         cmocka_unit_test(test_exp_accuracy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
