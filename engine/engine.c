@@ -1392,10 +1392,8 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
     if (cfg->threads < 0 || cfg->max_batch < 0 || cfg->max_queued < 0 || cfg->max_backlog < 0 ||
         cfg->prefill_chunk < 0 || cfg->ctx_size < 0)
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
-    if (cfg->hugepages && strcmp(cfg->hugepages, "auto") && strcmp(cfg->hugepages, "on") &&
-        strcmp(cfg->hugepages, "off"))
-        return errorf(err, errlen, -EINVAL, "hugepages '%s' is not auto, on or off",
-                      cfg->hugepages);
+    /* a bad mode fails before the model is loaded, not after */
+    if ((rc = model_hugepages_mode(cfg->hugepages, err, errlen)) < 0) return rc;
     engine_t *e = calloc(1, sizeof(*e));
     if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
     e->cfg = *cfg;

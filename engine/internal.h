@@ -88,6 +88,10 @@ void model_count(model_t *m);
  *  (same addresses); call it before threads read the weights. */
 int model_hugepages(model_t *m, const char *mode, char *note, size_t notelen, char *err,
                     size_t errlen);
+/** model_hugepages' modes; model_hugepages_mode parses one ("auto" or NULL, "on", "off"), or
+ *  is -EINVAL with err naming the value. */
+enum { HUGEPAGES_AUTO = 0, HUGEPAGES_ON = 1, HUGEPAGES_OFF = 2 };
+int model_hugepages_mode(const char *mode, char *err, size_t errlen);
 
 /* ---- tokenizer, chat templates, stop strings: tokenizer.h ------------------- */
 

@@ -379,19 +379,26 @@ int model_load(model_t *m, const char *path, int ctx_size, char *err, size_t err
     return 0;
 }
 
+int model_hugepages_mode(const char *mode, char *err, size_t errlen)
+{
+    if (!mode || !strcmp(mode, "auto")) return HUGEPAGES_AUTO;
+    if (!strcmp(mode, "on")) return HUGEPAGES_ON;
+    if (!strcmp(mode, "off")) return HUGEPAGES_OFF;
+    return errorf(err, errlen, -EINVAL, "hugepages '%s' is not auto, on or off", mode);
+}
+
 int model_hugepages(model_t *m, const char *mode, char *note, size_t notelen, char *err,
                     size_t errlen)
 {
-    if (!mode) mode = "auto";
-    if (strcmp(mode, "auto") && strcmp(mode, "on") && strcmp(mode, "off"))
-        return errorf(err, errlen, -EINVAL, "hugepages '%s' is not auto, on or off", mode);
-    if (!strcmp(mode, "off")) {
+    int hp = model_hugepages_mode(mode, err, errlen);
+    if (hp < 0) return hp;
+    if (hp == HUGEPAGES_OFF) {
         snprintf(note, notelen, "mapped from the file (hugepages off)");
         return 0;
     }
     char why[256];
     if (!wmap_thp_available(why, sizeof why)) {
-        if (!strcmp(mode, "on")) return errorf(err, errlen, -ENOTSUP, "hugepages on: %s", why);
+        if (hp == HUGEPAGES_ON) return errorf(err, errlen, -ENOTSUP, "hugepages on: %s", why);
         snprintf(note, notelen, "mapped from the file: %s", why);
         return 0;
     }
@@ -404,7 +411,7 @@ int model_hugepages(model_t *m, const char *mode, char *note, size_t notelen, ch
     else if (m->map.base && (rc = wmap_hugepages(&m->map, why, sizeof why)) == 0)
         bytes = m->map.size, huge = m->map.huge_bytes;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (rc < 0 && !strcmp(mode, "on")) return errorf(err, errlen, rc, "hugepages on: %s", why);
+    if (rc < 0 && hp == HUGEPAGES_ON) return errorf(err, errlen, rc, "hugepages on: %s", why);
     if (rc < 0)
         snprintf(note, notelen, "mapped from the file: the copy into huge pages failed: %s", why);
     else
