@@ -3398,16 +3398,10 @@ static void att_mix_from(float *out, const float *att, float inv, const float *v
     att_mix_generic(out, att, inv, v, vstride, npos, n, cont);
 }
 
-void att_mix(float *out, const float *att, float inv, const float *v, size_t vstride, int npos,
-             int n)
-{
-    att_mix_from(out, att, inv, v, vstride, npos, n, 0);
-}
-
 /* Heads sharing one key and value sequence (grouped-query attention) take each block of
  * positions in turn, so its keys (values) come from L1 for every head but the first; a block
  * is ~16 KiB of rows. A score is a per-position dot, and a mix element's chain only goes on
- * from where the last block stored it, so the bits are att_scores' and att_mix'. */
+ * from where the last block stored it, so the bits are att_scores' and one head's mix. */
 static int att_block(int n, size_t stride)
 {
     size_t b = (16384 / sizeof(float)) / (stride > (size_t)n ? stride : (size_t)n);

@@ -108,17 +108,16 @@ uint16_t fp32_to_bf16(float f);
  *  dot's order (one 8-lane chain, above) on every ISA. */
 void att_scores(float *att, const float *q, const float *k, size_t kstride, int npos, int n,
                 float scale);
-/** Attention mix: out[i] = sum over p < npos, in order from 0.0f, of (att[p] * inv) *
- *  v[p * vstride + i] (a mul then an add per term, the same bits on every path); out: (n). */
-void att_mix(float *out, const float *att, float inv, const float *v, size_t vstride, int npos,
-             int n);
 /** att_scores for g heads over one key sequence (grouped-query attention): head j from
  *  q + j * qstride into att + j * astride; the keys are read once per block of positions for
  *  all g heads. Every score has att_scores' bits. */
 void att_scores_group(float *att, size_t astride, const float *q, size_t qstride, int g,
                       const float *k, size_t kstride, int npos, int n, float scale);
-/** att_mix for g heads over one value sequence: head j from att + j * astride and inv[j] into
- *  out + j * ostride, the values read once per block of positions; att_mix's bits. */
+/** Attention mix for g heads over one value sequence (grouped-query attention; g = 1 for
+ *  one head): head j's out_j = out + j * ostride, (n), from att_j = att + j * astride and
+ *  inv[j]: out_j[i] = sum over p < npos, in order from 0.0f, of (att_j[p] * inv[j]) *
+ *  v[p * vstride + i] (a mul then an add per term, the same bits on every path and for every
+ *  g); the values are read once per block of positions for all g heads. */
 void att_mix_group(float *out, size_t ostride, const float *att, size_t astride, const float *inv,
                    int g, const float *v, size_t vstride, int npos, int n);
 

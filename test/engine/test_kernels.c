@@ -17,10 +17,10 @@
  *   - rows too long for the AVX-512 Q8_0/Q4_0 tiles' scale buffer give the dot's bits too;
  *   - the F16/BF16 weights' activation rows (values rounded as ggml rounds to f16/bf16, as
  *     f32 and as 16-bit) hold the 16-bit formats' very values;
- *   - attention (att_scores, att_mix): on every ISA, the bits of F32's dot order times the
- *     scale, and of the value rows' weighted sum accumulated element by element in order;
- *     the grouped-query versions (a block of positions at a time for several heads) the same
- *     bits head by head.
+ *   - attention (att_scores, att_mix_group of one head): on every ISA, the bits of F32's dot
+ *     order times the scale, and of the value rows' weighted sum accumulated element by
+ *     element in order; the grouped-query versions (a block of positions at a time for
+ *     several heads) the same bits head by head.
  *   - the exponential (kernels_exp) and what is built on it (kernels_exp_sub, kernels_silu_mul),
  *     and kernels_max: every ISA gives the generic bits on random values, the overflow and
  *     underflow thresholds, subnormal results, +-0, +-inf, NaNs and lengths that are no
@@ -666,7 +666,7 @@ static void test_attention(void **state)
                     att[p] = (float)(p % 5) * 0.25f - 0.3f;
                 }
                 float inv = 1.0f / 3.0f;
-                att_mix(out, att, inv, vh, KSTRIDE, np, n);
+                att_mix_group(out, 0, att, 0, &inv, 1, vh, KSTRIDE, np, n);
                 for (int i = 0; i < n; i++) {
                     float want = 0.0f;
                     for (int p = 0; p < np; p++) {
@@ -675,8 +675,8 @@ static void test_attention(void **state)
                         want += t;
                     }
                     if (memcmp(&out[i], &want, 4))
-                        fail_msg("isa %d att_mix n %d npos %d: out[%d] = %.9g, want %.9g", isa, n,
-                                 np, i, (double)out[i], (double)want);
+                        fail_msg("isa %d att_mix_group n %d npos %d: out[%d] = %.9g, want %.9g",
+                                 isa, n, np, i, (double)out[i], (double)want);
                 }
             }
     }
@@ -686,7 +686,7 @@ static void test_attention(void **state)
 
 /* Grouped-query attention: g heads over one key and value sequence, a block of positions at a
  * time (blocks of 24 positions at this stride, so the counts below cross zero, one and many
- * block boundaries), give each head's att_scores and att_mix bits on every ISA. */
+ * block boundaries), give each head's att_scores bits and its one-head mix's on every ISA. */
 static void test_attention_group(void **state)
 {
     (void)state;
@@ -720,7 +720,8 @@ static void test_attention_group(void **state)
                     }
                     att_mix_group(out, KSTRIDE, att, MAXPOS, inv, g, v + 5, KSTRIDE, np, n);
                     for (int j = 0; j < g; j++) {
-                        att_mix(one, att + (size_t)j * MAXPOS, inv[j], v + 5, KSTRIDE, np, n);
+                        att_mix_group(one, 0, att + (size_t)j * MAXPOS, 0, &inv[j], 1, v + 5,
+                                      KSTRIDE, np, n);
                         if (memcmp(out + (size_t)j * KSTRIDE, one, sizeof(float) * (size_t)n))
                             fail_msg("isa %d att_mix_group n %d npos %d g %d: head %d differs", isa,
                                      n, np, g, j);
