@@ -121,6 +121,18 @@ void att_scores_group(float *att, size_t astride, const float *q, size_t qstride
 void att_mix_group(float *out, size_t ostride, const float *att, size_t astride, const float *inv,
                    int g, const float *v, size_t vstride, int npos, int n);
 
+/** att_scores_group over keys kept as IEEE half (an F16 KV cache): every score has the bits
+ *  att_scores_group gives on the keys' f32 values (fp16_to_fp32), on every ISA. */
+void att_scores_group_f16(float *att, size_t astride, const float *q, size_t qstride, int g,
+                          const uint16_t *k, size_t kstride, int npos, int n, float scale);
+/** att_mix_group over values kept as IEEE half: the bits att_mix_group gives on their f32
+ *  values, on every ISA. */
+void att_mix_group_f16(float *out, size_t ostride, const float *att, size_t astride,
+                       const float *inv, int g, const uint16_t *v, size_t vstride, int npos,
+                       int n);
+/** dst[i] = fp32_to_fp16(x[i]) for i < n (round to nearest even; every ISA the same bits). */
+void kernels_to_f16(uint16_t *dst, const float *x, int n);
+
 /* ---- exponential and the element-wise steps built on it ------------------------------------
  * kernels_exp is the engine's e^x: one definition that the generic C and the AVX2 and AVX-512
  * paths compute to the same bits (kernels.c says how), so a step that uses it gives one result
