@@ -505,18 +505,26 @@ static inline float hsum_chains(float acc[FCHAINS][8])
     return hsum8(v);
 }
 
-static float dot_generic(const float *a, const float *b, int n)
-{
-    float acc[8] = {0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += a[j + l] * b[j + l];
-    float s = hsum8(acc);
-    for (; j < n; j++)
-        s += a[j] * b[j];
-    return s;
-}
+/* F32's dot in the generic C, over b's elements widened by CONV: dot_generic on f32 rows,
+ * dot_generic_h on the halves of an F16 KV cache's keys (exact widening, so the same bits as
+ * dot_generic on their f32 values) */
+#define DOT_GENERIC(NAME, ET, CONV)                                                                \
+    static float NAME(const float *a, const ET *b, int n)                                          \
+    {                                                                                              \
+        float acc[8] = {0};                                                                        \
+        int j = 0;                                                                                 \
+        for (; j + 8 <= n; j += 8)                                                                 \
+            for (int l = 0; l < 8; l++)                                                            \
+                acc[l] += a[j + l] * CONV(b[j + l]);                                               \
+        float s = hsum8(acc);                                                                      \
+        for (; j < n; j++)                                                                         \
+            s += a[j] * CONV(b[j]);                                                                \
+        return s;                                                                                  \
+    }
+#define F32_AS_IS(x) (x)
+
+DOT_GENERIC(dot_generic, float, F32_AS_IS)
+DOT_GENERIC(dot_generic_h, uint16_t, fp16_to_fp32)
 
 static float g_dot_f32(int n, const void *w, const void *x)
 {
@@ -798,18 +806,23 @@ AVX static inline __m256 bf16x8(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-/* F32's dot: one FMA chain, as dot_generic orders it. */
-AVX static float dot_avx(const float *a, const float *b, int n)
-{
-    __m256 acc = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
-    float s = hsum_avx(acc);
-    for (; j < n; j++)
-        s += a[j] * b[j];
-    return s;
-}
+/* F32's dot: one FMA chain, as dot_generic orders it; LOAD widens 8 of b's elements, CONV one
+ * (dot_avx on f32 rows, dot_avx_h on an F16 KV cache's keys: the same bits on their values) */
+#define DOT_AVX(NAME, ET, LOAD, CONV)                                                              \
+    AVX static float NAME(const float *a, const ET *b, int n)                                      \
+    {                                                                                              \
+        __m256 acc = _mm256_setzero_ps();                                                          \
+        int j = 0;                                                                                 \
+        for (; j + 8 <= n; j += 8)                                                                 \
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), LOAD(b + j), acc);                       \
+        float s = hsum_avx(acc);                                                                   \
+        for (; j < n; j++)                                                                         \
+            s += a[j] * CONV(b[j]);                                                                \
+        return s;                                                                                  \
+    }
+
+DOT_AVX(dot_avx, float, _mm256_loadu_ps, F32_AS_IS)
+DOT_AVX(dot_avx_h, uint16_t, f16x8, fp16_to_fp32)
 
 AVX static float a_dot_f32(int n, const void *w, const void *x)
 {
@@ -3282,19 +3295,30 @@ void kernels_matmul(float *out, int ostride, const void *x, size_t xstride, int 
  * the mix accumulates each output element over the positions in order (vector lanes are
  * independent elements). */
 
+/* The attention steps are written once for the keys' and values' element type: ET is float
+ * (an f32 KV cache; the public att_* functions) or uint16_t holding IEEE halves (an F16 cache;
+ * the *_h functions and the _f16 group functions). A half widens to f32 exactly (CONV:
+ * fp16_to_fp32; LOAD, 8 at a time: F16C's vcvtph2ps), and every step after the load is the
+ * same, so an F16 cache's scores and mix have the bits of the f32 path on the halves' values,
+ * ISA by ISA. */
+
 /* cont: go on from out's values (a later block of positions) instead of from 0.0f */
-static void att_mix_generic(float *out, const float *att, float inv, const float *v, size_t vstride,
-                            int npos, int n, int cont)
-{
-    for (int i = 0; i < n && !cont; i++)
-        out[i] = 0.0f;
-    for (int p = 0; p < npos; p++) {
-        const float *vp = v + (size_t)p * vstride;
-        float a = att[p] * inv;
-        for (int i = 0; i < n; i++)
-            out[i] += a * vp[i];
+#define ATT_MIX_GENERIC(NAME, ET, CONV)                                                            \
+    static void NAME(float *out, const float *att, float inv, const ET *v, size_t vstride,         \
+                     int npos, int n, int cont)                                                    \
+    {                                                                                              \
+        for (int i = 0; i < n && !cont; i++)                                                       \
+            out[i] = 0.0f;                                                                         \
+        for (int p = 0; p < npos; p++) {                                                           \
+            const ET *vp = v + (size_t)p * vstride;                                                \
+            float a = att[p] * inv;                                                                \
+            for (int i = 0; i < n; i++)                                                            \
+                out[i] += a * CONV(vp[i]);                                                         \
+        }                                                                                          \
     }
-}
+
+ATT_MIX_GENERIC(att_mix_generic, float, F32_AS_IS)
+ATT_MIX_GENERIC(att_mix_generic_h, uint16_t, fp16_to_fp32)
 
 #ifdef HAVE_X86
 /* hsum_avx of eight vectors at once, lane p = hsum_avx(v[p]): the same additions in the same
@@ -3314,122 +3338,177 @@ AVX static inline __m256 hsum_avx8(const __m256 v[8])
 
 /* Eight positions at a time when the head has whole 8-blocks: eight independent chains in
  * flight where one dot's chain of n / 8 dependent FMAs left the core waiting (13 cycles a
- * 64-element score, one at a time); each chain and its sum are dot_avx's. */
-AVX static void att_scores_avx(float *att, const float *q, const float *k, size_t kstride, int npos,
-                               int n, float scale)
-{
-    int p = 0;
-    if (n % 8 == 0)
-        for (; p + 8 <= npos; p += 8) {
-            const float *kp = k + (size_t)p * kstride;
-            __m256 c[8];
-            for (int r = 0; r < 8; r++)
-                c[r] = _mm256_setzero_ps();
-            for (int j = 0; j < n; j += 8) {
-                __m256 qj = _mm256_loadu_ps(q + j);
-                for (int r = 0; r < 8; r++)
-                    c[r] = _mm256_fmadd_ps(qj, _mm256_loadu_ps(kp + (size_t)r * kstride + j), c[r]);
-            }
-            _mm256_storeu_ps(att + p, _mm256_mul_ps(hsum_avx8(c), _mm256_set1_ps(scale)));
-        }
-    for (; p < npos; p++)
-        att[p] = dot_avx(q, k + (size_t)p * kstride, n) * scale;
-}
+ * 64-element score, one at a time); each chain and its sum are dot_avx's (DOT: dot_avx or
+ * dot_avx_h, the same ET). */
+#define ATT_SCORES_AVX(NAME, ET, LOAD, DOT)                                                        \
+    AVX static void NAME(float *att, const float *q, const ET *k, size_t kstride, int npos, int n, \
+                         float scale)                                                              \
+    {                                                                                              \
+        int p = 0;                                                                                 \
+        if (n % 8 == 0)                                                                            \
+            for (; p + 8 <= npos; p += 8) {                                                        \
+                const ET *kp = k + (size_t)p * kstride;                                            \
+                __m256 c[8];                                                                       \
+                for (int r = 0; r < 8; r++)                                                        \
+                    c[r] = _mm256_setzero_ps();                                                    \
+                for (int j = 0; j < n; j += 8) {                                                   \
+                    __m256 qj = _mm256_loadu_ps(q + j);                                            \
+                    for (int r = 0; r < 8; r++)                                                    \
+                        c[r] = _mm256_fmadd_ps(qj, LOAD(kp + (size_t)r * kstride + j), c[r]);      \
+                }                                                                                  \
+                _mm256_storeu_ps(att + p, _mm256_mul_ps(hsum_avx8(c), _mm256_set1_ps(scale)));     \
+            }                                                                                      \
+        for (; p < npos; p++)                                                                      \
+            att[p] = DOT(q, k + (size_t)p * kstride, n) * scale;                                   \
+    }
 
-/* 32 output elements per pass over the positions in four registers, then 8, then one */
-AVX static void att_mix_avx(float *out, const float *att, float inv, const float *v, size_t vstride,
-                            int npos, int n, int cont)
-{
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-        if (cont) {
-            c0 = _mm256_loadu_ps(out + i);
-            c1 = _mm256_loadu_ps(out + i + 8);
-            c2 = _mm256_loadu_ps(out + i + 16);
-            c3 = _mm256_loadu_ps(out + i + 24);
-        }
-        for (int p = 0; p < npos; p++) {
-            const float *vp = v + (size_t)p * vstride + i;
-            __m256 a = _mm256_set1_ps(att[p] * inv);
-            c0 = _mm256_add_ps(c0, _mm256_mul_ps(a, _mm256_loadu_ps(vp)));
-            c1 = _mm256_add_ps(c1, _mm256_mul_ps(a, _mm256_loadu_ps(vp + 8)));
-            c2 = _mm256_add_ps(c2, _mm256_mul_ps(a, _mm256_loadu_ps(vp + 16)));
-            c3 = _mm256_add_ps(c3, _mm256_mul_ps(a, _mm256_loadu_ps(vp + 24)));
-        }
-        _mm256_storeu_ps(out + i, c0);
-        _mm256_storeu_ps(out + i + 8, c1);
-        _mm256_storeu_ps(out + i + 16, c2);
-        _mm256_storeu_ps(out + i + 24, c3);
+ATT_SCORES_AVX(att_scores_avx, float, _mm256_loadu_ps, dot_avx)
+ATT_SCORES_AVX(att_scores_avx_h, uint16_t, f16x8, dot_avx_h)
+
+/* 32 output elements per pass over the positions in four registers, then 8, then one (MIXG:
+ * att_mix_generic or att_mix_generic_h, the same ET) */
+#define ATT_MIX_AVX(NAME, ET, LOAD, MIXG)                                                          \
+    AVX static void NAME(float *out, const float *att, float inv, const ET *v, size_t vstride,     \
+                         int npos, int n, int cont)                                                \
+    {                                                                                              \
+        int i = 0;                                                                                 \
+        for (; i + 32 <= n; i += 32) {                                                             \
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
+            if (cont) {                                                                            \
+                c0 = _mm256_loadu_ps(out + i);                                                     \
+                c1 = _mm256_loadu_ps(out + i + 8);                                                 \
+                c2 = _mm256_loadu_ps(out + i + 16);                                                \
+                c3 = _mm256_loadu_ps(out + i + 24);                                                \
+            }                                                                                      \
+            for (int p = 0; p < npos; p++) {                                                       \
+                const ET *vp = v + (size_t)p * vstride + i;                                        \
+                __m256 a = _mm256_set1_ps(att[p] * inv);                                           \
+                c0 = _mm256_add_ps(c0, _mm256_mul_ps(a, LOAD(vp)));                                \
+                c1 = _mm256_add_ps(c1, _mm256_mul_ps(a, LOAD(vp + 8)));                            \
+                c2 = _mm256_add_ps(c2, _mm256_mul_ps(a, LOAD(vp + 16)));                           \
+                c3 = _mm256_add_ps(c3, _mm256_mul_ps(a, LOAD(vp + 24)));                           \
+            }                                                                                      \
+            _mm256_storeu_ps(out + i, c0);                                                         \
+            _mm256_storeu_ps(out + i + 8, c1);                                                     \
+            _mm256_storeu_ps(out + i + 16, c2);                                                    \
+            _mm256_storeu_ps(out + i + 24, c3);                                                    \
+        }                                                                                          \
+        for (; i + 8 <= n; i += 8) {                                                               \
+            __m256 c = cont ? _mm256_loadu_ps(out + i) : _mm256_setzero_ps();                      \
+            for (int p = 0; p < npos; p++)                                                         \
+                c = _mm256_add_ps(c, _mm256_mul_ps(_mm256_set1_ps(att[p] * inv),                   \
+                                                   LOAD(v + (size_t)p * vstride + i)));            \
+            _mm256_storeu_ps(out + i, c);                                                          \
+        }                                                                                          \
+        if (i < n) MIXG(out + i, att, inv, v + i, vstride, npos, n - i, cont);                     \
     }
-    for (; i + 8 <= n; i += 8) {
-        __m256 c = cont ? _mm256_loadu_ps(out + i) : _mm256_setzero_ps();
-        for (int p = 0; p < npos; p++)
-            c = _mm256_add_ps(c, _mm256_mul_ps(_mm256_set1_ps(att[p] * inv),
-                                               _mm256_loadu_ps(v + (size_t)p * vstride + i)));
-        _mm256_storeu_ps(out + i, c);
+
+ATT_MIX_AVX(att_mix_avx, float, _mm256_loadu_ps, att_mix_generic)
+ATT_MIX_AVX(att_mix_avx_h, uint16_t, f16x8, att_mix_generic_h)
+
+/* a dispatcher's AVX2 branch (AVX-512 CPUs take it too); nothing without x86 */
+#define ATT_ON_AVX(call)                                                                           \
+    if (kernels_isa() != KERNEL_GENERIC) {                                                         \
+        call;                                                                                      \
+        return;                                                                                    \
     }
-    if (i < n) att_mix_generic(out + i, att, inv, v + i, vstride, npos, n - i, cont);
-}
+#else
+#define ATT_ON_AVX(call)
 #endif
 
-void att_scores(float *att, const float *q, const float *k, size_t kstride, int npos, int n,
-                float scale)
-{
-#ifdef HAVE_X86
-    if (kernels_isa() != KERNEL_GENERIC) {
-        att_scores_avx(att, q, k, kstride, npos, n, scale);
-        return;
+/* One head's scores, and one head's mix of a block of positions (cont as above), on the ISA in
+ * use (AVX2's code on AVX-512 too): QUAL NAME is the public f32 function or the static F16
+ * one. */
+#define ATT_SCORES(QUAL, NAME, ET, AVXF, DOTG)                                                     \
+    QUAL void NAME(float *att, const float *q, const ET *k, size_t kstride, int npos, int n,       \
+                   float scale)                                                                    \
+    {                                                                                              \
+        ATT_ON_AVX(AVXF(att, q, k, kstride, npos, n, scale))                                       \
+        for (int p = 0; p < npos; p++)                                                             \
+            att[p] = DOTG(q, k + (size_t)p * kstride, n) * scale;                                  \
     }
-#endif
-    for (int p = 0; p < npos; p++)
-        att[p] = dot_generic(q, k + (size_t)p * kstride, n) * scale;
-}
+#define ATT_MIX_FROM(NAME, ET, AVXF, MIXG)                                                         \
+    static void NAME(float *out, const float *att, float inv, const ET *v, size_t vstride,         \
+                     int npos, int n, int cont)                                                    \
+    {                                                                                              \
+        ATT_ON_AVX(AVXF(out, att, inv, v, vstride, npos, n, cont))                                 \
+        MIXG(out, att, inv, v, vstride, npos, n, cont);                                            \
+    }
 
-static void att_mix_from(float *out, const float *att, float inv, const float *v, size_t vstride,
-                         int npos, int n, int cont)
-{
-#ifdef HAVE_X86
-    if (kernels_isa() != KERNEL_GENERIC) {
-        att_mix_avx(out, att, inv, v, vstride, npos, n, cont);
-        return;
-    }
-#endif
-    att_mix_generic(out, att, inv, v, vstride, npos, n, cont);
-}
+ATT_SCORES(, att_scores, float, att_scores_avx, dot_generic)
+ATT_SCORES(static, att_scores_h, uint16_t, att_scores_avx_h, dot_generic_h)
+ATT_MIX_FROM(att_mix_from, float, att_mix_avx, att_mix_generic)
+ATT_MIX_FROM(att_mix_from_h, uint16_t, att_mix_avx_h, att_mix_generic_h)
 
 /* Heads sharing one key and value sequence (grouped-query attention) take each block of
  * positions in turn, so its keys (values) come from L1 for every head but the first; a block
- * is ~16 KiB of rows. A score is a per-position dot, and a mix element's chain only goes on
- * from where the last block stored it, so the bits are att_scores' and one head's mix. */
-static int att_block(int n, size_t stride)
+ * is ~16 KiB of rows (of esize-byte elements: an F16 cache's block holds twice the positions).
+ * A score is a per-position dot, and a mix element's chain only goes on from where the last
+ * block stored it, so the bits are att_scores' and one head's mix whatever the block. */
+static int att_block(int n, size_t stride, size_t esize)
 {
-    size_t b = (16384 / sizeof(float)) / (stride > (size_t)n ? stride : (size_t)n);
+    size_t b = (16384 / esize) / (stride > (size_t)n ? stride : (size_t)n);
     return b < 8 ? 8 : (int)(b & ~(size_t)7);
 }
 
-void att_scores_group(float *att, size_t astride, const float *q, size_t qstride, int g,
-                      const float *k, size_t kstride, int npos, int n, float scale)
-{
-    int blk = att_block(n, kstride);
-    for (int p0 = 0; p0 < npos; p0 += blk) {
-        int nb = npos - p0 < blk ? npos - p0 : blk;
-        for (int j = 0; j < g; j++)
-            att_scores(att + (size_t)j * astride + p0, q + (size_t)j * qstride,
-                       k + (size_t)p0 * kstride, kstride, nb, n, scale);
+#define ATT_SCORES_GROUP(NAME, ET, SCORES)                                                         \
+    void NAME(float *att, size_t astride, const float *q, size_t qstride, int g, const ET *k,      \
+              size_t kstride, int npos, int n, float scale)                                        \
+    {                                                                                              \
+        int blk = att_block(n, kstride, sizeof(ET));                                               \
+        for (int p0 = 0; p0 < npos; p0 += blk) {                                                   \
+            int nb = npos - p0 < blk ? npos - p0 : blk;                                            \
+            for (int j = 0; j < g; j++)                                                            \
+                SCORES(att + (size_t)j * astride + p0, q + (size_t)j * qstride,                    \
+                       k + (size_t)p0 * kstride, kstride, nb, n, scale);                           \
+        }                                                                                          \
     }
-}
+#define ATT_MIX_GROUP(NAME, ET, MIXFROM)                                                           \
+    void NAME(float *out, size_t ostride, const float *att, size_t astride, const float *inv,      \
+              int g, const ET *v, size_t vstride, int npos, int n)                                 \
+    {                                                                                              \
+        int blk = att_block(n, vstride, sizeof(ET));                                               \
+        for (int p0 = 0; p0 < npos; p0 += blk) {                                                   \
+            int nb = npos - p0 < blk ? npos - p0 : blk;                                            \
+            for (int j = 0; j < g; j++)                                                            \
+                MIXFROM(out + (size_t)j * ostride, att + (size_t)j * astride + p0, inv[j],         \
+                        v + (size_t)p0 * vstride, vstride, nb, n, p0 > 0);                         \
+        }                                                                                          \
+    }
 
-void att_mix_group(float *out, size_t ostride, const float *att, size_t astride, const float *inv,
-                   int g, const float *v, size_t vstride, int npos, int n)
+ATT_SCORES_GROUP(att_scores_group, float, att_scores)
+ATT_SCORES_GROUP(att_scores_group_f16, uint16_t, att_scores_h)
+ATT_MIX_GROUP(att_mix_group, float, att_mix_from)
+ATT_MIX_GROUP(att_mix_group_f16, uint16_t, att_mix_from_h)
+
+/* An F16 cache's writer: fp32_to_fp16's bits. vcvtps2ph rounds to nearest even as it does, to
+ * subnormal halves too (it does not flush them under MXCSR.FTZ, and the f32 subnormals that DAZ
+ * would flush are far below the smallest half: 0 either way), overflows to inf from 65520 on,
+ * and turns a NaN (signaling ones too) into the quiet NaN with its sign and the top 10 bits of
+ * its payload, as fp32_to_fp16 does (test_kernels compares them on such values). */
+#ifdef HAVE_X86
+AVX static void to_f16_avx(uint16_t *dst, const float *x, int n)
 {
-    int blk = att_block(n, vstride);
-    for (int p0 = 0; p0 < npos; p0 += blk) {
-        int nb = npos - p0 < blk ? npos - p0 : blk;
-        for (int j = 0; j < g; j++)
-            att_mix_from(out + (size_t)j * ostride, att + (size_t)j * astride + p0, inv[j],
-                         v + (size_t)p0 * vstride, vstride, nb, n, p0 > 0);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(
+            (__m128i *)(dst + i),
+            _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        dst[i] = fp32_to_fp16(x[i]);
+}
+#endif
+
+void kernels_to_f16(uint16_t *dst, const float *x, int n)
+{
+#ifdef HAVE_X86
+    if (kernels_isa() != KERNEL_GENERIC) {
+        to_f16_avx(dst, x, n);
+        return;
     }
+#endif
+    for (int i = 0; i < n; i++)
+        dst[i] = fp32_to_fp16(x[i]);
 }
 
 /* ---- exponential -----------------------------------------------------------------------------

@@ -20,7 +20,9 @@
  *   - attention (att_scores, att_mix_group of one head): on every ISA, the bits of F32's dot
  *     order times the scale, and of the value rows' weighted sum accumulated element by
  *     element in order; the grouped-query versions (a block of positions at a time for
- *     several heads) the same bits head by head.
+ *     several heads) the same bits head by head; over an F16 KV cache (keys and values as
+ *     IEEE halves, att_scores_group_f16, att_mix_group_f16) the bits of the f32 functions on
+ *     the halves' values, and its writer (kernels_to_f16) fp32_to_fp16's bits on every ISA.
  *   - the exponential (kernels_exp) and what is built on it (kernels_exp_sub, kernels_silu_mul),
  *     and kernels_max: every ISA gives the generic bits on random values, the overflow and
  *     underflow thresholds, subnormal results, +-0, +-inf, NaNs and lengths that are no
@@ -732,6 +734,126 @@ static void test_attention_group(void **state)
     free(v);
 }
 
+/* An F16 KV cache's key or value: mostly in [-1, 1], some large (up to 65504), some subnormal
+ * halves (and +-0), some over many magnitudes */
+static uint16_t kv_half(void)
+{
+    switch (rnd() % 16) {
+    case 0:
+        return (uint16_t)(rnd() & 0x83ffu); /* subnormal or zero, either sign */
+    case 1:
+        return fp32_to_fp16(unit() * 65504.0f);
+    case 2:
+        return fp32_to_fp16(ldexpf(unit(), (int)(rnd() % 30) - 14));
+    default:
+        return fp32_to_fp16(unit());
+    }
+}
+
+/* Attention over an F16 KV cache: att_scores_group_f16 and att_mix_group_f16 give, on every ISA,
+ * the bits att_scores_group and att_mix_group give on the halves' f32 values (and those are
+ * the documented orders, checked here too: F32's dot chain times the scale, and each mix
+ * element summed over the positions in order). Head sizes below, at and past the 8- and
+ * 32-element steps (5 and 37: the element tail); positions around one 8-position tile and
+ * across blocks (a block is 4096 / stride positions of f32 rows, 8192 / stride of f16 rows,
+ * rounded down to 8: 1100 positions cross at least one f16 block boundary for every row but
+ * the 5-wide at stride 5, so a mix chain must go on across it); key strides of n and n + 3;
+ * large and subnormal halves; gaps between the heads' rows of att and out, which neither
+ * writes. */
+static void test_attention_f16(void **state)
+{
+    (void)state;
+    static const int heads[] = {5, 8, 37, 40, 64, 128};
+    static const int positions[] = {1, 7, 8, 9, 23, 300, 1100};
+    static const int groups[] = {1, 3, 4, 7};
+    enum { MAXN = 128, MAXPOS = 1100, G = 7, QSTRIDE = MAXN + 5, ASTRIDE = MAXPOS + 5 };
+    enum { OSTRIDE = MAXN + 7, KOFF = 3, KSIZE = KOFF + (MAXN + 3) * MAXPOS };
+    uint16_t *kh = malloc(sizeof(uint16_t) * KSIZE), *vh = malloc(sizeof(uint16_t) * KSIZE);
+    float *kf = malloc(sizeof(float) * KSIZE), *vf = malloc(sizeof(float) * KSIZE);
+    float *q = malloc(sizeof(float) * G * QSTRIDE), *w = malloc(sizeof(float) * G * ASTRIDE);
+    float *att = malloc(sizeof(float) * G * ASTRIDE), *want = malloc(sizeof(float) * G * ASTRIDE);
+    float *out = malloc(sizeof(float) * G * OSTRIDE), *wout = malloc(sizeof(float) * G * OSTRIDE);
+    float inv[G];
+    assert_non_null(kh && vh && kf && vf && q && w && att && want && out && wout);
+    for (int i = 0; i < KSIZE; i++) {
+        kh[i] = kv_half();
+        vh[i] = kv_half();
+        kf[i] = fp16_to_fp32(kh[i]);
+        vf[i] = fp16_to_fp32(vh[i]);
+    }
+    for (int i = 0; i < G * QSTRIDE; i++)
+        q[i] = unit();
+    for (int i = 0; i < G * ASTRIDE; i++)
+        w[i] = unit() * 0.5f + 0.5f;
+    for (int j = 0; j < G; j++)
+        inv[j] = 1.0f / (float)(j + 3);
+    FOR_EACH_ISA(isa)
+    {
+        for (size_t hi = 0; hi < sizeof heads / sizeof heads[0]; hi++)
+            for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++)
+                for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++)
+                    for (int sx = 0; sx <= 3; sx += 3) {
+                        int n = heads[hi], np = positions[pi], g = groups[gi];
+                        size_t ks = (size_t)(n + sx);
+                        float scale = 1.0f / sqrtf((float)n);
+                        memset(att, 0x5a, sizeof(float) * G * ASTRIDE);
+                        memset(want, 0x5a, sizeof(float) * G * ASTRIDE);
+                        att_scores_group_f16(att, ASTRIDE, q, QSTRIDE, g, kh + KOFF, ks, np, n,
+                                             scale);
+                        att_scores_group(want, ASTRIDE, q, QSTRIDE, g, kf + KOFF, ks, np, n, scale);
+                        if (memcmp(att, want, sizeof(float) * G * ASTRIDE))
+                            fail_msg("isa %d att_scores_group_f16 n %d npos %d g %d kstride %zu: "
+                                     "not att_scores_group's bits",
+                                     isa, n, np, g, ks);
+                        for (int j = 0; j < g; j++)
+                            for (int p = 0; p < np; p++) {
+                                float ref =
+                                    dot_order(q + (size_t)j * QSTRIDE, kf + KOFF + (size_t)p * ks,
+                                              n, isa != KERNEL_GENERIC, 1) *
+                                    scale;
+                                if (memcmp(&att[(size_t)j * ASTRIDE + p], &ref, 4))
+                                    fail_msg("isa %d att_scores_group_f16 n %d npos %d g %d "
+                                             "kstride %zu: head %d [%d] = %.9g, want %.9g",
+                                             isa, n, np, g, ks, j, p,
+                                             (double)att[(size_t)j * ASTRIDE + p], (double)ref);
+                            }
+
+                        memset(out, 0x5a, sizeof(float) * G * OSTRIDE);
+                        memset(wout, 0x5a, sizeof(float) * G * OSTRIDE);
+                        att_mix_group_f16(out, OSTRIDE, w, ASTRIDE, inv, g, vh + KOFF, ks, np, n);
+                        att_mix_group(wout, OSTRIDE, w, ASTRIDE, inv, g, vf + KOFF, ks, np, n);
+                        if (memcmp(out, wout, sizeof(float) * G * OSTRIDE))
+                            fail_msg("isa %d att_mix_group_f16 n %d npos %d g %d vstride %zu: "
+                                     "not att_mix_group's bits",
+                                     isa, n, np, g, ks);
+                        for (int j = 0; j < g; j++)
+                            for (int i = 0; i < n; i++) {
+                                float ref = 0.0f;
+                                for (int p = 0; p < np; p++) {
+                                    float a = w[(size_t)j * ASTRIDE + p] * inv[j];
+                                    float t = a * vf[KOFF + (size_t)p * ks + (size_t)i];
+                                    ref += t;
+                                }
+                                if (memcmp(&out[(size_t)j * OSTRIDE + i], &ref, 4))
+                                    fail_msg("isa %d att_mix_group_f16 n %d npos %d g %d vstride "
+                                             "%zu: head %d out[%d] = %.9g, want %.9g",
+                                             isa, n, np, g, ks, j, i,
+                                             (double)out[(size_t)j * OSTRIDE + i], (double)ref);
+                            }
+                    }
+    }
+    free(kh);
+    free(vh);
+    free(kf);
+    free(vf);
+    free(q);
+    free(w);
+    free(att);
+    free(want);
+    free(out);
+    free(wout);
+}
+
 /* floats in one order as integers: two floats' distance in ULPs (inf is one past FLT_MAX) */
 static int64_t ordered(float f)
 {
@@ -775,6 +897,108 @@ static int exp_inputs(float *x, int n)
         x[k] = k % 2 ? from_bits((uint32_t)rnd())
                      : (float)((double)(rnd() >> 11) / 9007199254740992.0 * 205.0 - 110.0);
     return n;
+}
+
+/* The F16 cache's writer: kernels_to_f16 gives fp32_to_fp16's bits on every ISA, for the
+ * overflow threshold (65520 rounds to inf, the float below it to 65504), infinities, NaNs
+ * (quiet, signaling, negative, with payloads), zeros, subnormal halves and their ties (2^-25
+ * to 0, 3 * 2^-25 to 2 * 2^-24), the smallest normal, ties to even between normals, f32
+ * subnormals and extremes, random bit patterns and random values over many magnitudes; each
+ * edge value at every place of short rows (1, 7, 8, 9, 37 values: the 8-wide steps and the
+ * tail), nothing written past n. fp32_to_fp16 itself is pinned on some of them. */
+static void test_to_f16(void **state)
+{
+    (void)state;
+    static const uint32_t specials[] = {0x00000000u,
+                                        0x80000000u,
+                                        0x477fe000u /* 65504 */,
+                                        0xc77fe000u,
+                                        0x477fefffu /* 65519.996 */,
+                                        0x477ff000u /* 65520 */,
+                                        0xc77ff000u,
+                                        0x7f800000u,
+                                        0xff800000u,
+                                        0x7fc00000u,
+                                        0xffc00000u,
+                                        0x7f800001u,
+                                        0x7fa12345u,
+                                        0xff812345u,
+                                        0x7fbfffffu,
+                                        0xffffffffu,
+                                        0x33800000u /* 2^-24 */,
+                                        0x33000000u /* 2^-25: tie to 0 */,
+                                        0xb3000000u,
+                                        0x33000001u,
+                                        0x32ffffffu,
+                                        0x33c00000u /* 3 * 2^-25: tie to 2 * 2^-24 */,
+                                        0x34200000u /* 5 * 2^-25: tie to 2 * 2^-24 */,
+                                        0x38800000u /* 2^-14 */,
+                                        0x387fffffu,
+                                        0x387fc000u /* 2^-14 - 2^-24 */,
+                                        0x387fe000u /* tie to 2^-14 */,
+                                        0x3f801000u /* 1 + 2^-11: tie to 1 */,
+                                        0x3f803000u /* 1 + 3 * 2^-11: tie up */,
+                                        0x3f801001u,
+                                        0x3f800fffu,
+                                        0x44fff000u /* 2047.5 */,
+                                        0x00000001u,
+                                        0x807fffffu,
+                                        0x00800000u,
+                                        0x7f7fffffu,
+                                        0xff7fffffu,
+                                        0x3f800000u,
+                                        0xbf800000u};
+    static const struct {
+        uint32_t f;
+        uint16_t h;
+    } pinned[] = {{0x477fefffu, 0x7bffu}, {0x477ff000u, 0x7c00u}, {0xc77ff000u, 0xfc00u},
+                  {0x33000000u, 0x0000u}, {0x33000001u, 0x0001u}, {0x33c00000u, 0x0002u},
+                  {0x34200000u, 0x0002u}, {0x387fe000u, 0x0400u}, {0x3f801000u, 0x3c00u},
+                  {0x3f803000u, 0x3c02u}, {0x44fff000u, 0x6800u}, {0x7fa12345u, 0x7f09u},
+                  {0x7f800001u, 0x7e00u}, {0x80000000u, 0x8000u}};
+    for (size_t i = 0; i < sizeof pinned / sizeof pinned[0]; i++)
+        if (fp32_to_fp16(from_bits(pinned[i].f)) != pinned[i].h)
+            fail_msg("fp32_to_fp16(0x%08x) = 0x%04x, want 0x%04x", (unsigned)pinned[i].f,
+                     (unsigned)fp32_to_fp16(from_bits(pinned[i].f)), (unsigned)pinned[i].h);
+    enum { NS = sizeof specials / sizeof specials[0], N = 4096, PAD = 8 };
+    static const int lens[] = {1, 7, 8, 9, 37};
+    float *x = malloc(sizeof(float) * N);
+    uint16_t *got = malloc(sizeof(uint16_t) * (N + PAD)), *want = malloc(sizeof(uint16_t) * N);
+    assert_non_null(x && got && want);
+    for (int i = 0; i < N; i++) {
+        if (i < NS)
+            x[i] = from_bits(specials[i]);
+        else if (i % 3 == 0)
+            x[i] = from_bits((uint32_t)rnd());
+        else
+            x[i] = ldexpf(unit(), (int)(rnd() % 48) - 30);
+        want[i] = fp32_to_fp16(x[i]);
+    }
+    FOR_EACH_ISA(isa)
+    {
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+            for (int off = 0; off < NS; off++) {
+                int n = lens[li];
+                memset(got, 0xa5, sizeof(uint16_t) * (size_t)(n + PAD));
+                kernels_to_f16(got, x + off, n);
+                for (int i = 0; i < n + PAD; i++)
+                    if (got[i] != (i < n ? want[off + i] : 0xa5a5u))
+                        fail_msg("isa %d kernels_to_f16 n %d of x + %d: [%d] = 0x%04x, want "
+                                 "0x%04x (x = %a)",
+                                 isa, n, off, i, (unsigned)got[i],
+                                 (unsigned)(i < n ? want[off + i] : 0xa5a5u),
+                                 i < n ? (double)x[off + i] : 0.0);
+            }
+        for (int n = N - 9; n <= N; n++) {
+            got[n] = 0xa5a5u;
+            kernels_to_f16(got, x, n);
+            if (memcmp(got, want, sizeof(uint16_t) * (size_t)n) || got[n] != 0xa5a5u)
+                fail_msg("isa %d kernels_to_f16 n %d: not fp32_to_fp16's bits", isa, n);
+        }
+    }
+    free(x);
+    free(got);
+    free(want);
 }
 
 static void test_exp_isas(void **state)
@@ -918,7 +1142,8 @@ int main(void)
         cmocka_unit_test(test_long_rows),        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_group),  cmocka_unit_test(test_rounded_activations),
         cmocka_unit_test(test_quantize_isas),    cmocka_unit_test(test_exp_isas),
-        cmocka_unit_test(test_exp_accuracy),
+        cmocka_unit_test(test_exp_accuracy),     cmocka_unit_test(test_attention_f16),
+        cmocka_unit_test(test_to_f16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
