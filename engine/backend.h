@@ -182,6 +182,7 @@ typedef struct {
     int device;  /* device ordinal (CUDA) */
     int streams; /* lanes, one stream and host thread each; 0 = 4 */
     int bf16;    /* 1: matrices stored and multiplied in bf16 on the device */
+    int kv_f16;  /* 1: the KV cache holds fp16 keys and values (the CPU backend only) */
 } backend_opts_t;
 
 typedef struct pool pool_t; /* the engine's worker pool (CPU backend only) */

@@ -43,9 +43,10 @@ typedef struct {
     float *lx;          /* (max_rows, dim) final-normed rows that need logits */
     void *xq[MAX_SEGS]; /* (max_rows, act bytes of wide) activations in a vec format */
     size_t xq_bytes;    /* bytes of each xq buffer */
-    float *key;   /* (max_slots, layer, kv_head, ctx, head_dim): a head's positions in a row */
-    float *value; /* (max_slots, layer, kv_head, ctx, head_dim) */
-    int *cap;     /* (max_slots) positions reserved, 0 = slot unused */
+    void *key;   /* (max_slots, layer, kv_head, ctx, head_dim): a head's positions in a row */
+    void *value; /* (max_slots, layer, kv_head, ctx, head_dim) */
+    int kv_f16;  /* their elements: fp16 (uint16_t), else float */
+    int *cap;    /* (max_slots) positions reserved, 0 = slot unused */
     uint64_t kv_bytes;
 } cpu_t;
 
@@ -97,7 +98,6 @@ static void check_one(const tensor_t *t, void *arg)
 static int cpu_load(void **ctx, const model_view_t *m, const backend_opts_t *o, pool_t *pool,
                     int max_rows, int max_slots, char *err, size_t errlen)
 {
-    (void)o;
     const model_config_t *c = &m->c;
     check_t chk = {err, errlen, 0};
     model_view_each(m, check_one, &chk);
@@ -109,6 +109,7 @@ static int cpu_load(void **ctx, const model_view_t *m, const backend_opts_t *o, 
     s->max_rows = max_rows;
     s->max_slots = max_slots;
     s->ctx = c->seq_len;
+    s->kv_f16 = o && o->kv_f16;
     s->hs = c->head_dim;
     s->q_dim = c->n_heads * c->head_dim;
     s->kv_dim = c->n_kv_heads * c->head_dim;
@@ -139,9 +140,10 @@ static int cpu_load(void **ctx, const model_view_t *m, const backend_opts_t *o, 
     /* the whole cache, once: slots x layers x kv heads x context x head_dim, for K and for V */
     uint64_t per =
         (uint64_t)max_slots * (uint64_t)c->n_layers * (uint64_t)s->ctx * (uint64_t)s->kv_dim;
-    s->kv_bytes = per * 2 * sizeof(float);
-    s->key = per * sizeof(float) <= SIZE_MAX ? calloc((size_t)per, sizeof(float)) : NULL;
-    s->value = s->key ? calloc((size_t)per, sizeof(float)) : NULL;
+    size_t el = s->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    s->kv_bytes = per * 2 * el;
+    s->key = per <= SIZE_MAX / el ? calloc((size_t)per, el) : NULL;
+    s->value = s->key ? calloc((size_t)per, el) : NULL;
     if (!s->key || !s->value) {
         uint64_t kvb = s->kv_bytes;
         cpu_free(s);
@@ -177,10 +179,11 @@ static uint64_t cpu_kv_bytes(void *ctx)
  * head's keys and values as one sequential stream (position-major, a head's 256 bytes a
  * position at a 2 KiB stride ran a 1B model's decode at depth 1800 at 22.7 tok/s, this 29.6:
  * the prefetchers follow a stream, not a stride across pages). */
-static float *kv_at(const cpu_t *s, float *base, int slot, int l)
+static void *kv_at(const cpu_t *s, void *base, int slot, int l)
 {
-    return base + (((size_t)slot * (size_t)s->m->c.n_layers + (size_t)l) * (size_t)s->ctx) *
-                      (size_t)s->kv_dim;
+    size_t i = (((size_t)slot * (size_t)s->m->c.n_layers + (size_t)l) * (size_t)s->ctx) *
+               (size_t)s->kv_dim;
+    return (char *)base + i * (s->kv_f16 ? sizeof(uint16_t) : sizeof(float));
 }
 
 /* ---- parallel jobs ------------------------------------------------------------ */
@@ -301,13 +304,18 @@ static void att_run(void *arg, int ci, int nchunks)
         int kvh = u / j->split, h1 = kvh * kv_mul + (u % j->split) * gs;
         const fwd_row_t *row = &j->rows[r];
         int np = row->pos + 1;
-        size_t kvo = (size_t)kvh * ctx * (size_t)hs; /* head kvh's (ctx, hs) */
-        const float *kc = kv_at(s, s->key, row->slot, j->layer) + kvo;
-        const float *vc = kv_at(s, s->value, row->slot, j->layer) + kvo;
+        size_t kvo = (size_t)kvh * ctx * (size_t)hs; /* head kvh's (ctx, hs), in elements */
+        const void *kb = kv_at(s, s->key, row->slot, j->layer);
+        const void *vb = kv_at(s, s->value, row->slot, j->layer);
         for (int h0 = h1; h0 < h1 + gs; h0 += ATT_GROUP) {
             int g = h1 + gs - h0 < ATT_GROUP ? h1 + gs - h0 : ATT_GROUP;
-            att_scores_group(att, ctx, s->q + (size_t)r * s->q_dim + (size_t)h0 * hs, (size_t)hs, g,
-                             kc, (size_t)hs, np, hs, scale);
+            const float *qh = s->q + (size_t)r * s->q_dim + (size_t)h0 * hs;
+            if (s->kv_f16)
+                att_scores_group_f16(att, ctx, qh, (size_t)hs, g, (const uint16_t *)kb + kvo,
+                                     (size_t)hs, np, hs, scale);
+            else
+                att_scores_group(att, ctx, qh, (size_t)hs, g, (const float *)kb + kvo, (size_t)hs,
+                                 np, hs, scale);
             float inv[ATT_GROUP];
             for (int i = 0; i < g; i++) {
                 /* the exponentials on vector lanes; their sum stays one double chain in
@@ -319,8 +327,13 @@ static void att_run(void *arg, int ci, int nchunks)
                     sum += (double)ai[p];
                 inv[i] = (float)(1.0 / sum);
             }
-            att_mix_group(s->xb + (size_t)r * s->q_dim + (size_t)h0 * hs, (size_t)hs, att, ctx, inv,
-                          g, vc, (size_t)hs, np, hs);
+            float *o = s->xb + (size_t)r * s->q_dim + (size_t)h0 * hs;
+            if (s->kv_f16)
+                att_mix_group_f16(o, (size_t)hs, att, ctx, inv, g, (const uint16_t *)vb + kvo,
+                                  (size_t)hs, np, hs);
+            else
+                att_mix_group(o, (size_t)hs, att, ctx, inv, g, (const float *)vb + kvo, (size_t)hs,
+                              np, hs);
         }
     }
 }
@@ -435,12 +448,17 @@ static void rows_run(void *arg, int ci, int nchunks)
                             c->rms_eps);
             }
             rope(q, c->n_heads, k, c->n_kv_heads, hs, c, m->rope_freq, row->pos);
-            float *kc = kv_at(s, s->key, row->slot, j->layer);
-            float *vc = kv_at(s, s->value, row->slot, j->layer);
+            void *kc = kv_at(s, s->key, row->slot, j->layer);
+            void *vc = kv_at(s, s->value, row->slot, j->layer);
             for (int h = 0; h < c->n_kv_heads; h++) {
                 size_t off = ((size_t)h * (size_t)s->ctx + (size_t)row->pos) * (size_t)hs;
-                memcpy(kc + off, k + (size_t)h * hs, (size_t)hs * sizeof(float));
-                memcpy(vc + off, v + (size_t)h * hs, (size_t)hs * sizeof(float));
+                if (s->kv_f16) { /* rounded once, as written: every later read sees the same */
+                    kernels_to_f16((uint16_t *)kc + off, k + (size_t)h * hs, hs);
+                    kernels_to_f16((uint16_t *)vc + off, v + (size_t)h * hs, hs);
+                } else {
+                    memcpy((float *)kc + off, k + (size_t)h * hs, (size_t)hs * sizeof(float));
+                    memcpy((float *)vc + off, v + (size_t)h * hs, (size_t)hs * sizeof(float));
+                }
             }
             break;
         }

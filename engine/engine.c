@@ -83,6 +83,7 @@ struct engine {
     void *bctx;
     char device[32];        /* the instance's device ("cpu", "cuda:0") */
     char device_note[320];  /* how it was chosen */
+    int kv_f16;             /* the KV cache holds fp16 (engine_config_t.kv_cache_type) */
     char weights_note[320]; /* how the CPU holds the weights (model_hugepages) */
     pool_t *pool;
     int threads, max_batch, max_queued, max_backlog, prefill_chunk, max_rows;
@@ -1235,6 +1236,15 @@ int device_parse(const char *s, int *index)
     return DEVICE_CUDA;
 }
 
+/* The KV cache's element type: 0 for "f32" (or NULL), 1 for "f16", or -EINVAL naming the
+ * choices. */
+static int kv_type_parse(const char *t, char *err, size_t errlen)
+{
+    if (!t || !strcmp(t, "f32")) return 0;
+    if (!strcmp(t, "f16")) return 1;
+    return errorf(err, errlen, -EINVAL, "kv cache type '%s' is not f32 or f16", t);
+}
+
 /* Pick and load the backend: cpu, or cuda when asked for (or, under auto, when a GPU is
  * usable and the CUDA backend can run this model); sets e->be, e->bctx, e->device and
  * e->device_note. */
@@ -1254,11 +1264,22 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
         return errorf(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
     if (kind == DEVICE_CPU && bf16)
         return errorf(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
-    backend_opts_t o = {.device = idx, .streams = cfg->cuda_streams, .bf16 = bf16};
+    int kv_f16 = kv_type_parse(cfg->kv_cache_type, err, errlen);
+    if (kv_f16 < 0) return kv_f16;
+    if (kind == DEVICE_CUDA && kv_f16)
+        return errorf(err, errlen, -EINVAL,
+                      "kv cache type f16 (--kv-cache-type) needs the CPU backend (--device "
+                      "cpu): the CUDA backend's cache is f32");
+    backend_opts_t o = {
+        .device = idx, .streams = cfg->cuda_streams, .bf16 = bf16, .kv_f16 = kv_f16};
+    e->kv_f16 = kv_f16;
     char why[384] = "";
     int unsupported = 0;
 #ifdef INFERD_HAVE_CUDA
-    if (kind != DEVICE_CPU) {
+    if (kind == DEVICE_AUTO && kv_f16) {
+        snprintf(why, sizeof why, "the kv cache type f16 runs on the CPU backend only");
+        unsupported = 1;
+    } else if (kind != DEVICE_CPU) {
         const backend_lib_t *lib = NULL;
         int rc = backend_lib_open(&lib, why, sizeof why);
         /* what the backend cannot run is known before any device is touched */
@@ -1394,6 +1415,7 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
     /* a bad mode fails before the model is loaded, not after */
     if ((rc = model_hugepages_mode(cfg->hugepages, err, errlen)) < 0) return rc;
+    if ((rc = kv_type_parse(cfg->kv_cache_type, err, errlen)) < 0) return rc;
     engine_t *e = calloc(1, sizeof(*e));
     if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
     e->cfg = *cfg;
@@ -1514,6 +1536,7 @@ void engine_model_info(const engine_t *e, engine_model_info_t *out)
     out->quantization = e->model.quant;
     out->train_context = (uint32_t)c->train_ctx;
     out->kv_cache_bytes = e->be->kv_bytes ? e->be->kv_bytes(e->bctx) : 0;
+    out->kv_cache_type = e->kv_f16 ? "f16" : "f32";
     out->kv_sequences = (uint32_t)e->max_batch;
     out->bos_id = (uint32_t)e->tok.bos;
     out->eos_id = (uint32_t)e->tok.eos;

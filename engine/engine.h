@@ -80,13 +80,15 @@ typedef struct {
     int manual_ack;             /* 1: reactor calls engine_req_consumed() (see top) */
     engine_notify_fn notify;    /* may be NULL (then poll on a timer) */
     void *notify_arg;
-    const char *device;    /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
-    int cuda_streams;      /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
-    const char *dtype;     /* CUDA backend weights: "fp32" (NULL) or "bf16" */
-    const char *hugepages; /* CPU backend: the weights copied into transparent huge pages at
-                              start: "auto" (NULL: when the kernel offers them), "on" (an
-                              error without them), "off" (mapped from the file) */
-    int ctx_size;          /* KV positions per sequence; 0 = the model's context, at most 4096 */
+    const char *device;        /* "cpu" (NULL), "auto" (a usable GPU, else cpu), "cuda", "cuda:N" */
+    int cuda_streams;          /* CUDA backend: streams, each owned by a host thread; 0 = 4 */
+    const char *dtype;         /* CUDA backend weights: "fp32" (NULL) or "bf16" */
+    const char *hugepages;     /* CPU backend: the weights copied into transparent huge pages at
+                                  start: "auto" (NULL: when the kernel offers them), "on" (an
+                                  error without them), "off" (mapped from the file) */
+    const char *kv_cache_type; /* CPU backend's KV cache elements: "f32" (NULL) or "f16" (half
+                                  the bytes; keys and values rounded to fp16 as written) */
+    int ctx_size; /* KV positions per sequence; 0 = the model's context, at most 4096 */
     const char *chat_template; /* a template name (--chat-template) overriding the model's own
                                   tokenizer.chat_template; NULL: the model's, if recognized */
     int tokenize_in_engine;    /* 1: engine_submit only checks cheap bounds and copies the
@@ -210,6 +212,7 @@ typedef struct {
     uint32_t context_size;          /* KV positions per sequence in use (== max_seq_len) */
     uint32_t train_context;         /* the model's own context length */
     uint64_t kv_cache_bytes;        /* KV cache allocated at start-up (all sequences) */
+    const char *kv_cache_type;      /* its elements: "f32" or "f16" */
     uint32_t kv_sequences;          /* sequences it holds (max_batch) */
     const char *tokenizer;          /* "llama" (SentencePiece-style) or "gpt2" (byte-level BPE) */
     const char *chat_template;      /* the template name chat requests use, or NULL (none) */

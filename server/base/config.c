@@ -469,6 +469,17 @@ static const opt_t opts[] = {
      "every weight per token; 2 MiB pages spare the TLB a page walk every 4 KiB): auto (when "
      "the kernel offers them, else mapped from the file), on (a start-up error without them), "
      "off (mapped from the file, shared with the page cache)"},
+    {"kv-cache-type",
+     {"INFERD_KV_CACHE_TYPE"},
+     T_ENUM,
+     O(kv_cache_type),
+     "f32",
+     0,
+     0,
+     "f32|f16",
+     "CPU engine: the KV cache's elements: f32, or f16 (half the memory per position and half "
+     "the bytes attention reads deep in a conversation; keys and values rounded to fp16, as "
+     "llama.cpp's default cache holds them)"},
     {"health-check-enabled",
      {"INFERD_HEALTH_CHECK_ENABLED", "DYN_HEALTH_CHECK_ENABLED"},
      T_BOOL,

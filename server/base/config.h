@@ -52,6 +52,7 @@ typedef struct config {
     int64_t cuda_streams; /* CUDA streams, each driven by a host thread */
     char *dtype;          /* "fp32" | "bf16" (weights on the GPU) */
     char *hugepages;      /* "auto" | "on" | "off" (CPU weights in transparent huge pages) */
+    char *kv_cache_type;  /* "f32" | "f16" (the CPU engine's KV cache elements) */
     /* health checks */
     int health_check_enabled;
     int64_t canary_wait_ns, health_request_timeout_ns, busy_stall_ns;

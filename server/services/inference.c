@@ -1030,6 +1030,7 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
     ec.max_queued = (int)cfg->max_queued;
     ec.device = cfg->device, ec.cuda_streams = (int)cfg->cuda_streams, ec.dtype = cfg->dtype;
     ec.hugepages = cfg->hugepages;
+    ec.kv_cache_type = cfg->kv_cache_type;
     ec.chat_template = cfg->chat_template && *cfg->chat_template ? cfg->chat_template : NULL;
     ec.manual_ack = 1;
     /* Prompts are rendered and tokenized on the engine's driver, never on the loop (issue 13
@@ -1131,10 +1132,10 @@ int inference_new(inference_t **out, server_t *s, char *err, size_t errlen)
              inf->info.n_layers, inf->info.n_heads, inf->info.n_kv_heads, inf->info.vocab_size,
              inf->info.max_seq_len, inf->info.train_context,
              (unsigned long long)inf->info.parameters, inf->info.device);
-    log_info("engine", "KV cache: %llu bytes (%.1f MiB) for %u sequences x %u positions",
+    log_info("engine", "KV cache: %llu bytes (%.1f MiB, %s) for %u sequences x %u positions",
              (unsigned long long)inf->info.kv_cache_bytes,
-             (double)inf->info.kv_cache_bytes / (1024.0 * 1024.0), inf->info.kv_sequences,
-             inf->info.context_size);
+             (double)inf->info.kv_cache_bytes / (1024.0 * 1024.0), inf->info.kv_cache_type,
+             inf->info.kv_sequences, inf->info.context_size);
     log_info("engine", "chat template: %s",
              inf->info.chat_template ? inf->info.chat_template : inf->info.chat_template_note);
     /* No warm-up here: the prober's first canary (health/prober.c) runs at once and turns the

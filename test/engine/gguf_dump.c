@@ -5,7 +5,8 @@
  *                           chunked prefill, sampler at temperature 0, EOS not special)
  *   logits ID,ID,...     -> one line "logits P V0 V1 ..." per position (one batched
  *                           forward of the whole prompt on the CPU backend)
- * Usage: gguf_dump MODEL [TOKENIZER|-]. INFERD_KERNELS=generic forces the portable kernels.
+ * Usage: gguf_dump MODEL [TOKENIZER|-]. INFERD_KERNELS=generic forces the portable kernels;
+ * INFERD_KV_CACHE_TYPE=f16 keeps the KV cache in fp16 (both paths).
  */
 #include "engine.h"
 #include "internal.h"
@@ -61,12 +62,13 @@ static int greedy(engine_t *e, int ngen, const int *ids, int n)
     return 0;
 }
 
-static int logits(const model_t *m, pool_t *pool, const int *ids, int n)
+static int logits(const model_t *m, pool_t *pool, const int *ids, int n, int kv_f16)
 {
     void *ctx;
     char err[512];
     int V = m->v.c.vocab_size;
-    if (backend_cpu.load(&ctx, &m->v, NULL, pool, n, 1, err, sizeof err) < 0 ||
+    backend_opts_t o = {.kv_f16 = kv_f16};
+    if (backend_cpu.load(&ctx, &m->v, &o, pool, n, 1, err, sizeof err) < 0 ||
         backend_cpu.seq_alloc(ctx, 0, n) < 0) {
         fprintf(stderr, "backend: %s\n", err);
         return -1;
@@ -104,6 +106,8 @@ int main(int argc, char **argv)
     cfg.threads = 1; /* the engine is thread-count invariant; one thread keeps a busy CI fast */
     cfg.max_batch = 4;
     cfg.prefill_chunk = 3; /* chunked prefill: rows of one prompt over several steps */
+    cfg.kv_cache_type = getenv("INFERD_KV_CACHE_TYPE");
+    int kv_f16 = cfg.kv_cache_type && !strcmp(cfg.kv_cache_type, "f16");
     engine_t *e;
     if (engine_new(&e, &cfg, err, sizeof err) < 0) {
         fprintf(stderr, "%s\n", err);
@@ -125,7 +129,7 @@ int main(int argc, char **argv)
             int n = parse_ids(p + 1, ids, MAXT);
             rc = greedy(e, ngen, ids, n);
         } else if (!strncmp(line, "logits ", 7)) {
-            rc = logits(&m, pool, ids, parse_ids(line + 7, ids, MAXT));
+            rc = logits(&m, pool, ids, parse_ids(line + 7, ids, MAXT), kv_f16);
         } else if (line[0] != '\n') {
             fprintf(stderr, "bad request: %s", line);
             rc = -1;

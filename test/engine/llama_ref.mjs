@@ -16,8 +16,9 @@
 // positions evaluated as one batch ("batch"): llama.cpp is not batch invariant, and the
 // test measures how far its two answers for one sequence differ.
 //
-// The context keeps K and V in F32 and attention without flash attention, so what is
-// compared is the model's arithmetic, not llama.cpp's F16 cache rounding.
+// The context keeps K and V in F32 (a model's "kv": "F16" asks for llama.cpp's default F16
+// cache) and attention without flash attention, so what is compared is the model's
+// arithmetic, not llama.cpp's F16 cache rounding (unless asked for).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -40,8 +41,8 @@ for (const m of spec.models) {
     contextSize: spec.ctx,
     sequences: 1,
     flashAttention: false,
-    experimentalKvCacheKeyType: "F32",
-    experimentalKvCacheValueType: "F32",
+    experimentalKvCacheKeyType: m.kv ?? "F32",
+    experimentalKvCacheValueType: m.kv ?? "F32",
     threads: 1, // llama.cpp spins its threads between tokens: on a busy 2-core machine 1 is 100x faster
   });
   const seq = context.getSequence();

@@ -46,7 +46,7 @@ MKMODEL, DUMP = sys.argv[1], sys.argv[2]
 EXACT = 1e-5  # "the same arithmetic": summation order and nothing else
 TOL = {"F32": 1e-5, "F16": 1e-3, "BF16": 3e-3, "Q8_0": 3e-2, "Q4_0": 3e-2, "Q4_1": 3e-2,
        "Q5_0": 3e-2, "Q5_1": 3e-2, "IQ4_NL": 3e-2, "Q4_K": 3e-2, "Q5_K": 3e-2, "Q6_K": 3e-2,
-       "Q4_K_M": 5e-2, "Q5_K_M": 5e-2}
+       "Q4_K_M": 5e-2, "Q5_K_M": 5e-2, "KV_F16": 1e-3}
 MATCH = 0.75
 
 PROMPTS = [[1, 100, 200, 300],
@@ -90,10 +90,12 @@ def ids(p):
     return ",".join(map(str, p))
 
 
-def inferd(model, requests, generic=False):
+def inferd(model, requests, generic=False, kv=None):
     env = dict(os.environ)
     if generic:
         env["INFERD_KERNELS"] = "generic"
+    if kv:
+        env["INFERD_KV_CACHE_TYPE"] = kv
     p = subprocess.run([DUMP, model, "-"], input="\n".join(requests) + "\n",
                        capture_output=True, text=True, env=env, timeout=600)
     if p.returncode != 0:
@@ -145,6 +147,11 @@ def main():
         cases.append((f"llama-{t}", ["--type", t], t, False, t == "Q4_K_M"))
     cases.append(("qwen2-Q4_K_M", ["--arch", "qwen2", "--type", "Q4_K_M"], "Q4_K_M", False,
                   False))
+    # F32 weights with an F16 KV cache on both sides (inferd --kv-cache-type f16, llama.cpp's
+    # default cache type): keys and values rounded to fp16 as written
+    cases.append(("llama-F32-kv-f16", ["--type", "F32"], "KV_F16", True, True))
+    cases.append(("qwen2-gqa4-kv-f16", ["--arch", "qwen2", "--heads", "8", "--kv-heads", "2",
+                                        "--type", "F32"], "KV_F16", True, False))
     cases.append(("qwen3-Q5_K_M", ["--arch", "qwen3", "--type", "Q5_K_M"], "Q5_K_M", False,
                   False))
     # rows of 192 and 448: llama.cpp's fallbacks put Q5_0 / Q5_1 / Q8_0 in the mixes
@@ -162,7 +169,8 @@ def main():
             subprocess.run([MKMODEL] + SHAPE + args + ["--seed", "17", "--out", path],
                            check=True, capture_output=True)
             prompts = PROMPTS if flt else PROMPTS[:2]
-            spec["models"].append({"model": path, "jobs":
+            spec["models"].append({"model": path, "kv": "F16" if kind == "KV_F16" else "F32",
+                                   "jobs":
                                    [{"kind": "probs", "prompt": p} for p in PROMPTS] +
                                    [{"kind": "decode", "prompt": p,
                                      "n": GREEDY if flt else DECODE} for p in prompts]})
@@ -187,7 +195,7 @@ def main():
                 reqs += [f"greedy {GREEDY} {ids(q)}" for q in PROMPTS]
             for gen in ([False, True] if generic else [False]):
                 label = name + (" (generic kernels)" if gen else "")
-                greedy, pr = inferd(m["model"], reqs, gen)
+                greedy, pr = inferd(m["model"], reqs, gen, "f16" if kind == "KV_F16" else None)
                 row_diffs = []
                 for i in range(n):
                     row_diffs += list(np.abs(pr[i] - ref[i]).max(axis=1))

@@ -202,8 +202,26 @@ static void test_engine_new_errors(void **state)
     /* emb + 2 * (rms + q + k + v + o + rms + w1 + w2 + w3) + rms_final */
     uint64_t want = 512 * 64 + 2 * (64 + 64 * 64 + 2 * 32 * 64 + 64 * 64 + 64 + 3 * 172 * 64) + 64;
     assert_int_equal(mi.parameters, want);
+    assert_string_equal(mi.kv_cache_type, "f32");
+    uint64_t kv32 = mi.kv_cache_bytes;
     engine_free(e);
     engine_free(NULL);
+    /* --kv-cache-type: f16 holds half the bytes; anything else is refused before the model
+     * loads; the CUDA backend's cache is f32 only */
+    cfg.kv_cache_type = "f16";
+    assert_int_equal(engine_new(&e, &cfg, err, sizeof(err)), 0);
+    engine_model_info(e, &mi);
+    assert_string_equal(mi.kv_cache_type, "f16");
+    assert_true(kv32 > 0);
+    assert_int_equal(mi.kv_cache_bytes * 2, kv32);
+    engine_free(e);
+    cfg.kv_cache_type = "q8_0";
+    assert_int_equal(engine_new(&e, &cfg, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "kv cache type 'q8_0' is not f32 or f16"));
+    cfg.kv_cache_type = "f16";
+    cfg.device = "cuda";
+    assert_int_equal(engine_new(&e, &cfg, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "needs the CPU backend"));
 }
 
 int main(void)

@@ -33,6 +33,16 @@ static void on_notify(void *arg)
     atomic_fetch_add(&notifies, 1);
 }
 
+/* the KV cache type of the engines mk makes (a test's prestate: "f16"; NULL: f32) */
+static const char *kv_type;
+
+static int kv_type_reset(void **state)
+{
+    (void)state;
+    kv_type = NULL;
+    return 0;
+}
+
 static engine_t *mk(int threads, int max_batch, int max_queued, int backlog, int manual)
 {
     engine_config_t cfg;
@@ -46,6 +56,7 @@ static engine_t *mk(int threads, int max_batch, int max_queued, int backlog, int
     cfg.manual_ack = manual;
     cfg.prefill_chunk = 8;
     cfg.notify = on_notify;
+    cfg.kv_cache_type = kv_type;
     char err[512];
     engine_t *e = NULL;
     if (engine_new(&e, &cfg, err, sizeof(err)) < 0) fail_msg("engine_new: %s", err);
@@ -274,7 +285,7 @@ static void run_alone(engine_t *e, const engine_request_t *r, res_t *res)
 
 static void test_seed_and_batch_invariance(void **state)
 {
-    (void)state;
+    kv_type = *state;
     engine_t *e = mk(2, 16, 64, 0, 0);
     engine_request_t greedy, sampled;
     res_t g1, s1, s2, s3;
@@ -518,7 +529,7 @@ static void test_notify_coalesced(void **state)
  * alike, through a recompute of its positions. */
 static void test_paused_request_preempted(void **state)
 {
-    (void)state;
+    kv_type = *state;
     for (int seeded = 0; seeded < 2; seeded++) {
         /* the reference: A alone, read at once */
         engine_t *e = mk(1, 1, 8, 4, 0);
@@ -663,6 +674,11 @@ int main(void)
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_generate),
         cmocka_unit_test(test_seed_and_batch_invariance),
+        /* with an F16 KV cache: a request's tokens the same alone and among 15 others, and
+         * after a preemption's replay (the cache is rounded as written, so a recompute
+         * writes the same halves) */
+        {"test_seed_and_batch_invariance (kv f16)", test_seed_and_batch_invariance, NULL,
+         kv_type_reset, "f16"},
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_queue_full_and_hang),
         cmocka_unit_test(test_faults),
@@ -670,6 +686,8 @@ int main(void)
         cmocka_unit_test(test_ack_ahead),
         cmocka_unit_test(test_notify_coalesced),
         cmocka_unit_test(test_paused_request_preempted),
+        {"test_paused_request_preempted (kv f16)", test_paused_request_preempted, NULL,
+         kv_type_reset, "f16"},
         cmocka_unit_test(test_preempted_cancel),
         cmocka_unit_test(test_cancel_leaves_queue_at_once),
     };

@@ -37,10 +37,12 @@ static void test_defaults(void **state)
     assert_false(c.tls_allow_plaintext); /* TLS, once configured, is the only way in */
     assert_string_equal(c.source[0], "default");
     assert_string_equal(c.hugepages, "auto");
+    assert_string_equal(c.kv_cache_type, "f32");
     config_dispose(&c);
-    char *env[] = {"INFERD_HUGEPAGES=off", NULL};
+    char *env[] = {"INFERD_HUGEPAGES=off", "INFERD_KV_CACHE_TYPE=f16", NULL};
     assert_int_equal(load(&c, argv, env, err), 0);
     assert_string_equal(c.hugepages, "off");
+    assert_string_equal(c.kv_cache_type, "f16");
     config_dispose(&c);
 }
 
@@ -90,6 +92,7 @@ static void test_invalid_values(void **state)
     expect_invalid((char *[]){"inferd", "--log-format", "xml", NULL}, NULL, "text|jsonl");
     expect_invalid((char *[]){"inferd", "--log", "info,server=loud", NULL}, NULL, "--log");
     expect_invalid((char *[]){"inferd", "--hugepages", "always", NULL}, NULL, "auto|on|off");
+    expect_invalid((char *[]){"inferd", "--kv-cache-type", "q8_0", NULL}, NULL, "f32|f16");
     expect_invalid((char *[]){"inferd", "--drain-timeout", "5 parsecs", NULL}, NULL,
                    "--drain-timeout");
     expect_invalid((char *[]){"inferd", "--metrics-prefix", "9bad", NULL}, NULL,

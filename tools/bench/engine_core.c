@@ -10,9 +10,11 @@
  * the same N streams with other prompt ids for 2 tokens, untimed (llama-bench warms up the same
  * way before it times a prompt: the first pass over a fresh process's buffers and mapped
  * weights pays their page faults). -H sets the engine's hugepages mode (the server's
- * --hugepages; default auto); what it did goes to stderr ("weights: ...").
+ * --hugepages; default auto); what it did goes to stderr ("weights: ..."). -K sets the KV
+ * cache's elements (f32 or f16, the server's --kv-cache-type; default $INFERD_KV_CACHE_TYPE,
+ * else f32).
  * Usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] [-w] [-H MODE]
- *                          MODEL TOKENIZER|- [threads] [tokens] [N...]
+ *                          [-K f32|f16] MODEL TOKENIZER|- [threads] [tokens] [N...]
  */
 #include "engine.h"
 #include "load.h"
@@ -36,6 +38,7 @@ static void on_notify(void *arg)
 
 static int prompt_len = 5, ctx_size, prefill_chunk, warmup;
 static const char *hugepages;
+static const char *kv_cache_type;
 
 /* VmRSS of this process in MiB (the sampling point is the caller's choice) */
 static double rss_mib(void)
@@ -129,6 +132,7 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
     cfg.notify = on_notify;
     cfg.notify_arg = &pfd[1];
     cfg.hugepages = hugepages;
+    cfg.kv_cache_type = kv_cache_type;
     char err[512];
     engine_t *e;
     if (engine_new(&e, &cfg, err, sizeof(err)) < 0) {
@@ -196,7 +200,8 @@ static int run(const char *model, const char *tok, int threads, int tokens, int 
 int main(int argc, char **argv)
 {
     int o;
-    while ((o = getopt(argc, argv, "+p:c:b:wH:")) != -1) {
+    kv_cache_type = getenv("INFERD_KV_CACHE_TYPE");
+    while ((o = getopt(argc, argv, "+p:c:b:wH:K:")) != -1) {
         if (o == 'p')
             prompt_len = atoi(optarg);
         else if (o == 'c')
@@ -207,6 +212,8 @@ int main(int argc, char **argv)
             warmup = 1;
         else if (o == 'H')
             hugepages = optarg;
+        else if (o == 'K')
+            kv_cache_type = optarg;
         else
             return 2;
     }
@@ -214,7 +221,8 @@ int main(int argc, char **argv)
     argv += optind - 1;
     if (argc < 3 || prompt_len < 1) {
         fprintf(stderr, "usage: engine_core_bench [-p PROMPT_TOKENS] [-c CTX] [-b PREFILL_CHUNK] "
-                        "[-w] [-H auto|on|off] MODEL TOKENIZER|- [threads] [tokens] [N...]\n");
+                        "[-w] [-H auto|on|off] [-K f32|f16] MODEL TOKENIZER|- [threads] [tokens] "
+                        "[N...]\n");
         return 2;
     }
     int threads = argc > 3 ? atoi(argv[3]) : 0;

@@ -17,7 +17,9 @@
 #      decode after DEPTH (1800) positions of context (llama-bench -d), attention's share;
 #      TOKENS (128) decode tokens per stream; LLAMACPP=0 skips llama.cpp (else it is built
 #      once by tools/bench/llamacpp.sh, ~10 minutes); LLAMA2C_RUN_C: llama2.c's run.c
-#      (default build-peer/llama2.c/run.c; without it run.c is left out); BUILD_DIR.
+#      (default build-peer/llama2.c/run.c; without it run.c is left out); BUILD_DIR;
+#      INFERD_KV_CACHE_TYPE (f32): inferd's KV cache, f16 as llama.cpp's own default (its
+#      llama-bench and batched-bench keep K and V in f16 either way).
 # Models come from tools/mkmodel with random weights and the real Llama 3 / Qwen
 # vocabularies (the shapes are below); the stories15M-shaped
 # llama2.c file is rewritten as GGUF for llama.cpp by tools/bench/llama2c_to_gguf.py (the
@@ -77,7 +79,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b == 
 
 echo "vs-llamacpp: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
   "threads $threads, rounds $rounds, $tokens decode tokens, kernels $("$build/tools/kernels_bench" -r 16 -c 256 -i 1 F32 | sed -n 's/.*isa \([a-z0-9]*\),.*/\1/p')," \
-  "load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u '+%Y-%m-%d %H:%M UTC')"
+  "load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u '+%Y-%m-%d %H:%M UTC')," \
+  "inferd KV cache ${INFERD_KV_CACHE_TYPE:-f32} (llama.cpp f16)"
 [[ -n "$lcpp" ]] && echo "llama.cpp: $lcpp_tag (commit $(git -C "$root/build-node/llama.cpp" rev-parse --short HEAD 2>/dev/null)), $lcpp"
 "$build/tools/membw" "$threads" 256 5 | tee "$tmp/membw"
 # inferd's CPU engine holds its weights in huge pages (--hugepages auto) where the kernel
