@@ -301,7 +301,7 @@ class TestServeGGUF(unittest.TestCase):
         # 16 sequences x 512 positions x 2 layers x kv width 128 x K and V x 4 bytes
         want = 16 * 512 * 2 * 128 * 2 * 4
         log = self.srv.stderr()
-        self.assertIn("KV cache: %d bytes (%.1f MiB) for 16 sequences x 512 positions" %
+        self.assertIn("KV cache: %d bytes (%.1f MiB, f32) for 16 sequences x 512 positions" %
                       (want, want / 1048576), log)
         self.assertIn("llama Q4_K_M", log)
 
@@ -397,6 +397,41 @@ def thp_offered():
             return re.search(r"\[(always|madvise)\]", f.read()) is not None
     except OSError:
         return False
+
+
+class TestKVCacheType(unittest.TestCase):
+    """--kv-cache-type f16: the server's engine keeps half the KV bytes (the start-up log
+    says so) and serves; an unknown type is a start-up error naming the option."""
+
+    def test_f16_halves_the_cache(self):
+        d = tempfile.mkdtemp(prefix="inferd-gguf-")
+        try:
+            model = mkmodel(os.path.join(d, "f32.gguf"))
+            kv = {}
+            for t in ("f32", "f16"):
+                srv = GGUFServer(model, "--kv-cache-type", t, "--log", "info")
+                try:
+                    got = []
+                    for m in srv.generate(req(token_ids=[1, 7, 9], max_tokens=12), timeout=60):
+                        got.extend(m.token_ids)
+                    log = srv.stderr()
+                finally:
+                    err = srv.stop()
+                self.assertIsNone(err, err)
+                self.assertEqual(len(got), 12)
+                m = re.search(r"KV cache: ([0-9]+) bytes \([0-9.]+ MiB, (f16|f32)\)", log)
+                self.assertIsNotNone(m, log)
+                self.assertEqual(m.group(2), t)
+                kv[t] = int(m.group(1))
+            self.assertEqual(kv["f16"] * 2, kv["f32"])
+            p = subprocess.run([inferd_bin(), "--model", model, "--kv-cache-type", "q8_0",
+                                "--listen", "127.0.0.1:%d" % free_port(), "--system-port",
+                                str(free_port())], capture_output=True, timeout=60)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn(b"--kv-cache-type", p.stderr)
+            self.assertIn(b"f32|f16", p.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class TestHugePages(unittest.TestCase):
