@@ -97,7 +97,7 @@ static void test_stories15m_shape(void **state)
     fake_init(&f, 288, 768, 6, 6, 6, 32000, 256, 1);
     uint64_t mats = 6ull * (3 * 288 * 288 + 288 * 288 + 3 * 768 * 288);
     uint64_t small = (2 * 6 * 288 + 288 + 24) * 4ull; /* norms + RoPE frequencies */
-    backend_opts_t o = {0, 4, 0};
+    backend_opts_t o = {.device = 0, .streams = 4, .bf16 = 0};
     uint64_t w, kv, sc;
     uint64_t all = cuda_budget_bytes(&f.v, &o, 128, 64, &w, &kv, &sc);
     assert_int_equal(w, mats * 4 + 32000ull * 288 * 4 + small); /* shared classifier */
@@ -125,7 +125,7 @@ static void test_kv_rounds_up_to_lanes(void **state)
     (void)state;
     fake_t f;
     fake_init(&f, 64, 172, 2, 4, 2, 512, 128, 1); /* GQA: kv_dim 32 */
-    backend_opts_t o = {0, 4, 0};
+    backend_opts_t o = {.device = 0, .streams = 4, .bf16 = 0};
     uint64_t kv;
     cuda_budget_bytes(&f.v, &o, 16, 10, NULL, &kv, NULL); /* 10 slots over 4 lanes: 3 each */
     assert_int_equal(kv, 12ull * 2 * 128 * 32 * 2 * 4);
@@ -139,7 +139,7 @@ static void test_check_refuses(void **state)
 {
     (void)state;
     fake_t f;
-    backend_opts_t o = {0, 4, 0};
+    backend_opts_t o = {.device = 0, .streams = 4, .bf16 = 0};
     char why[256];
     fake_init(&f, 64, 172, 2, 4, 2, 512, 128, 1);
     assert_int_equal(cuda_check(&f.v, &o, why, sizeof why), 0);
