@@ -128,8 +128,7 @@ void att_scores_group_f16(float *att, size_t astride, const float *q, size_t qst
 /** att_mix_group over values kept as IEEE half: the bits att_mix_group gives on their f32
  *  values, on every ISA. */
 void att_mix_group_f16(float *out, size_t ostride, const float *att, size_t astride,
-                       const float *inv, int g, const uint16_t *v, size_t vstride, int npos,
-                       int n);
+                       const float *inv, int g, const uint16_t *v, size_t vstride, int npos, int n);
 /** dst[i] = fp32_to_fp16(x[i]) for i < n (round to nearest even; every ISA the same bits). */
 void kernels_to_f16(uint16_t *dst, const float *x, int n);
 
