@@ -27,7 +27,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from inferd_harness import free_port  # noqa: E402
+from inferd_harness import free_ports  # noqa: E402
 from test_inference import (SANITIZER_MARKERS, HealthCheckRequest,  # noqa: E402
                             HealthCheckResponse, ModelInfo, ModelInfoRequest, _ser, inferd_bin,
                             parse_response, req)
@@ -117,8 +117,9 @@ class TestHostileFiles(unittest.TestCase):
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     def start_fails(self, path, *words, args=()):
-        cmd = [inferd_bin(), "--listen", "127.0.0.1:%d" % free_port(), "--system-port",
-               str(free_port()), "--model", path, "--log", "warn"] + list(args)
+        ports = free_ports(2)
+        cmd = [inferd_bin(), "--listen", "127.0.0.1:%d" % ports[0], "--system-port",
+               str(ports[1]), "--model", path, "--log", "warn"] + list(args)
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         err = p.stderr
         for m in SANITIZER_MARKERS:
@@ -199,7 +200,7 @@ class TestHostileFiles(unittest.TestCase):
 
 class GGUFServer:
     def __init__(self, model, *args, env=None):
-        self.port, self.sport = free_port(), free_port()
+        self.port, self.sport = free_ports(2)  # two distinct: picked while both are held
         self.errf = tempfile.TemporaryFile()
         e = dict(os.environ)
         e.update(env or {})
@@ -424,9 +425,10 @@ class TestKVCacheType(unittest.TestCase):
                 self.assertEqual(m.group(2), t)
                 kv[t] = int(m.group(1))
             self.assertEqual(kv["f16"] * 2, kv["f32"])
+            ports = free_ports(2)
             p = subprocess.run([inferd_bin(), "--model", model, "--kv-cache-type", "q8_0",
-                                "--listen", "127.0.0.1:%d" % free_port(), "--system-port",
-                                str(free_port())], capture_output=True, timeout=60)
+                                "--listen", "127.0.0.1:%d" % ports[0], "--system-port",
+                                str(ports[1])], capture_output=True, timeout=60)
             self.assertNotEqual(p.returncode, 0)
             self.assertIn(b"--kv-cache-type", p.stderr)
             self.assertIn(b"f32|f16", p.stderr)
@@ -465,9 +467,10 @@ class TestHugePages(unittest.TestCase):
             else:
                 log, _, on_tokens = seen["auto"]
                 self.assertIn("weights mapped from the file: transparent huge pages are off", log)
+                ports = free_ports(2)
                 p = subprocess.run([inferd_bin(), "--model", model, "--hugepages", "on",
-                                    "--listen", "127.0.0.1:%d" % free_port(), "--system-port",
-                                    str(free_port())], capture_output=True, timeout=60)
+                                    "--listen", "127.0.0.1:%d" % ports[0], "--system-port",
+                                    str(ports[1])], capture_output=True, timeout=60)
                 self.assertNotEqual(p.returncode, 0)
                 self.assertIn(b"hugepages on: ", p.stderr)
             self.assertEqual(on_tokens, off_tokens)

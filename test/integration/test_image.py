@@ -78,7 +78,7 @@ class Container:
     def __init__(self, tc, image, podman_args, inferd_args, name):
         self.name = "inferd-it-%s-%d" % (name, os.getpid())
         podman("rm", "-f", "-i", self.name, check=False)
-        self.grpc_port, self.system_port = H.free_port(), H.free_port()
+        self.grpc_port, self.system_port = H.free_ports(2)
         argv = ["run", "-d", "--name", self.name] + tc.run_flags + list(podman_args) + [image]
         argv += ["--listen", "127.0.0.1:%d" % self.grpc_port, "--system-host", "127.0.0.1",
                  "--system-port", str(self.system_port)] + list(inferd_args)
