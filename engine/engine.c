@@ -1264,15 +1264,13 @@ static int backend_open(engine_t *e, const engine_config_t *cfg, char *err, size
         return errorf(err, errlen, -EINVAL, "cuda_streams %d is outside 0..64", cfg->cuda_streams);
     if (kind == DEVICE_CPU && bf16)
         return errorf(err, errlen, -EINVAL, "dtype bf16 needs the CUDA backend (device cuda)");
-    int kv_f16 = kv_type_parse(cfg->kv_cache_type, err, errlen);
-    if (kv_f16 < 0) return kv_f16;
+    int kv_f16 = e->kv_f16; /* parsed by engine_new */
     if (kind == DEVICE_CUDA && kv_f16)
         return errorf(err, errlen, -EINVAL,
                       "kv cache type f16 (--kv-cache-type) needs the CPU backend (--device "
                       "cpu): the CUDA backend's cache is f32");
     backend_opts_t o = {
         .device = idx, .streams = cfg->cuda_streams, .bf16 = bf16, .kv_f16 = kv_f16};
-    e->kv_f16 = kv_f16;
     char why[384] = "";
     int unsupported = 0;
 #ifdef INFERD_HAVE_CUDA
@@ -1415,10 +1413,12 @@ int engine_new(engine_t **out, const engine_config_t *cfg, char *err, size_t err
         return errorf(err, errlen, -EINVAL, "engine config values must not be negative");
     /* a bad mode fails before the model is loaded, not after */
     if ((rc = model_hugepages_mode(cfg->hugepages, err, errlen)) < 0) return rc;
-    if ((rc = kv_type_parse(cfg->kv_cache_type, err, errlen)) < 0) return rc;
+    int kv_f16 = kv_type_parse(cfg->kv_cache_type, err, errlen);
+    if (kv_f16 < 0) return kv_f16;
     engine_t *e = calloc(1, sizeof(*e));
     if (!e) return errorf(err, errlen, -ENOMEM, "out of memory");
     e->cfg = *cfg;
+    e->kv_f16 = kv_f16;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     e->threads = cfg->threads ? cfg->threads : (nc > 0 ? (int)nc : 1);
     e->max_batch = cfg->max_batch ? cfg->max_batch : 16;
