@@ -101,6 +101,23 @@ def patched(src, dst, edits):
     return dst
 
 
+def start_fails(tc, model, *words, args=(), code=1):
+    """inferd on model with args must exit with code (1: the model or engine refused, 2: an
+    option's value), its stderr naming every one of words and nothing from the sanitizers;
+    returns that stderr."""
+    ports = free_ports(2)
+    cmd = [inferd_bin(), "--listen", "127.0.0.1:%d" % ports[0], "--system-port",
+           str(ports[1]), "--model", model, "--log", "warn"] + list(args)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    err = p.stderr
+    for m in SANITIZER_MARKERS:
+        tc.assertNotIn(m, err, err[-4000:])
+    tc.assertEqual(p.returncode, code, err[-2000:])
+    for w in words:
+        tc.assertIn(w, err)
+    return err
+
+
 class TestHostileFiles(unittest.TestCase):
     """Each file: exit status 1, the message, nothing from the sanitizers."""
 
@@ -116,83 +133,70 @@ class TestHostileFiles(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.dir, ignore_errors=True)
 
-    def start_fails(self, path, *words, args=()):
-        ports = free_ports(2)
-        cmd = [inferd_bin(), "--listen", "127.0.0.1:%d" % ports[0], "--system-port",
-               str(ports[1]), "--model", path, "--log", "warn"] + list(args)
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        err = p.stderr
-        for m in SANITIZER_MARKERS:
-            self.assertNotIn(m, err, err[-4000:])
-        self.assertEqual(p.returncode, 1, err[-2000:])
-        for w in words:
-            self.assertIn(w, err)
-        return err
-
     def edit(self, name, edits):
         return patched(self.good, os.path.join(self.dir, name), edits)
 
     def test_version_1(self):
         p = self.edit("v1.gguf", [(4, struct.pack("<I", 1))])
-        self.start_fails(p, "v1.gguf: GGUF version 1 is too old: inferd reads versions 2 and 3")
+        start_fails(self, p, "v1.gguf: GGUF version 1 is too old: inferd reads versions 2 and 3")
 
     def test_truncated(self):
         p = self.edit("cut.gguf", [(-(len(self.data) // 2), b"")])
-        self.start_fails(p, "cut.gguf: tensor '", "lies past its end")
+        start_fails(self, p, "cut.gguf: tensor '", "lies past its end")
 
     def test_huge_counts(self):
         p = self.edit("count.gguf", [(8, struct.pack("<Q", 1 << 60))])
-        self.start_fails(p, "count.gguf: tensor count 1152921504606846976 cannot fit")
+        start_fails(self, p, "count.gguf: tensor count 1152921504606846976 cannot fit")
         key_len_at = 24
         p = self.edit("keylen.gguf", [(key_len_at, struct.pack("<Q", 1 << 60))])
-        self.start_fails(p, "keylen.gguf: metadata key 0 has length 1152921504606846976")
+        start_fails(self, p, "keylen.gguf: metadata key 0 has length 1152921504606846976")
         tp, vp = self.lay["kv"]["tokenizer.ggml.tokens"]
         p = self.edit("arr.gguf", [(vp + 4, struct.pack("<Q", 1 << 60))])
-        self.start_fails(p, "arr.gguf: key 'tokenizer.ggml.tokens': array of 1152921504606846976 "
+        start_fails(self, p, "arr.gguf: key 'tokenizer.ggml.tokens': array of 1152921504606846976 "
                             "strings cannot fit")
 
     def test_unsupported_architecture(self):
         tp, vp = self.lay["kv"]["general.architecture"]
         p = self.edit("arch.gguf", [(vp + 8, b"gemma")])
-        self.start_fails(p, "arch.gguf: architecture 'gemma' is not supported (inferd runs llama, "
+        start_fails(self, p, "arch.gguf: architecture 'gemma' is not supported (inferd runs llama, "
                             "qwen2, qwen3)")
 
     def test_bad_key_type(self):
         tp, vp = self.lay["kv"]["llama.block_count"]
         p = self.edit("keytype.gguf", [(tp, struct.pack("<I", 6))])  # UINT32 -> FLOAT32
-        self.start_fails(p, "metadata key 'llama.block_count' must be an integer, found FLOAT32")
+        start_fails(self, p, "metadata key 'llama.block_count' must be an integer, found FLOAT32")
 
     def test_bad_tensors(self):
         name, ndp, typ, off = self.lay["tensors"]["blk.0.ffn_up.weight"]
         p = self.edit("type.gguf", [(typ, struct.pack("<I", 5))])
-        self.start_fails(p, "tensor 'blk.0.ffn_up.weight' has unknown type 5")
+        start_fails(self, p, "tensor 'blk.0.ffn_up.weight' has unknown type 5")
         p = self.edit("offset.gguf", [(off, struct.pack("<Q", 1 << 40))])
-        self.start_fails(p, "tensor 'blk.0.ffn_up.weight': data [1099511627776,",
+        start_fails(self, p, "tensor 'blk.0.ffn_up.weight': data [1099511627776,",
                          "lies past its end")
         p = self.edit("misaligned.gguf", [(off, struct.pack("<Q", 1 << 40 | 3))])
-        self.start_fails(p, "offset 1099511627779 is not a multiple of the alignment 32")
+        start_fails(self, p, "offset 1099511627779 is not a multiple of the alignment 32")
         p = self.edit("missing.gguf", [(name + 8 + 6, b"xx")])  # blk.0.ffn_up -> blk.0.xxn_up
-        self.start_fails(p, "tensor 'blk.0.ffn_up.weight' is missing (llama needs it)")
+        start_fails(self, p, "tensor 'blk.0.ffn_up.weight' is missing (llama needs it)")
         p = self.edit("extra.gguf", [(self.lay["tensors"]["output_norm.weight"][0] + 8, b"xx")])
-        self.start_fails(p, "missing")
+        start_fails(self, p, "missing")
         p = self.edit("shape.gguf", [(ndp + 4, struct.pack("<Q", 128)),
                                      (ndp + 12, struct.pack("<Q", 1024))])
-        self.start_fails(p, "tensor 'blk.0.ffn_up.weight' has shape [128, 1024] but the "
+        start_fails(self, p, "tensor 'blk.0.ffn_up.weight' has shape [128, 1024] but the "
                             "hyper-parameters need [256, 512]")
 
     def test_type_inferd_cannot_run(self):
         p = mkmodel(os.path.join(self.dir, "q2k.gguf"), "--type", "Q8_0", "--tensor-type",
                     "blk.1.ffn_down.weight=Q2_K")
-        self.start_fails(p, "tensor blk.1.ffn_down.weight has type Q2_K, which inferd cannot run")
+        start_fails(self, p, "tensor blk.1.ffn_down.weight has type Q2_K, which inferd cannot run")
 
     def test_split_shard(self):
         shard = os.path.join(self.dir, "m-00002-of-00002.gguf")
         shutil.copy(self.good, shard)
-        self.start_fails(shard, "is shard 2 of 2 of a split model: open the first shard, ",
+        start_fails(self, shard, "is shard 2 of 2 of a split model: open the first shard, ",
                          "m-00001-of-00002.gguf")
 
     def test_ctx_size_beyond_the_model(self):
-        self.start_fails(self.good, "context size 2048 exceeds the model's context length 1024",
+        start_fails(self, self.good, "context size 2048 exceeds the model's context length 1024",
                          args=["--ctx-size", "2048"])
 
 
@@ -425,13 +429,8 @@ class TestKVCacheType(unittest.TestCase):
                 self.assertEqual(m.group(2), t)
                 kv[t] = int(m.group(1))
             self.assertEqual(kv["f16"] * 2, kv["f32"])
-            ports = free_ports(2)
-            p = subprocess.run([inferd_bin(), "--model", model, "--kv-cache-type", "q8_0",
-                                "--listen", "127.0.0.1:%d" % ports[0], "--system-port",
-                                str(ports[1])], capture_output=True, timeout=60)
-            self.assertNotEqual(p.returncode, 0)
-            self.assertIn(b"--kv-cache-type", p.stderr)
-            self.assertIn(b"f32|f16", p.stderr)
+            start_fails(self, model, "--kv-cache-type", "f32|f16",
+                        args=("--kv-cache-type", "q8_0"), code=2)
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -467,12 +466,7 @@ class TestHugePages(unittest.TestCase):
             else:
                 log, _, on_tokens = seen["auto"]
                 self.assertIn("weights mapped from the file: transparent huge pages are off", log)
-                ports = free_ports(2)
-                p = subprocess.run([inferd_bin(), "--model", model, "--hugepages", "on",
-                                    "--listen", "127.0.0.1:%d" % ports[0], "--system-port",
-                                    str(ports[1])], capture_output=True, timeout=60)
-                self.assertNotEqual(p.returncode, 0)
-                self.assertIn(b"hugepages on: ", p.stderr)
+                start_fails(self, model, "hugepages on: ", args=("--hugepages", "on"))
             self.assertEqual(on_tokens, off_tokens)
         finally:
             shutil.rmtree(d, ignore_errors=True)
